@@ -1,0 +1,1 @@
+"""Capture: plans, the session runner and the crash-safe dataset."""

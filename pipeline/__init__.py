@@ -1,0 +1,1 @@
+"""The pipeline command: train, evaluate, index, search, explain."""

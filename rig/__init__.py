@@ -1,0 +1,1 @@
+"""coinrig rig layer: configuration, device drivers and the simulation backend."""

@@ -1,0 +1,1 @@
+"""Arm drivers: G-code arms with a suction cup."""

@@ -1,0 +1,50 @@
+"""Shared command-line plumbing: one-line errors with exit code 2, --debug for tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+
+from rig.errors import RigError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for (bad path, bad value); shown as one line."""
+
+
+class _Settings:
+    debug: bool = False
+
+
+settings = _Settings()
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def expected_errors(*extra: type[BaseException]) -> Iterator[None]:
+    """Turn expected failures into one stderr line and exit 2 (re-raise with --debug)."""
+    try:
+        yield
+    except (RigError, UserError, *extra) as exc:
+        if settings.debug:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise fail(message) from None
+
+
+def set_debug(value: bool) -> None:
+    """Enable tracebacks for expected errors."""
+    settings.debug = value
+    if value:
+        sys.tracebacklimit = 1000

@@ -1,0 +1,533 @@
+"""Rig configuration: pydantic v2 models, one per device, a `driver` field choosing the class.
+
+Units are in field names. Bounds are validated at load, unknown keys are errors, and
+`load_config` turns any problem into one ConfigError line naming the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rig.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- fault injection (emulators)
+
+FaultKind = Literal[
+    "lost_reply", "late_reply", "garbage", "error", "alarm", "modbus_exception", "disconnect"
+]
+
+
+class FaultRule(StrictModel):
+    """One injected fault: what, how often, and (for codes) which code."""
+
+    kind: FaultKind
+    probability: float = Field(0.0, ge=0.0, le=1.0, description="chance per command")
+    after_commands: int | None = Field(
+        None, ge=0, description="fire once, deterministically, at this command count"
+    )
+    code: int | None = Field(None, ge=0, le=255, description="error:N / ALARM:N / Modbus code")
+
+
+class EmulatorConfig(StrictModel):
+    """Start an emulator for this device in-process and connect the real driver to it."""
+
+    faults: tuple[FaultRule, ...] = ()
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- transports
+
+class SerialPort(StrictModel):
+    """A serial line: a device path, a pty, or any pyserial URL (socket://, loop://)."""
+
+    kind: Literal["serial"] = "serial"
+    port: str = Field(min_length=1)
+    baudrate: int = Field(115200, ge=300, le=4_000_000)
+
+
+class ModbusTcp(StrictModel):
+    """Modbus TCP endpoint."""
+
+    kind: Literal["tcp"] = "tcp"
+    host: str = Field(min_length=1)
+    port: int = Field(502, ge=1, le=65535)
+
+
+class ModbusRtu(StrictModel):
+    """Modbus RTU over a serial line."""
+
+    kind: Literal["rtu"] = "rtu"
+    port: str = Field(min_length=1)
+    baudrate: int = Field(19200, ge=300, le=4_000_000)
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+
+
+ModbusLink = Annotated[ModbusTcp | ModbusRtu, Field(discriminator="kind")]
+
+RegisterAddress = Annotated[int, Field(ge=0, le=65535)]
+
+
+# ---------------------------------------------------------------- turntables
+
+class TurntableLimits(StrictModel):
+    """Travel and speed limits for a rotary axis (absolute, multi-turn)."""
+
+    min_deg: float = Field(-3600.0, ge=-1e6, le=1e6)
+    max_deg: float = Field(3600.0, ge=-1e6, le=1e6)
+    max_speed_deg_per_s: float = Field(90.0, gt=0, le=3600)
+    accel_deg_per_s2: float = Field(180.0, gt=0, le=1e5)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TurntableLimits:
+        if self.min_deg >= self.max_deg:
+            raise ValueError(f"min_deg ({self.min_deg}) must be below max_deg ({self.max_deg})")
+        return self
+
+
+class TiltAxis(StrictModel):
+    """An optional camera tilt stage driven as a second GRBL axis."""
+
+    axis: Literal["X", "Y", "Z", "A", "B", "C"] = "Y"
+    units_per_deg: float = Field(1.0, gt=0, le=1e5)
+    min_deg: float = Field(0.0, ge=-90, le=90)
+    max_deg: float = Field(45.0, ge=-90, le=90)
+    speed_deg_per_s: float = Field(30.0, gt=0, le=720)
+
+
+class GrblTurntableConfig(StrictModel):
+    """GRBL 1.1 controller (Arduino + stepper) turning the turntable over serial G-code."""
+
+    driver: Literal["grbl"]
+    link: SerialPort | None = None
+    emulate: EmulatorConfig | None = None
+    axis: Literal["X", "Y", "Z", "A", "B", "C"] = "X"
+    units_per_deg: float = Field(1.0, gt=0, le=1e5, description="GRBL axis units per degree")
+    speed_deg_per_s: float = Field(60.0, gt=0, le=3600)
+    limits: TurntableLimits = TurntableLimits()
+    homing: bool = False
+    tilt: TiltAxis | None = None
+    reply_timeout_s: float = Field(2.0, gt=0, le=120)
+    banner_timeout_s: float = Field(5.0, gt=0, le=120)
+    retries: int = Field(2, ge=0, le=10)
+    poll_interval_s: float = Field(0.02, gt=0, le=5)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> GrblTurntableConfig:
+        _require_one_endpoint(self.link, self.emulate)
+        if self.speed_deg_per_s > self.limits.max_speed_deg_per_s:
+            raise ValueError(
+                f"speed_deg_per_s {self.speed_deg_per_s} exceeds limits.max_speed_deg_per_s "
+                f"{self.limits.max_speed_deg_per_s}"
+            )
+        return self
+
+
+class ModbusTurntableRegisters(StrictModel):
+    """Register map of an integrated stepper/servo drive (holding registers unless noted)."""
+
+    target: RegisterAddress = 0
+    target_words: Literal[1, 2] = 2
+    speed: RegisterAddress = 2
+    enable: RegisterAddress = 3
+    status: RegisterAddress = 4
+    busy_bit: int = Field(0, ge=0, le=15)
+    fault_bit: int = Field(1, ge=0, le=15)
+    actual: RegisterAddress = 5
+    actual_words: Literal[1, 2] = 2
+    command: RegisterAddress = 7
+    home_command: int = Field(1, ge=0, le=65535)
+    stop_command: int = Field(2, ge=0, le=65535)
+    clear_fault_command: int = Field(3, ge=0, le=65535)
+
+
+class ModbusTurntableConfig(StrictModel):
+    """Integrated stepper/servo drive turning the turntable, Modbus RTU or TCP."""
+
+    driver: Literal["modbus"]
+    link: ModbusLink | None = None
+    emulate: EmulatorConfig | None = None
+    unit_id: int = Field(1, ge=0, le=247)
+    registers: ModbusTurntableRegisters = ModbusTurntableRegisters()
+    steps_per_deg: float = Field(100.0, gt=0, le=1e6)
+    speed_deg_per_s: float = Field(60.0, gt=0, le=3600)
+    limits: TurntableLimits = TurntableLimits()
+    timeout_s: float = Field(1.0, gt=0, le=60)
+    retries: int = Field(2, ge=0, le=10)
+    poll_interval_s: float = Field(0.02, gt=0, le=5)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> ModbusTurntableConfig:
+        _require_one_endpoint(self.link, self.emulate)
+        return self
+
+
+TurntableConfig = Annotated[
+    GrblTurntableConfig | ModbusTurntableConfig, Field(discriminator="driver")
+]
+
+
+# ---------------------------------------------------------------- arm and tray
+
+class Pose(StrictModel):
+    """A Cartesian tool pose in millimetres (arm base frame)."""
+
+    x_mm: float
+    y_mm: float
+    z_mm: float
+
+    @model_validator(mode="after")
+    def _finite(self) -> Pose:
+        for name in ("x_mm", "y_mm", "z_mm"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite")
+        return self
+
+
+class Workspace(StrictModel):
+    """The box every commanded pose must lie in."""
+
+    x_mm: tuple[float, float] = (-350.0, 350.0)
+    y_mm: tuple[float, float] = (50.0, 350.0)
+    z_mm: tuple[float, float] = (-100.0, 200.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Workspace:
+        for name in ("x_mm", "y_mm", "z_mm"):
+            low, high = getattr(self, name)
+            if not low < high:
+                raise ValueError(f"workspace {name} must be (low, high) with low < high")
+        return self
+
+    def contains(self, pose: Pose) -> bool:
+        """Whether the pose lies inside the box (inclusive)."""
+        return (
+            self.x_mm[0] <= pose.x_mm <= self.x_mm[1]
+            and self.y_mm[0] <= pose.y_mm <= self.y_mm[1]
+            and self.z_mm[0] <= pose.z_mm <= self.z_mm[1]
+        )
+
+
+class TrayConfig(StrictModel):
+    """A grid tray of coin slots; slot 0 at `origin`, row-major."""
+
+    rows: int = Field(4, ge=1, le=100)
+    cols: int = Field(6, ge=1, le=100)
+    origin: Pose = Pose(x_mm=-150.0, y_mm=150.0, z_mm=0.0)
+    pitch_mm: float = Field(40.0, gt=0, le=500)
+
+    @property
+    def slots(self) -> int:
+        """Number of slots."""
+        return self.rows * self.cols
+
+    def slot_pose(self, slot: int) -> Pose:
+        """The pose of a slot's centre at coin height."""
+        if not 0 <= slot < self.slots:
+            raise ConfigError(f"tray slot {slot} does not exist (tray has slots 0..{self.slots - 1})")
+        row, col = divmod(slot, self.cols)
+        return Pose(
+            x_mm=self.origin.x_mm + col * self.pitch_mm,
+            y_mm=self.origin.y_mm + row * self.pitch_mm,
+            z_mm=self.origin.z_mm,
+        )
+
+
+class FlipStation(StrictModel):
+    """A chute that turns a dropped coin over: drop it at `drop`, pick it up again at `pickup`."""
+
+    drop: Pose
+    pickup: Pose
+
+
+class GcodeArmConfig(StrictModel):
+    """A G-code arm with a suction cup (uFactory uArm Swift Pro or Rotrics DexArm dialect)."""
+
+    driver: Literal["gcode-arm"]
+    dialect: Literal["uarm-swift-pro", "dexarm"] = "uarm-swift-pro"
+    link: SerialPort | None = None
+    emulate: EmulatorConfig | None = None
+    workspace: Workspace = Workspace()
+    safe_pose: Pose = Pose(x_mm=0.0, y_mm=200.0, z_mm=150.0)
+    turntable_pose: Pose = Pose(x_mm=150.0, y_mm=200.0, z_mm=10.0)
+    flip_station: FlipStation = FlipStation(
+        drop=Pose(x_mm=0.0, y_mm=300.0, z_mm=40.0), pickup=Pose(x_mm=60.0, y_mm=300.0, z_mm=0.0)
+    )
+    clearance_mm: float = Field(40.0, ge=0, le=300, description="lift above a pick/place point")
+    speed_mm_per_s: float = Field(100.0, gt=0, le=1000)
+    accel_mm_per_s2: float = Field(500.0, gt=0, le=1e5)
+    reply_timeout_s: float = Field(2.0, gt=0, le=120)
+    banner_timeout_s: float = Field(5.0, gt=0, le=120)
+    retries: int = Field(2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _poses_inside(self) -> GcodeArmConfig:
+        _require_one_endpoint(self.link, self.emulate)
+        named = {
+            "safe_pose": self.safe_pose,
+            "turntable_pose": self.turntable_pose,
+            "flip_station.drop": self.flip_station.drop,
+            "flip_station.pickup": self.flip_station.pickup,
+        }
+        for name, pose in named.items():
+            lifted = Pose(x_mm=pose.x_mm, y_mm=pose.y_mm, z_mm=pose.z_mm + self.clearance_mm)
+            if not (self.workspace.contains(pose) and self.workspace.contains(lifted)):
+                raise ValueError(f"{name} (or its clearance above) lies outside the workspace")
+        return self
+
+
+ArmConfig = Annotated[GcodeArmConfig, Field(discriminator="driver")]
+
+
+# ---------------------------------------------------------------- lightbox
+
+class LightChannel(StrictModel):
+    """One LED channel: where its level lives and where the light comes from."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    address: RegisterAddress
+    kind: Literal["holding", "coil"] = "holding"
+    full_scale: int = Field(1000, ge=1, le=65535, description="register value for intensity 1.0")
+    azimuth_deg: float | None = Field(None, ge=-360, le=360)
+    elevation_deg: float | None = Field(None, ge=0, le=90)
+    diffuse: bool = False
+
+    @model_validator(mode="after")
+    def _geometry(self) -> LightChannel:
+        directional = self.azimuth_deg is not None and self.elevation_deg is not None
+        if self.diffuse == directional:
+            raise ValueError(
+                f"channel {self.name}: give either azimuth_deg and elevation_deg, or diffuse: true"
+            )
+        return self
+
+
+Intensity = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ModbusLightboxConfig(StrictModel):
+    """A Modbus LED/PWM controller, one register (or coil) per channel."""
+
+    driver: Literal["modbus"]
+    link: ModbusLink | None = None
+    emulate: EmulatorConfig | None = None
+    unit_id: int = Field(1, ge=0, le=247)
+    channels: tuple[LightChannel, ...] = Field(min_length=1)
+    patterns: dict[str, dict[str, Intensity]] = Field(default_factory=dict)
+    timeout_s: float = Field(1.0, gt=0, le=60)
+    retries: int = Field(2, ge=0, le=10)
+    settle_ms: float = Field(20.0, ge=0, le=5000, description="LED settling time after a change")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModbusLightboxConfig:
+        _require_one_endpoint(self.link, self.emulate)
+        names = [c.name for c in self.channels]
+        if len(set(names)) != len(names):
+            raise ValueError("channel names must be unique")
+        addresses = [(c.kind, c.address) for c in self.channels]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("two channels share a register")
+        for pattern, levels in self.patterns.items():
+            unknown = sorted(set(levels) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"pattern {pattern!r} names unknown channel(s) {unknown}; channels are {names}"
+                )
+        return self
+
+    def channel(self, name: str) -> LightChannel:
+        """The channel called `name`."""
+        for channel in self.channels:
+            if channel.name == name:
+                return channel
+        raise ConfigError(f"no light channel {name!r}; channels are {[c.name for c in self.channels]}")
+
+
+LightboxConfig = Annotated[ModbusLightboxConfig, Field(discriminator="driver")]
+
+
+# ---------------------------------------------------------------- cameras
+
+PixelFormat = Literal["Mono8", "Mono12", "RGB8", "BayerRG8", "BayerRG12"]
+
+
+class CameraSettings(StrictModel):
+    """Exposure and gain limits and defaults shared by all cameras."""
+
+    exposure_us: float = Field(20000.0, ge=10, le=10_000_000)
+    gain_db: float = Field(0.0, ge=0, le=48)
+    min_exposure_us: float = Field(20.0, ge=1, le=10_000_000)
+    max_exposure_us: float = Field(1_000_000.0, ge=1, le=60_000_000)
+    grab_timeout_s: float = Field(5.0, gt=0, le=600)
+
+
+class BaslerCameraConfig(CameraSettings):
+    """A Basler camera through pypylon; chosen by serial number, or the first found."""
+
+    driver: Literal["basler"]
+    serial: str | None = None
+    pixel_format: PixelFormat = "Mono8"
+    emulated: bool = Field(False, description="use pylon's own camera emulation (PYLON_CAMEMU)")
+
+
+class OpenCvCameraConfig(CameraSettings):
+    """A webcam or video file through cv2.VideoCapture."""
+
+    driver: Literal["opencv"]
+    source: int | str = 0
+    width: int | None = Field(None, ge=16, le=16384)
+    height: int | None = Field(None, ge=16, le=16384)
+
+
+class SimCameraConfig(CameraSettings):
+    """The digital twin's simulated camera."""
+
+    driver: Literal["sim"]
+    width: int = Field(512, ge=32, le=8192)
+    height: int = Field(512, ge=32, le=8192)
+    color: bool = True
+    bit_depth: Literal[8, 16] = 8
+    field_of_view_mm: float = Field(40.0, gt=1, le=1000, description="width of the view in mm")
+    read_noise_e: float = Field(3.0, ge=0, le=1000)
+    full_well_e: float = Field(10000.0, gt=0, le=1e7)
+    serial: str = "SIM-0001"
+
+
+CameraConfig = Annotated[
+    BaslerCameraConfig | OpenCvCameraConfig | SimCameraConfig, Field(discriminator="driver")
+]
+
+
+# ---------------------------------------------------------------- storage, simulation, rig
+
+class StorageConfig(StrictModel):
+    """Where datasets go and how images are written."""
+
+    root: Path = Path("data")
+    image_format: Literal["png", "tiff"] = "png"
+    writer_queue: int = Field(8, ge=1, le=1024, description="images buffered while the rig moves")
+    png_compression: int = Field(1, ge=0, le=9)
+
+
+class SimulationConfig(StrictModel):
+    """The simulation backend: the twin's world and the emulators' clock."""
+
+    seed: int = 0
+    rulers: int = Field(3, ge=1, le=1000)
+    types: int = Field(6, ge=1, le=10000)
+    coins: int = Field(24, ge=1, le=100000)
+    dies_per_design: int = Field(2, ge=1, le=20)
+    time_scale: float = Field(0.0, ge=0.0, le=100.0, description="0 = no waiting, 1 = real time")
+    coin_diameter_mm: float = Field(20.0, gt=1, le=100)
+
+
+class CalibrationPolicy(StrictModel):
+    """Where calibrations live and when one counts as stale."""
+
+    folder: Path = Path("calibration")
+    max_age_days: float = Field(30.0, gt=0, le=3650)
+
+
+class RigConfig(StrictModel):
+    """The whole rig: one section per device plus storage, simulation and calibration."""
+
+    name: str = Field("coinrig", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    turntable: TurntableConfig
+    arm: ArmConfig | None = None
+    lightbox: LightboxConfig
+    camera: CameraConfig
+    tray: TrayConfig | None = None
+    storage: StorageConfig = StorageConfig()
+    simulation: SimulationConfig | None = None
+    calibration: CalibrationPolicy = CalibrationPolicy()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RigConfig:
+        if self.arm is not None and self.tray is None:
+            raise ValueError("an arm needs a tray section (where it picks coins from)")
+        if self.arm is not None and self.tray is not None:
+            for slot in range(self.tray.slots):
+                pose = self.tray.slot_pose(slot)
+                lifted = Pose(x_mm=pose.x_mm, y_mm=pose.y_mm, z_mm=pose.z_mm + self.arm.clearance_mm)
+                if not (self.arm.workspace.contains(pose) and self.arm.workspace.contains(lifted)):
+                    raise ValueError(f"tray slot {slot} lies outside the arm workspace")
+        emulated = any(
+            getattr(device, "emulate", None) is not None
+            for device in (self.turntable, self.arm, self.lightbox)
+        ) or self.camera.driver == "sim"
+        if emulated and self.simulation is None:
+            raise ValueError("emulated devices need a `simulation:` section")
+        return self
+
+
+def _require_one_endpoint(link: object, emulate: object) -> None:
+    if (link is None) == (emulate is None):
+        raise ValueError("give exactly one of `link` (real hardware) or `emulate` (simulation)")
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming the first bad field, its value and what is wrong."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"{location}: unknown key"
+    value = first.get("input")
+    shown = repr(value)
+    if len(shown) > 60 or isinstance(value, dict):
+        return f"{location}: {message}"
+    return f"{location}: {message} (got {shown})"
+
+
+def parse_config(data: Any, *, source: str = "config") -> RigConfig:
+    """Validate a parsed YAML/JSON mapping into a RigConfig.
+
+    Raises:
+        ConfigError: one line naming the bad field and value.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return RigConfig.model_validate(data)
+    except ValidationError as exc:
+        extra = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}{extra}") from exc
+
+
+def load_config(path: Path | str) -> RigConfig:
+    """Read and validate a YAML rig configuration file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or invalid (one line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from exc
+    return parse_config(data, source=str(path))
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON schema of RigConfig."""
+    return RigConfig.model_json_schema()

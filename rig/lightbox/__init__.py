@@ -1,0 +1,1 @@
+"""Lightbox drivers: Modbus LED/PWM controllers."""

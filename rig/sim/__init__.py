@@ -1,0 +1,1 @@
+"""Simulation backend: wire-level emulators, the digital twin and its camera."""

@@ -1,0 +1,1 @@
+"""Turntable drivers: GRBL (serial G-code) and Modbus drives."""

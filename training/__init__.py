@@ -1,0 +1,1 @@
+"""Metric-learning training, evaluation, search and explanations (never imports rig)."""

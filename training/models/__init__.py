@@ -1,0 +1,1 @@
+"""Plain-PyTorch backbones with torchvision parameter names, and embedding heads."""
