@@ -19,7 +19,9 @@ from rig.cli_support import expected_errors, set_debug
 from rig.config import config_json_schema, load_config
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-config_app = typer.Typer(no_args_is_help=True, help="Validate configuration files and print their schema.")
+config_app = typer.Typer(
+    no_args_is_help=True, help="Validate configuration files and print their schema."
+)
 app.add_typer(config_app, name="config")
 
 

@@ -49,6 +49,7 @@ class EmulatorConfig(StrictModel):
 
 # ---------------------------------------------------------------- transports
 
+
 class SerialPort(StrictModel):
     """A serial line: a device path, a pty, or any pyserial URL (socket://, loop://)."""
 
@@ -81,6 +82,7 @@ RegisterAddress = Annotated[int, Field(ge=0, le=65535)]
 
 
 # ---------------------------------------------------------------- turntables
+
 
 class TurntableLimits(StrictModel):
     """Travel and speed limits for a rotary axis (absolute, multi-turn)."""
@@ -181,6 +183,7 @@ TurntableConfig = Annotated[
 
 # ---------------------------------------------------------------- arm and tray
 
+
 class Pose(StrictModel):
     """A Cartesian tool pose in millimetres (arm base frame)."""
 
@@ -236,7 +239,9 @@ class TrayConfig(StrictModel):
     def slot_pose(self, slot: int) -> Pose:
         """The pose of a slot's centre at coin height."""
         if not 0 <= slot < self.slots:
-            raise ConfigError(f"tray slot {slot} does not exist (tray has slots 0..{self.slots - 1})")
+            raise ConfigError(
+                f"tray slot {slot} does not exist (tray has slots 0..{self.slots - 1})"
+            )
         row, col = divmod(slot, self.cols)
         return Pose(
             x_mm=self.origin.x_mm + col * self.pitch_mm,
@@ -292,6 +297,7 @@ ArmConfig = Annotated[GcodeArmConfig, Field(discriminator="driver")]
 
 
 # ---------------------------------------------------------------- lightbox
+
 
 class LightChannel(StrictModel):
     """One LED channel: where its level lives and where the light comes from."""
@@ -352,7 +358,9 @@ class ModbusLightboxConfig(StrictModel):
         for channel in self.channels:
             if channel.name == name:
                 return channel
-        raise ConfigError(f"no light channel {name!r}; channels are {[c.name for c in self.channels]}")
+        raise ConfigError(
+            f"no light channel {name!r}; channels are {[c.name for c in self.channels]}"
+        )
 
 
 LightboxConfig = Annotated[ModbusLightboxConfig, Field(discriminator="driver")]
@@ -412,6 +420,7 @@ CameraConfig = Annotated[
 
 # ---------------------------------------------------------------- storage, simulation, rig
 
+
 class StorageConfig(StrictModel):
     """Where datasets go and how images are written."""
 
@@ -460,13 +469,18 @@ class RigConfig(StrictModel):
         if self.arm is not None and self.tray is not None:
             for slot in range(self.tray.slots):
                 pose = self.tray.slot_pose(slot)
-                lifted = Pose(x_mm=pose.x_mm, y_mm=pose.y_mm, z_mm=pose.z_mm + self.arm.clearance_mm)
+                lifted = Pose(
+                    x_mm=pose.x_mm, y_mm=pose.y_mm, z_mm=pose.z_mm + self.arm.clearance_mm
+                )
                 if not (self.arm.workspace.contains(pose) and self.arm.workspace.contains(lifted)):
                     raise ValueError(f"tray slot {slot} lies outside the arm workspace")
-        emulated = any(
-            getattr(device, "emulate", None) is not None
-            for device in (self.turntable, self.arm, self.lightbox)
-        ) or self.camera.driver == "sim"
+        emulated = (
+            any(
+                getattr(device, "emulate", None) is not None
+                for device in (self.turntable, self.arm, self.lightbox)
+            )
+            or self.camera.driver == "sim"
+        )
         if emulated and self.simulation is None:
             raise ValueError("emulated devices need a `simulation:` section")
         return self

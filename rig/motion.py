@@ -16,7 +16,9 @@ def check_within(value: float, low: float, high: float, *, what: str, unit: str)
     if not math.isfinite(value):
         raise SafetyError(f"{what} {value} {unit} is not a finite number")
     if value < low or value > high:
-        raise SafetyError(f"{what} {value:g} {unit} is outside the limits [{low:g}, {high:g}] {unit}")
+        raise SafetyError(
+            f"{what} {value:g} {unit} is outside the limits [{low:g}, {high:g}] {unit}"
+        )
     return value
 
 

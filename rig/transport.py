@@ -7,6 +7,7 @@ driver can wait for a reply with a timeout without busy-polling the port.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -46,9 +47,13 @@ class SerialLineTransport:
         try:
             self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise TransportError(f"{self.name}: cannot open serial port {self.url!r}: {exc}") from exc
+            raise TransportError(
+                f"{self.name}: cannot open serial port {self.url!r}: {exc}"
+            ) from exc
         self._stop.clear()
-        self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-reader", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_loop, name=f"{self.name}-reader", daemon=True
+        )
         self._reader.start()
 
     def _read_loop(self) -> None:
@@ -98,7 +103,9 @@ class SerialLineTransport:
         try:
             item = self._lines.get(timeout=max(0.0, timeout_s))
         except queue.Empty:
-            raise DeviceTimeout(f"{self.name}: no reply from {self.url!r} within {timeout_s:.2f} s") from None
+            raise DeviceTimeout(
+                f"{self.name}: no reply from {self.url!r} within {timeout_s:.2f} s"
+            ) from None
         if item is _EOF:
             self._lines.put(_EOF)  # keep reporting the disconnect to later readers
             raise TransportError(f"{self.name}: {self.url!r} disconnected")
@@ -127,10 +134,8 @@ class SerialLineTransport:
             self._reader.join(timeout=1.0)
             self._reader = None
         if self._port is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):
                 self._port.close()
-            except (serial.SerialException, OSError):
-                pass
             self._port = None
 
 

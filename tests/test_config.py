@@ -24,15 +24,41 @@ def test_every_shipped_config_validates(path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        pytest.param(lambda d: d["camera"].update(exposure_us=-5), "camera.sim.exposure_us", id="neg-exposure"),
-        pytest.param(lambda d: d["lightbox"]["patterns"].update(bad={"north": 1.5}), "patterns.bad.north", id="intensity"),
-        pytest.param(lambda d: d["turntable"].update(colour="red"), "turntable.grbl.colour: unknown key", id="unknown-key"),
-        pytest.param(lambda d: d["turntable"].update(driver="stepperbox"), "turntable", id="bad-driver"),
-        pytest.param(lambda d: d["lightbox"]["channels"][0].update(address=70000), "address", id="register"),
-        pytest.param(lambda d: d["arm"]["workspace"].update(x_mm=[10, -10]), "workspace", id="workspace"),
-        pytest.param(lambda d: d["arm"].update(safe_pose={"x_mm": 900, "y_mm": 200, "z_mm": 100}), "safe_pose", id="pose-outside"),
+        pytest.param(
+            lambda d: d["camera"].update(exposure_us=-5),
+            "camera.sim.exposure_us",
+            id="neg-exposure",
+        ),
+        pytest.param(
+            lambda d: d["lightbox"]["patterns"].update(bad={"north": 1.5}),
+            "patterns.bad.north",
+            id="intensity",
+        ),
+        pytest.param(
+            lambda d: d["turntable"].update(colour="red"),
+            "turntable.grbl.colour: unknown key",
+            id="unknown-key",
+        ),
+        pytest.param(
+            lambda d: d["turntable"].update(driver="stepperbox"), "turntable", id="bad-driver"
+        ),
+        pytest.param(
+            lambda d: d["lightbox"]["channels"][0].update(address=70000), "address", id="register"
+        ),
+        pytest.param(
+            lambda d: d["arm"]["workspace"].update(x_mm=[10, -10]), "workspace", id="workspace"
+        ),
+        pytest.param(
+            lambda d: d["arm"].update(safe_pose={"x_mm": 900, "y_mm": 200, "z_mm": 100}),
+            "safe_pose",
+            id="pose-outside",
+        ),
         pytest.param(lambda d: d["tray"].update(pitch_mm=400), "tray slot", id="tray-outside"),
-        pytest.param(lambda d: d["turntable"]["limits"].update(min_deg=10, max_deg=0), "min_deg", id="limits-order"),
+        pytest.param(
+            lambda d: d["turntable"]["limits"].update(min_deg=10, max_deg=0),
+            "min_deg",
+            id="limits-order",
+        ),
         pytest.param(lambda d: d.pop("simulation"), "simulation", id="no-sim-section"),
     ],
 )
@@ -58,7 +84,9 @@ def test_cli_validate_bad_file_exits_2_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("content", ["", "a: [", "- 1\n- 2\n"], ids=["empty", "broken-yaml", "list"])
+@pytest.mark.parametrize(
+    "content", ["", "a: [", "- 1\n- 2\n"], ids=["empty", "broken-yaml", "list"]
+)
 def test_cli_validate_unparseable_files(tmp_path: Path, content: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(content)

@@ -30,7 +30,9 @@ class SerialEmulator:
     #: how long a "late" reply is held back, in wall seconds (past a driver's timeout)
     late_reply_s: float = 3.0
 
-    def __init__(self, *, name: str, clock: SimClock | None = None, faults: FaultInjector | None = None) -> None:
+    def __init__(
+        self, *, name: str, clock: SimClock | None = None, faults: FaultInjector | None = None
+    ) -> None:
         self.name = name
         self.clock = clock or SimClock(0.0)
         self.faults = faults or FaultInjector()
@@ -118,7 +120,9 @@ class SerialEmulator:
         self._master = -1
 
     # ------------------------------------------------------------------ input
-    def take_fault(self, allowed: tuple[str, ...] = ("lost_reply", "late_reply", "garbage", "disconnect")) -> FaultRule | None:
+    def take_fault(
+        self, allowed: tuple[str, ...] = ("lost_reply", "late_reply", "garbage", "disconnect")
+    ) -> FaultRule | None:
         """Draw the fault for the command being handled; transport faults apply to its reply."""
         fault = self.faults.next_fault()
         if fault is not None and fault.kind in allowed:
