@@ -63,3 +63,15 @@ def config_schema() -> None:
     Example: rig config schema > rig-config.schema.json
     """
     typer.echo(json.dumps(config_json_schema(), indent=2))
+
+
+def _mount_commands() -> None:
+    # The CLI is the composition root: it may reach up into capture for `rig capture`, the one
+    # import exempted from the layer contract in pyproject.toml.
+    from rig.cli_devices import devices, probe
+
+    app.command("probe")(probe)
+    app.command("devices")(devices)
+
+
+_mount_commands()

@@ -1,0 +1,134 @@
+"""Open a rig from its configuration: real drivers, on hardware or on the simulation backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from rig.config import (
+    BaslerCameraConfig,
+    GcodeArmConfig,
+    GrblTurntableConfig,
+    ModbusLightboxConfig,
+    ModbusTurntableConfig,
+    OpenCvCameraConfig,
+    RigConfig,
+    SimCameraConfig,
+)
+from rig.devices import Arm, Camera, Device, Lightbox, Rig, TiltStage, Turntable
+from rig.errors import ConfigError
+
+
+def build_devices(config: RigConfig, backend: Any = None) -> Rig:
+    """Construct (not connect) every configured driver, pointed at the emulators when simulated.
+
+    Raises:
+        ConfigError: a device needs the simulation backend but none is running.
+    """
+    serial_ports: dict[str, str] = getattr(backend, "serial_ports", {})
+    modbus: dict[str, Any] = getattr(backend, "modbus_endpoints", {})
+
+    turntable: Turntable
+    tt = config.turntable
+    if isinstance(tt, GrblTurntableConfig):
+        from rig.turntable.grbl import GrblTurntable
+
+        turntable = GrblTurntable(tt, port=serial_ports.get("turntable"))
+    elif isinstance(tt, ModbusTurntableConfig):
+        from rig.turntable.modbus import ModbusTurntable
+
+        turntable = ModbusTurntable(tt, link=modbus.get("turntable"))
+    else:  # pragma: no cover - the discriminated union admits nothing else
+        raise ConfigError(f"unsupported turntable driver {tt!r}")
+
+    lightbox: Lightbox
+    lb = config.lightbox
+    if isinstance(lb, ModbusLightboxConfig):
+        from rig.lightbox.modbus import ModbusLightbox
+
+        lightbox = ModbusLightbox(lb, link=modbus.get("lightbox"))
+    else:  # pragma: no cover
+        raise ConfigError(f"unsupported lightbox driver {lb!r}")
+
+    camera: Camera
+    cam = config.camera
+    if isinstance(cam, BaslerCameraConfig):
+        from rig.camera.basler import BaslerCamera
+
+        camera = BaslerCamera(cam)
+    elif isinstance(cam, OpenCvCameraConfig):
+        from rig.camera.opencv import OpenCvCamera
+
+        camera = OpenCvCamera(cam)
+    elif isinstance(cam, SimCameraConfig):
+        if backend is None:
+            raise ConfigError("camera driver `sim` needs the simulation backend")
+        from rig.sim.camera import SimCamera
+
+        camera = SimCamera(cam, backend.world, backend.catalog, backend.clock)
+    else:  # pragma: no cover
+        raise ConfigError(f"unsupported camera driver {cam!r}")
+
+    arm: Arm | None = None
+    if isinstance(config.arm, GcodeArmConfig):
+        from rig.arm.gcode_arm import GcodeArm
+
+        assert config.tray is not None
+        arm = GcodeArm(config.arm, tray=config.tray, port=serial_ports.get("arm"))
+
+    tilt: TiltStage | None = None
+    if isinstance(tt, GrblTurntableConfig) and tt.tilt is not None:
+        tilt = turntable  # type: ignore[assignment]  # the GRBL driver drives the tilt axis too
+
+    extras: dict[str, Any] = {}
+    if backend is not None:
+        extras.update(
+            world=backend.world, clock=backend.clock, catalog=backend.catalog, backend=backend
+        )
+    return Rig(
+        turntable=turntable, lightbox=lightbox, camera=camera, arm=arm, tilt=tilt, extras=extras
+    )
+
+
+def needs_backend(config: RigConfig) -> bool:
+    """Whether any device of this config is emulated or simulated."""
+    emulated = [
+        getattr(d, "emulate", None) for d in (config.turntable, config.lightbox, config.arm)
+    ]
+    return any(e is not None for e in emulated) or isinstance(config.camera, SimCameraConfig)
+
+
+@contextmanager
+def open_rig(
+    config: RigConfig,
+    *,
+    faults: str | None = None,
+    time_scale: float | None = None,
+    connect: bool = True,
+    catalog: Any = None,
+) -> Iterator[Rig]:
+    """Open every device of the rig (starting emulators first when simulated); close all on exit.
+
+    Raises:
+        RigError: a device could not be reached or configured (already-open devices are closed).
+    """
+    with ExitStack() as stack:
+        backend = None
+        if needs_backend(config):
+            from rig.sim.backend import start_backend
+
+            backend = start_backend(
+                config, stack, faults=faults, time_scale=time_scale, catalog=catalog
+            )
+        rig = build_devices(config, backend)
+        if connect:
+            for device in _connect_order(rig):
+                stack.callback(device.close)
+                device.connect()
+        yield rig
+
+
+def _connect_order(rig: Rig) -> list[Device]:
+    # the arm last: it must not move before the turntable and lights are known to be there
+    return rig.devices()

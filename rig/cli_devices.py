@@ -1,0 +1,133 @@
+"""`rig probe`, `rig devices` and `rig sim serve`: see what is connected, and start emulators."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rig.cli_support import expected_errors, fail
+from rig.config import load_config
+
+DEFAULT_CONFIG = Path("configs/sim.yaml")
+console = Console()
+
+
+def probe(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Rig configuration (YAML)."),
+    faults: str | None = typer.Option(
+        None, help="Fault preset for emulated devices: none|light|heavy."
+    ),
+) -> None:
+    """Connect every configured device and print its identity and state as a table.
+
+    Example: rig probe --config configs/sim.yaml
+    """
+    from rig.backend import open_rig
+
+    with expected_errors():
+        rig_config = load_config(config)
+        table = Table(title=f"rig {rig_config.name!r} ({config})")
+        for column in ("device", "driver", "model", "serial", "firmware", "endpoint", "state"):
+            table.add_column(column)
+        with open_rig(rig_config, faults=faults) as rig:
+            named = [
+                ("turntable", rig.turntable),
+                ("lightbox", rig.lightbox),
+                ("camera", rig.camera),
+            ]
+            if rig.arm is not None:
+                named.append(("arm", rig.arm))
+            for name, device in named:
+                ident = device.identity()
+                state = device.status()
+                detail = ", ".join(f"{k}={v}" for k, v in state.details.items())
+                table.add_row(
+                    name,
+                    ident.driver,
+                    ident.model,
+                    ident.serial,
+                    ident.firmware,
+                    ident.endpoint,
+                    f"{state.state}" + (f" ({detail})" if detail else ""),
+                )
+    console.print(table)
+
+
+def devices(
+    max_opencv_index: int = typer.Option(4, help="Highest OpenCV camera index to try."),
+) -> None:
+    """List serial ports, pylon cameras and OpenCV cameras on this machine.
+
+    Example: rig devices
+    """
+    from rig import discovery
+
+    with expected_errors():
+        ports = discovery.serial_ports()
+        pylon = discovery.pylon_cameras()
+        webcams = discovery.opencv_cameras(max_index=max_opencv_index)
+    table = Table(title="devices")
+    table.add_column("kind")
+    table.add_column("address")
+    table.add_column("description")
+    for port in ports:
+        table.add_row("serial", port.device, port.description)
+    for camera in pylon.cameras:
+        table.add_row("pylon camera", camera.serial, f"{camera.model} ({camera.device_class})")
+    if pylon.unavailable_reason:
+        table.add_row("pylon", "-", f"unavailable: {pylon.unavailable_reason}")
+    for webcam in webcams:
+        table.add_row("opencv camera", str(webcam.index), f"{webcam.width}x{webcam.height}")
+    if table.row_count == 0:
+        table.add_row("-", "-", "nothing found")
+    console.print(table)
+
+
+def serve(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Rig configuration (YAML)."),
+    faults: str | None = typer.Option(None, help="Fault preset: none|light|heavy."),
+    time_scale: float | None = typer.Option(None, help="0 = instant, 1 = real time."),
+    duration_s: float | None = typer.Option(
+        None, help="Stop after this many seconds (default: Ctrl-C)."
+    ),
+) -> None:
+    """Start the emulators of every emulated device and print their endpoints until Ctrl-C.
+
+    Point a config's `link:` at the printed endpoints to drive them from another process.
+
+    Example: rig sim serve --config configs/sim.yaml --time-scale 1
+    """
+    from rig.sim.backend import start_backend
+
+    with expected_errors():
+        rig_config = load_config(config)
+        if rig_config.simulation is None:
+            raise fail(f"{config}: no `simulation:` section, nothing to emulate")
+        stop = threading.Event()
+        with ExitStack() as stack:
+            backend = start_backend(rig_config, stack, faults=faults, time_scale=time_scale)
+            table = Table(title="emulators")
+            table.add_column("device")
+            table.add_column("protocol")
+            table.add_column("endpoint (use as `link:`)")
+            for name, port in backend.serial_ports.items():
+                table.add_row(name, "serial G-code", f"{{kind: serial, port: {port}}}")
+            for name, endpoint in backend.modbus_endpoints.items():
+                table.add_row(
+                    name,
+                    "Modbus TCP",
+                    f"{{kind: tcp, host: {endpoint.host}, port: {endpoint.port}}}",
+                )
+            console.print(table)
+            console.print("serving; press Ctrl-C to stop", style="dim")
+            previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+            try:
+                stop.wait(timeout=duration_s)
+            finally:
+                signal.signal(signal.SIGINT, previous)

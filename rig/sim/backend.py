@@ -1,0 +1,149 @@
+"""Start the simulation backend: the twin's world, its clock, and one emulator per emulated device.
+
+The real drivers then connect to the emulators' endpoints (pty paths, loopback Modbus ports)
+exactly as they would to hardware; nothing in a driver knows it is simulated.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from rig.config import (
+    EmulatorConfig,
+    FaultRule,
+    GcodeArmConfig,
+    GrblTurntableConfig,
+    ModbusLightboxConfig,
+    ModbusTcp,
+    ModbusTurntableConfig,
+    RigConfig,
+)
+from rig.errors import ConfigError
+from rig.sim.clock import SimClock
+from rig.sim.faults import FAULT_PRESETS, FaultInjector
+from rig.sim.world import LightState, World
+
+# Which fault kinds make sense on which wire: a serial G-code device cannot answer with a Modbus
+# exception code, and a Modbus drive has no ALARM line.
+_SERIAL_FAULTS = {"lost_reply", "late_reply", "garbage", "error", "alarm", "disconnect"}
+_MODBUS_FAULTS = {"lost_reply", "late_reply", "garbage", "modbus_exception", "disconnect"}
+
+
+@dataclass
+class SimBackend:
+    """The running simulation: world, clock, coin catalog, emulators and their endpoints."""
+
+    world: World
+    clock: SimClock
+    catalog: Any
+    emulators: dict[str, Any] = field(default_factory=dict)
+    serial_ports: dict[str, str] = field(default_factory=dict)
+    modbus_endpoints: dict[str, ModbusTcp] = field(default_factory=dict)
+
+
+def fault_rules(
+    emulate: EmulatorConfig, preset: str | None, allowed: set[str]
+) -> tuple[FaultRule, ...]:
+    """The fault rules for one emulator: the preset (when given) replaces the config's rules."""
+    if preset is not None:
+        if preset not in FAULT_PRESETS:
+            raise ConfigError(
+                f"unknown fault preset {preset!r}; choose one of {sorted(FAULT_PRESETS)}"
+            )
+        rules = FAULT_PRESETS[preset]
+    else:
+        rules = emulate.faults
+    return tuple(rule for rule in rules if rule.kind in allowed)
+
+
+def start_backend(
+    config: RigConfig,
+    stack: ExitStack,
+    *,
+    faults: str | None = None,
+    time_scale: float | None = None,
+    catalog: Any = None,
+) -> SimBackend:
+    """Start every emulator the config asks for; they stop when `stack` closes.
+
+    Raises:
+        ConfigError: the config has emulated devices but no simulation section.
+    """
+    from rig.sim.coins import CoinCatalog
+
+    sim = config.simulation
+    if sim is None:
+        raise ConfigError("this config has no `simulation:` section")
+    clock = SimClock(sim.time_scale if time_scale is None else time_scale)
+    world = World()
+    if catalog is None:
+        catalog = CoinCatalog(
+            seed=sim.seed,
+            rulers=sim.rulers,
+            types=sim.types,
+            coins=sim.coins,
+            dies_per_design=sim.dies_per_design,
+        )
+    backend = SimBackend(world=world, clock=clock, catalog=catalog)
+
+    def injector(emulate: EmulatorConfig, allowed: set[str]) -> FaultInjector:
+        return FaultInjector(fault_rules(emulate, faults, allowed), seed=emulate.seed + sim.seed)
+
+    turntable = config.turntable
+    if isinstance(turntable, GrblTurntableConfig) and turntable.emulate is not None:
+        from rig.sim.grbl_emulator import GrblEmulator
+
+        grbl = GrblEmulator.for_config(
+            turntable, world=world, clock=clock, faults=injector(turntable.emulate, _SERIAL_FAULTS)
+        )
+        stack.enter_context(grbl)
+        backend.emulators["turntable"] = grbl
+        backend.serial_ports["turntable"] = grbl.port
+    elif isinstance(turntable, ModbusTurntableConfig) and turntable.emulate is not None:
+        from rig.sim.modbus_emulator import ModbusTurntableEmulator
+
+        drive = ModbusTurntableEmulator(
+            turntable, world=world, clock=clock, faults=injector(turntable.emulate, _MODBUS_FAULTS)
+        )
+        stack.enter_context(drive)
+        backend.emulators["turntable"] = drive
+        backend.modbus_endpoints["turntable"] = drive.endpoint
+
+    lightbox = config.lightbox
+    if isinstance(lightbox, ModbusLightboxConfig):
+        for channel in lightbox.channels:
+            world.set_light(
+                channel.name,
+                LightState(0.0, channel.azimuth_deg, channel.elevation_deg, channel.diffuse),
+            )
+        if lightbox.emulate is not None:
+            from rig.sim.modbus_emulator import ModbusLightboxEmulator
+
+            lights = ModbusLightboxEmulator(
+                lightbox,
+                world=world,
+                clock=clock,
+                faults=injector(lightbox.emulate, _MODBUS_FAULTS),
+            )
+            stack.enter_context(lights)
+            backend.emulators["lightbox"] = lights
+            backend.modbus_endpoints["lightbox"] = lights.endpoint
+
+    arm = config.arm
+    if isinstance(arm, GcodeArmConfig) and arm.emulate is not None:
+        from rig.sim.arm_emulator import GcodeArmEmulator
+
+        assert config.tray is not None  # RigConfig guarantees a tray with an arm
+        arm_emulator = GcodeArmEmulator(
+            config=arm,
+            tray=config.tray,
+            world=world,
+            clock=clock,
+            faults=injector(arm.emulate, _SERIAL_FAULTS),
+        )
+        stack.enter_context(arm_emulator)
+        backend.emulators["arm"] = arm_emulator
+        backend.serial_ports["arm"] = arm_emulator.port
+    return backend
