@@ -69,9 +69,9 @@ def devices(
     from rig import discovery
 
     with expected_errors():
-        ports = discovery.serial_ports()
-        pylon = discovery.pylon_cameras()
-        webcams = discovery.opencv_cameras(max_index=max_opencv_index)
+        ports = discovery.find_serial_ports()
+        pylon = discovery.find_pylon_cameras()
+        webcams = discovery.find_opencv_cameras(discovery.default_opencv_sources(max_opencv_index))
     table = Table(title="devices")
     table.add_column("kind")
     table.add_column("address")
@@ -79,11 +79,18 @@ def devices(
     for port in ports:
         table.add_row("serial", port.device, port.description)
     for camera in pylon.cameras:
-        table.add_row("pylon camera", camera.serial, f"{camera.model} ({camera.device_class})")
-    if pylon.unavailable_reason:
-        table.add_row("pylon", "-", f"unavailable: {pylon.unavailable_reason}")
+        emulated = " [emulated]" if camera.emulated else ""
+        table.add_row(
+            "pylon camera", camera.serial, f"{camera.model} ({camera.device_class}){emulated}"
+        )
+    if not pylon.available:
+        table.add_row("pylon", "-", f"unavailable: {pylon.reason}")
     for webcam in webcams:
-        table.add_row("opencv camera", str(webcam.index), f"{webcam.width}x{webcam.height}")
+        table.add_row(
+            "opencv camera",
+            str(webcam.source),
+            f"{webcam.width}x{webcam.height} ({webcam.backend})",
+        )
     if table.row_count == 0:
         table.add_row("-", "-", "nothing found")
     console.print(table)

@@ -387,7 +387,14 @@ class BaslerCameraConfig(CameraSettings):
     driver: Literal["basler"]
     serial: str | None = None
     pixel_format: PixelFormat = "Mono8"
+    max_gain_db: float = Field(24.0, ge=0, le=48, description="highest gain the driver may set")
     emulated: bool = Field(False, description="use pylon's own camera emulation (PYLON_CAMEMU)")
+
+    @model_validator(mode="after")
+    def _gain_within_limit(self) -> BaslerCameraConfig:
+        if self.gain_db > self.max_gain_db:
+            raise ValueError(f"gain_db {self.gain_db} exceeds max_gain_db {self.max_gain_db}")
+        return self
 
 
 class OpenCvCameraConfig(CameraSettings):

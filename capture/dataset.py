@@ -1,0 +1,503 @@
+"""The dataset on disk (format version 1 of DESIGN.md): a crash-safe writer, a reader and checks.
+
+Write order makes a crash harmless: the image goes to a temporary file, is fsynced and renamed
+into place; only then is its metadata line (with the image's sha256) appended and fsynced. So a
+metadata line never names a missing or partial file, and a torn last line is the only damage a
+power cut can do; the reader ignores it and the next writer cuts it off. Images are encoded in a
+writer thread fed by a bounded queue, so encoding overlaps the rig's next motion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import queue
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from capture.events import utc_now
+
+FORMAT = "coinrig-dataset"
+VERSION = 1
+_COIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SIDES = ("obverse", "reverse")
+
+
+class DatasetError(Exception):
+    """A problem with a dataset folder: locked, wrong format, a write that failed."""
+
+
+class InvalidCoinId(DatasetError, ValueError):
+    """A coin id that could escape the dataset folder or is not allowed by the format."""
+
+
+class DatasetLocked(DatasetError):
+    """Another process holds the dataset's lock file."""
+
+
+class DatasetWriteError(DatasetError):
+    """Writing an image or a metadata line failed; nothing partial was left behind."""
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
+def validate_coin_id(coin_id: str) -> str:
+    """Return the id if it matches the format's pattern (ASCII, no separators, no `..`).
+
+    Raises:
+        InvalidCoinId: with the reason, before anything is written or moved.
+    """
+    # fullmatch, not match with `$`: `$` would accept a trailing newline.
+    if not isinstance(coin_id, str) or not _COIN_ID.fullmatch(coin_id) or ".." in coin_id:
+        raise InvalidCoinId(
+            f"invalid coin id {coin_id!r}: use 1-64 ASCII letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..'"
+        )
+    return coin_id
+
+
+def image_name(coin_id: str, side: str, shot: int, ext: str = "png") -> str:
+    """The file name of a capture, relative to the dataset root."""
+    validate_coin_id(coin_id)
+    if side not in _SIDES:
+        raise ValueError(f"side must be one of {_SIDES}, got {side!r}")
+    return f"images/{coin_id}/{side}/{shot:04d}.{ext}"
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class JsonlContent:
+    """Lines of a JSONL file: parsed records, whether the last line is torn, corrupt line numbers."""
+
+    records: list[dict[str, Any]]
+    torn: bool
+    corrupt_lines: list[int]
+    good_bytes: int
+
+
+def read_jsonl(path: Path) -> JsonlContent:
+    """Parse a JSONL file, tolerating a torn last line (a crash mid-append)."""
+    if not path.exists():
+        return JsonlContent([], False, [], 0)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]
+    records: list[dict[str, Any]] = []
+    corrupt: list[int] = []
+    offset = good = 0
+    torn = bool(tail.strip())
+    for number, raw in enumerate(complete, start=1):
+        offset += len(raw) + 1
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if number == len(complete) and not torn:
+                torn = True  # a newline landed but the line is garbage: still the last write
+                continue
+            corrupt.append(number)
+            continue
+        records.append(record)
+        good = offset
+    return JsonlContent(records, torn, corrupt, good)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write, flush and fsync a new file (one place for tests to inject ENOSPC)."""
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temporary file, fsync, rename into place, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write_bytes(temp, data)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def encode_image(image: np.ndarray, ext: str, pixel_format: str, png_compression: int) -> bytes:
+    """Encode to PNG/TIFF/JPEG bytes; 16-bit frames stay 16-bit (PNG, TIFF)."""
+    array = np.ascontiguousarray(image)
+    if array.ndim == 3 and array.shape[2] == 3 and not pixel_format.upper().startswith("BGR"):
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)  # frames are RGB, OpenCV writes BGR
+    params: list[int] = []
+    if ext == "png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression]
+    elif ext in ("jpg", "jpeg"):
+        if array.dtype != np.uint8:
+            array = (array / 257).astype(np.uint8)
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+    ok, buffer = cv2.imencode(f".{ext}", array, params)
+    if not ok:
+        raise DatasetWriteError(f"OpenCV could not encode a {array.dtype} image as {ext}")
+    return buffer.tobytes()
+
+
+class DatasetLock:
+    """One writer per dataset: a lock file naming its process; a dead owner's lock is taken over."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / ".lock"
+        self._held = False
+
+    def acquire(self) -> None:
+        """Take the lock.
+
+        Raises:
+            DatasetLocked: a live process (or one on another host) holds it.
+        """
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    raise DatasetLocked(
+                        f"{self.path.parent} is in use by {self.path.read_text().strip()}; "
+                        f"remove {self.path} if that process is gone"
+                    ) from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(owner) + "\n")
+            self._held = True
+            return
+        raise DatasetLocked(f"could not take {self.path}")
+
+    def _stale(self) -> bool:
+        try:
+            owner = json.loads(self.path.read_text())
+            pid, host = int(owner["pid"]), owner["host"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # unreadable: someone is writing it right now, or a person must look
+        if host != socket.gethostname():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def release(self) -> None:
+        """Remove the lock file if this process holds it."""
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+
+
+@dataclass(frozen=True)
+class _Job:
+    file_name: str
+    image: np.ndarray
+    pixel_format: str
+    record: dict[str, Any]
+
+
+class DatasetWriter:
+    """Writes images and metadata crash-safely; use as a context manager (takes the lock)."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        software: str = "coinrig",
+        queue_size: int = 8,
+        image_format: str = "png",
+        png_compression: int = 1,
+    ) -> None:
+        self.root = Path(root)
+        self.software = software
+        self.image_format = image_format
+        self.png_compression = png_compression
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        self._lock = DatasetLock(self.root)
+        self._thread: threading.Thread | None = None
+        self._meta: Any = None
+        self._coins: set[str] = set()
+        self._guard = threading.Lock()
+        self.written: list[dict[str, Any]] = []
+        self.error: DatasetWriteError | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def open(self) -> DatasetWriter:
+        """Create or check the folder, take the lock, cut a torn line, start the writer thread.
+
+        Raises:
+            DatasetLocked: another writer holds the dataset.
+            DatasetError: the folder holds something that is not a version-1 dataset.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            info_path = self.root / "dataset.json"
+            if info_path.exists():
+                info = json.loads(info_path.read_text(encoding="utf-8"))
+                if info.get("format") != FORMAT or info.get("version") != VERSION:
+                    raise DatasetError(f"{self.root} is not a {FORMAT} version {VERSION} folder")
+            else:
+                info = {"format": FORMAT, "version": VERSION, "created": utc_now()}
+                info["software"] = self.software
+                atomic_write(info_path, (json.dumps(info, indent=2) + "\n").encode())
+            for name in ("images", "catalog", "sessions"):
+                (self.root / name).mkdir(exist_ok=True)
+            meta_path = self.root / "metadata.jsonl"
+            content = read_jsonl(meta_path)
+            if content.torn:
+                # A crash tore the last append; cut it so the next line starts clean.
+                os.truncate(meta_path, content.good_bytes)
+            self._coins = {c["coin_id"] for c in read_jsonl(self.root / "coins.jsonl").records}
+            self._meta = meta_path.open("ab")
+        except BaseException:
+            self._lock.release()
+            raise
+        self._thread = threading.Thread(target=self._run, name="dataset-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> DatasetWriter:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drain the queue, stop the thread, release the lock (idempotent; never raises)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+        self._lock.release()
+
+    def flush(self) -> None:
+        """Wait until every queued image is on disk.
+
+        Raises:
+            DatasetWriteError: a write failed (disk full, I/O error).
+        """
+        self._queue.join()
+        self.check()
+
+    def check(self) -> None:
+        """Raise the writer thread's error, if it had one."""
+        if self.error is not None:
+            raise self.error
+
+    # ------------------------------------------------------------ writing
+    def submit(self, file_name: str, image: np.ndarray, record: dict[str, Any], fmt: str) -> None:
+        """Queue an image and its metadata (blocks while the queue is full).
+
+        Raises:
+            DatasetWriteError: an earlier write failed; the dataset takes nothing more.
+        """
+        self.check()
+        if self._thread is None:
+            raise DatasetError("the dataset writer is not open")
+        self._queue.put(_Job(file_name, image, fmt, {"file_name": file_name, **record}))
+
+    def write_catalog_image(
+        self,
+        coin_id: str,
+        side: str,
+        image: np.ndarray,
+        *,
+        ext: str = "jpg",
+        pixel_format: str = "RGB8",
+        **fields: Any,
+    ) -> str:
+        """Queue a reference image (role catalog) as catalog/COIN_ID/SIDE.EXT; return its name."""
+        validate_coin_id(coin_id)
+        if side not in _SIDES or ext not in ("jpg", "jpeg", "png", "tiff"):
+            raise ValueError(f"bad catalog side {side!r} or extension {ext!r}")
+        file_name = f"catalog/{coin_id}/{side}.{ext}"
+        record = {"coin_id": coin_id, "side": side, "role": "catalog", **fields}
+        height, width = image.shape[:2]
+        record.update(width=int(width), height=int(height), pixel_format=pixel_format)
+        record.setdefault("captured_at", utc_now())
+        self.submit(file_name, image, record, pixel_format)
+        return file_name
+
+    def add_coin(self, coin_id: str, **info: Any) -> None:
+        """Append the coin to coins.jsonl unless it is already there."""
+        validate_coin_id(coin_id)
+        if coin_id in self._coins:
+            return
+        line = json.dumps({"coin_id": coin_id, **info}) + "\n"
+        try:
+            with (self.root / "coins.jsonl").open("ab") as handle:
+                handle.write(line.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _write_error(exc, "coins.jsonl") from exc
+        self._coins.add(coin_id)
+
+    def write_session(self, session_id: str, record: dict[str, Any]) -> None:
+        """Atomically (re)write sessions/SESSION_ID.json."""
+        path = self.root / "sessions" / f"{session_id}.json"
+        try:
+            atomic_write(path, (json.dumps(record, indent=2, default=str) + "\n").encode())
+        except OSError as exc:
+            raise _write_error(exc, path.name) from exc
+
+    # ------------------------------------------------------------ the writer thread
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self.error is None:  # after a failure, drop the rest: nothing half-written
+                    self._write(job)
+            except DatasetWriteError as exc:
+                self.error = exc
+            except Exception as exc:  # a bug or an encoder failure must still surface
+                self.error = DatasetWriteError(f"{job.file_name if job else '?'}: {exc}")
+            finally:
+                self._queue.task_done()
+
+    def _write(self, job: _Job) -> None:
+        ext = job.file_name.rsplit(".", 1)[-1]
+        data = encode_image(job.image, ext, job.pixel_format, self.png_compression)
+        record = {**job.record, "sha256": hashlib.sha256(data).hexdigest()}
+        path = self.root / job.file_name
+        try:
+            atomic_write(path, data)
+        except OSError as exc:
+            raise _write_error(exc, job.file_name) from exc
+        line = (json.dumps(record, default=_json_default) + "\n").encode()
+        before = self._meta.tell()
+        try:
+            self._meta.write(line)
+            self._meta.flush()
+            os.fsync(self._meta.fileno())
+        except OSError as exc:
+            # Undo both halves: no torn line, no image without its line (resume reshoots it).
+            with contextlib.suppress(OSError):
+                self._meta.truncate(before)
+            path.unlink(missing_ok=True)
+            raise _write_error(exc, "metadata.jsonl") from exc
+        with self._guard:
+            self.written.append(record)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _write_error(exc: OSError, what: str) -> DatasetWriteError:
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    reason = "disk full" if full else str(exc)
+    return DatasetWriteError(f"writing {what} failed: {reason}", disk_full=full)
+
+
+# ---------------------------------------------------------------- reading and resuming
+
+
+class DatasetReader:
+    """Reads a dataset folder: latest record per file, coins, sessions."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.metadata = read_jsonl(self.root / "metadata.jsonl")
+
+    def info(self) -> dict[str, Any]:
+        """dataset.json, or {} when absent."""
+        path = self.root / "dataset.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def records(self) -> list[dict[str, Any]]:
+        """One record per file: a reshot file's later line supersedes the earlier one."""
+        latest: dict[str, dict[str, Any]] = {}
+        for record in self.metadata.records:
+            name = record.get("file_name")
+            if isinstance(name, str):
+                latest.pop(name, None)
+                latest[name] = record
+        return list(latest.values())
+
+    def coins(self) -> list[dict[str, Any]]:
+        """coins.jsonl records."""
+        return read_jsonl(self.root / "coins.jsonl").records
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every session record, oldest first."""
+        folder = self.root / "sessions"
+        paths = sorted(folder.glob("*.json")) if folder.exists() else []
+        return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+
+    def images_of(self, coin_id: str, role: str = "capture") -> list[dict[str, Any]]:
+        """A coin's records of one role."""
+        return [r for r in self.records() if r.get("coin_id") == coin_id and r.get("role") == role]
+
+
+class ResumeIndex:
+    """Which shots a dataset already holds intact: file present and matching its sha256."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._records = {r["file_name"]: r for r in DatasetReader(root).records()}
+
+    def record(self, file_name: str) -> dict[str, Any] | None:
+        """The latest metadata record for a file."""
+        return self._records.get(file_name)
+
+    def intact(self, file_name: str) -> bool:
+        """Whether the file exists and its bytes match the recorded checksum."""
+        record = self._records.get(file_name)
+        path = self.root / file_name
+        if record is None or not path.is_file():
+            return False
+        return sha256_file(path) == record.get("sha256")
+
+    def names(self) -> Iterator[str]:
+        """Every recorded file name."""
+        return iter(self._records)

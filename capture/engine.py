@@ -1,0 +1,223 @@
+"""The capture engine: the hardware-facing steps of a session over the rig.devices Protocols.
+
+The engine owns the devices (set up the session, load/flip/return a coin, set up and take a
+shot, park); the runner (capture.session) owns sequencing, state, events and the dataset. Every
+idempotent device command (an absolute move, a light pattern, a camera setting, a grab) is retried
+with backoff, and a GRBL alarm is cleared with Turntable.recover() before the next try. Arm
+handling (pick, place, flip) is never retried: repeating half a pick could drop the coin, so an
+arm failure goes straight to the runner, which parks and pauses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from capture.plan import Plan, ShotEvent, Side
+from rig.devices import Frame, Rig
+from rig.errors import DeviceAlarm, DeviceFault, RigError, TransportError
+from rig.retry import with_retries
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RetryHook = Callable[[int, BaseException], None]
+
+
+@dataclass(frozen=True)
+class CoinJob:
+    """One coin to photograph: its id and, with an arm, the tray slot it lies in (side 1 up)."""
+
+    coin_id: str
+    slot: int | None = None
+
+
+@dataclass(frozen=True)
+class OperatorRequest:
+    """A hand-off to the operator (no arm, or no slot): place, flip or remove a coin."""
+
+    action: Literal["place", "flip", "remove"]
+    coin_id: str
+    side_up: Side | None
+
+    @property
+    def message(self) -> str:
+        """What to tell the operator."""
+        if self.action == "place":
+            return f"place coin {self.coin_id} on the turntable, {self.side_up} up"
+        if self.action == "flip":
+            return f"turn coin {self.coin_id} over, {self.side_up} up"
+        return f"take coin {self.coin_id} off the turntable"
+
+
+# Returns once the operator has done what was asked.
+Prompt = Callable[[OperatorRequest], None]
+
+
+@dataclass
+class ShotSettings:
+    """What the devices reported for a shot (stored in its metadata line)."""
+
+    turntable_deg: float
+    tilt_deg: float | None
+    lights: dict[str, float]
+
+
+@dataclass
+class _Current:
+    turntable_deg: float | None = None
+    tilt_deg: float | None = None
+    light: str | None = None
+    lights: dict[str, float] = field(default_factory=dict)
+    camera: tuple[float | None, float | None] | None = None
+
+
+class CaptureEngine:
+    """Hardware steps of a capture session on one Rig."""
+
+    def __init__(
+        self,
+        rig: Rig,
+        plan: Plan,
+        *,
+        prompt: Prompt | None = None,
+        sleep: Callable[[float], None] | None = None,
+        backoff_s: float = 0.05,
+    ) -> None:
+        self.rig = rig
+        self.plan = plan
+        self.prompt = prompt
+        self.sleep = sleep
+        self.backoff_s = backoff_s
+        self.on_retry: RetryHook | None = None
+        self._current = _Current()
+
+    # ------------------------------------------------------------ retries
+    def call(self, action: Callable[[], T], *, retries: int | None = None) -> T:
+        """Run an idempotent device command with retries; clear turntable alarms in between."""
+
+        def before_retry(attempt: int, exc: BaseException) -> None:
+            if self.on_retry is not None:
+                self.on_retry(attempt, exc)
+            if isinstance(exc, DeviceAlarm):
+                # An alarm locks GRBL until it is cleared; the next try would fail the same way.
+                self.rig.turntable.recover()
+                self._current.turntable_deg = None
+
+        attempts = 1 + (self.plan.retries if retries is None else retries)
+        return with_retries(
+            action,
+            attempts=attempts,
+            backoff_s=self.backoff_s,
+            retry_on=(TransportError, DeviceFault),
+            sleep=self.sleep,
+            on_retry=before_retry,
+        )
+
+    # ------------------------------------------------------------ session and coin
+    def setup_session(self) -> None:
+        """Lights off, arm and turntable homed."""
+        self.call(self.rig.lightbox.all_off)
+        self._current = _Current()
+        if self.rig.arm is not None:
+            self.rig.arm.home()
+        self.call(self.rig.turntable.home)
+
+    def load_coin(self, job: CoinJob, side: Side) -> None:
+        """Put the coin on the turntable, `side` up: the arm from its slot, or the operator."""
+        if self.rig.arm is not None and job.slot is not None:
+            self.rig.arm.pick_from_slot(job.slot)
+            self.rig.arm.place_on_turntable()
+            self.rig.arm.park()
+        else:
+            self._ask(OperatorRequest("place", job.coin_id, side))
+
+    def flip_coin(self, job: CoinJob, side: Side) -> None:
+        """Turn the coin over so that `side` is up."""
+        if self.rig.arm is not None:
+            self.rig.arm.flip_on_turntable()
+            self.rig.arm.park()
+        else:
+            self._ask(OperatorRequest("flip", job.coin_id, side))
+
+    def unload_coin(self, job: CoinJob) -> None:
+        """Return the coin to its slot (arm) or ask the operator to take it off."""
+        if self.rig.arm is not None and job.slot is not None:
+            self.rig.arm.return_to_slot(job.slot)
+            self.rig.arm.park()
+        else:
+            self._ask(OperatorRequest("remove", job.coin_id, None))
+
+    def _ask(self, request: OperatorRequest) -> None:
+        if self.prompt is None:
+            raise RigError(f"no arm and no operator to {request.message}")
+        self.prompt(request)
+
+    # ------------------------------------------------------------ shots
+    def setup_shot(self, event: ShotEvent, patterns: dict[str, dict[str, float]]) -> ShotSettings:
+        """Move and set what differs from the previous shot; return what the devices report."""
+        current = self._current
+        if current.turntable_deg is None or current.turntable_deg != event.turntable_deg:
+            current.turntable_deg = None  # unknown until the move reports success
+            reported = self.call(lambda: self.rig.turntable.move_to_deg(event.turntable_deg))
+            current.turntable_deg = event.turntable_deg
+            current_reported = reported
+        else:
+            current_reported = event.turntable_deg
+        tilt = self.rig.tilt
+        if event.tilt_deg is not None and tilt is not None and current.tilt_deg != event.tilt_deg:
+            tilt_deg = event.tilt_deg
+            current.tilt_deg = None
+            self.call(lambda: tilt.tilt_to_deg(tilt_deg))
+            current.tilt_deg = tilt_deg
+        if current.light != event.light:
+            current.light = None
+            if event.light in patterns:
+                levels = patterns[event.light]
+                current.lights = self.call(lambda: self.rig.lightbox.set_levels(levels))
+            else:
+                current.lights = self.call(lambda: self.rig.lightbox.set_pattern(event.light))
+            current.light = event.light
+        wanted = (event.exposure_us, event.gain_db)
+        if current.camera != wanted:
+            current.camera = None
+            self.call(
+                lambda: self.rig.camera.configure(
+                    exposure_us=event.exposure_us, gain_db=event.gain_db
+                )
+            )
+            current.camera = wanted
+        return ShotSettings(
+            turntable_deg=float(current_reported),
+            tilt_deg=current.tilt_deg if event.tilt_deg is not None else None,
+            lights=dict(current.lights),
+        )
+
+    def exec_shot(self, event: ShotEvent) -> Frame:
+        """Grab the frame for a shot that setup_shot prepared."""
+        return self.call(self.rig.camera.grab)
+
+    # ------------------------------------------------------------ parking
+    def park(self) -> list[str]:
+        """Make the rig safe: stop the turntable, lights off, arm to its safe pose.
+
+        Every step is tried even when an earlier one fails; returns the failures, never raises
+        (parking runs on the way out of errors, where a second exception would hide the first).
+        """
+        problems: list[str] = []
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("turntable.stop", self.rig.turntable.stop),
+            ("lightbox.all_off", self.rig.lightbox.all_off),
+        ]
+        if self.rig.arm is not None:
+            steps.append(("arm.park", self.rig.arm.park))
+        for name, step in steps:
+            try:
+                self.call(step, retries=1)
+            except Exception as exc:
+                log.error("parking: %s failed: %s", name, exc)
+                problems.append(f"{name}: {exc}")
+        self._current = _Current()
+        return problems

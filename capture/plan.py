@@ -1,0 +1,403 @@
+"""Capture plans: what to shoot of one coin, expanded into an ordered list of shot events.
+
+A plan is a frozen pydantic model loaded from YAML (configs/plans/*.yaml). `expand` orders the
+shots to minimise physical time: one flip per coin, the turntable serpentines (ascending angles
+on the first side, descending on the second, so it never rewinds 360°), tilts serpentine within
+an angle, and lights (milliseconds to switch) vary in the inner loops instead of rotating per
+light (seconds). `dry_run` checks every pose and setting against a rig config and estimates the
+physical duration from the rig's kinematics without touching any device.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rig.config import GrblTurntableConfig, Pose, RigConfig, describe_validation_error
+from rig.errors import ConfigError
+from rig.motion import trapezoid_duration_s
+
+Side = Literal["obverse", "reverse"]
+OnFailure = Literal["pause", "skip"]
+Intensity = float
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReferenceShot(_Frozen):
+    """The per-side reference view (the rig's own catalog-style shot), taken once per side."""
+
+    light: str
+    turntable_deg: float = Field(0.0, ge=0.0, lt=360.0)
+    tilt_deg: float | None = None
+    on_failure: OnFailure = "pause"
+
+
+class Plan(_Frozen):
+    """What to shoot of one coin: sides × angles × tilts × light patterns × exposure bracket."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    description: str = ""
+    sides: tuple[Side, ...] = ("obverse", "reverse")
+    angles_deg: tuple[float, ...] | None = Field(
+        None, description="explicit turntable angles in [0, 360)"
+    )
+    angle_count: int | None = Field(None, ge=1, le=3600, description="evenly spaced over 360°")
+    tilts_deg: tuple[float, ...] = Field((), description="camera tilts; empty = no tilt axis used")
+    lights: tuple[str, ...] = Field(min_length=1, description="light pattern names")
+    patterns: dict[str, dict[str, Intensity]] = Field(
+        default_factory=dict, description="plan-local patterns (channel → 0..1); else the rig's"
+    )
+    exposures_us: tuple[float, ...] = Field((), description="bracket; empty = camera default")
+    gain_db: float | None = Field(None, ge=0, le=48)
+    reference: ReferenceShot | None = None
+    on_failure: OnFailure = "pause"
+    retries: int = Field(2, ge=0, le=10, description="extra attempts per device command")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        if not self.sides or len(set(self.sides)) != len(self.sides):
+            raise ValueError("sides must be one or both of obverse, reverse, each once")
+        if (self.angles_deg is None) == (self.angle_count is None):
+            raise ValueError("give exactly one of angles_deg or angle_count")
+        for name, values in (
+            ("angles_deg", self.angles_deg or ()),
+            ("tilts_deg", self.tilts_deg),
+            ("lights", self.lights),
+            ("exposures_us", self.exposures_us),
+        ):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} has duplicates: {list(values)}")
+        for angle in self.angles_deg or ():
+            if not (math.isfinite(angle) and 0.0 <= angle < 360.0):
+                raise ValueError(f"angle {angle} must lie in [0, 360)")
+        for tilt in self.tilts_deg:
+            if not math.isfinite(tilt):
+                raise ValueError(f"tilt {tilt} is not finite")
+        for exposure in self.exposures_us:
+            if not (math.isfinite(exposure) and exposure > 0):
+                raise ValueError(f"exposure {exposure} µs must be positive")
+        for pattern, levels in self.patterns.items():
+            for channel, level in levels.items():
+                if not 0.0 <= level <= 1.0:
+                    raise ValueError(f"pattern {pattern!r}: {channel} level {level} not in 0..1")
+        return self
+
+    def angles(self) -> tuple[float, ...]:
+        """The turntable angles in ascending order, each in [0, 360)."""
+        if self.angles_deg is not None:
+            return tuple(sorted(self.angles_deg))
+        count = self.angle_count or 1
+        return tuple(round(360.0 * i / count, 6) for i in range(count))
+
+    @classmethod
+    def load(cls, path: Path | str) -> Plan:
+        """Read and validate a YAML plan.
+
+        Raises:
+            ConfigError: missing file, bad YAML or an invalid plan (one line).
+        """
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such plan file") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read plan: {exc}") from exc
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {describe_validation_error(exc)}") from exc
+
+
+@dataclass(frozen=True)
+class ShotEvent:
+    """One image to take: the coin side up, the poses and settings; `index` names its file."""
+
+    index: int
+    side: Side
+    turntable_deg: float
+    tilt_deg: float | None
+    light: str
+    exposure_us: float | None
+    gain_db: float | None
+    reference: bool = False
+    on_failure: OnFailure = "pause"
+
+    def setting_key(self) -> tuple[object, ...]:
+        """Everything that defines the image except its index (to spot plan changes on resume)."""
+        return (
+            self.side,
+            self.turntable_deg,
+            self.tilt_deg,
+            self.light,
+            self.exposure_us,
+            self.gain_db,
+            self.reference,
+        )
+
+
+def _serpentine(values: Sequence[float | None], reverse: bool) -> list[float | None]:
+    return list(reversed(values)) if reverse else list(values)
+
+
+def expand(plan: Plan) -> list[ShotEvent]:
+    """The plan's shots in the order that minimises physical time; indices follow that order."""
+    angles = plan.angles()
+    tilts: list[float | None] = list(plan.tilts_deg) or [None]
+    exposures: list[float | None] = list(plan.exposures_us) or [None]
+    order: list[tuple[Side, float, float | None, str, float | None, bool, OnFailure]] = []
+    tilt_flip = light_flip = False
+    for side_number, side in enumerate(plan.sides):
+        # Serpentine: the second side runs the angles backwards from where the first ended.
+        side_angles = _serpentine(angles, reverse=side_number % 2 == 1)
+        reference_done = plan.reference is None
+        ascending = side_number % 2 == 0
+        for angle in side_angles:
+            assert angle is not None
+            # The reference view goes where the turntable passes its angle on this side's sweep.
+            if not reference_done and plan.reference is not None:
+                ref = plan.reference.turntable_deg
+                if (ascending and angle >= ref) or (not ascending and angle <= ref):
+                    order.append(_reference_row(plan, side))
+                    reference_done = True
+            for tilt in _serpentine(tilts, tilt_flip):
+                for light in _serpentine(list(range(len(plan.lights))), light_flip):
+                    assert light is not None
+                    for exposure in exposures:
+                        row = (side, angle, tilt, plan.lights[int(light)], exposure)
+                        order.append((*row, False, plan.on_failure))
+                # Alternating the light order means the last light stays on for the next pose.
+                light_flip = not light_flip
+            tilt_flip = not tilt_flip
+        if not reference_done:
+            order.append(_reference_row(plan, side))  # beyond the last angle of the sweep
+    return [
+        ShotEvent(
+            index=i,
+            side=side,
+            turntable_deg=angle,
+            tilt_deg=tilt,
+            light=light,
+            exposure_us=exposure,
+            gain_db=plan.gain_db,
+            reference=reference,
+            on_failure=on_failure,
+        )
+        for i, (side, angle, tilt, light, exposure, reference, on_failure) in enumerate(order)
+    ]
+
+
+def _reference_row(
+    plan: Plan, side: Side
+) -> tuple[Side, float, float | None, str, float | None, bool, OnFailure]:
+    assert plan.reference is not None
+    ref = plan.reference
+    tilt = ref.tilt_deg if ref.tilt_deg is not None else (plan.tilts_deg or (None,))[0]
+    exposure = plan.exposures_us[0] if plan.exposures_us else None
+    return (side, ref.turntable_deg, tilt, ref.light, exposure, True, ref.on_failure)
+
+
+def naive_order(events: Iterable[ShotEvent]) -> list[ShotEvent]:
+    """The obvious order a person would write: per side, per light, rotate through every angle.
+
+    Used only as a baseline for `estimate_duration_s`: it rewinds the turntable for every light.
+    """
+    return sorted(
+        events,
+        key=lambda e: (e.side, e.light, e.exposure_us or 0.0, e.tilt_deg or 0.0, e.turntable_deg),
+    )
+
+
+# ---------------------------------------------------------------- kinematics and duration
+
+
+@dataclass(frozen=True)
+class Kinematics:
+    """How long the rig's physical actions take; built from a RigConfig."""
+
+    turntable_speed_deg_per_s: float = 60.0
+    turntable_accel_deg_per_s2: float = 180.0
+    tilt_speed_deg_per_s: float = 30.0
+    light_switch_s: float = 0.03
+    camera_config_s: float = 0.01
+    readout_s: float = 0.05
+    default_exposure_us: float = 20000.0
+    flip_s: float = 10.0
+    load_s: float = 10.0
+    unload_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: RigConfig) -> Kinematics:
+        """Derive the durations from the rig's speeds, accelerations and arm geometry."""
+        table = config.turntable
+        tilt_speed = 30.0
+        if isinstance(table, GrblTurntableConfig) and table.tilt is not None:
+            tilt_speed = table.tilt.speed_deg_per_s
+        # A Modbus round trip (~10 ms) plus the LEDs' settling time.
+        light_s = 0.01 + config.lightbox.settle_ms / 1000.0
+        flip_s = load_s = unload_s = 15.0  # an operator handling the coin by hand
+        if config.arm is not None:
+            arm = config.arm
+
+            def path_s(*poses: Pose) -> float:
+                total = 0.0
+                for a, b in itertools.pairwise(poses):
+                    distance = math.dist((a.x_mm, a.y_mm, a.z_mm), (b.x_mm, b.y_mm, b.z_mm))
+                    total += trapezoid_duration_s(distance, arm.speed_mm_per_s, arm.accel_mm_per_s2)
+                return total
+
+            def up(pose: Pose) -> Pose:
+                return Pose(x_mm=pose.x_mm, y_mm=pose.y_mm, z_mm=pose.z_mm + arm.clearance_mm)
+
+            suction_s = 0.5  # vacuum build-up or release per pick/place
+            table_pose = arm.turntable_pose
+            slot = config.tray.slot_pose(config.tray.slots // 2) if config.tray else table_pose
+            drop, pickup = arm.flip_station.drop, arm.flip_station.pickup
+            load_s = path_s(arm.safe_pose, up(slot), slot, up(slot), up(table_pose), table_pose)
+            load_s += path_s(table_pose, up(table_pose), arm.safe_pose) + 2 * suction_s
+            unload_s = load_s
+            flip_s = path_s(
+                arm.safe_pose,
+                up(table_pose),
+                table_pose,
+                up(table_pose),
+                up(drop),
+                drop,
+                up(drop),
+                up(pickup),
+                pickup,
+                up(pickup),
+                up(table_pose),
+                table_pose,
+                up(table_pose),
+                arm.safe_pose,
+            )
+            flip_s += 4 * suction_s
+        return cls(
+            turntable_speed_deg_per_s=table.speed_deg_per_s,
+            turntable_accel_deg_per_s2=table.limits.accel_deg_per_s2,
+            tilt_speed_deg_per_s=tilt_speed,
+            light_switch_s=light_s,
+            default_exposure_us=config.camera.exposure_us,
+            flip_s=flip_s,
+            load_s=load_s,
+            unload_s=unload_s,
+        )
+
+
+def estimate_duration_s(
+    events: Sequence[ShotEvent], kinematics: Kinematics, *, start_deg: float = 0.0
+) -> float:
+    """Physical time to shoot `events` in the given order on one coin, load and unload included.
+
+    Motions happen one after the other (the engine never moves two axes at once), a light or
+    exposure change costs its switch time, and every change of side costs a flip.
+    """
+    if not events:
+        return 0.0
+    k = kinematics
+    total = k.load_s + k.unload_s
+    angle, tilt, light, exposure = start_deg, 0.0, None, None
+    side = events[0].side
+    for event in events:
+        if event.side != side:
+            total += k.flip_s
+            side = event.side
+        total += trapezoid_duration_s(
+            event.turntable_deg - angle, k.turntable_speed_deg_per_s, k.turntable_accel_deg_per_s2
+        )
+        angle = event.turntable_deg
+        if event.tilt_deg is not None:
+            total += abs(event.tilt_deg - tilt) / k.tilt_speed_deg_per_s
+            tilt = event.tilt_deg
+        if event.light != light:
+            total += k.light_switch_s
+            light = event.light
+        if event.exposure_us != exposure:
+            total += k.camera_config_s
+            exposure = event.exposure_us
+        exposure_us = event.exposure_us if event.exposure_us is not None else k.default_exposure_us
+        total += exposure_us / 1e6 + k.readout_s
+    return total
+
+
+# ---------------------------------------------------------------- checks against a rig
+
+
+def check_plan(plan: Plan, config: RigConfig) -> list[str]:
+    """Every problem with running this plan on this rig (empty when it can run)."""
+    problems: list[str] = []
+    events = expand(plan)
+    table = config.turntable
+    low, high = table.limits.min_deg, table.limits.max_deg
+    for angle in sorted({e.turntable_deg for e in events}):
+        if not low <= angle <= high:
+            problems.append(f"turntable angle {angle:g}° outside the limits [{low:g}, {high:g}]°")
+    tilts = sorted({e.tilt_deg for e in events if e.tilt_deg is not None})
+    tilt_cfg = table.tilt if isinstance(table, GrblTurntableConfig) else None
+    if tilts and tilt_cfg is None:
+        problems.append(f"plan asks for camera tilts {tilts}° but this rig has no tilt axis")
+    elif tilt_cfg is not None:
+        for tilt in tilts:
+            if not tilt_cfg.min_deg <= tilt <= tilt_cfg.max_deg:
+                problems.append(
+                    f"tilt {tilt:g}° outside the limits [{tilt_cfg.min_deg:g}, "
+                    f"{tilt_cfg.max_deg:g}]°"
+                )
+    channels = {c.name for c in config.lightbox.channels}
+    for pattern, levels in plan.patterns.items():
+        unknown = sorted(set(levels) - channels)
+        if unknown:
+            problems.append(
+                f"plan pattern {pattern!r} names unknown channel(s) {unknown}; "
+                f"channels are {sorted(channels)}"
+            )
+    known = set(plan.patterns) | set(config.lightbox.patterns)
+    for light in sorted({e.light for e in events}):
+        if light not in known:
+            problems.append(f"light pattern {light!r} is not defined; known: {sorted(known)}")
+    camera = config.camera
+    for exposure in sorted({e.exposure_us for e in events if e.exposure_us is not None}):
+        if not camera.min_exposure_us <= exposure <= camera.max_exposure_us:
+            problems.append(
+                f"exposure {exposure:g} µs outside the camera limits "
+                f"[{camera.min_exposure_us:g}, {camera.max_exposure_us:g}] µs"
+            )
+    return problems
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What `rig capture --dry-run` reports: the events, the problems, the physical duration."""
+
+    events: list[ShotEvent]
+    problems: list[str]
+    duration_per_coin_s: float
+    coins: int
+
+    @property
+    def duration_s(self) -> float:
+        """Physical time for every coin."""
+        return self.duration_per_coin_s * self.coins
+
+
+def dry_run(plan: Plan, config: RigConfig, *, coins: int = 1) -> DryRun:
+    """Expand, check and time a plan against a rig config; touches no device."""
+    events = expand(plan)
+    duration = estimate_duration_s(events, Kinematics.from_config(config))
+    return DryRun(events, check_plan(plan, config), duration, coins)
+
+
+def plan_events_by_file(events: Iterable[ShotEvent]) -> dict[int, ShotEvent]:
+    """Index events by shot number."""
+    return {e.index: e for e in events}

@@ -1,0 +1,423 @@
+"""The session runner: runs a plan on a Rig for a list of coins, writing to a dataset.
+
+The runner owns sequencing, the state machine, pause/stop, events and the dataset hand-off; the
+engine (capture.engine) owns the devices. Whatever happens, `run()` drains the writer, parks the
+rig, records why it finished in sessions/SESSION_ID.json and only then re-raises:
+
+- a device that keeps failing (after the engine's retries): the shot is skipped when the plan
+  says `on_failure: skip`, otherwise the rig is parked and the session ends `paused`;
+- disk full: `paused` with reason disk_full; nothing half-written stays behind;
+- Ctrl-C (KeyboardInterrupt): the current shot is dropped (or, if already queued, written),
+  the rig parked, the session `paused` (interrupted), and the KeyboardInterrupt re-raised;
+- anything unexpected: `failed`, parked, re-raised.
+
+Every ending but `done` is resumable: a rerun skips shots already on disk with their checksum.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from capture.dataset import (
+    DatasetError,
+    DatasetWriteError,
+    DatasetWriter,
+    ResumeIndex,
+    image_name,
+    validate_coin_id,
+)
+from capture.engine import CaptureEngine, CoinJob, Prompt
+from capture.events import (
+    TRANSITIONS,
+    CoinDone,
+    CoinStarted,
+    Emitter,
+    FinishReason,
+    Listener,
+    RunState,
+    RunStatus,
+    SessionDone,
+    SessionPaused,
+    SessionStarted,
+    ShotDone,
+    ShotRetry,
+    ShotSkipped,
+    StateChanged,
+    utc_now,
+)
+from capture.plan import Kinematics, Plan, ShotEvent, check_plan, estimate_duration_s, expand
+from rig.config import RigConfig
+from rig.devices import Frame, Rig
+from rig.errors import ConfigError, RigError
+
+log = logging.getLogger(__name__)
+
+
+class _Stop(Exception):
+    """Internal: end the session in the resumable `paused` state."""
+
+    def __init__(self, reason: FinishReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def new_session_id() -> str:
+    """A sortable, unique session id: UTC time plus random hex."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+class SessionRunner:
+    """Runs one plan over a list of coins on a Rig, into a DatasetWriter the caller has opened."""
+
+    def __init__(
+        self,
+        rig: Rig,
+        plan: Plan,
+        writer: DatasetWriter,
+        coins: Sequence[CoinJob],
+        *,
+        config: RigConfig | None = None,
+        session_id: str | None = None,
+        prompt: Prompt | None = None,
+        listeners: Sequence[Listener] = (),
+        coin_info: Callable[[str], dict[str, Any]] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        backoff_s: float = 0.05,
+    ) -> None:
+        # Refuse bad ids and duplicates here, before anything can move or be written.
+        for job in coins:
+            validate_coin_id(job.coin_id)
+        ids = [job.coin_id for job in coins]
+        if len(set(ids)) != len(ids):
+            raise DatasetError(f"a coin appears twice in the job list: {ids}")
+        slots = [job.slot for job in coins if job.slot is not None]
+        if len(set(slots)) != len(slots):
+            raise DatasetError(f"a tray slot appears twice in the job list: {slots}")
+        self.rig = rig
+        self.plan = plan
+        self.writer = writer
+        self.coins = list(coins)
+        self.config = config
+        self.session_id = session_id or new_session_id()
+        self.coin_info = coin_info
+        self.engine = CaptureEngine(rig, plan, prompt=prompt, sleep=sleep, backoff_s=backoff_s)
+        self.engine.on_retry = self._on_retry
+        self.events = expand(plan)
+        self._emitter = Emitter(list(listeners))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._state = RunState.IDLE
+        self._reason: FinishReason | None = None
+        self._message = ""
+        self._coin: str | None = None
+        self._shot: int | None = None
+        self._submitted: dict[str, tuple[str, int]] = {}
+        self._skipped: dict[str, str] = {}
+        self._todo: dict[str, list[ShotEvent]] = {}
+        self._errors: list[str] = []
+        self._on_turntable: str | None = None
+
+    # ------------------------------------------------------------ public
+    def add_listener(self, listener: Listener) -> None:
+        """Subscribe to session events."""
+        self._emitter.add(listener)
+
+    def request_stop(self) -> None:
+        """Ask the session to stop after the current shot, park and pause (thread-safe)."""
+        self._stop.set()
+
+    def status(self) -> RunStatus:
+        """A frozen snapshot of where the session is."""
+        with self._lock:
+            return RunStatus(
+                state=self._state,
+                reason=self._reason,
+                coin_id=self._coin,
+                shot=self._shot,
+                taken=len(self._submitted),
+                skipped=len(self._skipped),
+                to_take=sum(len(v) for v in self._todo.values()),
+                message=self._message,
+            )
+
+    def run(self) -> RunStatus:
+        """Run the session to its end; returns the final status (done or paused).
+
+        Raises:
+            KeyboardInterrupt: after parking and recording (the session is paused, resumable).
+            Exception: anything unexpected, after parking and recording (the session failed).
+        """
+        started = time.monotonic()
+        started_at = utc_now()
+        clock = self.rig.extras.get("clock")
+        physical_before = _physical(clock)
+        pending: BaseException | None = None
+        final = RunState.DONE
+        reason, message = FinishReason.COMPLETED, ""
+        self._set_state(RunState.PREPARING)
+        try:
+            self._prepare()
+            self._record(RunState.RUNNING, None, "", started_at, started, physical_before)
+            self._set_state(RunState.RUNNING)
+            self.engine.setup_session()
+            for job in self.coins:
+                self._run_coin(job)
+        except _Stop as stop:
+            final, reason, message = RunState.PAUSED, stop.reason, str(stop)
+        except DatasetWriteError as exc:
+            final, message = RunState.PAUSED, str(exc)
+            reason = FinishReason.DISK_FULL if exc.disk_full else FinishReason.ERROR
+        except (ConfigError, DatasetError) as exc:
+            # Refused before any shot: a plan this rig cannot run, a dataset it cannot resume.
+            final, reason, message = RunState.FAILED, FinishReason.ERROR, str(exc)
+            pending = exc
+        except RigError as exc:
+            # A device that failed outside a shot (arm, homing) after its retries.
+            final, reason, message = RunState.PAUSED, FinishReason.DEVICE_FAILURE, str(exc)
+        except KeyboardInterrupt as exc:
+            final, reason, message = RunState.PAUSED, FinishReason.INTERRUPTED, "interrupted"
+            pending = exc
+        except BaseException as exc:
+            final, reason = RunState.FAILED, FinishReason.ERROR
+            message = f"{type(exc).__name__}: {exc}"
+            log.exception("capture session %s failed", self.session_id)
+            pending = exc
+        finally:
+            final, reason, message = self._finish(final, reason, message)
+            self._record(final, reason, message, started_at, started, physical_before)
+            self._set_state(final, reason, message)
+            if final is RunState.PAUSED:
+                self._emitter.emit(SessionPaused(reason, message))
+            status = self.status()
+            self._emitter.emit(
+                SessionDone(final, reason, status.taken, status.skipped, message=message)
+            )
+        if pending is not None:
+            raise pending
+        return self.status()
+
+    # ------------------------------------------------------------ steps
+    def _prepare(self) -> None:
+        if self.config is not None:
+            problems = check_plan(self.plan, self.config)
+            if problems:
+                raise ConfigError(f"plan {self.plan.name!r} cannot run on this rig: {problems[0]}")
+        index = ResumeIndex(self.writer.root)
+        ext = self.writer.image_format
+        for job in self.coins:
+            todo: list[ShotEvent] = []
+            for event in self.events:
+                name = image_name(job.coin_id, event.side, event.index, ext)
+                record = index.record(name)
+                if record is not None and _settings_differ(record, event):
+                    raise DatasetError(
+                        f"{name} exists from a different plan (light {record.get('light')!r}, "
+                        f"{record.get('turntable_deg')}°); use another --out folder"
+                    )
+                if not index.intact(name):
+                    todo.append(event)
+            self._todo[job.coin_id] = todo
+        total = len(self.events) * len(self.coins)
+        to_take = sum(len(v) for v in self._todo.values())
+        self._emitter.emit(SessionStarted(self.session_id, len(self.coins), total, to_take))
+
+    def _run_coin(self, job: CoinJob) -> None:
+        todo = self._todo[job.coin_id]
+        with self._lock:
+            self._coin, self._shot = job.coin_id, None
+        self._emitter.emit(CoinStarted(job.coin_id, len(self.events), len(todo)))
+        info = self.coin_info(job.coin_id) if self.coin_info else {}
+        self.writer.add_coin(job.coin_id, **info)
+        taken = skipped = 0
+        if todo:
+            self._check_stop()
+            side = self.plan.sides[0]  # coins lie first-side up in the tray
+            self.engine.load_coin(job, side)
+            self._on_turntable = job.coin_id
+            for event in todo:
+                self._check_stop()
+                if event.side != side:
+                    side = event.side
+                    self.engine.flip_coin(job, side)
+                if self._shoot(job, event):
+                    taken += 1
+                else:
+                    skipped += 1
+            self._check_stop()
+            self.engine.unload_coin(job)
+            self._on_turntable = None
+        self._emitter.emit(CoinDone(job.coin_id, taken, skipped))
+
+    def _shoot(self, job: CoinJob, event: ShotEvent) -> bool:
+        with self._lock:
+            self._shot = event.index
+        name = image_name(job.coin_id, event.side, event.index, self.writer.image_format)
+        try:
+            settings = self.engine.setup_shot(event, dict(self.plan.patterns))
+            frame = self.engine.exec_shot(event)
+        except RigError as exc:
+            error = f"shot {event.index} of {job.coin_id}: {exc}"
+            self._errors.append(error)
+            if event.on_failure == "skip":
+                with self._lock:
+                    self._skipped[name] = str(exc)
+                self._emitter.emit(ShotSkipped(job.coin_id, event.index, str(exc)))
+                return False
+            raise _Stop(FinishReason.DEVICE_FAILURE, error) from exc
+        record = self._metadata(job, event, settings.turntable_deg, settings.tilt_deg, frame)
+        record["lights"] = settings.lights
+        self.writer.submit(name, frame.image, record, frame.pixel_format)
+        with self._lock:
+            self._submitted[name] = (job.coin_id, event.index)
+        self._emitter.emit(ShotDone(job.coin_id, event.index, name))
+        return True
+
+    def _metadata(
+        self,
+        job: CoinJob,
+        event: ShotEvent,
+        turntable_deg: float,
+        tilt_deg: float | None,
+        frame: Frame,
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "coin_id": job.coin_id,
+            "side": event.side,
+            "role": "capture",
+            "session_id": self.session_id,
+            "shot": event.index,
+            "turntable_deg": turntable_deg,
+            "tilt_deg": tilt_deg,
+            "light": event.light,
+            "lights": {},
+            "exposure_us": float(frame.exposure_us),
+            "gain_db": float(frame.gain_db),
+            "camera": frame.camera,
+            "width": frame.width,
+            "height": frame.height,
+            "pixel_format": frame.pixel_format,
+            "captured_at": utc_now(),
+            "reference": event.reference,
+        }
+        if frame.sim is not None:
+            record["sim"] = frame.sim
+        return record
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise _Stop(FinishReason.STOP_REQUESTED, "stop requested")
+
+    def _on_retry(self, attempt: int, exc: BaseException) -> None:
+        self._errors.append(f"retry {attempt}: {exc}")
+        with self._lock:
+            coin, shot = self._coin, self._shot
+        self._emitter.emit(ShotRetry(coin or "", shot, attempt, str(exc)))
+
+    # ------------------------------------------------------------ ending
+    def _finish(
+        self, final: RunState, reason: FinishReason, message: str
+    ) -> tuple[RunState, FinishReason, str]:
+        """Drain the writer and park; a failure here can only make the ending worse."""
+        self._set_state(RunState.FINISHING)
+        try:
+            self.writer.flush()
+        except DatasetWriteError as exc:
+            self._errors.append(str(exc))
+            if final is RunState.DONE:
+                final, message = RunState.PAUSED, str(exc)
+                reason = FinishReason.DISK_FULL if exc.disk_full else FinishReason.ERROR
+        parked = self.engine.park()
+        self._errors.extend(f"parking: {p}" for p in parked)
+        return final, reason, message
+
+    def _missing(self, reason: FinishReason | None) -> list[dict[str, Any]]:
+        written = {r["file_name"] for r in self.writer.written}
+        missing = []
+        for coin_id, todo in self._todo.items():
+            for event in todo:
+                name = image_name(coin_id, event.side, event.index, self.writer.image_format)
+                if name in written:
+                    continue
+                why = self._skipped.get(name) or f"not taken ({reason or 'running'})"
+                missing.append({"coin_id": coin_id, "shot": event.index, "file_name": name})
+                missing[-1]["reason"] = why
+        return missing
+
+    def _record(
+        self,
+        state: RunState,
+        reason: FinishReason | None,
+        message: str,
+        started_at: str,
+        started: float,
+        physical_before: float | None,
+    ) -> None:
+        clock = self.rig.extras.get("clock")
+        physical_now = _physical(clock)
+        todo = [e for events in self._todo.values() for e in events]
+        missing = self._missing(reason) if state is not RunState.RUNNING else []
+        estimated = None
+        if self.config is not None and todo:
+            kinematics = Kinematics.from_config(self.config)
+            estimated = sum(estimate_duration_s(t, kinematics) for t in self._todo.values() if t)
+        record = {
+            "session_id": self.session_id,
+            "status": state.value,
+            "finish_reason": reason.value if reason else None,
+            "message": message,
+            "plan": self.plan.model_dump(mode="json"),
+            "image_format": self.writer.image_format,
+            "rig_config": self.config.model_dump(mode="json") if self.config else None,
+            "coins": [{"coin_id": j.coin_id, "slot": j.slot} for j in self.coins],
+            "counts": {
+                "planned": len(self.events) * len(self.coins),
+                "already_present": len(self.events) * len(self.coins) - len(todo),
+                "to_take": len(todo),
+                "written": len(self.writer.written),
+                "skipped": len(self._skipped),
+                "missing": len(missing),
+            },
+            "timings": {
+                "started_at": started_at,
+                "updated_at": utc_now(),
+                "wall_s": round(time.monotonic() - started, 3),
+                "estimated_physical_s": estimated,
+                "physical_s": None
+                if physical_now is None or physical_before is None
+                else round(physical_now - physical_before, 3),
+            },
+            "on_turntable": self._on_turntable,
+            "errors": list(self._errors),
+            "missing": missing,
+        }
+        try:
+            self.writer.write_session(self.session_id, record)
+        except DatasetWriteError as exc:
+            log.error("could not write the session record: %s", exc)
+
+    def _set_state(
+        self, state: RunState, reason: FinishReason | None = None, message: str = ""
+    ) -> None:
+        with self._lock:
+            if state not in TRANSITIONS[self._state]:
+                raise AssertionError(f"bad session transition {self._state} → {state}")
+            self._state, self._reason, self._message = state, reason, message
+        self._emitter.emit(StateChanged(state, reason))
+
+
+def _settings_differ(record: dict[str, Any], event: ShotEvent) -> bool:
+    """Whether an existing image was taken with other settings than this plan's shot."""
+    return record.get("side") != event.side or record.get("light") != event.light
+
+
+def _physical(clock: Any) -> float | None:
+    try:
+        return float(clock.physical_duration_s()) if clock is not None else None
+    except Exception:
+        return None

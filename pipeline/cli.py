@@ -1,0 +1,254 @@
+r"""The `pipeline` command: train and evaluate embedding models, benchmark them.
+
+Examples:
+    pipeline train --data datasets/sawhill --model resnet-tiny --image-size 64 --epochs 5 \
+        --out runs/tiny
+    pipeline train --data datasets/sawhill --data datasets/auction --train-on catalog \
+        --aug tuned --loss subcenter-arcface --out runs/catalog
+    pipeline train --out runs/tiny --data datasets/sawhill --epochs 10 --resume
+    pipeline evaluate --run runs/tiny --data datasets/sawhill --protocol all
+    pipeline benchmark --data datasets/sawhill --models resnet-tiny,resnet18 \
+        --aug standard,tuned --train-on catalog,captures --epochs 5
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rig.cli_support import expected_errors, fail, set_debug
+from training.errors import TrainingError
+from training.evaluate import (
+    PROTOCOLS,
+    augmented_catalog_top1,
+    evaluate_run,
+    load_run,
+    run_protocol,
+)
+from training.losses import LossSettings
+from training.report import BENCHMARK_COLUMNS, benchmark_markdown
+from training.train import TrainConfig, train
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            typer.echo(f"coinrig {version('coinrig')}")
+        except PackageNotFoundError:
+            typer.echo("coinrig (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for expected errors."),
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train, evaluate and benchmark coin-identification models on coinrig datasets."""
+    set_debug(debug)
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.command("train")
+def train_command(
+    data: list[Path] = typer.Option(..., "--data", help="Dataset directory (repeat for several)."),
+    out: Path = typer.Option(Path("runs/latest"), "--out", help="Run directory."),
+    model: str = typer.Option("resnet-tiny", help="Backbone name."),
+    image_size: int = typer.Option(224, help="Square input side in pixels."),
+    embedding_dim: int = typer.Option(512, help="Embedding length."),
+    epochs: int = typer.Option(10, help="Epochs (with --resume: the new total)."),
+    batch_size: int = typer.Option(32, help="Images per step (per GPU under torchrun)."),
+    per_class: int = typer.Option(4, help="Images per coin side in a batch."),
+    steps_per_epoch: int | None = typer.Option(None, help="Default: training images / batch size."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up, cosine decay)."),
+    loss: str = typer.Option("arcface", help="arcface | subcenter-arcface | triplet."),
+    margin: float = typer.Option(0.5, help="ArcFace angular margin in radians."),
+    scale: float = typer.Option(64.0, help="ArcFace logit scale."),
+    aug: str = typer.Option("tuned", help="Augmentation preset: standard | tuned | none."),
+    train_on: str = typer.Option("captures", help="captures | catalog | both."),
+    split: str = typer.Option("0.7,0.1,0.2", help="train,val,test fractions of coins."),
+    seed: int = typer.Option(0, help="Seed of the coin split and of training."),
+    derotate: bool = typer.Option(False, help="Undo the recorded turntable angle."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    weights: Path | None = typer.Option(
+        None, help="torchvision-style backbone .pth to start from."
+    ),
+    strict: bool = typer.Option(False, help="Fail on an unreadable image instead of skipping it."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    cache_dir: Path | None = typer.Option(
+        None, help="Preprocessed-image cache (default ~/.cache/coinrig)."
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train an embedding model; writes RUN/{config.json, checkpoints/, metrics.jsonl, curves.png, summary.json}.
+
+    Example: pipeline train --data datasets/sawhill --model resnet-tiny --image-size 64 --out runs/tiny
+    """
+    with expected_errors(TrainingError):
+        if resume and (out / "config.json").exists():
+            # The run's own settings win; only the length of training may change.
+            cfg = replace(
+                TrainConfig.from_json(json.loads((out / "config.json").read_text())), epochs=epochs
+            )
+        else:
+            for d in data:
+                if not d.is_dir():
+                    raise fail(f"dataset directory not found: {d}")
+            if weights is not None and not weights.is_file():
+                raise fail(f"weights file not found: {weights}")
+            cfg = TrainConfig(
+                data=[str(d) for d in data],
+                out=str(out),
+                model=model,
+                image_size=image_size,
+                embedding_dim=embedding_dim,
+                epochs=epochs,
+                batch_size=batch_size,
+                per_class=per_class,
+                steps_per_epoch=steps_per_epoch,
+                lr=lr,
+                loss=LossSettings(name=loss, margin_rad=margin, scale=scale),
+                aug=aug,
+                train_on=train_on,
+                split=split,
+                seed=seed,
+                derotate=derotate,
+                weights=str(weights) if weights else None,
+                compile=compile_model,
+                strict=strict,
+                cache_dir=str(cache_dir) if cache_dir else None,
+            )
+        summary = train(cfg, resume=resume, show_progress=progress)
+    best = summary["best_val_top1"]
+    best_text = (
+        "n/a (no validation coins)"
+        if best is None
+        else f"{100 * best:.1f}% (epoch {summary['best_epoch']})"
+    )
+    typer.echo(
+        f"{out}: {summary['epoch']} epochs, best validation top-1 {best_text}, "
+        f"{summary['images_skipped']} images skipped, {summary['seconds']:.1f} s"
+    )
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: Path = typer.Option(..., "--run", help="Run directory written by `pipeline train`."),
+    data: list[Path] | None = typer.Option(None, "--data", help="Dataset(s); default: the run's."),
+    protocol: str = typer.Option("catalog", help=f"{' | '.join(PROTOCOLS)}."),
+    checkpoint: str = typer.Option("best", help="Checkpoint folder under RUN/checkpoints."),
+    cache_dir: Path | None = typer.Option(None, help="Preprocessed-image cache."),
+    strict: bool = typer.Option(False, help="Fail on an unreadable image instead of skipping it."),
+) -> None:
+    """Retrieval metrics on held-out coins; writes RUN/eval-PROTOCOL/{metrics.json, report.md, failures.png}.
+
+    Example: pipeline evaluate --run runs/tiny --data datasets/sawhill --protocol catalog
+    """
+    with expected_errors(TrainingError):
+        if not run.is_dir():
+            raise fail(f"run directory not found: {run}")
+        for d in data or []:
+            if not d.is_dir():
+                raise fail(f"dataset directory not found: {d}")
+        report = evaluate_run(
+            run,
+            data=data or None,
+            protocol=protocol,
+            cache_dir=cache_dir,
+            checkpoint=checkpoint,
+            strict=strict,
+        )
+    o = report["overall"]
+    typer.echo(
+        f"{run} [{protocol}]: top-1 {100 * o['top1']:.1f}%, top-5 {100 * o['top5']:.1f}%, "
+        f"MAP@R {100 * o['map_at_r']:.1f}% ({o['queries']} queries, {report['coins']} coins) "
+        f"→ {run / f'eval-{protocol}'}"
+    )
+
+
+@app.command("benchmark")
+def benchmark_command(
+    data: list[Path] = typer.Option(..., "--data", help="Dataset directory (repeat for several)."),
+    models: str = typer.Option("resnet-tiny", help="Comma-separated model names."),
+    aug: str = typer.Option("standard,tuned", help="Comma-separated augmentation presets."),
+    train_on: str = typer.Option("catalog", help="Comma-separated regimes."),
+    epochs: int = typer.Option(5, help="Epochs per configuration."),
+    image_size: int = typer.Option(64, help="Square input side in pixels."),
+    batch_size: int = typer.Option(32, help="Images per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate."),
+    steps_per_epoch: int | None = typer.Option(None, help="Default: training images / batch size."),
+    split: str = typer.Option("0.7,0.1,0.2", help="train,val,test fractions of coins."),
+    seed: int = typer.Option(0, help="Seed of the split and of training."),
+    out: Path = typer.Option(
+        Path("runs/benchmark"), "--out", help="Folder for runs and benchmark.md."
+    ),
+    cache_dir: Path | None = typer.Option(None, help="Preprocessed-image cache."),
+) -> None:
+    """Train every model × augmentation × regime; table of augmented-catalog vs capture top-1.
+
+    Example: pipeline benchmark --data datasets/sawhill --models resnet-tiny,resnet18 --aug standard,tuned
+    """
+    rows: list[dict[str, Any]] = []
+    with expected_errors(TrainingError):
+        for d in data:
+            if not d.is_dir():
+                raise fail(f"dataset directory not found: {d}")
+        for model in _csv(models):
+            for preset in _csv(aug):
+                for regime in _csv(train_on):
+                    run = out / f"{model}-{preset}-{regime}"
+                    cfg = TrainConfig(
+                        data=[str(d) for d in data], out=str(run), model=model, image_size=image_size,
+                        epochs=epochs, batch_size=batch_size, lr=lr, steps_per_epoch=steps_per_epoch,
+                        aug=preset, train_on=regime, split=split, seed=seed,
+                        cache_dir=str(cache_dir) if cache_dir else None,
+                    )  # fmt: skip
+                    train(cfg, show_progress=False)
+                    rows.append(
+                        {
+                            "model": model,
+                            "aug": preset,
+                            "train_on": regime,
+                            **_score(run, data, cache_dir),
+                        }
+                    )
+    table = Table(*BENCHMARK_COLUMNS, title="Top-1 on held-out coins")
+    for row in rows:
+        table.add_row(
+            row["model"],
+            row["aug"],
+            row["train_on"],
+            f"{100 * row['augmented_catalog_top1']:.1f}%",
+            f"{100 * row['capture_top1']:.1f}%",
+        )
+    Console().print(table)
+    (out / "benchmark.md").write_text(benchmark_markdown(rows))
+    typer.echo(f"wrote {out / 'benchmark.md'}")
+
+
+def _score(run: Path, data: list[Path], cache_dir: Path | None) -> dict[str, float]:
+    """Augmented-catalog and capture top-1 of a run's best checkpoint on its test coins."""
+    from training.data import load_images, read_datasets
+
+    cfg, split, model = load_run(run)
+    bank, _ = load_images(read_datasets(data), cfg.preprocess(), cache_dir or cfg.cache_path())
+    test = sorted({r.coin_id for r in bank.records} - set(split["train"]) - set(split["val"]))
+    capture, _, _, _ = run_protocol(model, bank, test, "catalog")
+    return {
+        "augmented_catalog_top1": augmented_catalog_top1(model, bank, test),
+        "capture_top1": capture["top1"],
+    }

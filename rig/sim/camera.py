@@ -1,0 +1,215 @@
+"""The simulated camera: renders the digital twin's world as the rig's camera would see it.
+
+It implements rig.devices.Camera and reports the same metadata a real camera does (exposure,
+gain, pixel format, size, timestamp), plus the twin's ground truth in `Frame.sim`: which coin
+and side lie on the turntable, the coin's true angle in the image, the lit channels and the
+tilt. Each exposure is recorded in the clock's ledger as the camera's physical time (and waited
+for when the clock runs in scaled real time). Geometry conventions: see rig.sim.shading.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from rig.config import ModbusLightboxConfig, SimCameraConfig
+from rig.devices import DeviceIdentity, DeviceStatus, Frame
+from rig.errors import ConfigError, NotConnected, SafetyError
+from rig.sim.clock import SimClock
+from rig.sim.coins import CoinCatalog, stable_rng
+from rig.sim.relief import coin_surface
+from rig.sim.shading import Optics, Sensor, expose, grid_size_for, radiance_view
+from rig.sim.world import LightState, World
+
+# pixel format → (colour, bit depth); 16-bit output uses the full 0..65535 range
+PIXEL_FORMATS: dict[str, tuple[bool, int]] = {
+    "Mono8": (False, 8),
+    "Mono16": (False, 16),
+    "RGB8": (True, 8),
+    "RGB16": (True, 16),
+}
+COIN_DIAMETER_MM = 20.0
+
+
+def pixel_format_for(color: bool, bit_depth: int) -> str:
+    """The pixel format name of a colour/bit-depth pair."""
+    for name, spec in PIXEL_FORMATS.items():
+        if spec == (color, bit_depth):
+            return name
+    raise ConfigError(f"no pixel format for color={color}, bit_depth={bit_depth}")
+
+
+def pattern_lights(
+    lightbox: ModbusLightboxConfig, levels: Mapping[str, float]
+) -> dict[str, LightState]:
+    """Every channel of a lightbox as the twin sees it, at the given levels (others off)."""
+    unknown = sorted(set(levels) - {c.name for c in lightbox.channels})
+    if unknown:
+        raise ConfigError(f"unknown light channel(s) {unknown}")
+    return {
+        c.name: LightState(float(levels.get(c.name, 0.0)), c.azimuth_deg, c.elevation_deg, c.diffuse)
+        for c in lightbox.channels
+    }
+
+
+class SimCamera:
+    """A camera that renders the twin's world on every software trigger."""
+
+    def __init__(
+        self,
+        config: SimCameraConfig,
+        world: World,
+        catalog: CoinCatalog,
+        clock: SimClock | None = None,
+        *,
+        coin_diameter_mm: float = COIN_DIAMETER_MM,
+    ) -> None:
+        self.config = config
+        self.world = world
+        self.catalog = catalog
+        self.clock = clock or SimClock(0.0)
+        self.coin_diameter_mm = coin_diameter_mm
+        self._exposure_us = config.exposure_us
+        self._gain_db = config.gain_db
+        self._pixel_format = pixel_format_for(config.color, config.bit_depth)
+        self._open = False
+        self._frames = 0
+        self._rng = stable_rng("sim-camera", config.serial, catalog.seed)
+        self._name = f"sim camera {config.serial}"
+
+    # ------------------------------------------------------------ Device
+
+    def connect(self) -> None:
+        """Open the camera (nothing to open: the twin is in-process)."""
+        self._open = True
+
+    def close(self) -> None:
+        """Close the camera (idempotent)."""
+        self._open = False
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise NotConnected(f"{self._name}: not connected (call connect() first)")
+
+    def identity(self) -> DeviceIdentity:
+        """Who the camera is.
+
+        Raises:
+            NotConnected: the camera is not open.
+        """
+        self._require_open()
+        return DeviceIdentity(
+            kind="camera",
+            driver="sim",
+            model=f"coinrig twin {self.config.width}x{self.config.height}",
+            serial=self.config.serial,
+            firmware="twin-1",
+            endpoint="in-process",
+        )
+
+    def status(self) -> DeviceStatus:
+        """Open/closed, settings and frames grabbed so far."""
+        return DeviceStatus(
+            "ready" if self._open else "closed",
+            {
+                "exposure_us": self._exposure_us,
+                "gain_db": self._gain_db,
+                "pixel_format": self._pixel_format,
+                "width": self.config.width,
+                "height": self.config.height,
+                "frames": self._frames,
+            },
+        )
+
+    # ------------------------------------------------------------ Camera
+
+    def configure(
+        self,
+        *,
+        exposure_us: float | None = None,
+        gain_db: float | None = None,
+        pixel_format: str | None = None,
+    ) -> None:
+        """Set exposure, gain and pixel format.
+
+        Raises:
+            NotConnected: the camera is not open.
+            SafetyError: exposure or gain outside the configured limits.
+            ConfigError: a pixel format the simulated camera does not offer.
+        """
+        self._require_open()
+        low, high = self.config.min_exposure_us, self.config.max_exposure_us
+        if exposure_us is not None and not low <= exposure_us <= high:
+            raise SafetyError(
+                f"{self._name}: exposure {exposure_us} µs is outside the configured limits "
+                f"{low}..{high} µs"
+            )
+        if gain_db is not None and not 0.0 <= gain_db <= 48.0:
+            raise SafetyError(f"{self._name}: gain {gain_db} dB is outside 0..48 dB")
+        if pixel_format is not None and pixel_format not in PIXEL_FORMATS:
+            raise ConfigError(
+                f"{self._name}: pixel format {pixel_format!r} is not offered; "
+                f"choose one of {sorted(PIXEL_FORMATS)}"
+            )
+        if exposure_us is not None:
+            self._exposure_us = float(exposure_us)
+        if gain_db is not None:
+            self._gain_db = float(gain_db)
+        if pixel_format is not None:
+            self._pixel_format = pixel_format
+
+    def grab(self, timeout_s: float | None = None) -> Frame:
+        """Expose (recording the physical time), render the world, return the frame.
+
+        Raises:
+            NotConnected: the camera is not open.
+            ConfigError: a negative timeout.
+        """
+        self._require_open()
+        if timeout_s is not None and timeout_s < 0:
+            raise ConfigError(f"{self._name}: grab timeout must be >= 0 s, got {timeout_s}")
+        snap = self.world.snapshot()
+        self.clock.sleep_physical("camera", "exposure", self._exposure_us / 1e6)
+        color, bit_depth = PIXEL_FORMATS[self._pixel_format]
+        width, height = self.config.width, self.config.height
+        optics = Optics(
+            field_of_view_mm=self.config.field_of_view_mm,
+            coin_diameter_mm=self.coin_diameter_mm,
+            tilt_deg=snap.tilt_deg,
+        )
+        placement = snap.on_turntable
+        angle = snap.turntable_deg + (placement.spin_deg if placement is not None else 0.0)
+        surface = None
+        if placement is not None:
+            grid = grid_size_for(width, optics)
+            surface = coin_surface(self.catalog, placement.coin_id, placement.side_up, grid)
+        radiance = radiance_view(surface, snap.lights, angle, width, height, optics)
+        sensor = Sensor(
+            exposure_us=self._exposure_us,
+            gain_db=self._gain_db,
+            read_noise_e=self.config.read_noise_e,
+            full_well_e=self.config.full_well_e,
+            bit_depth=bit_depth,
+            color=color,
+        )
+        image = expose(radiance, sensor, self._rng)
+        self._frames += 1
+        truth = {
+            "coin": placement.coin_id if placement is not None else None,
+            "side": placement.side_up if placement is not None else None,
+            "true_angle_deg": float(np.mod(angle, 360.0)),
+            "turntable_deg": snap.turntable_deg,
+            "lights": {name: light.intensity for name, light in snap.lights.items()},
+            "tilt_deg": snap.tilt_deg,
+        }
+        return Frame(
+            image=image,
+            exposure_us=self._exposure_us,
+            gain_db=self._gain_db,
+            pixel_format=self._pixel_format,
+            camera=f"sim:{self.config.serial}",
+            timestamp_s=time.time(),
+            sim=truth,
+        )

@@ -1,0 +1,404 @@
+"""Procedural coin catalog: rulers → types → dies → individual coins.
+
+A ruler (emperor) owns the obverse design (a portrait and a legend); a type (a RIC number)
+belongs to one ruler and owns the reverse design (a figure or symbol and a legend). Each design
+is cut into several dies, which differ slightly, as hand-cut dies do. Coins struck from the same
+pair of dies differ only in what identifies a physical coin: flan outline, off-centre strike,
+die-axis rotation, wear, scratches, nicks, edge damage, porosity and toning.
+
+Every number here is a pure function of (catalog seed, what is asked for): the same catalog
+always yields the same coins, and a coin's record does not depend on how many other coins the
+catalog holds. Geometry is in units of the nominal flan radius (the flan is ~1.0 across).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Side = Literal["obverse", "reverse"]
+SIDES: tuple[Side, ...] = ("obverse", "reverse")
+Metal = Literal["silver", "billon", "bronze"]
+Figure = Literal["standing", "eagle", "altar", "standards"]
+
+_COIN_ID = re.compile(r"^SIM-(\d{4,})$")
+_NAME_HEADS = ("AVRE", "VALEN", "GALL", "TRAI", "CONST", "MAX", "DIOC", "PROB", "SEVER", "GORD")
+_NAME_TAILS = ("LIANVS", "TINIANVS", "IENVS", "ANVS", "ANTIVS", "IMINVS", "LETIANVS", "VS")
+_REVERSE_LEGENDS = (
+    "CONCORDIA MILITVM",
+    "VIRTVS AVG",
+    "PAX AETERNA",
+    "FIDES EXERCITVS",
+    "SOLI INVICTO",
+    "VICTORIA AVG",
+    "PROVIDENTIA DEORVM",
+    "IOVI CONSERVATORI",
+    "SALVS AVG",
+    "ORIENS AVG",
+    "SECVRITAS PERPETVA",
+    "GENIO POP ROM",
+    "MARTI PACIFERO",
+    "SPES PVBLICA",
+)
+_FIGURES: tuple[Figure, ...] = ("standing", "standing", "eagle", "altar", "standards")
+
+
+class UnknownCoin(LookupError):
+    """A coin id that the simulated catalog does not hold."""
+
+
+def stable_rng(*key: object) -> np.random.Generator:
+    """A generator seeded from a stable hash of `key` (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
+    return np.random.default_rng(int.from_bytes(digest, "little"))
+
+
+@dataclass(frozen=True)
+class Variation:
+    """Which individual-coin features are switched on (all off: coins differ only by dies)."""
+
+    flan: bool = True
+    strike: bool = True
+    wear: bool = True
+    damage: bool = True
+    toning: bool = True
+
+    @classmethod
+    def none(cls) -> Variation:
+        """Every coin struck from the same dies comes out identical."""
+        return cls(flan=False, strike=False, wear=False, damage=False, toning=False)
+
+
+@dataclass(frozen=True)
+class Ruler:
+    """An emperor: the obverse design (portrait parameters and legend)."""
+
+    index: int
+    name: str
+    legend: str
+    metal: Metal
+    portrait: dict[str, float]
+    crown: Literal["laurel", "radiate", "diadem"]
+
+
+@dataclass(frozen=True)
+class CoinType:
+    """A reverse type of one ruler (a RIC number): figure template, its parameters, legend."""
+
+    index: int
+    ruler: int
+    number: int
+    legend: str
+    figure: Figure
+    params: dict[str, float]
+
+    @property
+    def catalog_ref(self) -> str:
+        """A RIC-style reference such as `RIC-SIM 2.17`."""
+        return f"RIC-SIM {self.ruler + 1}.{self.number}"
+
+
+@dataclass(frozen=True)
+class Die:
+    """One die cut after a design: small jitters of position, scale and legend placement."""
+
+    side: Side
+    design: int
+    index: int
+    jitter: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A scratch (polyline), nick (pit) or edge bite, in flan-radius units."""
+
+    kind: Literal["scratch", "nick", "edge"]
+    points: tuple[tuple[float, float], ...]
+    size: float
+    depth: float
+
+
+@dataclass(frozen=True)
+class Coin:
+    """One physical coin: its dies and everything that tells it apart from its die-siblings."""
+
+    coin_id: str
+    index: int
+    ruler: int
+    type_index: int
+    dies: dict[Side, int]
+    flan_radius: float
+    flan_harmonics: tuple[tuple[float, float], ...]
+    strike_offset: dict[Side, tuple[float, float]]
+    design_rotation_deg: dict[Side, float]
+    weak_strike: dict[Side, tuple[float, float]]
+    wear: float
+    marks: dict[Side, tuple[Mark, ...]]
+    edge_bites: tuple[Mark, ...]
+    porosity: float
+    patina: tuple[tuple[float, float, float], tuple[float, float, float]]
+    patina_strength: float
+    texture_seed: int = field(default=0)
+
+    @property
+    def die_axis_h(self) -> float:
+        """Die axis on the clock face (12 = aligned), as numismatists record it."""
+        rel = (self.design_rotation_deg["reverse"] - self.design_rotation_deg["obverse"]) % 360
+        return (rel / 30.0) % 12 or 12.0
+
+
+class CoinCatalog:
+    """A deterministic catalog of simulated coins, ids `SIM-0000` … `SIM-{coins-1:04d}`."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        rulers: int = 3,
+        types: int = 6,
+        coins: int = 24,
+        dies_per_design: int = 2,
+        variation: Variation | None = None,
+    ) -> None:
+        if min(rulers, types, coins, dies_per_design) < 1:
+            raise ValueError("rulers, types, coins and dies_per_design must all be >= 1")
+        self.seed = seed
+        self.n_rulers = rulers
+        self.n_types = max(types, rulers)  # every ruler gets at least one type
+        self.n_coins = coins
+        self.dies_per_design = dies_per_design
+        self.variation = variation or Variation()
+        self.rulers = [self._make_ruler(i) for i in range(rulers)]
+        self.types = [self._make_type(i) for i in range(self.n_types)]
+        self._coins: dict[int, Coin] = {}
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """What identifies this catalog's pixels (cache key for rendered surfaces)."""
+        return (self.seed, self.n_rulers, self.n_types, self.dies_per_design, self.variation)
+
+    def coin_ids(self) -> list[str]:
+        """Every coin id, in order."""
+        return [f"SIM-{i:04d}" for i in range(self.n_coins)]
+
+    def coin(self, coin_id: str) -> Coin:
+        """The coin with this id.
+
+        Raises:
+            UnknownCoin: the id is not of the form SIM-NNNN or beyond the catalog size.
+        """
+        match = _COIN_ID.match(coin_id)
+        index = int(match.group(1)) if match else -1
+        if not 0 <= index < self.n_coins:
+            raise UnknownCoin(
+                f"no simulated coin {coin_id!r}; ids run SIM-0000..SIM-{self.n_coins - 1:04d}"
+            )
+        if index not in self._coins:
+            self._coins[index] = self._make_coin(index)
+        return self._coins[index]
+
+    def die(self, side: Side, design: int, index: int) -> Die:
+        """Die `index` of a ruler's obverse or a type's reverse design."""
+        rng = stable_rng(self.seed, "die", side, design, index)
+        jitter = {
+            "dx": rng.normal(0, 0.015),
+            "dy": rng.normal(0, 0.015),
+            "scale": 1 + rng.normal(0, 0.025),
+            "rot": rng.normal(0, 2.5),
+            "legend_phase": rng.normal(0, 4.0),
+            "legend_size": 1 + rng.normal(0, 0.04),
+            "beads": float(rng.integers(56, 76)),
+            "seed": float(rng.integers(0, 2**31)),
+        }
+        return Die(side, design, index, jitter)
+
+    def record(self, coin_id: str) -> dict[str, Any]:
+        """A coins.jsonl line: coin_id, collection, ruler, type, catalog_ref, notes."""
+        coin = self.coin(coin_id)
+        ctype = self.types[coin.type_index]
+        return {
+            "coin_id": coin.coin_id,
+            "collection": f"sim-seed-{self.seed}",
+            "ruler": self.rulers[coin.ruler].name,
+            "type": f"{ctype.legend} ({ctype.figure})",
+            "catalog_ref": ctype.catalog_ref,
+            "notes": (
+                f"{self.rulers[coin.ruler].metal}; dies O{coin.dies['obverse']} "
+                f"R{coin.dies['reverse']}; die axis {coin.die_axis_h:.0f}h; wear {coin.wear:.2f}"
+            ),
+        }
+
+    def coins_of_type(self, type_index: int) -> list[str]:
+        """Ids of every coin of one type."""
+        return [c for c in self.coin_ids() if self.coin(c).type_index == type_index]
+
+    # ------------------------------------------------------------ generation
+
+    def _make_ruler(self, i: int) -> Ruler:
+        rng = stable_rng(self.seed, "ruler", i)
+        name = str(rng.choice(_NAME_HEADS)) + str(rng.choice(_NAME_TAILS))
+        title = str(rng.choice(["IMP C", "IMP", "D N"]))
+        suffix = str(rng.choice(["P F AVG", "AVG", "P AVG", "PIVS AVG"]))
+        portrait = {
+            "head": rng.uniform(0.30, 0.36),  # cranium radius
+            "nose": rng.uniform(0.07, 0.13),
+            "jaw": rng.uniform(0.85, 1.15),
+            "neck": rng.uniform(0.16, 0.22),
+            "bust": rng.uniform(0.45, 0.6),
+            "beard": float(rng.random() < 0.5),
+            "brow": rng.uniform(-0.03, 0.03),
+        }
+        metal: Metal = ("silver", "billon", "bronze")[int(rng.integers(0, 3))]
+        crown = ("laurel", "radiate", "diadem")[int(rng.integers(0, 3))]
+        return Ruler(i, name.title(), f"{title} {name} {suffix}", metal, portrait, crown)  # type: ignore[arg-type]
+
+    def _make_type(self, t: int) -> CoinType:
+        rng = stable_rng(self.seed, "type", t)
+        ruler = t % self.n_rulers
+        params = {
+            "facing": float(rng.choice([-1.0, 1.0])),
+            "height": rng.uniform(0.95, 1.15),
+            "item_left": float(rng.integers(0, 3)),
+            "item_right": float(rng.integers(0, 3)),
+            "wings": rng.uniform(0.8, 1.2),
+            "exergue": float(rng.random() < 0.6),
+        }
+        legend = str(rng.choice(_REVERSE_LEGENDS))
+        figure = _FIGURES[int(rng.integers(0, len(_FIGURES)))]
+        return CoinType(
+            t,
+            ruler,
+            10 + 7 * (t // self.n_rulers) + int(rng.integers(0, 7)),
+            legend,
+            figure,
+            params,
+        )
+
+    def _make_coin(self, i: int) -> Coin:
+        rng = stable_rng(self.seed, "coin", i)
+        var = self.variation
+        type_index = int(rng.integers(0, self.n_types))
+        ruler = self.types[type_index].ruler
+        dies: dict[Side, int] = {
+            "obverse": int(rng.integers(0, self.dies_per_design)),
+            "reverse": int(rng.integers(0, self.dies_per_design)),
+        }
+        # every draw happens whether or not the feature is on, so switching one feature off
+        # leaves the others of the same coin unchanged
+        harmonics = tuple(
+            (float(rng.normal(0, 0.035 / k)), float(rng.uniform(0, 2 * math.pi)))
+            for k in range(2, 7)
+        )
+        flan_radius = float(rng.uniform(0.93, 1.03))
+        offsets = {s: _polar(rng.exponential(0.05), rng.uniform(0, 2 * math.pi)) for s in SIDES}
+        obverse_rot = float(rng.normal(0, 6))
+        axis = float(rng.choice([0.0, 180.0, 150.0, 210.0, 30.0]) + rng.normal(0, 10))
+        weak = {s: (float(rng.uniform(0, 360)), float(rng.uniform(0, 0.5))) for s in SIDES}
+        wear = float(np.clip(rng.beta(2.0, 2.5), 0.05, 0.95))
+        marks = {s: self._marks(rng) for s in SIDES}
+        bites = tuple(
+            Mark(
+                "edge",
+                ((float(rng.uniform(0, 360)), 0.0),),
+                float(rng.uniform(8, 25)),
+                float(rng.uniform(0.03, 0.09)),
+            )
+            for _ in range(int(rng.integers(0, 4)))
+        )
+        porosity = float(rng.beta(1.2, 4.0))
+        patina = _patina(self.rulers[ruler].metal, rng)
+        patina_strength = float(rng.uniform(0.2, 0.85))
+        texture_seed = int(rng.integers(0, 2**31))
+        if not var.flan:
+            harmonics, flan_radius = tuple((0.0, p) for _, p in harmonics), 1.0
+        if not var.strike:
+            offsets = {s: (0.0, 0.0) for s in SIDES}
+            obverse_rot, axis = 0.0, 0.0
+            weak = {s: (0.0, 0.0) for s in SIDES}
+        if not var.wear:
+            wear, porosity = 0.3, 0.0  # an even, average wear shared by every coin
+        if not var.damage:
+            marks, bites = {s: () for s in SIDES}, ()
+        if not var.toning:
+            patina, patina_strength, texture_seed = _patina(self.rulers[ruler].metal, None), 0.4, 0
+        return Coin(
+            coin_id=f"SIM-{i:04d}",
+            index=i,
+            ruler=ruler,
+            type_index=type_index,
+            dies=dies,
+            flan_radius=flan_radius,
+            flan_harmonics=harmonics,
+            strike_offset=offsets,
+            design_rotation_deg={"obverse": obverse_rot, "reverse": obverse_rot + axis},
+            weak_strike=weak,
+            wear=wear,
+            marks=marks,
+            edge_bites=bites,
+            porosity=porosity,
+            patina=patina,
+            patina_strength=patina_strength,
+            texture_seed=texture_seed,
+        )
+
+    @staticmethod
+    def _marks(rng: np.random.Generator) -> tuple[Mark, ...]:
+        found: list[Mark] = []
+        for _ in range(int(rng.integers(1, 5))):
+            start = _polar(0.85 * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi))
+            heading, length = rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.7)
+            bend = rng.normal(0, 0.4)
+            points = []
+            for step in np.linspace(0, 1, 6):
+                angle = heading + bend * step
+                points.append(
+                    (
+                        start[0] + length * step * math.cos(angle),
+                        start[1] + length * step * math.sin(angle),
+                    )
+                )
+            found.append(
+                Mark(
+                    "scratch",
+                    tuple(points),
+                    float(rng.uniform(0.006, 0.014)),
+                    float(rng.uniform(0.3, 0.8)),
+                )
+            )
+        for _ in range(int(rng.integers(1, 6))):
+            centre = _polar(0.9 * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi))
+            found.append(
+                Mark(
+                    "nick",
+                    (centre,),
+                    float(rng.uniform(0.018, 0.045)),
+                    float(rng.uniform(0.4, 1.0)),
+                )
+            )
+        return tuple(found)
+
+
+def _polar(radius: float, angle: float) -> tuple[float, float]:
+    return (float(radius * math.cos(angle)), float(radius * math.sin(angle)))
+
+
+def _patina(
+    metal: Metal, rng: np.random.Generator | None
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Two linear-RGB colours the surface tones between (base metal, then patina)."""
+    base = {
+        "silver": (0.80, 0.80, 0.78),
+        "billon": (0.62, 0.58, 0.52),
+        "bronze": (0.62, 0.42, 0.26),
+    }[metal]
+    choices = {
+        "silver": [(0.55, 0.48, 0.38), (0.42, 0.40, 0.42), (0.60, 0.52, 0.55)],
+        "billon": [(0.40, 0.36, 0.32), (0.30, 0.30, 0.30), (0.45, 0.38, 0.28)],
+        "bronze": [(0.20, 0.32, 0.22), (0.30, 0.20, 0.12), (0.22, 0.18, 0.15)],
+    }[metal]
+    tone = choices[0] if rng is None else choices[int(rng.integers(0, len(choices)))]
+    return base, tone

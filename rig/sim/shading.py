@@ -1,0 +1,301 @@
+"""Shading and the sensor: a coin surface under the lightbox, seen through a tilted camera.
+
+Geometry convention (shared by the twin, the lightbox config and `identity_mask`):
+- image x to the right, y down; the camera looks straight down at the turntable when the tilt
+  is 0, with `field_of_view_mm` across the image width;
+- a light's azimuth 0° comes from the image's right (+x), 90° from the top of the image
+  (north), counter-clockwise positive; elevation 0° is grazing, 90° straight down;
+- a positive turntable angle turns the coin counter-clockwise in the image;
+- the camera tilts about the image's x axis, towards the bottom of the image (a perspective warp).
+
+The coin is shaded on its own grid with the lights turned by minus the coin's angle (the light
+relative to the relief is what matters) and the shaded grid is then warped into the image once,
+together with the camera's perspective. Materials: a Lambert term for the patina and two
+Blinn-Phong lobes, tinted by the metal, for the bare metal; `diffuse` channels act as a soft
+dome (ambient light plus a broad reflection of the dome in the metal).
+
+Sensor: radiance → electrons (∝ exposure) → shot and read noise (Gaussian approximation of
+Poisson) → full-well clipping → gain → gamma 1/2.2 (the camera's gamma setting) → 8 or 16 bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from rig.sim.coins import CoinCatalog, Side
+from rig.sim.relief import EXTENT, Surface, coin_surface
+from rig.sim.world import LightState
+
+E_PER_US = 0.5  # electrons per µs per unit radiance: 20 ms of a white diffuser fills 10 ke⁻
+WORKING_DISTANCE_MM = 250.0
+COIN_THICKNESS_MM = 2.0
+LED_WHITE = (1.0, 0.98, 0.94)  # rig LEDs are close to neutral
+SENSOR_RESPONSE = (0.92, 1.0, 0.88)  # raw colour response (no white balance applied)
+MONO_WEIGHTS = (0.30, 0.59, 0.11)
+
+
+@dataclass(frozen=True)
+class Optics:
+    """Where the coin lies in the picture and what the picture looks like around it."""
+
+    field_of_view_mm: float = 40.0
+    coin_diameter_mm: float = 20.0
+    tilt_deg: float = 0.0
+    background: tuple[float, float, float] = (0.05, 0.05, 0.055)  # dark matte turntable
+    light_colour: tuple[float, float, float] = LED_WHITE
+    shadows: bool = True
+    vignetting: float = 0.25  # relative fall-off at the image corners
+    defocus: float = 0.0012  # blur sigma as a fraction of the image width
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """Exposure, gain and the sensor's noise and range."""
+
+    exposure_us: float = 20000.0
+    gain_db: float = 0.0
+    read_noise_e: float = 3.0
+    full_well_e: float = 10000.0
+    bit_depth: int = 8
+    color: bool = True
+    response: tuple[float, float, float] = SENSOR_RESPONSE
+    gamma: float = 1 / 2.2
+
+
+def light_vector(azimuth_deg: float, elevation_deg: float) -> tuple[float, float, float]:
+    """Unit vector towards a light, in image axes (x right, y down, z towards the camera)."""
+    az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+    return (math.cos(el) * math.cos(az), -math.cos(el) * math.sin(az), math.sin(el))
+
+
+def shade(surface: Surface, lights: Mapping[str, LightState], coin_angle_deg: float) -> np.ndarray:
+    """Radiance (S, S, 3) of the coin grid, before the light's colour, for the lit channels."""
+    nx, ny, nz = surface.normals
+    diffuse_sum = np.zeros(nx.shape, np.float32)
+    spec_sum = np.zeros(nx.shape, np.float32)
+    for light in lights.values():
+        if light.intensity <= 0:
+            continue
+        if light.diffuse or light.azimuth_deg is None or light.elevation_deg is None:
+            # a dome: light from everywhere above, the metal mirrors a bright, broad sky
+            diffuse_sum += light.intensity * (0.55 + 0.45 * nz)
+            spec_sum += light.intensity * 0.35 * nz * nz
+            continue
+        lx, ly, lz = light_vector(light.azimuth_deg - coin_angle_deg, light.elevation_deg)
+        ndl = np.maximum(nx * lx + ny * ly + nz * lz, 0.0)
+        hx, hy, hz = lx, ly, lz + 1.0  # half vector with the view straight down
+        norm = math.sqrt(hx * hx + hy * hy + hz * hz)
+        ndh = np.maximum((nx * hx + ny * hy + nz * hz) * (1.0 / norm), 0.0)
+        ndh2 = ndh * ndh
+        ndh8 = ndh2 * ndh2
+        ndh8 *= ndh8
+        # a broad sheen (n·h)^8 and a sharp glint (n·h)^64: polished metal under an LED
+        ndh64 = ndh8 * ndh8
+        ndh64 *= ndh64
+        diffuse_sum += light.intensity * ndl
+        spec_sum += light.intensity * (0.6 * ndh8 + 2.5 * ndh64) * (ndl > 0)
+    radiance = surface.albedo * diffuse_sum[..., None]
+    radiance += surface.specular * (spec_sum * surface.occlusion)[..., None]
+    return radiance
+
+
+def _tilt_homography(optics: Optics) -> np.ndarray:
+    """Plane millimetres → image millimetres for a camera tilted about the image x axis."""
+    t = math.radians(optics.tilt_deg)
+    d = WORKING_DISTANCE_MM
+    centre = np.array([0.0, d * math.sin(t), d * math.cos(t)])
+    forward = -centre / d
+    x_axis = np.array([1.0, 0.0, 0.0])
+    y_axis = np.cross(x_axis, forward)
+    src = np.float32([[-10, -10], [10, -10], [10, 10], [-10, 10]])
+    dst = []
+    for px, py in src:
+        rel = np.array([px, py, 0.0]) - centre
+        depth = rel @ forward
+        dst.append([d * (rel @ x_axis) / depth, d * (rel @ y_axis) / depth])
+    return cv2.getPerspectiveTransform(src, np.float32(dst))
+
+
+def view_transform(
+    width: int, height: int, grid_size: int, angle_deg: float, optics: Optics
+) -> np.ndarray:
+    """3×3 map from coin-grid pixels to image pixels (turntable rotation, scale, tilt)."""
+    mm_per_unit = optics.coin_diameter_mm / 2
+    unit_per_px = 2 * EXTENT / grid_size
+    a = math.radians(angle_deg)
+    # grid px → coin mm (centred), turned counter-clockwise on screen (y down)
+    to_mm = np.array(
+        [[1, 0, -(grid_size / 2 - 0.5)], [0, 1, -(grid_size / 2 - 0.5)], [0, 0, 1]], np.float64
+    )
+    to_mm = np.diag([unit_per_px * mm_per_unit] * 2 + [1.0]) @ to_mm
+    rotate = np.array([[math.cos(a), math.sin(a), 0], [-math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    ppmm = width / optics.field_of_view_mm
+    to_px = np.array([[ppmm, 0, width / 2 - 0.5], [0, ppmm, height / 2 - 0.5], [0, 0, 1]])
+    return to_px @ _tilt_homography(optics) @ rotate @ to_mm
+
+
+def grid_size_for(width: int, optics: Optics) -> int:
+    """Surface grid size that puts one grid pixel on about one image pixel."""
+    coin_px = width * optics.coin_diameter_mm / optics.field_of_view_mm
+    return max(32, int(math.ceil(coin_px * EXTENT / 2)) * 2)
+
+
+def _warp(image: np.ndarray, matrix: np.ndarray, width: int, height: int) -> np.ndarray:
+    return cv2.warpPerspective(
+        image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+
+
+def radiance_view(
+    surface: Surface | None,
+    lights: Mapping[str, LightState],
+    angle_deg: float,
+    width: int,
+    height: int,
+    optics: Optics,
+) -> np.ndarray:
+    """Noise-free image radiance (H, W, 3): the coin (or the empty stage) under the lights."""
+    light_rgb = np.array(optics.light_colour, np.float32)
+    bg_level = 0.0
+    shadow_weight = np.zeros((height, width), np.float32)
+    alpha = None
+    coin = None
+    if surface is not None:
+        matrix = view_transform(width, height, surface.size, angle_deg, optics)
+        coin = _warp(shade(surface, lights, angle_deg), matrix, width, height)
+        alpha = _warp(surface.alpha, matrix, width, height)
+    ppmm = width / optics.field_of_view_mm
+    for light in lights.values():
+        if light.intensity <= 0:
+            continue
+        if light.diffuse or light.azimuth_deg is None or light.elevation_deg is None:
+            bg_level += light.intensity
+            continue
+        level = light.intensity * math.sin(math.radians(light.elevation_deg))
+        bg_level += level
+        if alpha is not None and optics.shadows:
+            # the coin's edge casts a shadow on the stage, away from the light
+            reach = COIN_THICKNESS_MM / max(0.05, math.tan(math.radians(light.elevation_deg)))
+            az = math.radians(light.azimuth_deg)
+            shift = np.float32([[1, 0, -math.cos(az) * reach * ppmm], [0, 1, math.sin(az) * reach * ppmm]])
+            shadow = cv2.warpAffine(alpha, shift, (width, height))
+            shadow = cv2.GaussianBlur(shadow, (0, 0), max(0.5, 0.3 * reach * ppmm))
+            shadow_weight += level * np.maximum(shadow, alpha)
+    bg = np.array(optics.background, np.float32)
+    stage = (bg_level - 0.85 * shadow_weight)[..., None] * bg[None, None, :]
+    if coin is not None and alpha is not None:
+        image = coin + stage * (1.0 - alpha)[..., None]
+    else:
+        image = np.broadcast_to(stage, (height, width, 3)).copy()
+    image *= light_rgb
+    if optics.vignetting > 0:
+        image *= _vignette(width, height, optics.vignetting)[..., None]
+    sigma = optics.defocus * width
+    if sigma > 0.25:
+        image = cv2.GaussianBlur(image, (0, 0), sigma)
+    return image.astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=16)
+def _vignette(width: int, height: int, strength: float) -> np.ndarray:
+    x = (np.arange(width, dtype=np.float32) - width / 2 + 0.5) / (width / 2)
+    y = (np.arange(height, dtype=np.float32) - height / 2 + 0.5) / (width / 2)
+    r2 = x[None, :] ** 2 + y[:, None] ** 2
+    corner = 1.0 + (height / width) ** 2
+    return (1.0 - strength * r2 / corner).astype(np.float32)
+
+
+def expose(radiance: np.ndarray, sensor: Sensor, rng: np.random.Generator | None) -> np.ndarray:
+    """Turn radiance into pixel values: (H, W, 3) colour or (H, W) mono, uint8 or uint16."""
+    response = np.array(sensor.response, np.float32)
+    if sensor.color:
+        signal = radiance * response
+    else:
+        signal = radiance @ (np.array(MONO_WEIGHTS, np.float32) * response)
+    electrons = signal * np.float32(sensor.exposure_us * E_PER_US)
+    if rng is not None:
+        # shot noise (variance = signal) and read noise in one Gaussian draw
+        sigma = np.sqrt(np.maximum(electrons, 0.0) + np.float32(sensor.read_noise_e**2))
+        electrons += sigma * rng.standard_normal(electrons.shape, dtype=np.float32)
+    gain = 10 ** (sensor.gain_db / 20) / sensor.full_well_e
+    np.clip(electrons, 0.0, sensor.full_well_e, out=electrons)
+    value = np.minimum(electrons * np.float32(gain), 1.0)
+    top = 255 if sensor.bit_depth == 8 else 65535
+    value = cv2.pow(value, sensor.gamma) * np.float32(top) + np.float32(0.5)
+    return value.astype(np.uint8 if sensor.bit_depth == 8 else np.uint16)
+
+
+def _size(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+def render_view(
+    catalog: CoinCatalog,
+    coin_id: str | None,
+    side: Side,
+    angle_deg: float,
+    lights: Mapping[str, LightState],
+    *,
+    size: int | tuple[int, int] = 512,
+    color: bool = True,
+    bit_depth: int = 8,
+    tilt_deg: float = 0.0,
+    seed_noise: int | None = 0,
+    exposure_us: float = 20000.0,
+    gain_db: float = 0.0,
+    field_of_view_mm: float = 40.0,
+    coin_diameter_mm: float = 20.0,
+) -> np.ndarray:
+    """Render a coin (None: the empty stage) as the rig's camera would see it, without a World.
+
+    `size` is an int (square) or (width, height); `seed_noise` None renders without noise.
+    """
+    width, height = _size(size)
+    optics = Optics(field_of_view_mm, coin_diameter_mm, tilt_deg)
+    surface = None
+    if coin_id is not None:
+        surface = coin_surface(catalog, coin_id, side, grid_size_for(width, optics))
+    radiance = radiance_view(surface, lights, angle_deg, width, height, optics)
+    sensor = Sensor(exposure_us, gain_db, bit_depth=bit_depth, color=color)
+    rng = None if seed_noise is None else np.random.default_rng(seed_noise)
+    return expose(radiance, sensor, rng)
+
+
+def coverage_view(
+    surface: Surface, angle_deg: float, width: int, height: int, optics: Optics
+) -> np.ndarray:
+    """Where the coin covers the image, float32 (H, W) 0..1, aligned with radiance_view."""
+    matrix = view_transform(width, height, surface.size, angle_deg, optics)
+    alpha = _warp(surface.alpha, matrix, width, height)
+    sigma = optics.defocus * width
+    return cv2.GaussianBlur(alpha, (0, 0), sigma) if sigma > 0.25 else alpha
+
+
+def identity_mask(
+    catalog: CoinCatalog,
+    coin_id: str,
+    side: Side,
+    angle_deg: float,
+    size: int | tuple[int, int],
+    *,
+    tilt_deg: float = 0.0,
+    field_of_view_mm: float = 40.0,
+    coin_diameter_mm: float = 20.0,
+) -> np.ndarray:
+    """Where the coin's identifying marks lie, float32 (H, W) in 0..1, aligned with render_view.
+
+    Marks: scratches, nicks, edge bites, flan irregularity, the off-centre strike's crescent.
+    """
+    width, height = _size(size)
+    optics = Optics(field_of_view_mm, coin_diameter_mm, tilt_deg)
+    surface = coin_surface(catalog, coin_id, side, grid_size_for(width, optics))
+    matrix = view_transform(width, height, surface.size, angle_deg, optics)
+    return _warp(surface.identity * surface.alpha, matrix, width, height)

@@ -1,0 +1,264 @@
+"""Turntable on an integrated stepper/servo drive over Modbus RTU or TCP.
+
+The drive takes a target position (steps, 1 or 2 registers), a speed register, an enable
+register and a command register (home, stop, clear fault); it reports a status word (busy and
+fault bits) and its actual position. A move checks the limits, writes speed then target, and
+polls status until the busy bit clears, within a timeout computed from the distance.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rig.config import ModbusRtu, ModbusTcp, ModbusTurntableConfig
+from rig.devices import DeviceIdentity, DeviceStatus
+from rig.errors import ConfigError, DeviceFault, DeviceTimeout, NotConnected, SafetyError
+from rig.modbus_link import MAX_READ_REGISTERS, ModbusRegisterLink, describe_endpoint
+from rig.motion import check_within, motion_timeout_s
+from rig.turntable import modbus_codec as codec
+
+#: polls in a row that may show "idle, not at target" before the drive counts as stopped
+#: short (a drive may take a moment to raise busy after accepting a target)
+_START_GRACE_POLLS = 3
+
+
+class ModbusTurntable:
+    """Turntable driven by a Modbus stepper/servo drive; implements `rig.devices.Turntable`."""
+
+    def __init__(
+        self,
+        config: ModbusTurntableConfig,
+        *,
+        link: ModbusTcp | ModbusRtu | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Create the driver; `link` overrides config.link (the sim backend's emulator endpoint).
+
+        Raises:
+            ConfigError: neither `link` nor config.link names an endpoint.
+        """
+        endpoint = link or config.link
+        if endpoint is None:
+            raise ConfigError("modbus turntable: no link given (config.link or link=)")
+        self.config = config
+        self.endpoint = endpoint
+        self._sleep = sleep
+        self._link = ModbusRegisterLink(
+            endpoint,
+            unit_id=config.unit_id,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
+            name="turntable",
+        )
+        self._identification: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ Device
+    def connect(self) -> None:
+        """Open the link, read the drive's identity and enable the drive.
+
+        Raises:
+            TransportError: the drive cannot be reached.
+            DeviceTimeout: the drive does not answer.
+            DeviceFault: the drive refuses to be enabled.
+        """
+        self._link.open()
+        try:
+            self._identification = self._read_identification()
+            self._link.write_registers(self.config.registers.enable, [1])
+        except BaseException:
+            self._link.close()
+            raise
+
+    def close(self) -> None:
+        """Close the link (idempotent); the drive stays enabled, holding its position."""
+        self._link.close()
+
+    def identity(self) -> DeviceIdentity:
+        """Vendor/product/revision as the drive reports them (read at connect)."""
+        info = self._identification
+        return DeviceIdentity(
+            kind="turntable",
+            driver="modbus",
+            model=" ".join(v for v in (info.get("vendor"), info.get("product_code")) if v)
+            or "Modbus stepper drive",
+            firmware=info.get("revision", ""),
+            endpoint=f"{describe_endpoint(self.endpoint)} unit {self.config.unit_id}",
+        )
+
+    def status(self) -> DeviceStatus:
+        """`fault`, `moving` or `idle`, with the position and the raw status word.
+
+        Raises:
+            NotConnected: connect() has not been called.
+            DeviceFault: the drive answered with a Modbus exception.
+            DeviceTimeout: the drive does not answer.
+            TransportError: the link broke.
+        """
+        state, steps = self._read_state()
+        name = "fault" if state.fault else "moving" if state.busy else "idle"
+        return DeviceStatus(
+            state=name,
+            details={"position_deg": self._to_deg(steps), "status_word": state.raw},
+        )
+
+    # ------------------------------------------------------------------ Turntable
+    def home(self) -> None:
+        """Run the drive's homing command and wait until it reports still at zero.
+
+        Raises:
+            NotConnected: connect() has not been called.
+            DeviceFault: the drive faulted or refused the command.
+            DeviceTimeout: homing did not finish in time.
+            TransportError: the link broke.
+        """
+        _, steps = self._read_state()
+        regs = self.config.registers
+        self._link.write_registers(regs.command, [regs.home_command])
+        self._wait_still(0, distance_deg=abs(self._to_deg(steps)), what="homing")
+
+    def move_to_deg(self, angle_deg: float) -> float:
+        """Move to an absolute angle, wait until the drive is still, return its actual angle.
+
+        Raises:
+            SafetyError: the angle is outside the configured limits (nothing is sent).
+            NotConnected: connect() has not been called.
+            DeviceFault: the drive faulted, refused the move, or stopped short of the target.
+            DeviceTimeout: the motion did not finish in time (the drive is told to stop).
+            TransportError: the link broke.
+        """
+        limits = self.config.limits
+        check_within(angle_deg, limits.min_deg, limits.max_deg, what="turntable angle", unit="deg")
+        target = codec.deg_to_steps(angle_deg, self.config.steps_per_deg)
+        regs = self.config.registers
+        low, high = codec.position_range(regs.target_words)
+        if not low <= target <= high:
+            raise SafetyError(
+                f"turntable angle {angle_deg:g} deg is {target} steps, beyond the "
+                f"{regs.target_words}-register target range [{low}, {high}]"
+            )
+        self._require_open()
+        _, current = self._read_state()
+        speed_word = codec.speed_to_register(self.config.speed_deg_per_s)
+        self._link.write_registers(regs.speed, [speed_word])
+        self._link.write_registers(regs.target, codec.encode_position(target, regs.target_words))
+        distance = abs(target - current) / self.config.steps_per_deg
+        steps = self._wait_still(
+            target,
+            distance_deg=distance,
+            what=f"move to {angle_deg:g} deg",
+            speed_deg_per_s=codec.register_to_speed(speed_word),
+        )
+        return self._to_deg(steps)
+
+    def position_deg(self) -> float:
+        """The drive's actual position in degrees.
+
+        Raises:
+            NotConnected: connect() has not been called.
+            DeviceFault: the drive answered with a Modbus exception.
+            DeviceTimeout: the drive does not answer.
+            TransportError: the link broke.
+        """
+        regs = self.config.registers
+        words = self._link.read_holding(regs.actual, regs.actual_words)
+        return self._to_deg(codec.decode_position(words))
+
+    def stop(self) -> None:
+        """Tell the drive to stop now.
+
+        Raises:
+            NotConnected: connect() has not been called.
+            DeviceFault: the drive refused the command.
+            DeviceTimeout: the drive does not answer.
+            TransportError: the link broke.
+        """
+        regs = self.config.registers
+        self._link.write_registers(regs.command, [regs.stop_command])
+
+    def recover(self) -> None:
+        """Clear a latched drive fault, re-enable the drive, and check that it is clear.
+
+        Raises:
+            NotConnected: connect() has not been called.
+            DeviceFault: the fault is still latched after the clear command.
+            DeviceTimeout: the drive does not answer.
+            TransportError: the link broke.
+        """
+        regs = self.config.registers
+        self._link.write_registers(regs.command, [regs.clear_fault_command])
+        self._link.write_registers(regs.enable, [1])
+        state, steps = self._read_state()
+        if state.fault:
+            raise DeviceFault(
+                f"turntable: drive fault still latched after clear-fault command "
+                f"(status 0x{state.raw:04x}) at {self._to_deg(steps):g} deg"
+            )
+
+    # ------------------------------------------------------------------ internals
+    def _wait_still(
+        self,
+        target: int,
+        *,
+        distance_deg: float,
+        what: str,
+        speed_deg_per_s: float | None = None,
+    ) -> int:
+        """Poll status until busy clears at the target; return the actual step count."""
+        limits = self.config.limits
+        speed = speed_deg_per_s or min(self.config.speed_deg_per_s, limits.max_speed_deg_per_s)
+        timeout = motion_timeout_s(distance_deg, speed, limits.accel_deg_per_s2)
+        deadline = time.monotonic() + timeout
+        idle_short = 0
+        while True:
+            state, steps = self._read_state()
+            if state.fault:
+                raise DeviceFault(
+                    f"turntable: drive reported a fault during {what} "
+                    f"(status 0x{state.raw:04x}) at {self._to_deg(steps):g} deg"
+                )
+            if not state.busy:
+                if abs(steps - target) <= 1:
+                    return steps
+                idle_short += 1
+                if idle_short > _START_GRACE_POLLS:
+                    raise DeviceFault(
+                        f"turntable: drive stopped at {self._to_deg(steps):g} deg during "
+                        f"{what}, {self._to_deg(target):g} deg expected"
+                    )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DeviceTimeout(
+                    f"turntable: {what} not finished within {timeout:.1f} s "
+                    f"(at {self._to_deg(steps):g} deg); drive told to stop"
+                )
+            self._sleep(self.config.poll_interval_s)
+
+    def _read_state(self) -> tuple[codec.DriveStatus, int]:
+        """Status word and actual position, in one read when the registers are close."""
+        regs = self.config.registers
+        first = min(regs.status, regs.actual)
+        last = max(regs.status, regs.actual + regs.actual_words - 1)
+        if last - first + 1 <= min(8, MAX_READ_REGISTERS):
+            words = self._link.read_holding(first, last - first + 1)
+            status_word = words[regs.status - first]
+            actual = words[regs.actual - first : regs.actual - first + regs.actual_words]
+        else:
+            status_word = self._link.read_holding(regs.status, 1)[0]
+            actual = self._link.read_holding(regs.actual, regs.actual_words)
+        state = codec.decode_status(status_word, busy_bit=regs.busy_bit, fault_bit=regs.fault_bit)
+        return state, codec.decode_position(actual)
+
+    def _read_identification(self) -> dict[str, str]:
+        # identification is optional in Modbus: a drive without it answers "illegal function"
+        try:
+            return self._link.read_identification()
+        except DeviceFault:
+            return {}
+
+    def _require_open(self) -> None:
+        if not self._link.is_open:
+            raise NotConnected("turntable: not connected (call connect() first)")
+
+    def _to_deg(self, steps: int) -> float:
+        return codec.steps_to_deg(steps, self.config.steps_per_deg)

@@ -1,0 +1,339 @@
+"""The G-code arm driver against its pty emulator, in both dialects, verified on the twin's World."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from rig.arm import codec
+from rig.arm.gcode_arm import GcodeArm
+from rig.config import EmulatorConfig, FaultRule, GcodeArmConfig, Pose, TrayConfig
+from rig.devices import Arm
+from rig.errors import (
+    ConfigError,
+    DeviceFault,
+    DeviceTimeout,
+    NotConnected,
+    SafetyError,
+    TransportError,
+)
+from rig.motion import trapezoid_duration_s
+from rig.sim.arm_emulator import GcodeArmEmulator
+from rig.sim.clock import SimClock
+from rig.sim.faults import FaultInjector
+from rig.sim.world import CoinPlacement, World
+
+DIALECTS = ["uarm-swift-pro", "dexarm"]
+TRAY = TrayConfig()
+COIN = CoinPlacement(coin_id="SAW-0107", side_up="obverse")
+
+
+def arm_config(dialect: str, **overrides: object) -> GcodeArmConfig:
+    # short timeouts keep the fault tests fast; the emulator's late replies come after them
+    settings: dict[str, object] = {
+        "driver": "gcode-arm",
+        "dialect": dialect,
+        "emulate": EmulatorConfig(),
+        "reply_timeout_s": 0.3,
+        "banner_timeout_s": 0.5,
+        "retries": 2,
+    }
+    settings.update(overrides)
+    return GcodeArmConfig.model_validate(settings)
+
+
+@dataclass
+class Bench:
+    arm: GcodeArm
+    emulator: GcodeArmEmulator
+    world: World
+    clock: SimClock
+
+
+@contextmanager
+def bench(
+    dialect: str,
+    *,
+    scale: float = 0.0,
+    faults: FaultInjector | None = None,
+    real_sleep: bool = False,
+    **overrides: object,
+) -> Iterator[Bench]:
+    config = arm_config(dialect, **overrides)
+    world, clock = World(), SimClock(scale)
+    emulator = GcodeArmEmulator(
+        config=config, tray=TRAY, world=world, clock=clock, faults=faults or FaultInjector()
+    )
+    emulator.late_reply_s = 0.45  # past the 0.3 s reply timeout, as on a congested link
+    # retry back-offs need no real waiting here; motion polling does when time is scaled
+    arm = GcodeArm(
+        config, tray=TRAY, port=emulator.port, sleep=time.sleep if real_sleep else lambda s: None
+    )
+    with emulator:
+        try:
+            arm.connect()
+            yield Bench(arm, emulator, world, clock)
+        finally:
+            arm.close()
+
+
+@pytest.fixture(params=DIALECTS)
+def rig(request: pytest.FixtureRequest) -> Iterator[Bench]:
+    with bench(request.param) as b:
+        yield b
+
+
+def moves_sent(b: Bench) -> list[tuple[float, float, float]]:
+    """Every move the emulator received, as (x, y, z)."""
+    d = b.emulator.dialect
+    moves = []
+    for raw in b.emulator.received:
+        command = codec.parse_command(d, raw.decode("ascii"))
+        if command is not None and command.code == codec.command_code(d.move):
+            moves.append((command.params["X"], command.params["Y"], command.params["Z"]))
+    return moves
+
+
+def xyz(pose: Pose) -> tuple[float, float, float]:
+    return (pose.x_mm, pose.y_mm, pose.z_mm)
+
+
+# ---------------------------------------------------------------- happy path
+
+
+def test_connect_reads_identity_and_pose(rig: Bench) -> None:
+    assert isinstance(rig.arm, Arm)
+    identity = rig.arm.identity()
+    assert identity.kind == "arm"
+    assert identity.model == rig.emulator.dialect.model
+    assert identity.firmware  # parsed from the firmware's own answer
+    assert identity.endpoint == rig.emulator.port
+    assert rig.arm.position() == rig.arm.config.safe_pose  # the twin's arm starts there
+    status = rig.arm.status()
+    assert status.state == "ready"
+    assert status.details["pose_mm"] == xyz(rig.arm.config.safe_pose)
+
+
+def test_move_updates_the_world_and_the_time_ledger(rig: Bench) -> None:
+    target = Pose(x_mm=100.0, y_mm=250.0, z_mm=60.0)
+    rig.arm.move_to(target)
+    assert rig.world.snapshot().arm_xyz_mm == xyz(target)
+    assert rig.arm.position() == target
+    distance = math.dist(xyz(rig.arm.config.safe_pose), xyz(target))
+    expected = trapezoid_duration_s(distance, 100.0, 500.0)
+    moves = [e for e in rig.clock.entries() if e.action.startswith("move")]
+    assert [e.duration_s for e in moves] == [pytest.approx(expected)]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_moves_wait_for_completion_not_for_the_ack(dialect: str) -> None:
+    # at 1/20 of real time a 170 mm move lasts ~0.1 s of wall time: the ack comes long before
+    with bench(dialect, scale=0.05, real_sleep=True) as b:
+        target = Pose(x_mm=150.0, y_mm=200.0, z_mm=10.0)
+        b.arm.move_to(target)
+        assert b.world.snapshot().arm_xyz_mm == xyz(target)
+        completion = b.emulator.dialect.wait_command or b.emulator.dialect.moving_query
+        assert completion is not None
+        assert any(completion.encode() in raw for raw in b.emulator.received)
+
+
+def test_full_sequence_moves_the_coin_and_flips_it(rig: Bench) -> None:
+    rig.world.load_tray({5: COIN})
+    rig.arm.home()
+    assert rig.world.snapshot().arm_xyz_mm == xyz(rig.arm.config.safe_pose)
+
+    rig.arm.pick_from_slot(5)
+    snap = rig.world.snapshot()
+    assert snap.held == COIN and 5 not in snap.tray
+
+    rig.arm.place_on_turntable()
+    snap = rig.world.snapshot()
+    assert snap.held is None
+    assert snap.on_turntable is not None and snap.on_turntable.side_up == "obverse"
+
+    rig.arm.flip_on_turntable()
+    snap = rig.world.snapshot()
+    assert snap.held is None and snap.flip_chute is None
+    assert snap.on_turntable is not None
+    assert (snap.on_turntable.coin_id, snap.on_turntable.side_up) == ("SAW-0107", "reverse")
+
+    rig.arm.return_to_slot(5)
+    rig.arm.park()
+    snap = rig.world.snapshot()
+    assert snap.on_turntable is None and snap.held is None
+    assert snap.tray[5].coin_id == "SAW-0107" and snap.tray[5].side_up == "reverse"
+    assert snap.arm_xyz_mm == xyz(rig.arm.config.safe_pose)
+
+    # every sideways move happens at clearance height: lowest lifted point is z = 0 + 40 mm
+    moves = moves_sent(rig)
+    for a, b in zip(moves, moves[1:], strict=False):
+        if a[:2] != b[:2]:
+            assert min(a[2], b[2]) >= 40.0, f"sideways move {a} -> {b} below clearance"
+
+
+def test_home_uses_the_firmware_homing_command_where_there_is_one(rig: Bench) -> None:
+    rig.arm.home()
+    homed = any(b"M1112" in raw for raw in rig.emulator.received)
+    assert homed == (rig.emulator.dialect.name == "dexarm")
+    assert rig.arm.position() == rig.arm.config.safe_pose
+
+
+def test_suction_dwells_in_the_firmware(rig: Bench) -> None:
+    rig.arm.suction(True)
+    assert rig.emulator.suction_on
+    assert rig.arm.status().details["suction"] is True
+    dwells = [e for e in rig.clock.entries() if e.action == "dwell"]
+    assert [e.duration_s for e in dwells] == [pytest.approx(0.3)]
+    rig.arm.suction(False)
+    assert not rig.emulator.suction_on
+
+
+# ---------------------------------------------------------------- safety
+
+
+OUTSIDE = [
+    Pose(x_mm=400.0, y_mm=200.0, z_mm=50.0),
+    Pose(x_mm=0.0, y_mm=20.0, z_mm=50.0),
+    Pose(x_mm=0.0, y_mm=200.0, z_mm=-150.0),
+    Pose(x_mm=-351.0, y_mm=351.0, z_mm=201.0),
+]
+
+
+@pytest.mark.parametrize("pose", OUTSIDE, ids=["x", "y", "z", "all"])
+def test_out_of_workspace_is_refused_before_a_byte_is_sent(rig: Bench, pose: Pose) -> None:
+    rig.arm.position()  # a full round trip: everything before has surely arrived
+    before = list(rig.emulator.received)
+    with pytest.raises(SafetyError, match="outside the limits"):
+        rig.arm.move_to(pose)
+    rig.arm.position()  # the next round trip proves nothing was queued in between
+    (only,) = rig.emulator.received[len(before) :]
+    assert rig.emulator.dialect.position_query.encode() in only
+
+
+def test_bad_slot_is_refused_before_a_byte_is_sent(rig: Bench) -> None:
+    before = len(rig.emulator.received)
+    with pytest.raises(ConfigError, match="slot 99"):
+        rig.arm.pick_from_slot(99)
+    with pytest.raises(ConfigError):
+        rig.arm.return_to_slot(-1)
+    rig.arm.position()
+    assert len(rig.emulator.received) == before + 1
+
+
+def test_home_pose_outside_the_workspace_is_refused() -> None:
+    # DexArm's firmware homes to (0, 300, 0): a workspace that excludes it must stop home()
+    config = {
+        "workspace": {"x_mm": (-300, 300), "y_mm": (50, 280), "z_mm": (-100, 200)},
+        "flip_station": {"drop": {"x_mm": 0, "y_mm": 260, "z_mm": 40}, "pickup": {"x_mm": 60, "y_mm": 260, "z_mm": 0}},
+    }
+    with bench("dexarm", **config) as b:
+        before = len(b.emulator.received)
+        with pytest.raises(SafetyError, match="home pose"):
+            b.arm.home()
+        assert len(b.emulator.received) == before
+
+
+def test_unreachable_pose_inside_the_workspace_is_the_arm_s_error(rig: Bench) -> None:
+    with pytest.raises(DeviceFault) as caught:
+        rig.arm.move_to(Pose(x_mm=0.0, y_mm=60.0, z_mm=0.0))  # inside the box, too close
+    if rig.emulator.dialect.numbered:
+        assert caught.value.code == 22
+    assert rig.world.snapshot().arm_xyz_mm == xyz(rig.arm.config.safe_pose)
+    rig.arm.move_to(Pose(x_mm=0.0, y_mm=250.0, z_mm=100.0))  # still usable afterwards
+
+
+# ---------------------------------------------------------------- link problems and faults
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_bad_port_is_a_transport_error(dialect: str) -> None:
+    arm = GcodeArm(arm_config(dialect), tray=TRAY, port="/dev/coinrig-no-such-port")
+    with pytest.raises(TransportError, match="cannot open"):
+        arm.connect()
+    arm.close()
+
+
+def test_no_port_at_all_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no serial port"):
+        GcodeArm(arm_config("dexarm"), tray=TRAY).connect()
+
+
+def test_methods_need_a_connection_but_safety_comes_first() -> None:
+    arm = GcodeArm(arm_config("uarm-swift-pro"), tray=TRAY, port="/dev/null")
+    with pytest.raises(NotConnected):
+        arm.position()
+    with pytest.raises(SafetyError):
+        arm.move_to(Pose(x_mm=999.0, y_mm=200.0, z_mm=0.0))
+    assert arm.status().state == "closed"
+
+
+@pytest.mark.parametrize("kind", ["lost_reply", "garbage", "late_reply"])
+def test_link_faults_are_recovered_by_retrying(rig: Bench, kind: str) -> None:
+    rig.emulator.faults.arm(kind)  # type: ignore[arg-type]
+    assert rig.arm.position() == rig.arm.config.safe_pose
+    assert [k for _, k in rig.emulator.faults.fired] == [kind]
+    if kind == "late_reply":
+        time.sleep(0.5)  # let the stale reply arrive; it must not be taken for a later one
+    target = Pose(x_mm=-50.0, y_mm=220.0, z_mm=80.0)
+    rig.arm.move_to(target)
+    assert rig.arm.position() == target
+
+
+@pytest.mark.parametrize("kind", ["lost_reply", "garbage"])
+def test_faults_during_a_move_are_recovered(rig: Bench, kind: str) -> None:
+    target = Pose(x_mm=120.0, y_mm=180.0, z_mm=30.0)
+    rig.emulator.faults.arm(kind)  # hits the move command's own ack
+    rig.arm.move_to(target)
+    assert rig.world.snapshot().arm_xyz_mm == xyz(target)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize(
+    ("kind", "error"), [("lost_reply", DeviceTimeout), ("garbage", TransportError)]
+)
+def test_without_retries_link_faults_surface_typed(
+    dialect: str, kind: str, error: type[Exception]
+) -> None:
+    with bench(dialect, retries=0) as b:
+        b.emulator.faults.arm(kind)  # type: ignore[arg-type]
+        with pytest.raises(error):
+            b.arm.position()
+        b.arm.position()  # the link itself is fine afterwards
+
+
+def test_device_error_is_a_fault_and_is_not_retried(rig: Bench) -> None:
+    rig.emulator.faults.arm("error", code=25)
+    with pytest.raises(DeviceFault):
+        rig.arm.move_to(Pose(x_mm=100.0, y_mm=200.0, z_mm=50.0))
+    assert rig.world.snapshot().arm_xyz_mm == xyz(rig.arm.config.safe_pose)
+    moves = moves_sent(rig)
+    assert len(moves) == 1  # refused once, not sent again
+
+
+def test_disconnect_is_a_transport_error(rig: Bench) -> None:
+    rig.emulator.faults.arm("disconnect")
+    with pytest.raises(TransportError):
+        rig.arm.position()
+    assert not rig.emulator.connected
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_full_sequence_survives_random_link_faults(dialect: str) -> None:
+    rules = (
+        FaultRule(kind="lost_reply", probability=0.04),
+        FaultRule(kind="garbage", probability=0.04),
+    )
+    with bench(dialect, faults=FaultInjector(rules, seed=3)) as b:
+        b.world.load_tray({2: COIN})
+        b.arm.pick_from_slot(2)
+        b.arm.place_on_turntable()
+        b.arm.flip_on_turntable()
+        b.arm.return_to_slot(2)
+        snap = b.world.snapshot()
+        assert snap.tray[2].side_up == "reverse" and snap.on_turntable is None
+        assert b.emulator.faults.fired, "the seed should have injected some faults"

@@ -1,0 +1,149 @@
+"""Batched augmentation on the training device (kornia), in three presets.
+
+`standard` is the generic recipe used for photos with a canonical orientation: small rotations
+(±15°), mild colour jitter, a little blur, perspective and translation.
+
+`tuned` is for coins on a rig, and differs in what the rig actually varies:
+- full 360° rotation, because a coin has no canonical orientation on a turntable (and die axes
+  differ between coins), so the embedding must not depend on it;
+- stronger brightness and contrast jitter, because raking light changes a coin's appearance more
+  than anything else (highlights and shadows of the relief move with the light);
+- more saturation and a touch of hue, because auction catalogs use another white balance;
+- stronger perspective, because the arm may put a coin down tilted and catalog cameras differ;
+- more blur and stronger down-and-up resampling, because catalog images are small JPEGs.
+
+`none` returns the batch unchanged (for evaluation-like training and for benchmarks).
+Every geometric warp resamples bilinearly and pads with the border colour, so rotated corners
+look like background rather than black wedges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.errors import SettingsError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AugmentPreset:
+    """Strengths of each augmentation."""
+
+    rotation_deg: float
+    translate: float
+    scale: tuple[float, float]
+    perspective: float
+    perspective_p: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    blur_sigma: tuple[float, float]
+    blur_p: float
+    resample_scale: tuple[float, float]
+    resample_p: float
+
+
+PRESETS: dict[str, AugmentPreset | None] = {
+    "standard": AugmentPreset(
+        rotation_deg=15.0,
+        translate=0.05,
+        scale=(0.9, 1.1),
+        perspective=0.1,
+        perspective_p=0.3,
+        brightness=0.2,
+        contrast=0.2,
+        saturation=0.2,
+        hue=0.0,
+        blur_sigma=(0.1, 1.0),
+        blur_p=0.2,
+        resample_scale=(0.7, 1.0),
+        resample_p=0.2,
+    ),
+    "tuned": AugmentPreset(
+        rotation_deg=180.0,
+        translate=0.08,
+        scale=(0.85, 1.15),
+        perspective=0.2,
+        perspective_p=0.5,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.3,
+        hue=0.03,
+        blur_sigma=(0.1, 1.5),
+        blur_p=0.3,
+        resample_scale=(0.4, 1.0),
+        resample_p=0.4,
+    ),
+    "none": None,
+}
+
+
+class RandomResample(nn.Module):
+    """Shrink some images by a random factor and enlarge them back bilinearly (lost detail)."""
+
+    def __init__(self, scale: tuple[float, float], p: float):
+        super().__init__()
+        self.scale = scale
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Resample a random subset of the batch; one factor per call keeps it one interpolate."""
+        if self.p <= 0 or not self.training:
+            return x
+        chosen = torch.rand(x.shape[0], device=x.device) < self.p
+        factor = float(torch.empty(()).uniform_(*self.scale))
+        size = x.shape[-2:]
+        small = F.interpolate(
+            x, scale_factor=factor, mode="bilinear", antialias=True, align_corners=False
+        )
+        back = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+        return torch.where(chosen[:, None, None, None], back, x)
+
+
+def build_augment(name: str) -> nn.Module:
+    """The augmentation module for a preset name: float B×3×H×W in [0, 1] → same shape.
+
+    Raises:
+        SettingsError: unknown preset.
+    """
+    if name not in PRESETS:
+        raise SettingsError(f"unknown augmentation {name!r}; choose from {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if preset is None:
+        return nn.Identity()
+    blur_kernel = 5
+    return nn.Sequential(
+        K.RandomAffine(
+            degrees=preset.rotation_deg,
+            translate=(preset.translate, preset.translate),
+            scale=preset.scale,
+            resample="bilinear",
+            padding_mode="border",
+            p=1.0,
+        ),
+        K.RandomPerspective(preset.perspective, resample="bilinear", p=preset.perspective_p),
+        K.ColorJitter(
+            brightness=preset.brightness,
+            contrast=preset.contrast,
+            saturation=preset.saturation,
+            hue=preset.hue,
+            p=1.0,
+        ),
+        K.RandomGaussianBlur((blur_kernel, blur_kernel), preset.blur_sigma, p=preset.blur_p),
+        RandomResample(preset.resample_scale, preset.resample_p),
+    )
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation, which every backbone here expects (pretrained weights do)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std

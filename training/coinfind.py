@@ -1,0 +1,179 @@
+"""Find the coin in a photo and crop a square around it, robust to background and placement.
+
+The rig puts one coin on a plain turntable, but not always centred, and the background may be
+darker (black velvet) or lighter (white paper) than the coin. So the background colour is
+estimated from the image border, the foreground is what differs from it (Otsu on the colour
+distance, which works for dark-on-light and light-on-dark alike), and the coin is the largest
+round blob. Hough circles are the fallback when segmentation finds nothing round (a coin that
+touches the border, strong glare); the centre square is the last resort.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Segmentation runs on a copy no larger than this: plenty for a circle, and fast on 20 MP frames.
+WORK_SIDE_PX = 512
+# A blob this round or rounder (4πA/P², 1 = circle) is a coin; flan outlines are irregular.
+MIN_CIRCULARITY = 0.55
+# Blobs smaller than this fraction of the image are dust, scratches or noise.
+MIN_AREA_FRACTION = 0.002
+
+
+@dataclass(frozen=True)
+class Circle:
+    """A coin's position in image pixels and which method found it."""
+
+    x: float
+    y: float
+    r: float
+    method: str
+
+
+def _border_colour(image: np.ndarray) -> np.ndarray:
+    """Median colour of a thin frame around the image: the background, whatever its shade."""
+    h, w = image.shape[:2]
+    b = max(1, min(h, w) // 25)
+    frame = np.concatenate(
+        [
+            image[:b].reshape(-1, 3),
+            image[-b:].reshape(-1, 3),
+            image[:, :b].reshape(-1, 3),
+            image[:, -b:].reshape(-1, 3),
+        ]
+    )
+    return np.median(frame, axis=0).astype(np.float32)
+
+
+def _foreground_mask(image: np.ndarray) -> np.ndarray:
+    """Binary mask of pixels that differ from the border colour (Otsu on the distance)."""
+    blurred = cv2.GaussianBlur(image, (5, 5), 0).astype(np.float32)
+    distance = np.linalg.norm(blurred - _border_colour(image), axis=2)
+    span = float(distance.max() - distance.min()) or 1.0
+    distance_u8 = ((distance - distance.min()) * (255 / span)).astype(np.uint8)
+    _, mask = cv2.threshold(distance_u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # Closing bridges dark die details inside a bright coin; opening removes speckle and noise.
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    return mask
+
+
+def _round_blobs(mask: np.ndarray) -> list[tuple[float, Circle]]:
+    """Round enough, large enough outer contours of the mask, as (area, circle)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    min_area = MIN_AREA_FRACTION * mask.shape[0] * mask.shape[1]
+    blobs: list[tuple[float, Circle]] = []
+    for contour in contours:
+        area = cv2.contourArea(contour)
+        perimeter = cv2.arcLength(contour, True)
+        if area < min_area or perimeter == 0:
+            continue
+        # The convex hull's perimeter ignores nicks in the flan edge that make a coin look ragged.
+        hull = cv2.convexHull(contour)
+        circularity = 4 * math.pi * cv2.contourArea(hull) / cv2.arcLength(hull, True) ** 2
+        if circularity < MIN_CIRCULARITY:
+            continue
+        (x, y), r = cv2.minEnclosingCircle(contour)
+        blobs.append((area, Circle(float(x), float(y), float(r), "contour")))
+    return blobs
+
+
+def _hough(gray: np.ndarray) -> Circle | None:
+    """The strongest Hough circle, or None."""
+    side = min(gray.shape)
+    circles = cv2.HoughCircles(
+        cv2.medianBlur(gray, 5),
+        cv2.HOUGH_GRADIENT,
+        dp=1.5,
+        minDist=side / 4,
+        param1=120,
+        param2=40,
+        minRadius=side // 10,
+        maxRadius=side // 2,
+    )
+    if circles is None:
+        return None
+    x, y, r = circles[0][0]
+    return Circle(float(x), float(y), float(r), "hough")
+
+
+def _downscale(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """A copy whose longer side is at most WORK_SIDE_PX, and the factor back to full size."""
+    scale = min(1.0, WORK_SIDE_PX / max(image.shape[:2]))
+    if scale == 1.0:
+        return image, 1.0
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return small, 1.0 / scale
+
+
+def _as_colour(image: np.ndarray) -> np.ndarray:
+    """Three channels, whatever came in (grey or with alpha)."""
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return image[..., :3]
+
+
+def _upscale(circle: Circle, factor: float) -> Circle:
+    """The same circle in full-size pixel coordinates."""
+    return Circle(circle.x * factor, circle.y * factor, circle.r * factor, circle.method)
+
+
+def find_coins(image: np.ndarray) -> list[Circle]:
+    """Every coin-like round blob in a photo, largest first (for photos of several coins)."""
+    small, factor = _downscale(_as_colour(image))
+    blobs = sorted(_round_blobs(_foreground_mask(small)), key=lambda b: -b[0])
+    return [_upscale(circle, factor) for _, circle in blobs]
+
+
+def find_coin(image: np.ndarray) -> Circle:
+    """The one coin in a rig photo: largest round blob, else a Hough circle, else the centre."""
+    small, factor = _downscale(_as_colour(image))
+    blobs = _round_blobs(_foreground_mask(small))
+    if blobs:
+        _, best = max(blobs, key=lambda b: b[0])
+        return _upscale(best, factor)
+    hough = _hough(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+    if hough is not None:
+        return _upscale(hough, factor)
+    h, w = image.shape[:2]
+    return Circle(w / 2, h / 2, min(h, w) / 2, "centre")
+
+
+def crop_coin(
+    image: np.ndarray,
+    circle: Circle,
+    size: int,
+    *,
+    margin: float = 0.04,
+    rotate_deg: float = 0.0,
+) -> np.ndarray:
+    """A size×size crop centred on the coin, optionally rotated by rotate_deg (counter-clockwise).
+
+    Parts of the square outside the photo are filled with the border colour, so an off-centre coin
+    near the edge still ends up centred on a plain background.
+    """
+    colour = _as_colour(image)
+    fill = tuple(float(c) for c in _border_colour(colour))
+    scale = size / (2 * circle.r * (1 + margin))
+    if scale < 1:
+        # warpAffine samples points, which aliases when shrinking; area-average down first.
+        colour = cv2.resize(colour, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        circle = Circle(circle.x * scale, circle.y * scale, circle.r * scale, circle.method)
+        scale = 1.0
+    # One affine warp does rotate + translate (+ upscale), so pixels are resampled only once more.
+    matrix = cv2.getRotationMatrix2D((circle.x, circle.y), rotate_deg, scale)
+    matrix[0, 2] += size / 2 - circle.x
+    matrix[1, 2] += size / 2 - circle.y
+    return cv2.warpAffine(
+        np.ascontiguousarray(colour),
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=fill,
+    )

@@ -1,0 +1,309 @@
+"""Read coinrig datasets, split them by coin, choose training images, and serve batches.
+
+An identity is one side of one physical coin (`COIN/SIDE`): obverse and reverse share nothing
+visually, so they are separate classes for the loss and separate gallery entries for retrieval.
+Splits are by coin, so both sides of a test coin stay out of training.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from training.cache import CacheItem, Preprocess, load_cached, warn_stderr
+from training.errors import DataError, SettingsError
+
+Regime = Literal["captures", "catalog", "both"]
+REGIMES: tuple[str, ...] = ("captures", "catalog", "both")
+DATASET_FORMAT = "coinrig-dataset"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a dataset, as its metadata line describes it."""
+
+    root: Path
+    file_name: str
+    coin_id: str
+    side: str
+    role: str
+    light: str
+    turntable_deg: float
+    shot: int
+    sha256: str | None
+    reference: bool = False
+
+    @property
+    def path(self) -> Path:
+        """Absolute path of the image file."""
+        return self.root / self.file_name
+
+    @property
+    def view(self) -> str:
+        """The identity this image shows: coin and side."""
+        return f"{self.coin_id}/{self.side}"
+
+
+@dataclass
+class Dataset:
+    """One dataset directory: coin labels from coins.jsonl and image records from metadata."""
+
+    root: Path
+    coins: dict[str, dict[str, object]] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, object]]:
+    """Parse a JSON-lines file; a torn last line (a crash mid-append) is ignored."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows: list[dict[str, object]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                break
+            raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from e
+    return rows
+
+
+def read_dataset(root: Path) -> Dataset:
+    """Read a dataset directory (format version 1).
+
+    Raises:
+        DataError: the directory is missing or not a coinrig dataset.
+    """
+    if not root.is_dir():
+        raise DataError(f"dataset directory not found: {root}")
+    header_path = root / "dataset.json"
+    try:
+        header = json.loads(header_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"not a coinrig dataset (no readable dataset.json): {root}") from e
+    if not isinstance(header, dict) or header.get("format") != DATASET_FORMAT:
+        raise DataError(
+            f"not a coinrig dataset (dataset.json format is not {DATASET_FORMAT!r}): {root}"
+        )
+    if header.get("version") != 1:
+        raise DataError(f"unsupported dataset version {header.get('version')!r} in {root}")
+    dataset = Dataset(root)
+    coins_path = root / "coins.jsonl"
+    if coins_path.exists():
+        dataset.coins = {str(c["coin_id"]): c for c in _read_jsonl(coins_path)}
+    metadata_path = root / "metadata.jsonl"
+    if not metadata_path.exists():
+        raise DataError(f"dataset has no metadata.jsonl: {root}")
+    for row in _read_jsonl(metadata_path):
+        try:
+            dataset.records.append(
+                Record(
+                    root=root,
+                    file_name=str(row["file_name"]),
+                    coin_id=str(row["coin_id"]),
+                    side=str(row.get("side") or "obverse"),
+                    role=str(row.get("role") or "capture"),
+                    light=str(row.get("light") or "unknown"),
+                    turntable_deg=float(row.get("turntable_deg") or 0.0),  # type: ignore[arg-type]
+                    shot=int(row.get("shot") or 0),  # type: ignore[call-overload]
+                    sha256=str(row["sha256"]) if row.get("sha256") else None,
+                    reference=bool(row.get("reference", False)),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{metadata_path}: bad metadata line {row!r:.80}: {e}") from e
+    return dataset
+
+
+def read_datasets(roots: Sequence[Path]) -> list[Record]:
+    """All records of several datasets; the same coin_id in two datasets is the same coin."""
+    if not roots:
+        raise DataError("no dataset given (use --data DIR)")
+    return [r for root in roots for r in read_dataset(root).records]
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """Parse 'train,val,test' fractions such as '0.7,0.1,0.2'.
+
+    Raises:
+        SettingsError: not three non-negative numbers summing to 1 with a positive train share.
+    """
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise SettingsError(
+            f"bad split {text!r}: expected three fractions like 0.7,0.1,0.2"
+        ) from None
+    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or abs(sum(parts) - 1) > 1e-6:
+        raise SettingsError(
+            f"bad split {text!r}: expected three fractions >= 0 summing to 1, like 0.7,0.1,0.2"
+        )
+    return parts[0], parts[1], parts[2]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Coin ids of each part; disjoint, and together every coin."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+
+def split_coins(coin_ids: Sequence[str], fractions: tuple[float, float, float], seed: int) -> Split:
+    """Shuffle coins with the seed and cut them by the fractions (never by image)."""
+    coins = sorted(set(coin_ids))
+    random.Random(seed).shuffle(coins)
+    n = len(coins)
+    n_test = round(fractions[2] * n)
+    n_val = round(fractions[1] * n)
+    # A requested part gets at least one coin when there are enough, so validation never vanishes.
+    if fractions[2] > 0 and n >= 3:
+        n_test = max(1, n_test)
+    if fractions[1] > 0 and n >= 3:
+        n_val = max(1, n_val)
+    n_train = n - n_test - n_val
+    if n_train < 1:
+        raise SettingsError(f"{n} coins are too few for split {fractions}")
+    return Split(
+        tuple(sorted(coins[:n_train])),
+        tuple(sorted(coins[n_train : n_train + n_val])),
+        tuple(sorted(coins[n_train + n_val :])),
+    )
+
+
+def reference_records(records: Sequence[Record]) -> dict[str, Record]:
+    """The reference image per view: the catalog image, else the capture flagged as reference.
+
+    Without either, the capture closest to 0° with the lowest shot number stands in, so a
+    dataset from a plan that flags nothing still has a gallery.
+    """
+    best: dict[str, Record] = {}
+
+    def rank(r: Record) -> tuple[int, float, int]:
+        return (0 if r.role == "catalog" else 1 if r.reference else 2, abs(r.turntable_deg), r.shot)
+
+    for r in records:
+        if r.view not in best or rank(r) < rank(best[r.view]):
+            best[r.view] = r
+    return best
+
+
+def training_records(records: Sequence[Record], coins: Sequence[str], regime: str) -> list[Record]:
+    """The images to train on: captures, one reference per view (catalog), or both."""
+    if regime not in REGIMES:
+        raise SettingsError(f"unknown --train-on {regime!r}; choose from {', '.join(REGIMES)}")
+    wanted = set(coins)
+    mine = [r for r in records if r.coin_id in wanted]
+    captures = [r for r in mine if r.role == "capture"]
+    refs = list(reference_records(mine).values())
+    if regime == "captures":
+        return captures
+    if regime == "catalog":
+        return refs
+    return captures + [r for r in refs if r.role != "capture"]
+
+
+def catalog_protocol(
+    records: Sequence[Record], coins: Sequence[str]
+) -> tuple[list[Record], list[Record]]:
+    """Gallery = one reference image per view; queries = every other capture of those coins."""
+    wanted = set(coins)
+    mine = [r for r in records if r.coin_id in wanted]
+    gallery = sorted(reference_records(mine).values(), key=lambda r: r.view)
+    used = {(r.root, r.file_name) for r in gallery}
+    queries = [r for r in mine if r.role == "capture" and (r.root, r.file_name) not in used]
+    return gallery, queries
+
+
+class ImageBank:
+    """Preprocessed uint8 images (N×S×S×3, memory-mapped) aligned with a list of records."""
+
+    def __init__(self, records: list[Record], sources: list[tuple[np.ndarray, int]]):
+        self.records = records
+        self._sources = sources
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def pixels(self, indices: Sequence[int]) -> np.ndarray:
+        """Stacked uint8 images for the given positions."""
+        return np.stack([self._sources[i][0][self._sources[i][1]] for i in indices])
+
+
+@dataclass
+class LoadReport:
+    """What loading cost and what it dropped: decoded image count and skipped files."""
+
+    decoded: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def load_images(
+    records: Sequence[Record],
+    settings: Preprocess,
+    cache_dir: Path,
+    *,
+    strict: bool = False,
+    warn: Callable[[str], None] = warn_stderr,
+) -> tuple[ImageBank, LoadReport]:
+    """Preprocessed images for records (via the per-dataset cache); unreadable ones left out."""
+    report = LoadReport()
+    by_root: dict[Path, list[Record]] = {}
+    for r in records:
+        by_root.setdefault(r.root, []).append(r)
+    cached = {}
+    for root, mine in by_root.items():
+        items = [CacheItem(r.path, r.file_name, r.sha256, r.turntable_deg) for r in mine]
+        result = load_cached(items, settings, cache_dir, strict=strict, warn=warn)
+        cached[root] = result
+        report.decoded += result.decoded
+        report.skipped.update({str(root / k): v for k, v in result.skipped.items()})
+    kept = [r for r in records if r.file_name in cached[r.root].rows]
+    sources = [(cached[r.root].array, cached[r.root].rows[r.file_name]) for r in kept]
+    return ImageBank(kept, sources), report
+
+
+def to_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 B×H×W×3 → float B×3×H×W in [0, 1] on device (the copy to a GPU is asynchronous)."""
+    batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+    if device.type == "cuda":
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device).float().div_(255)
+
+
+class BalancedSampler:
+    """Batches of batch_size // per_class classes with per_class images each (repeats allowed).
+
+    Several images per class give the triplet miner positives; with one catalog image per coin
+    the repeats differ only by augmentation, which is the point of the catalog regime.
+    """
+
+    def __init__(self, labels: Sequence[int], batch_size: int, per_class: int, seed: int):
+        self._by_class: dict[int, list[int]] = {}
+        for i, label in enumerate(labels):
+            self._by_class.setdefault(label, []).append(i)
+        self._classes = list(self._by_class)
+        self._per_class = per_class
+        self._n_classes = max(1, min(len(self._classes), batch_size // per_class))
+        self._batch_size = batch_size
+        self._rng = np.random.default_rng(seed)
+
+    def next_batch(self) -> list[int]:
+        """Positions of the next batch."""
+        batch: list[int] = []
+        for c in self._rng.choice(len(self._classes), size=self._n_classes, replace=False):
+            pool = self._by_class[self._classes[c]]
+            picks = self._rng.choice(
+                pool, size=self._per_class, replace=len(pool) < self._per_class
+            )
+            batch.extend(int(i) for i in picks)
+        return batch[: self._batch_size]

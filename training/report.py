@@ -1,0 +1,147 @@
+"""Files a person reads after a run: curves, failure gallery, Markdown reports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines; must precede pyplot's import
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl file (a torn last line from a killed run is skipped)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def write_curves(metrics_path: Path, png_path: Path) -> None:
+    """Loss per logged step and validation top-1 per epoch, side by side."""
+    rows = _read_jsonl(metrics_path) if metrics_path.exists() else []
+    steps = [r for r in rows if r.get("kind") == "step"]
+    epochs = [r for r in rows if r.get("kind") == "epoch"]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, label="step")
+    ax_loss.plot(
+        [r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-", label="epoch mean"
+    )
+    ax_loss.set(xlabel="step", ylabel="training loss", title="Loss")
+    ax_loss.legend()
+    with_val = [r for r in epochs if r.get("val")]
+    ax_acc.plot(
+        [r["epoch"] for r in with_val], [r["val"]["top1"] for r in with_val], "o-", label="top-1"
+    )
+    ax_acc.plot(
+        [r["epoch"] for r in with_val], [r["val"]["top5"] for r in with_val], "s--", label="top-5"
+    )
+    ax_acc.set(
+        xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="Validation (catalog protocol)"
+    )
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def write_failures(
+    rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, str]], png_path: Path
+) -> None:
+    """A grid of (query, wrong match, right match) image triples with a caption per row."""
+    if not rows:
+        return
+    fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2.1 * len(rows)), squeeze=False)
+    for (query, wrong, right, caption), ax_row in zip(rows, axes, strict=True):
+        for ax, image, title in zip(
+            ax_row, (query, wrong, right), ("query", "wrong match", "right match"), strict=True
+        ):
+            ax.imshow(image)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        ax_row[0].text(0, -0.15, caption, transform=ax_row[0].transAxes, fontsize=6, va="top")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def markdown_report(metrics: dict[str, Any]) -> str:
+    """A short Markdown summary of an evaluation's metrics.json."""
+    overall = metrics["overall"]
+    lines = [
+        f"# Evaluation: {metrics['run']}",
+        "",
+        f"Protocol `{metrics['protocol']}` on {metrics['coins']} held-out coins: "
+        f"{overall['queries']} queries against {overall['gallery']} gallery images "
+        f"(checkpoint `{metrics['checkpoint']}`).",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    for key in ("top1", "top5", "precision_at_1", "map_at_r", "r_precision"):
+        lines.append(f"| {key} | {_percent(overall[key])} |")
+    for name, groups in metrics["breakdown"].items():
+        lines += [
+            "",
+            f"## By {name}",
+            "",
+            "| value | queries | top-1 | top-5 |",
+            "| --- | --- | --- | --- |",
+        ]
+        for value, row in groups.items():
+            lines.append(
+                f"| {value} | {row['queries']} | {_percent(row['top1'])} | {_percent(row['top5'])} |"
+            )
+    verification = metrics.get("verification")
+    if verification:
+        lines += [
+            "",
+            "## Verification (validation pairs, cosine similarity)",
+            "",
+            f"genuine {verification['genuine_mean']:.3f} ± {verification['genuine_std']:.3f} "
+            f"({verification['genuine_pairs']} pairs), impostor {verification['impostor_mean']:.3f} ± "
+            f"{verification['impostor_std']:.3f} ({verification['impostor_pairs']} pairs), "
+            f"EER {_percent(verification['eer'])} at {verification['eer_threshold']:.3f}.",
+        ]
+    lines += ["", "Worst failures: `failures.png`.", ""]
+    return "\n".join(lines)
+
+
+BENCHMARK_COLUMNS = (
+    "model",
+    "augmentation",
+    "trained on",
+    "augmented catalog accuracy",
+    "capture (real-photo) accuracy",
+)
+
+
+def benchmark_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The seed poster's table: one row per model × augmentation × training regime."""
+    lines = [
+        "# Benchmark",
+        "",
+        "Top-1 on held-out coins. Augmented catalog: queries are augmented copies of each test "
+        "coin's reference image. Capture: queries are rig photos (catalog protocol).",
+        "",
+        "| " + " | ".join(BENCHMARK_COLUMNS) + " |",
+        "| " + " | ".join("---" for _ in BENCHMARK_COLUMNS) + " |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['aug']} | {row['train_on']} | "
+            f"{_percent(row['augmented_catalog_top1'])} | {_percent(row['capture_top1'])} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,427 @@
+r"""Train an embedding model with a metric-learning loss; keep the best by validation top-1.
+
+Read it top to bottom like nanoGPT's train.py: settings, data, model, loss and optimizer, then
+one loop of get_batch → augment → forward → loss → step, with validation and a checkpoint at the
+end of every epoch. Validation is the catalog protocol's top-1 on the validation coins (the same
+question the test answers, on coins the model never saw).
+
+Several GPUs (one process each; RANK/WORLD_SIZE/LOCAL_RANK come from torchrun):
+
+    torchrun --standalone --nproc_per_node=4 -m pipeline.cli train --data datasets/sawhill \
+        --model resnet50-truncated --out runs/sawhill-r50
+
+Each rank draws its own batches; gradients of the model and of the loss's class centres are
+averaged by DistributedDataParallel; only rank 0 validates, logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from training.augment import build_augment, normalize
+from training.cache import Preprocess, default_cache_dir
+from training.checkpoint import (
+    load_checkpoint,
+    load_optimizer,
+    read_checkpoint_meta,
+    save_checkpoint,
+    save_optimizer,
+)
+from training.data import (
+    BalancedSampler,
+    ImageBank,
+    catalog_protocol,
+    load_images,
+    parse_split,
+    read_datasets,
+    split_coins,
+    to_tensor,
+    training_records,
+)
+from training.errors import SettingsError
+from training.losses import LossSettings, build_loss
+from training.metrics import retrieval_metrics
+from training.models.embedding import EmbeddingModel, build_model, model_names
+from training.report import write_curves
+
+# The loss's own parameters (ArcFace class centres) live beside the model weights.
+LOSS_FILE = "loss.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as RUN/config.json so --resume rebuilds the run."""
+
+    data: list[str]
+    out: str
+    model: str = "resnet-tiny"
+    image_size: int = 224
+    embedding_dim: int = 512
+    epochs: int = 10
+    batch_size: int = 32
+    per_class: int = 4
+    steps_per_epoch: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    min_lr_fraction: float = 0.05
+    loss: LossSettings = field(default_factory=LossSettings)
+    aug: str = "tuned"
+    train_on: str = "captures"
+    split: str = "0.7,0.1,0.2"
+    seed: int = 0
+    derotate: bool = False
+    weights: str | None = None
+    compile: bool = False
+    strict: bool = False
+    cache_dir: str | None = None
+    log_every: int = 10
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from config.json (unknown keys from newer versions are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["loss"] = LossSettings(**values.get("loss", {}))
+        return cls(**values)
+
+    def preprocess(self) -> Preprocess:
+        """The preprocessing settings (part of the cache key)."""
+        return Preprocess(image_size=self.image_size, derotate=self.derotate)
+
+    def cache_path(self) -> Path:
+        """Where preprocessed images are cached."""
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+
+def lr_at(
+    step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr: float
+) -> float:
+    """Linear warm-up to base_lr, then cosine decay to min_lr at total_steps."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (base_lr - min_lr)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process validates, logs and saves."""
+        return self.rank == 0
+
+
+def setup_distributed() -> Distributed:
+    """Join the torchrun process group if RANK/WORLD_SIZE say so; pick the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        device = (
+            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        )
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return Distributed(dist.get_rank(), world_size, device)
+    return Distributed(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA (no loss scaling needed); full precision on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def embed(
+    model: nn.Module,
+    bank: ImageBank,
+    positions: list[int],
+    device: torch.device,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """L2-normalised embeddings (float32, on the CPU) of the bank images at positions."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(positions), batch_size):
+        x = normalize(to_tensor(bank.pixels(positions[start : start + batch_size]), device))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            out.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def catalog_top1(
+    model: nn.Module, bank: ImageBank, coins: tuple[str, ...], device: torch.device
+) -> dict[str, float] | None:
+    """Catalog-protocol retrieval metrics on the given coins (None when there are none)."""
+    gallery, queries = catalog_protocol(bank.records, coins)
+    if not gallery or not queries:
+        return None
+    position = {id(r): i for i, r in enumerate(bank.records)}
+    views = sorted({r.view for r in gallery})
+    label = {v: i for i, v in enumerate(views)}
+    g = embed(model, bank, [position[id(r)] for r in gallery], device)
+    q = embed(model, bank, [position[id(r)] for r in queries], device)
+    metrics, _ = retrieval_metrics(
+        q, [label[r.view] for r in queries], g, [label[r.view] for r in gallery]
+    )
+    return metrics
+
+
+class Objective(nn.Module):
+    """Model and loss in one module, so DDP averages the loss's class centres too."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of a batch (embeddings in float32: the margins need the precision)."""
+        with autocast(x.device):
+            emb = self.model(x)
+        return self.loss(emb.float(), labels)
+
+
+def _save_state(
+    folder: Path,
+    model: EmbeddingModel,
+    loss: nn.Module,
+    opt: torch.optim.Optimizer,
+    state: dict[str, Any],
+) -> None:
+    """Loss centres, optimizer, then the model with the loop state in its JSON (written last)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in loss.state_dict().items()},
+        str(folder / LOSS_FILE),
+    )
+    save_optimizer(folder, opt)
+    save_checkpoint(folder, model, extra=state)
+
+
+def _load_state(
+    folder: Path, model: EmbeddingModel, loss: nn.Module, opt: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore what _save_state wrote; returns the saved loop state (epoch, step, best)."""
+    device = next(model.parameters()).device
+    model.load_state_dict(load_checkpoint(folder, device=device).state_dict())
+    loss.load_state_dict(load_file(str(folder / LOSS_FILE), device=str(device)))
+    load_optimizer(folder, opt, device=device)
+    state: dict[str, Any] = read_checkpoint_meta(folder)["extra"]
+    return state
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Progress]:
+    """A rich progress bar with images/s (silent when disabled: tests, non-zero ranks)."""
+    progress = Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  {task.fields[ips]:.0f} img/s"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+    with progress:
+        yield progress
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Run training as configured; returns the summary written to RUN/summary.json.
+
+    Raises:
+        DataError: a dataset is missing or malformed (or an image unreadable with strict).
+        SettingsError: an option cannot work (model, loss, preset, split, regime).
+    """
+    if cfg.model not in model_names():
+        raise SettingsError(f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
+    fractions = parse_split(cfg.split)
+    augment = build_augment(cfg.aug)
+    ddp = setup_distributed()
+    device = ddp.device
+    run = Path(cfg.out)
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed + ddp.rank)
+
+    # ---- data: every image of every dataset, preprocessed once into the cache
+    records = read_datasets([Path(d) for d in cfg.data])
+    split = split_coins([r.coin_id for r in records], fractions, cfg.seed)
+    bank, load = load_images(records, cfg.preprocess(), cfg.cache_path(), strict=cfg.strict)
+    train_set = {id(r) for r in training_records(bank.records, split.train, cfg.train_on)}
+    train_pos = [i for i, r in enumerate(bank.records) if id(r) in train_set]
+    if not train_pos:
+        raise SettingsError(f"no training images for --train-on {cfg.train_on} in {cfg.data}")
+    views = sorted({bank.records[i].view for i in train_pos})
+    class_of = {v: i for i, v in enumerate(views)}
+    labels = [class_of[bank.records[i].view] for i in train_pos]
+    sampler = BalancedSampler(
+        labels, cfg.batch_size, cfg.per_class, seed=cfg.seed + 1000 * ddp.rank
+    )
+    steps_per_epoch = cfg.steps_per_epoch or max(
+        1, math.ceil(len(train_pos) / (cfg.batch_size * ddp.world_size))
+    )
+    total_steps = cfg.epochs * steps_per_epoch
+
+    # ---- model, loss (with its own parameters), optimizer
+    try:
+        model = build_model(
+            cfg.model,
+            embedding_dim=cfg.embedding_dim,
+            image_size=cfg.image_size,
+            weights=Path(cfg.weights) if cfg.weights else None,
+        )
+    except ValueError as e:
+        raise SettingsError(str(e)) from e
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    loss_fn = build_loss(cfg.loss, len(views), cfg.embedding_dim).to(device)
+    objective: nn.Module = Objective(torch.compile(model) if cfg.compile else model, loss_fn)  # type: ignore[arg-type]
+    if ddp.world_size > 1:
+        objective = DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    opt = torch.optim.AdamW(
+        list(model.parameters()) + list(loss_fn.parameters()),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
+    schedule = functools.partial(
+        lr_at,
+        base_lr=cfg.lr,
+        warmup_steps=max(1, int(cfg.warmup_fraction * total_steps)),
+        total_steps=total_steps,
+        min_lr=cfg.lr * cfg.min_lr_fraction,
+    )
+
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_top1": None, "best_epoch": None}
+    checkpoints = run / "checkpoints"
+    if resume and (checkpoints / "last").exists():
+        state = _load_state(checkpoints / "last", model, loss_fn, opt)
+    if ddp.is_main:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        (run / "split.json").write_text(json.dumps(asdict(split), indent=2))
+    metrics_file = (run / "metrics.jsonl").open("a" if resume else "w") if ddp.is_main else None
+
+    def log(row: dict[str, Any]) -> None:
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
+
+    step = state["step"]
+    images_seen = 0
+    with _progress(show_progress and ddp.is_main) as progress:
+        for epoch in range(state["epoch"], cfg.epochs):
+            task = progress.add_task(
+                "train", total=steps_per_epoch, epoch=epoch + 1, loss=0.0, ips=0.0
+            )
+            objective.train()
+            epoch_start = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            for _ in range(steps_per_epoch):
+                lr = schedule(step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                batch = sampler.next_batch()
+                x = to_tensor(bank.pixels([train_pos[i] for i in batch]), device)
+                y = torch.tensor([labels[i] for i in batch], device=device)
+                with torch.no_grad():
+                    x = normalize(augment(x))
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                loss = objective(x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                images_seen += len(batch)
+                loss_sum += loss.detach()
+                if step % cfg.log_every == 0:
+                    value = loss.item()  # a host-device sync point: only every log_every steps
+                    ips = images_seen / (time.perf_counter() - started)
+                    progress.update(task, loss=value, ips=ips)
+                    log({"kind": "step", "step": step, "epoch": epoch + 1, "loss": value, "lr": lr})
+                progress.advance(task)
+            seconds = time.perf_counter() - epoch_start
+            train_loss = (loss_sum / steps_per_epoch).item()
+            ips_epoch = steps_per_epoch * cfg.batch_size * ddp.world_size / seconds
+            progress.update(task, loss=train_loss, ips=ips_epoch)
+            if not ddp.is_main:
+                continue
+            val = catalog_top1(model, bank, split.val, device)
+            val_top1 = val["top1"] if val else None
+            log(
+                {
+                    "kind": "epoch",
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "train_loss": train_loss,
+                    "val": val,
+                    "seconds": seconds,
+                    "images_per_s": ips_epoch,
+                }
+            )
+            improved = state["best_val_top1"] is None or (
+                val_top1 is not None and val_top1 > state["best_val_top1"]
+            )
+            state = {
+                "epoch": epoch + 1,
+                "step": step,
+                "best_val_top1": val_top1 if improved else state["best_val_top1"],
+                "best_epoch": epoch + 1 if improved else state["best_epoch"],
+            }
+            _save_state(checkpoints / "last", model, loss_fn, opt, state)
+            if improved:
+                save_checkpoint(checkpoints / "best", model)
+    if metrics_file is not None:
+        metrics_file.close()
+    summary: dict[str, Any] = {
+        **state,
+        "model": cfg.model,
+        "train_images": len(train_pos),
+        "train_views": len(views),
+        "coins": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
+        "images_decoded": load.decoded,
+        "images_skipped": len(load.skipped),
+        "skipped": load.skipped,
+        "seconds": time.perf_counter() - started,
+        "device": str(device),
+        "world_size": ddp.world_size,
+    }
+    if ddp.is_main:
+        (run / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_curves(run / "metrics.jsonl", run / "curves.png")
+    if ddp.world_size > 1:
+        dist.destroy_process_group()
+    return summary
