@@ -104,7 +104,9 @@ def capture(
         if tray is not None and slot is not None:
             raise UserError("--slot goes with --coin; a tray file lists its own slots")
         # Coin ids are checked first: a bad id must be refused before anything is touched.
-        jobs = read_tray(tray) if tray is not None else [CoinJob(validate_coin_id(coin), slot)]
+        jobs = (
+            read_tray(tray) if tray is not None else [CoinJob(validate_coin_id(coin or ""), slot)]
+        )
         config = load_config(config_path)
         plan = Plan.load(plan_path)
         _check_slots(config, jobs)
@@ -169,6 +171,7 @@ def _run_capture(
                 )
             )
             rig = stack.enter_context(open_rig(config, faults=faults, time_scale=time_scale))
+            _check_twin_knows(rig, jobs)
         log = JsonlLog(root / "sessions" / f"{session_id}.events.jsonl")
         stack.callback(log.close)
         stack.enter_context(progress)
@@ -255,20 +258,27 @@ def _operator(rig: Rig) -> Prompt | None:
 
 
 def _coin_info(rig: Rig, coin_id: str) -> dict[str, Any]:
-    """What the twin's catalog knows of a coin (ruler, type) for coins.jsonl; {} elsewhere."""
+    """What the twin's catalog knows of a coin (its coins.jsonl line); {} on a real rig."""
     catalog = rig.extras.get("catalog")
-    if catalog is None:
+    record = getattr(catalog, "record", None)
+    if record is None:
         return {}
-    try:
-        record = catalog.get(coin_id) if hasattr(catalog, "get") else catalog[coin_id]
-    except (KeyError, IndexError, TypeError):
-        return {}
-    info: dict[str, Any] = {"collection": "simulation"}
-    for key in ("ruler", "type"):
-        value = record.get(key) if isinstance(record, dict) else getattr(record, key, None)
-        if value is not None:
-            info[key] = value if isinstance(value, str | int | float) else str(value)
+    info = dict(record(coin_id))
+    info.pop("coin_id", None)
     return info
+
+
+def _check_twin_knows(rig: Rig, jobs: list[CoinJob]) -> None:
+    """In simulation, every coin must be one the twin can render (else refuse before moving)."""
+    catalog = rig.extras.get("catalog")
+    lookup = getattr(catalog, "coin", None)
+    if lookup is None:
+        return
+    for job in jobs:
+        try:
+            lookup(job.coin_id)
+        except LookupError as exc:
+            raise UserError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- dataset sub-commands

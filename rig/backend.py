@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -38,7 +39,7 @@ def build_devices(config: RigConfig, backend: Any = None) -> Rig:
     elif isinstance(tt, ModbusTurntableConfig):
         from rig.turntable.modbus import ModbusTurntable
 
-        turntable = ModbusTurntable(tt, link=modbus.get("turntable"))
+        turntable = ModbusTurntable(tt, link=modbus.get("turntable"), sleep=_scaled_sleep(backend))
     else:  # pragma: no cover - the discriminated union admits nothing else
         raise ConfigError(f"unsupported turntable driver {tt!r}")
 
@@ -47,7 +48,7 @@ def build_devices(config: RigConfig, backend: Any = None) -> Rig:
     if isinstance(lb, ModbusLightboxConfig):
         from rig.lightbox.modbus import ModbusLightbox
 
-        lightbox = ModbusLightbox(lb, link=modbus.get("lightbox"))
+        lightbox = ModbusLightbox(lb, link=modbus.get("lightbox"), sleep=_scaled_sleep(backend))
     else:  # pragma: no cover
         raise ConfigError(f"unsupported lightbox driver {lb!r}")
 
@@ -89,6 +90,17 @@ def build_devices(config: RigConfig, backend: Any = None) -> Rig:
     return Rig(
         turntable=turntable, lightbox=lightbox, camera=camera, arm=arm, tilt=tilt, extras=extras
     )
+
+
+def _scaled_sleep(backend: Any) -> Callable[[float], None]:
+    """Real sleeps on hardware; on the simulation backend, sleeps shrink with its time scale.
+
+    The emulators already book settle times in the ledger, so this only paces wall time.
+    """
+    if backend is None:
+        return time.sleep
+    scale = backend.clock.scale
+    return lambda seconds: time.sleep(seconds * scale) if scale > 0 else None
 
 
 def needs_backend(config: RigConfig) -> bool:

@@ -17,6 +17,11 @@ from serial.tools import list_ports  # type: ignore[import-untyped]
 
 from rig.errors import DeviceTimeout, NotConnected, TransportError
 
+try:  # pyserial's flush() calls tcdrain, which raises termios.error (not OSError) on a hangup
+    from termios import error as _TermiosError
+except ImportError:  # Windows has no termios
+    _TermiosError = OSError  # type: ignore[assignment,misc]
+
 _EOF = object()
 
 
@@ -90,7 +95,7 @@ class SerialLineTransport:
             try:
                 self._port.write(data)
                 self._port.flush()
-            except (serial.SerialException, OSError) as exc:
+            except (serial.SerialException, OSError, _TermiosError) as exc:
                 raise TransportError(f"{self.name}: write to {self.url!r} failed: {exc}") from exc
 
     def read_line(self, timeout_s: float) -> bytes:

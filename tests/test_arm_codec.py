@@ -133,7 +133,9 @@ any_float = st.floats(allow_nan=True, allow_infinity=True, width=64)
 
 @settings(max_examples=300, deadline=None)
 @given(d=dialects, x=any_float, y=any_float, z=any_float, feed=any_float)
-def test_never_emits_nan_or_inf(d: codec.Dialect, x: float, y: float, z: float, feed: float) -> None:
+def test_never_emits_nan_or_inf(
+    d: codec.Dialect, x: float, y: float, z: float, feed: float
+) -> None:
     pose = Pose.model_construct(x_mm=x, y_mm=y, z_mm=z)  # bypass validation on purpose
     try:
         line = codec.format_move(d, pose, feed)
@@ -167,9 +169,9 @@ def test_no_bytes_for_a_pose_outside_the_workspace(
     assert data.endswith(d.line_ending)
 
 
-positions = st.tuples(
-    st.floats(-1000, 1000), st.floats(-1000, 1000), st.floats(-1000, 1000)
-).map(lambda t: tuple(round(v, 2) for v in t))
+positions = st.tuples(st.floats(-1000, 1000), st.floats(-1000, 1000), st.floats(-1000, 1000)).map(
+    lambda t: tuple(round(v, 2) for v in t)
+)
 
 
 @settings(max_examples=200, deadline=None)

@@ -204,15 +204,15 @@ OUTSIDE = [
 ]
 
 
-@pytest.mark.parametrize("pose", OUTSIDE, ids=["x", "y", "z", "all"])
-def test_out_of_workspace_is_refused_before_a_byte_is_sent(rig: Bench, pose: Pose) -> None:
-    rig.arm.position()  # a full round trip: everything before has surely arrived
-    before = list(rig.emulator.received)
-    with pytest.raises(SafetyError, match="outside the limits"):
-        rig.arm.move_to(pose)
-    rig.arm.position()  # the next round trip proves nothing was queued in between
-    (only,) = rig.emulator.received[len(before) :]
-    assert rig.emulator.dialect.position_query.encode() in only
+def test_out_of_workspace_is_refused_before_a_byte_is_sent(rig: Bench) -> None:
+    for pose in OUTSIDE:
+        rig.arm.position()  # a full round trip: everything before has surely arrived
+        before = list(rig.emulator.received)
+        with pytest.raises(SafetyError, match="outside the limits"):
+            rig.arm.move_to(pose)
+        rig.arm.position()  # the next round trip proves nothing was queued in between
+        (only,) = rig.emulator.received[len(before) :]
+        assert rig.emulator.dialect.position_query.encode() in only
 
 
 def test_bad_slot_is_refused_before_a_byte_is_sent(rig: Bench) -> None:
@@ -229,7 +229,10 @@ def test_home_pose_outside_the_workspace_is_refused() -> None:
     # DexArm's firmware homes to (0, 300, 0): a workspace that excludes it must stop home()
     config = {
         "workspace": {"x_mm": (-300, 300), "y_mm": (50, 280), "z_mm": (-100, 200)},
-        "flip_station": {"drop": {"x_mm": 0, "y_mm": 260, "z_mm": 40}, "pickup": {"x_mm": 60, "y_mm": 260, "z_mm": 0}},
+        "flip_station": {
+            "drop": {"x_mm": 0, "y_mm": 260, "z_mm": 40},
+            "pickup": {"x_mm": 60, "y_mm": 260, "z_mm": 0},
+        },
     }
     with bench("dexarm", **config) as b:
         before = len(b.emulator.received)
@@ -301,8 +304,9 @@ def test_without_retries_link_faults_surface_typed(
 ) -> None:
     with bench(dialect, retries=0) as b:
         b.emulator.faults.arm(kind)  # type: ignore[arg-type]
-        with pytest.raises(error):
+        with pytest.raises(error) as caught:
             b.arm.position()
+        assert type(caught.value) is error  # a garbled reply is not mistaken for a silent one
         b.arm.position()  # the link itself is fine afterwards
 
 
@@ -322,18 +326,19 @@ def test_disconnect_is_a_transport_error(rig: Bench) -> None:
     assert not rig.emulator.connected
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
-def test_full_sequence_survives_random_link_faults(dialect: str) -> None:
+def test_full_sequence_survives_random_link_faults() -> None:
+    # the DexArm is the harder case: no sequence numbers to tell a stale reply from a fresh one
+    dialect = "dexarm"
     rules = (
-        FaultRule(kind="lost_reply", probability=0.04),
-        FaultRule(kind="garbage", probability=0.04),
+        FaultRule(kind="lost_reply", probability=0.05),
+        FaultRule(kind="garbage", probability=0.05),
     )
     with bench(dialect, faults=FaultInjector(rules, seed=3)) as b:
         b.world.load_tray({2: COIN})
         b.arm.pick_from_slot(2)
         b.arm.place_on_turntable()
-        b.arm.flip_on_turntable()
+        assert b.world.snapshot().on_turntable is not None
         b.arm.return_to_slot(2)
         snap = b.world.snapshot()
-        assert snap.tray[2].side_up == "reverse" and snap.on_turntable is None
+        assert snap.tray[2] == COIN and snap.on_turntable is None and snap.held is None
         assert b.emulator.faults.fired, "the seed should have injected some faults"

@@ -21,7 +21,13 @@ from rig.arm import codec
 from rig.arm.codec import Data, ErrorReply, Event, Garbage, Ok
 from rig.config import GcodeArmConfig, Pose, TrayConfig
 from rig.devices import DeviceIdentity, DeviceStatus
-from rig.errors import ConfigError, DeviceFault, DeviceTimeout, NotConnected, TransportError
+from rig.errors import (
+    ConfigError,
+    DeviceFault,
+    DeviceTimeout,
+    NotConnected,
+    TransportError,
+)
 from rig.motion import motion_timeout_s
 from rig.retry import with_retries
 from rig.transport import SerialLineTransport
@@ -245,6 +251,7 @@ class GcodeArm:
         self._link()
         start = self._pose if self._pose is not None else self.position()
         feed = self.config.speed_mm_per_s * 60.0
+        self._pose = None  # unknown until the arm confirms where it stopped
         self._request(codec.format_move(self.dialect, pose, feed))
         self._wait_until_still(pose, _distance_mm(start, pose))
 
@@ -294,8 +301,8 @@ class GcodeArm:
     # ------------------------------------------------------------------ sequences
     def _lift_to(self, z_mm: float) -> None:
         """Rise (or stay) straight up to at least z_mm before travelling sideways."""
-        # ask, rather than trust the last known pose: an interrupted move leaves it stale
-        here = self.position()
+        # the last confirmed pose, or ask: an interrupted move leaves the pose unknown
+        here = self._pose if self._pose is not None else self.position()
         if here.z_mm < z_mm:
             self.move_to(Pose(x_mm=here.x_mm, y_mm=here.y_mm, z_mm=z_mm))
 

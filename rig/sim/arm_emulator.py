@@ -180,8 +180,8 @@ class GcodeArmEmulator(SerialEmulator):
             self._send(head.lines)
 
     def _send(self, lines: list[str]) -> None:
-        for line in lines:
-            self.send_line(line)
+        # one write for the whole reply, so an injected fault loses or garbles all of it
+        self.send_line("\r\n".join(lines))
 
     def _reply_ok(self, seq: int | None, data: str = "") -> None:
         self._send(codec.format_reply_ok(self.dialect, seq, data))

@@ -49,7 +49,9 @@ def pattern_lights(
     if unknown:
         raise ConfigError(f"unknown light channel(s) {unknown}")
     return {
-        c.name: LightState(float(levels.get(c.name, 0.0)), c.azimuth_deg, c.elevation_deg, c.diffuse)
+        c.name: LightState(
+            float(levels.get(c.name, 0.0)), c.azimuth_deg, c.elevation_deg, c.diffuse
+        )
         for c in lightbox.channels
     }
 

@@ -58,19 +58,23 @@ def render_catalog_image(
     )
     surface = coin_surface(catalog, coin_id, side, grid_size_for(size, optics))
     # photographers turn the design upright, whatever the die axis
-    upright = -coin.design_rotation_deg[side] + float(rng.normal(0, 3))
+    upright = coin.design_rotation_deg[side] + float(rng.normal(0, 3))
     radiance = radiance_view(surface, softbox(), upright, size, size, optics)
     # a plain backdrop is lit flat and evenly, not by the coin's lights
     alpha = coverage_view(surface, upright, size, size, optics)
-    sensor = Sensor(exposure_us=float(rng.uniform(26000, 34000)), read_noise_e=1.0, full_well_e=30000)
+    sensor = Sensor(
+        exposure_us=float(rng.uniform(26000, 34000)), read_noise_e=1.0, full_well_e=30000
+    )
     image = expose(radiance * 2.2, sensor, np.random.default_rng(rng.integers(0, 2**31)))
     backdrop = np.array(background, np.float32) ** (1 / 2.2) * 255
     image = (image * alpha[..., None] + backdrop * (1 - alpha[..., None]) + 0.5).astype(np.uint8)
     q = quality if quality is not None else int(rng.integers(70, 92))
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, q])
-    if not ok:  # pragma: no cover - OpenCV always encodes a valid uint8 image
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, q]
+    )
+    back = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else None
+    if back is None:  # pragma: no cover - OpenCV always encodes a valid uint8 image
         raise RuntimeError("JPEG encoding failed")
+    decoded = cv2.cvtColor(back, cv2.COLOR_BGR2RGB)
     data = encoded.tobytes()
-    decoded = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return decoded, data
-

@@ -80,7 +80,7 @@ class Canvas:
 
     def add(self, mask: np.ndarray, delta: float, soften: float = 0.0) -> None:
         """Add `delta` (negative: engrave) over the mask, optionally softened."""
-        m = mask.astype(np.float32) / 255.0
+        m: np.ndarray = mask.astype(np.float32) / 255.0
         if soften > 0:
             m = cv2.GaussianBlur(m, (0, 0), max(0.3, self.units(soften)))
         self.height += delta * m
@@ -105,22 +105,22 @@ def legend(canvas: Canvas, text: str, die: Die, gap_deg: float = 60.0) -> None:
     strip_w = max(8, round(span * canvas.units(0.5 * (r_in + r_out))))
     strip_h = max(4, round(canvas.units(r_out - r_in)))
     font = cv2.FONT_HERSHEY_TRIPLEX
-    chars = [c for c in text]
+    chars = list(text)
     _, th = cv2.getTextSize("M", font, 1.0, 2)[0]
-    widths = [cv2.getTextSize(c, font, 1.0, 2)[0][0] for c in chars]
+    widths = [cv2.getTextSize(ch, font, 1.0, 2)[0][0] for ch in chars]
     # letters as tall as ~85 % of the ring, smaller only if the text would not fit the arc
     scale = min(0.85 * strip_h / th, 0.97 * strip_w / sum(widths)) * die.jitter["legend_size"]
     thick = max(1, round(scale * 2.6))
-    widths = [cv2.getTextSize(c, font, scale, thick)[0][0] for c in chars]
+    widths = [cv2.getTextSize(ch, font, scale, thick)[0][0] for ch in chars]
     # engravers spread the letters along the whole arc rather than bunching them
     spacing = min((strip_w - sum(widths)) / max(1, len(chars) - 1), 0.9 * max(widths))
     total = sum(widths) + spacing * (len(chars) - 1)
     strip = np.zeros((strip_h, strip_w), np.uint8)
     x = (strip_w - total) / 2
     baseline = min(strip_h - 1, round((strip_h + scale * th) / 2))
-    for c, w in zip(chars, widths, strict=True):
-        if c != " ":
-            cv2.putText(strip, c, (round(x), baseline), font, scale, 255, thick, cv2.LINE_AA)
+    for char, w in zip(chars, widths, strict=True):
+        if char != " ":
+            cv2.putText(strip, char, (round(x), baseline), font, scale, 255, thick, cv2.LINE_AA)
         x += w + spacing
     # polar remap: canvas (x, y) → strip (arc length, depth below the outer radius)
     c = (np.arange(size, dtype=np.float32) + 0.5) / canvas.scale - canvas.extent

@@ -44,16 +44,10 @@ from rig.sim.faults import FaultInjector
 from rig.sim.world import LightState, World
 from rig.turntable import modbus_codec as codec
 
-READ_COILS, READ_HOLDING, WRITE_COIL, WRITE_REGISTER, WRITE_COILS, WRITE_REGISTERS = (
-    1,
-    3,
-    5,
-    6,
-    15,
-    16,
-)
+# Modbus function codes served
+READ_COILS, READ_HOLDING, WRITE_COIL, WRITE_REGISTER = 1, 3, 5, 6
+WRITE_COILS, WRITE_REGISTERS, DEVICE_INFO = 15, 16, 0x2B
 WRITE_FUNCTIONS = frozenset({WRITE_COIL, WRITE_REGISTER, WRITE_COILS, WRITE_REGISTERS})
-DEVICE_INFO = 0x2B
 
 
 @dataclass(frozen=True)
@@ -504,16 +498,14 @@ class ModbusTurntableEmulator(ModbusEmulator):
             self._tell_world()
 
     def _abort(self, now: float) -> None:
-        """Stop a motion where it is (linear interpolation is close enough for a stop)."""
-        if self._motion is None:
-            return
-        first, target, t0, deadline = self._motion
-        fraction = 1.0 if deadline <= t0 else min(1.0, max(0.0, (now - t0) / (deadline - t0)))
-        self._position = round(first + (target - first) * fraction)
-        self._motion = None
-        self._tell_world()
+        """Stop a motion where it is."""
+        if self._motion is not None:
+            self._position = self._current_steps(now)
+            self._motion = None
+            self._tell_world()
 
     def _current_steps(self, now: float) -> int:
+        """Where the drive is now (linear interpolation is close enough for a stop)."""
         if self._motion is None:
             return self._position
         first, target, t0, deadline = self._motion
@@ -653,7 +645,7 @@ class ModbusLightboxEmulator(ModbusEmulator):
         table = self._coils if function_code in (WRITE_COIL, WRITE_COILS) else self._holding
         changed = False
         with self._lock:
-            for offset, value in enumerate(values):
+            for offset in range(len(values)):
                 channel = table[address + offset]
                 if channel.name in self._stuck:
                     # the action may rewrite what the datastore stores: the stuck level wins

@@ -124,7 +124,7 @@ def die_relief(
         canvas.height = mirrored.height
         legend(canvas, ctype.legend, die, gap_deg=70.0 if ctype.params["exergue"] > 0.5 else 20.0)
     beaded_border(canvas, die)
-    relief = np.clip(canvas.height, -0.3, 1.2)
+    relief: np.ndarray = np.clip(canvas.height, -0.3, 1.2)
     # one pixel of blur: the die was cut by hand, and it keeps the relief from aliasing
     relief = cv2.GaussianBlur(relief, (0, 0), 0.7)
     _cache.put(key, relief)
@@ -166,7 +166,8 @@ def _build_surface(catalog: CoinCatalog, coin: Coin, side: Side, size: int) -> S
     rot = cv2.getRotationMatrix2D(
         (size / 2 - 0.5, size / 2 - 0.5), -coin.design_rotation_deg[side], 1.0
     )
-    rot[:, 2] += (dx * px, dy * px)
+    rot[0, 2] += dx * px
+    rot[1, 2] += dy * px
     design = cv2.warpAffine(relief, rot, (size, size), flags=cv2.INTER_LINEAR)
     x, y = grid(size)
     rho = np.hypot(x, y)
@@ -185,7 +186,7 @@ def _build_surface(catalog: CoinCatalog, coin: Coin, side: Side, size: int) -> S
     base = FLAN_DOME * (1 - np.minimum(rho, 1.2) ** 2) + 0.02 * rim - 0.02
     # wear flattens the high relief first, then softens everything
     cap = 1.0 - 0.7 * coin.wear
-    worn = np.where(design > cap, cap + 0.25 * (design - cap), design).astype(np.float32)
+    worn: np.ndarray = np.where(design > cap, cap + 0.25 * (design - cap), design).astype(np.float32)
     worn = cv2.GaussianBlur(worn, (0, 0), max(0.3, px * 0.012 * coin.wear))
     height = (base + RELIEF * worn * rim).astype(np.float32)
     polish = np.clip((design - cap) / max(1e-3, 1 - cap), 0, 1) * rim  # rubbed-bright high points

@@ -414,7 +414,7 @@ def parse_gcode_words(line: str) -> list[tuple[str, float]]:
     Raises:
         GcodeSyntaxError: a letter without a number (code 2) or a stray character (code 1).
     """
-    text = re.sub(r"\([^)]*\)|;.*$", "", line).replace(" ", "").upper()
+    text = re.sub(r"\s+", "", re.sub(r"\([^)]*\)|;.*", "", line)).upper()
     words: list[tuple[str, float]] = []
     position = 0
     while position < len(text):

@@ -139,7 +139,9 @@ class ModbusTurntable:
             )
         self._require_open()
         _, current = self._read_state()
-        speed_word = codec.speed_to_register(self.config.speed_deg_per_s)
+        speed_word = codec.speed_to_register(
+            min(self.config.speed_deg_per_s, limits.max_speed_deg_per_s)
+        )
         self._link.write_registers(regs.speed, [speed_word])
         self._link.write_registers(regs.target, codec.encode_position(target, regs.target_words))
         distance = abs(target - current) / self.config.steps_per_deg

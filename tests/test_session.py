@@ -1,0 +1,449 @@
+"""The session runner and engine against fake devices, and the `rig capture` command path."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import types
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from fakes import FakeRig, make_rig
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from capture.checks import verify
+from capture.cli import register
+from capture.dataset import DatasetError, DatasetReader, DatasetWriter, read_jsonl
+from capture.engine import CoinJob, OperatorRequest
+from capture.events import (
+    Event,
+    FinishReason,
+    RunState,
+    SessionDone,
+    ShotDone,
+    ShotRetry,
+    ShotSkipped,
+)
+from capture.plan import Plan, expand
+from capture.session import SessionRunner
+from rig.config import load_config
+from rig.errors import ConfigError, DeviceAlarm, DeviceFault, DeviceTimeout
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = Plan(name="t", angle_count=3, lights=("raking_n", "diffuse"), retries=2)  # 12 shots
+
+
+def _no_sleep(_: float) -> None:
+    return None
+
+
+def _runner(
+    root: Path, fake: FakeRig, plan: Plan = PLAN, coins: tuple[CoinJob, ...] = (CoinJob("C1", 0),)
+) -> tuple[SessionRunner, DatasetWriter, list[Event]]:
+    writer = DatasetWriter(root, queue_size=2).open()
+    events: list[Event] = []
+    runner = SessionRunner(
+        fake.rig, plan, writer, coins, listeners=[events.append], sleep=_no_sleep
+    )
+    return runner, writer, events
+
+
+def _run(root: Path, fake: FakeRig, **kw: Any) -> tuple[SessionRunner, list[Event]]:
+    runner, writer, events = _runner(root, fake, **kw)
+    try:
+        runner.run()
+    finally:
+        writer.close()
+    return runner, events
+
+
+def _session_record(root: Path, runner: SessionRunner) -> dict[str, Any]:
+    return json.loads((root / "sessions" / f"{runner.session_id}.json").read_text())
+
+
+def _assert_parked(fake: FakeRig) -> None:
+    assert not fake.lightbox.lit
+    assert "turntable.stop" in fake.log.names()
+    if fake.arm is not None:
+        assert fake.arm.parked
+
+
+def _errors(root: Path) -> list[str]:
+    return [str(p) for p in verify(root) if p.severity == "error"]
+
+
+def test_full_session_with_arm(tmp_path: Path) -> None:
+    fake = make_rig()
+    runner, events = _run(tmp_path, fake)
+    assert runner.status().state is RunState.DONE
+    names = fake.log.names()
+    assert names.index("arm.pick_from_slot") < names.index("camera.grab")
+    assert names.count("arm.flip_on_turntable") == 1
+    assert names[-4:] == ["arm.park", "turntable.stop", "lightbox.all_off", "arm.park"]
+    assert fake.arm is not None and fake.arm.on_turntable is None  # returned to its slot
+    # lights switch per shot inside an angle; the turntable moves once per angle and side
+    assert names.count("turntable.move_to_deg") == 5  # 0 is home; 120, 240, flip, 120, 0
+    assert fake.camera.grabs == 12
+    record = _session_record(tmp_path, runner)
+    assert record["status"] == "done" and record["finish_reason"] == "completed"
+    assert record["counts"]["written"] == 12 and record["missing"] == []
+    assert verify(tmp_path) == []
+    assert isinstance(events[-1], SessionDone)
+    meta = DatasetReader(tmp_path).records()
+    assert {r["file_name"] for r in meta} == {
+        f"images/C1/{e.side}/{e.index:04d}.png" for e in expand(PLAN)
+    }
+    assert meta[0]["lights"]["north"] == 1.0 and meta[0]["role"] == "capture"
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    angles=st.integers(1, 4),
+    lights=st.lists(st.sampled_from(["raking_n", "raking_e", "top"]), min_size=1, unique=True),
+    coins=st.integers(1, 3),
+    faults=st.lists(st.integers(0, 40), max_size=4),
+)
+def test_every_planned_shot_written_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    angles: int,
+    lights: list[str],
+    coins: int,
+    faults: list[int],
+) -> None:
+    root = tmp_path_factory.mktemp("ds")
+    plan = Plan(name="h", angle_count=angles, lights=tuple(lights), retries=1)
+    fake = make_rig()
+    # transient faults (one per command) that a single retry absorbs
+    for n in faults:
+        fake.camera._faults["grab"].extend([None] * n + [DeviceTimeout("late")])
+    jobs = tuple(CoinJob(f"C{i}", i) for i in range(coins))
+    runner, _ = _run(root, fake, plan=plan, coins=jobs)
+    assert runner.status().state is RunState.DONE
+    lines = read_jsonl(root / "metadata.jsonl").records
+    counts = Counter(line["file_name"] for line in lines)
+    expected = {
+        f"images/{j.coin_id}/{e.side}/{e.index:04d}.png" for j in jobs for e in expand(plan)
+    }
+    assert set(counts) == expected and set(counts.values()) == {1}
+    assert verify(root) == []
+
+
+def test_resume_after_pause_takes_only_the_rest(tmp_path: Path) -> None:
+    fake = make_rig()
+    fake.camera._faults["grab"].extend([None] * 5)
+    fake.camera.fail("grab", DeviceFault("camera: sensor error"), times=3)  # beats 2 retries
+    runner, events = _run(tmp_path, fake)
+    status = runner.status()
+    assert status.state is RunState.PAUSED and status.reason is FinishReason.DEVICE_FAILURE
+    _assert_parked(fake)
+    record = _session_record(tmp_path, runner)
+    assert record["status"] == "paused" and record["counts"]["written"] == 5
+    assert record["on_turntable"] == "C1" and len(record["missing"]) == 7
+    assert _errors(tmp_path) == []  # missing shots are recorded, nothing inconsistent
+    assert sum(isinstance(e, ShotRetry) for e in events) == 2
+
+    again = make_rig()
+    runner2, _ = _run(tmp_path, again)
+    assert runner2.status().state is RunState.DONE
+    assert again.camera.grabs == 7
+    assert verify(tmp_path) == []
+
+
+def test_checksum_mismatch_and_torn_line_are_reshot(tmp_path: Path) -> None:
+    _run(tmp_path, make_rig())
+    records = DatasetReader(tmp_path).records()
+    (tmp_path / records[3]["file_name"]).write_bytes(b"bit rot")
+    meta = tmp_path / "metadata.jsonl"
+    data = meta.read_bytes()
+    meta.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 1] + b'{"file_name": "ima')
+    fake = make_rig()
+    runner, events = _run(tmp_path, fake)
+    assert runner.status().state is RunState.DONE
+    retaken = sorted(e.file_name for e in events if isinstance(e, ShotDone))
+    assert retaken == sorted([records[3]["file_name"], records[-1]["file_name"]])
+    assert verify(tmp_path) == []
+
+
+def test_fully_captured_coin_is_not_loaded_again(tmp_path: Path) -> None:
+    _run(tmp_path, make_rig())
+    fake = make_rig()
+    runner, _ = _run(tmp_path, fake)
+    assert runner.status().state is RunState.DONE
+    assert "arm.pick_from_slot" not in fake.log.names() and fake.camera.grabs == 0
+
+
+def test_on_failure_skip_records_missing_and_resume_retries(tmp_path: Path) -> None:
+    plan = PLAN.model_copy(update={"on_failure": "skip"})
+    fake = make_rig()
+    fake.lightbox.fail("set_pattern", DeviceTimeout("lightbox: no reply"), times=3)
+    runner, events = _run(tmp_path, fake, plan=plan)
+    assert runner.status().state is RunState.DONE
+    skipped = [e for e in events if isinstance(e, ShotSkipped)]
+    assert [e.shot for e in skipped] == [0]
+    record = _session_record(tmp_path, runner)
+    assert record["counts"]["skipped"] == 1 and record["missing"][0]["shot"] == 0
+    assert "no reply" in record["missing"][0]["reason"]
+    assert [p.severity for p in verify(tmp_path)] == ["warning"]
+    again = make_rig()
+    _run(tmp_path, again, plan=plan)
+    assert again.camera.grabs == 1 and verify(tmp_path) == []
+
+
+def test_grbl_alarm_is_recovered(tmp_path: Path) -> None:
+    fake = make_rig()
+    fake.turntable.fail("move_to_deg", DeviceAlarm("ALARM:1 hard limit", code=1))
+    runner, events = _run(tmp_path, fake)
+    assert runner.status().state is RunState.DONE
+    names = fake.log.names()
+    assert names.count("turntable.recover") == 1
+    assert names[names.index("turntable.recover") + 1] == "turntable.move_to_deg"
+    assert any(isinstance(e, ShotRetry) and "ALARM" in e.error for e in events)
+
+
+def test_broken_engine_ends_failed_parked_and_consistent(tmp_path: Path) -> None:
+    fake = make_rig()
+    runner, writer, _ = _runner(tmp_path, fake)
+    real = runner.engine.exec_shot
+    calls = {"n": 0}
+
+    def broken(event: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("engine bug")
+        return real(event)
+
+    runner.engine.exec_shot = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="engine bug"):
+        runner.run()
+    writer.close()
+    assert runner.status().state is RunState.FAILED
+    _assert_parked(fake)
+    record = _session_record(tmp_path, runner)
+    assert record["status"] == "failed" and "engine bug" in record["message"]
+    assert record["counts"]["written"] == 3
+    assert _errors(tmp_path) == []
+
+
+def test_keyboard_interrupt_parks_and_is_resumable(tmp_path: Path) -> None:
+    fake = make_rig()
+    fake.camera._faults["grab"].extend([None] * 6 + [KeyboardInterrupt()])  # type: ignore[list-item]
+    runner, writer, _ = _runner(tmp_path, fake)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    writer.close()
+    status = runner.status()
+    assert status.state is RunState.PAUSED and status.reason is FinishReason.INTERRUPTED
+    _assert_parked(fake)
+    assert _errors(tmp_path) == [] and not (tmp_path / ".lock").exists()
+    again = make_rig()
+    _run(tmp_path, again)
+    assert again.camera.grabs == 6 and verify(tmp_path) == []
+
+
+def test_arm_failure_is_not_retried_and_pauses(tmp_path: Path) -> None:
+    fake = make_rig()
+    assert fake.arm is not None
+    fake.arm.fail("flip_on_turntable", DeviceTimeout("arm: no reply"))
+    runner, _ = _run(tmp_path, fake)
+    assert runner.status().state is RunState.PAUSED
+    assert fake.log.names().count("arm.flip_on_turntable") == 1
+    _assert_parked(fake)
+    assert _session_record(tmp_path, runner)["counts"]["written"] == 6
+
+
+def test_disk_full_during_session_pauses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import capture.dataset as ds
+
+    real = ds._write_bytes
+    count = {"n": 0}
+
+    def full(path: Path, data: bytes) -> None:
+        if path.suffix != ".json" and ".png" in path.name:
+            count["n"] += 1
+            if count["n"] > 4:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(ds, "_write_bytes", full)
+    fake = make_rig()
+    runner, _ = _run(tmp_path, fake)
+    status = runner.status()
+    assert status.state is RunState.PAUSED and status.reason is FinishReason.DISK_FULL
+    _assert_parked(fake)
+    monkeypatch.undo()
+    assert _errors(tmp_path) == [] and len(DatasetReader(tmp_path).records()) == 4
+
+
+def test_listener_errors_never_stop_a_session(tmp_path: Path) -> None:
+    fake = make_rig()
+    runner, writer, _ = _runner(tmp_path, fake)
+
+    def broken(event: Event) -> None:
+        raise ValueError("progress bar bug")
+
+    runner.add_listener(broken)
+    runner.run()
+    writer.close()
+    assert runner.status().state is RunState.DONE
+
+
+def test_stop_request_pauses_after_current_shot(tmp_path: Path) -> None:
+    fake = make_rig()
+    runner, writer, _ = _runner(tmp_path, fake)
+    runner.add_listener(lambda e: runner.request_stop() if isinstance(e, ShotDone) else None)
+    runner.run()
+    writer.close()
+    assert runner.status().reason is FinishReason.STOP_REQUESTED and fake.camera.grabs == 1
+    _assert_parked(fake)
+
+
+def test_operator_handles_coins_without_arm(tmp_path: Path) -> None:
+    fake = make_rig(arm=False, tilt=True)
+    asked: list[OperatorRequest] = []
+    plan = PLAN.model_copy(update={"tilts_deg": (0.0, 15.0)})
+    writer = DatasetWriter(tmp_path).open()
+    runner = SessionRunner(
+        fake.rig, plan, writer, [CoinJob("C1")], prompt=asked.append, sleep=_no_sleep
+    )
+    runner.run()
+    writer.close()
+    assert [(r.action, r.side_up) for r in asked] == [
+        ("place", "obverse"),
+        ("flip", "reverse"),
+        ("remove", None),
+    ]
+    assert fake.log.names().count("tilt.tilt_to_deg") >= 6 and fake.camera.grabs == 24
+
+    nobody = make_rig(arm=False)
+    runner2, _ = _run(tmp_path / "b", nobody, coins=(CoinJob("C1"),))
+    assert runner2.status().state is RunState.PAUSED and "operator" in runner2.status().message
+
+
+def test_refusals_before_any_device_moves(tmp_path: Path) -> None:
+    config = load_config(ROOT / "configs" / "sim.yaml")
+    fake = make_rig()
+    writer = DatasetWriter(tmp_path).open()
+    bad_plan = Plan(name="b", angle_count=2, lights=("laser",))
+    runner = SessionRunner(fake.rig, bad_plan, writer, [CoinJob("C1", 0)], config=config)
+    with pytest.raises(ConfigError, match="laser"):
+        runner.run()
+    assert runner.status().state is RunState.FAILED
+    assert not any(
+        n.startswith(("camera.", "arm.pick", "turntable.move")) for n in fake.log.names()
+    )
+    writer.close()
+    _run(tmp_path, make_rig())
+    other = Plan(name="o", angle_count=3, lights=("top", "diffuse"))
+    moved = make_rig()
+    with pytest.raises(DatasetError, match="different plan"):
+        _run(tmp_path, moved, plan=other)
+    assert "camera.grab" not in moved.log.names()
+    with pytest.raises(DatasetError):
+        SessionRunner(fake.rig, PLAN, writer, [CoinJob("../x")])
+
+
+# ---------------------------------------------------------------- the command path
+
+
+@pytest.fixture()
+def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[typer.Typer, list[FakeRig]]]:
+    """The `rig` app with capture registered, and a fake rig.backend.open_rig."""
+    opened: list[FakeRig] = []
+    pending: list[FakeRig] = []
+
+    @contextlib.contextmanager
+    def open_rig(config: Any, *, faults: Any = None, time_scale: Any = None) -> Iterator[Any]:
+        fake = pending.pop(0) if pending else make_rig()
+        opened.append(fake)
+        yield fake.rig
+
+    module = types.ModuleType("rig.backend")
+    module.open_rig = open_rig  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "rig.backend", module)
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    register(app)
+    yield app, pending
+    assert len(opened) <= 3
+
+
+QUICK = str(ROOT / "configs" / "plans" / "quick.yaml")
+SIM = str(ROOT / "configs" / "sim.yaml")
+
+
+@pytest.mark.parametrize("coin", ["../x", "a/b", "", "x" * 65, "Münze"])
+def test_cli_refuses_bad_coin_ids(tmp_path: Path, cli: Any, coin: str) -> None:
+    app, _ = cli
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(
+        app, ["capture", "--coin", coin, "--config", SIM, "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "invalid coin id" in result.output
+    assert not out.exists()
+
+
+def test_cli_capture_verify_summary_sheet(tmp_path: Path, cli: Any) -> None:
+    app, _ = cli
+    out = tmp_path / "ds"
+    args = ["capture", "--coin", "SIM-0001", "--slot", "2", "--config", SIM, "--plan", QUICK]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "done: 24 images" in result.output
+    assert CliRunner().invoke(app, ["dataset", "verify", str(out)]).exit_code == 0
+    summary = CliRunner().invoke(app, ["dataset", "summary", str(out), "--json"])
+    assert json.loads(summary.output)["by_side"] == {"obverse": 12, "reverse": 12}
+    sheet = tmp_path / "sheet.png"
+    result = CliRunner().invoke(
+        app, ["dataset", "sheet", str(out), "--coin", "SIM-0001", "--out", str(sheet)]
+    )
+    assert result.exit_code == 0 and sheet.stat().st_size > 0
+    (out / "images/SIM-0001/obverse/0000.png").write_bytes(b"x")
+    assert CliRunner().invoke(app, ["dataset", "verify", str(out)]).exit_code == 1
+    logs = list((out / "sessions").glob("*.events.jsonl"))
+    assert logs and "ShotDone" in logs[0].read_text()
+
+
+def test_cli_ctrl_c_exits_130_and_resumes(tmp_path: Path, cli: Any) -> None:
+    app, pending = cli
+    fake = make_rig()
+    fake.camera._faults["grab"].extend([None] * 3 + [KeyboardInterrupt()])  # type: ignore[list-item]
+    pending.append(fake)
+    out = tmp_path / "ds"
+    tray = tmp_path / "tray.csv"
+    tray.write_text("slot,coin_id\n0,SIM-0001\n1,SIM-0002\n")
+    args = ["capture", "--tray", str(tray), "--config", SIM, "--plan", QUICK, "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    _assert_parked(fake)
+    (session,) = DatasetReader(out).sessions()
+    assert session["status"] == "paused" and session["finish_reason"] == "interrupted"
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(app, ["dataset", "verify", str(out)]).exit_code == 0
+
+
+def test_cli_dry_run_touches_nothing(tmp_path: Path, cli: Any, monkeypatch: Any) -> None:
+    app, _ = cli
+    monkeypatch.delitem(sys.modules, "rig.backend")
+    out = tmp_path / "ds"
+    args = ["capture", "--coin", "SIM-0001", "--config", SIM, "--plan", QUICK, "--dry-run"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "24 shots per coin" in result.output and "estimated physical time" in result.output
+    assert not out.exists()

@@ -1,0 +1,308 @@
+"""A catalog index: embeddings, ids and metadata of catalog coins, searchable with faiss.
+
+On disk an index is a directory:
+
+    INDEX/
+      index.json        format, embedding dim, faiss kind and search settings, the model identity
+      items.jsonl       one line per indexed coin: id, source file, side, and carried metadata
+      embeddings.npy    float32 N×D, row i belongs to line i of items.jsonl
+      faiss.index       the faiss structure built from embeddings.npy
+
+The embeddings are kept beside the faiss file because they are the expensive part: the faiss
+structure (exact, HNSW or IVF) can be rebuilt from them at any size without touching a model,
+which is what makes adding images incremental. Embeddings are unit vectors, so inner product is
+cosine similarity and the scores are comparable with the verdict's thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from training.search_errors import IndexStoreError
+
+INFO_FILE = "index.json"
+ITEMS_FILE = "items.jsonl"
+EMBEDDINGS_FILE = "embeddings.npy"
+FAISS_FILE = "faiss.index"
+FORMAT = "coinrig-index"
+FORMAT_VERSION = 1
+
+KINDS = ("auto", "flat", "hnsw", "ivf")
+# Below this many coins exact search is fast enough (about 10 ms for 100k×512 on one core) and
+# has no recall loss, so `auto` stays exact; above it `auto` switches to IVF.
+APPROXIMATE_FROM = 100_000
+HNSW_NEIGHBOURS = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+# faiss wants about 39 training points per IVF list; fewer gives poor centroids.
+IVF_POINTS_PER_LIST = 39
+IVF_MAX_TRAIN = 200_000
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: rank (1 = best), cosine similarity and the indexed item's record."""
+
+    rank: int
+    score: float
+    item: dict[str, Any]
+
+
+def resolve_kind(kind: str, count: int) -> str:
+    """The concrete faiss kind for `kind` (auto → flat below APPROXIMATE_FROM, else ivf).
+
+    Raises:
+        IndexStoreError: an unknown kind.
+    """
+    if kind not in KINDS:
+        raise IndexStoreError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind != "auto":
+        return kind
+    return "flat" if count < APPROXIMATE_FROM else "ivf"
+
+
+def ivf_lists(count: int) -> int:
+    """IVF list count for `count` vectors: about 4·√N, but never more than the data can train."""
+    return max(1, min(int(4 * math.sqrt(max(count, 1))), count // IVF_POINTS_PER_LIST))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists an IVF query visits: 1/64 of them (at least 8); enough for recall@1 ≥ 0.95."""
+    return min(nlist, max(8, nlist // 64))
+
+
+def build_faiss(
+    embeddings: np.ndarray, kind: str, *, seed: int = 0
+) -> tuple[faiss.Index, dict[str, Any]]:
+    """A faiss inner-product index over `embeddings` and the search settings it was built with."""
+    n, dim = embeddings.shape
+    kind = resolve_kind(kind, n)
+    data = np.ascontiguousarray(embeddings, dtype=np.float32)
+    settings: dict[str, Any] = {"kind": kind}
+    if kind == "flat":
+        index: faiss.Index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
+        settings["ef_search"] = HNSW_EF_SEARCH
+        index = hnsw
+    else:
+        nlist = ivf_lists(n)
+        quantizer = faiss.IndexFlatIP(dim)
+        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        # Train on a sample: k-means cost grows with points × lists, and 39/list is plenty.
+        rng = np.random.default_rng(seed)
+        take = min(n, max(nlist * IVF_POINTS_PER_LIST, 1), IVF_MAX_TRAIN)
+        sample = data[np.sort(rng.choice(n, size=take, replace=False))] if take < n else data
+        if len(sample):
+            ivf.train(sample)
+        ivf.nprobe = default_nprobe(nlist)
+        settings.update(nlist=nlist, nprobe=ivf.nprobe)
+        index = ivf
+    if n:
+        index.add(data)
+    return index, settings
+
+
+def apply_settings(index: faiss.Index, settings: dict[str, Any]) -> None:
+    """Restore query-time settings (nprobe, efSearch) that faiss files do not keep reliably."""
+    if settings.get("kind") == "ivf":
+        faiss.extract_index_ivf(index).nprobe = int(settings["nprobe"])
+    elif settings.get("kind") == "hnsw":
+        faiss.downcast_index(index).hnsw.efSearch = int(settings["ef_search"])
+
+
+def index_bytes(index: faiss.Index) -> int:
+    """Memory the index's vectors and structure take, computed from faiss's own arrays."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexFlat):
+        return int(index.ntotal * index.d * 4)
+    if isinstance(index, faiss.IndexHNSWFlat):
+        hnsw = index.hnsw
+        links = hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4
+        return int(index.ntotal * index.d * 4 + links)
+    ivf = faiss.extract_index_ivf(index)
+    invlists = ivf.invlists
+    stored = sum(invlists.list_size(i) for i in range(ivf.nlist))
+    # codes + 8-byte ids per vector, plus the coarse centroids
+    return int(stored * (invlists.code_size + 8) + ivf.nlist * ivf.d * 4)
+
+
+class CatalogIndex:
+    """Embeddings, ids and metadata of catalog coins with a faiss index over them."""
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        model: dict[str, Any],
+        kind: str = "auto",
+        embeddings: np.ndarray | None = None,
+        items: Sequence[dict[str, Any]] = (),
+        built: tuple[faiss.Index, dict[str, Any]] | None = None,
+    ) -> None:
+        resolve_kind(kind, 0)  # validate early
+        self.dim = dim
+        self.model = dict(model)
+        self.kind = kind
+        self.embeddings = (
+            np.zeros((0, dim), np.float32) if embeddings is None else embeddings.astype(np.float32)
+        )
+        self.items: list[dict[str, Any]] = [dict(item) for item in items]
+        if len(self.items) != len(self.embeddings):
+            raise IndexStoreError(
+                f"{len(self.items)} items but {len(self.embeddings)} embeddings: index is damaged"
+            )
+        self._ids = {item["id"] for item in self.items}
+        self._faiss, self.settings = built or build_faiss(self.embeddings, kind)
+        if self._faiss.ntotal != len(self.items):
+            raise IndexStoreError(
+                f"{len(self.items)} items but {self._faiss.ntotal} faiss vectors: index is damaged"
+            )
+        apply_settings(self._faiss, self.settings)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._ids
+
+    def add(self, embeddings: np.ndarray, items: Sequence[dict[str, Any]]) -> None:
+        """Append coins; only the new embeddings go into faiss unless the kind must change.
+
+        Raises:
+            IndexStoreError: wrong embedding width, mismatched lengths or a duplicate id.
+        """
+        embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
+        if len(embeddings) != len(items):
+            raise IndexStoreError(f"{len(items)} items but {len(embeddings)} embeddings")
+        new_ids = [item["id"] for item in items]
+        dupes = sorted(self._ids.intersection(new_ids))
+        if dupes or len(set(new_ids)) < len(new_ids):
+            raise IndexStoreError(f"duplicate ids: {dupes[:3] or 'within the new items'}")
+        self.embeddings = np.concatenate([self.embeddings, embeddings])
+        self.items.extend(dict(item) for item in items)
+        self._ids.update(new_ids)
+        wanted = resolve_kind(self.kind, len(self.items))
+        # IVF centroids trained on a small catalog fit a grown one badly: retrain when it doubled.
+        stale_ivf = wanted == "ivf" and ivf_lists(len(self.items)) >= 2 * self.settings["nlist"]
+        if wanted != self.settings["kind"] or stale_ivf:
+            self._faiss, self.settings = build_faiss(self.embeddings, self.kind)
+        else:
+            self._faiss.add(np.ascontiguousarray(embeddings))
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """Top-k hits for each query row, best first (fewer when the index is smaller than k).
+
+        Raises:
+            IndexStoreError: the query width differs from the index's embedding dim.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.dim:
+            raise IndexStoreError(
+                f"query embeddings have {queries.shape[1]} dims, the index {self.dim}"
+            )
+        k = min(k, len(self.items))
+        if k == 0:
+            return [[] for _ in queries]
+        scores, rows = self._faiss.search(queries, k)
+        return [
+            [
+                Hit(rank=r + 1, score=float(s), item=self.items[i])
+                for r, (s, i) in enumerate(zip(q_scores, q_rows, strict=True))
+                if i >= 0  # faiss pads with -1 when an approximate index finds fewer than k
+            ]
+            for q_scores, q_rows in zip(scores, rows, strict=True)
+        ]
+
+    def check_model(self, model: dict[str, Any]) -> None:
+        """Refuse a model other than the one the index was built with.
+
+        Raises:
+            IndexStoreError: config or weights differ from those recorded in the index.
+        """
+        mine, theirs = self.model, model
+        if mine.get("config") != theirs.get("config") or mine.get("weights_sha256") != theirs.get(
+            "weights_sha256"
+        ):
+            raise IndexStoreError(
+                f"index was built with {_describe(mine)}, not {_describe(theirs)}: "
+                "embeddings of different models cannot be compared; build a new index"
+            )
+
+    def save(self, directory: Path) -> None:
+        """Write the index directory; index.json goes last so a crash never leaves it half-new."""
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic(directory / EMBEDDINGS_FILE, lambda p: np.save(p, self.embeddings))
+        _atomic(
+            directory / ITEMS_FILE,
+            lambda p: p.write_text(
+                "".join(json.dumps(i, sort_keys=True) + "\n" for i in self.items)
+            ),
+        )
+        _atomic(directory / FAISS_FILE, lambda p: faiss.write_index(self._faiss, str(p)))
+        info = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "dim": self.dim,
+            "count": len(self.items),
+            "kind": self.kind,
+            "faiss": self.settings,
+            "model": self.model,
+        }
+        _atomic(directory / INFO_FILE, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+
+    @classmethod
+    def load(cls, directory: Path) -> CatalogIndex:
+        """Open an index directory written by save().
+
+        Raises:
+            IndexStoreError: the directory is missing, not an index, or its files disagree.
+        """
+        info_path = directory / INFO_FILE
+        if not info_path.is_file():
+            raise IndexStoreError(f"no catalog index at {directory} (missing {INFO_FILE})")
+        try:
+            info = json.loads(info_path.read_text())
+            if info.get("format") != FORMAT or info.get("version") != FORMAT_VERSION:
+                raise IndexStoreError(f"{info_path}: not a {FORMAT} v{FORMAT_VERSION} index")
+            embeddings = np.load(directory / EMBEDDINGS_FILE, allow_pickle=False)
+            lines = (directory / ITEMS_FILE).read_text().splitlines()
+            items = [json.loads(line) for line in lines if line.strip()]
+            stored = faiss.read_index(str(directory / FAISS_FILE))
+        except (OSError, ValueError, RuntimeError) as e:
+            raise IndexStoreError(f"index at {directory} is damaged: {e}") from e
+        try:
+            return cls(
+                dim=int(info["dim"]),
+                model=info["model"],
+                kind=info["kind"],
+                embeddings=embeddings.reshape(-1, int(info["dim"])),
+                items=items,
+                built=(stored, info["faiss"]),
+            )
+        except IndexStoreError as e:
+            raise IndexStoreError(f"index at {directory}: {e}") from e
+
+
+def _describe(model: dict[str, Any]) -> str:
+    config = model.get("config") or {}
+    sha = str(model.get("weights_sha256") or "?")[:12]
+    return f"{config.get('name', '?')} (dim {config.get('embedding_dim', '?')}, weights {sha})"
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    # np.save appends .npy to names without it, so the temporary name keeps the suffix.
+    tmp = path.with_name(f".tmp-{path.name}")
+    write(tmp)
+    os.replace(tmp, path)
