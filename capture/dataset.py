@@ -15,10 +15,8 @@ import hashlib
 import json
 import os
 import queue
-import re
 import socket
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,19 +25,40 @@ import cv2
 import numpy as np
 
 from capture.events import utc_now
+from capture.layout import (
+    SIDES,
+    FORMAT,
+    VERSION,
+    DatasetError,
+    DatasetReader,
+    InvalidCoinId,
+    JsonlContent,
+    ResumeIndex,
+    image_name,
+    read_jsonl,
+    sha256_file,
+    validate_coin_id,
+)
 
-FORMAT = "coinrig-dataset"
-VERSION = 1
-_COIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_SIDES = ("obverse", "reverse")
-
-
-class DatasetError(Exception):
-    """A problem with a dataset folder: locked, wrong format, a write that failed."""
-
-
-class InvalidCoinId(DatasetError, ValueError):
-    """A coin id that could escape the dataset folder or is not allowed by the format."""
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "DatasetError",
+    "DatasetLock",
+    "DatasetLocked",
+    "DatasetReader",
+    "DatasetWriteError",
+    "DatasetWriter",
+    "InvalidCoinId",
+    "JsonlContent",
+    "ResumeIndex",
+    "atomic_write",
+    "encode_image",
+    "image_name",
+    "read_jsonl",
+    "sha256_file",
+    "validate_coin_id",
+]
 
 
 class DatasetLocked(DatasetError):
@@ -52,78 +71,6 @@ class DatasetWriteError(DatasetError):
     def __init__(self, message: str, *, disk_full: bool = False) -> None:
         super().__init__(message)
         self.disk_full = disk_full
-
-
-def validate_coin_id(coin_id: str) -> str:
-    """Return the id if it matches the format's pattern (ASCII, no separators, no `..`).
-
-    Raises:
-        InvalidCoinId: with the reason, before anything is written or moved.
-    """
-    # fullmatch, not match with `$`: `$` would accept a trailing newline.
-    if not isinstance(coin_id, str) or not _COIN_ID.fullmatch(coin_id) or ".." in coin_id:
-        raise InvalidCoinId(
-            f"invalid coin id {coin_id!r}: use 1-64 ASCII letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, without '..'"
-        )
-    return coin_id
-
-
-def image_name(coin_id: str, side: str, shot: int, ext: str = "png") -> str:
-    """The file name of a capture, relative to the dataset root."""
-    validate_coin_id(coin_id)
-    if side not in _SIDES:
-        raise ValueError(f"side must be one of {_SIDES}, got {side!r}")
-    return f"images/{coin_id}/{side}/{shot:04d}.{ext}"
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclass
-class JsonlContent:
-    """Lines of a JSONL file: parsed records, whether the last line is torn, corrupt line numbers."""
-
-    records: list[dict[str, Any]]
-    torn: bool
-    corrupt_lines: list[int]
-    good_bytes: int
-
-
-def read_jsonl(path: Path) -> JsonlContent:
-    """Parse a JSONL file, tolerating a torn last line (a crash mid-append)."""
-    if not path.exists():
-        return JsonlContent([], False, [], 0)
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    complete, tail = lines[:-1], lines[-1]
-    records: list[dict[str, Any]] = []
-    corrupt: list[int] = []
-    offset = good = 0
-    torn = bool(tail.strip())
-    for number, raw in enumerate(complete, start=1):
-        offset += len(raw) + 1
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            if number == len(complete) and not torn:
-                torn = True  # a newline landed but the line is garbage: still the last write
-                continue
-            corrupt.append(number)
-            continue
-        records.append(record)
-        good = offset
-    return JsonlContent(records, torn, corrupt, good)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -282,6 +229,10 @@ class DatasetWriter:
                 atomic_write(info_path, (json.dumps(info, indent=2) + "\n").encode())
             for name in ("images", "catalog", "sessions"):
                 (self.root / name).mkdir(exist_ok=True)
+            for name in ("images", "catalog"):
+                # Temporary files of a crashed writer: never renamed, so never referenced.
+                for temp in (self.root / name).rglob(".*.tmp-*"):
+                    temp.unlink(missing_ok=True)
             meta_path = self.root / "metadata.jsonl"
             content = read_jsonl(meta_path)
             if content.torn:
@@ -351,7 +302,7 @@ class DatasetWriter:
     ) -> str:
         """Queue a reference image (role catalog) as catalog/COIN_ID/SIDE.EXT; return its name."""
         validate_coin_id(coin_id)
-        if side not in _SIDES or ext not in ("jpg", "jpeg", "png", "tiff"):
+        if side not in SIDES or ext not in ("jpg", "jpeg", "png", "tiff"):
             raise ValueError(f"bad catalog side {side!r} or extension {ext!r}")
         file_name = f"catalog/{coin_id}/{side}.{ext}"
         record = {"coin_id": coin_id, "side": side, "role": "catalog", **fields}
@@ -437,67 +388,3 @@ def _write_error(exc: OSError, what: str) -> DatasetWriteError:
     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     reason = "disk full" if full else str(exc)
     return DatasetWriteError(f"writing {what} failed: {reason}", disk_full=full)
-
-
-# ---------------------------------------------------------------- reading and resuming
-
-
-class DatasetReader:
-    """Reads a dataset folder: latest record per file, coins, sessions."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-        self.metadata = read_jsonl(self.root / "metadata.jsonl")
-
-    def info(self) -> dict[str, Any]:
-        """dataset.json, or {} when absent."""
-        path = self.root / "dataset.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-    def records(self) -> list[dict[str, Any]]:
-        """One record per file: a reshot file's later line supersedes the earlier one."""
-        latest: dict[str, dict[str, Any]] = {}
-        for record in self.metadata.records:
-            name = record.get("file_name")
-            if isinstance(name, str):
-                latest.pop(name, None)
-                latest[name] = record
-        return list(latest.values())
-
-    def coins(self) -> list[dict[str, Any]]:
-        """coins.jsonl records."""
-        return read_jsonl(self.root / "coins.jsonl").records
-
-    def sessions(self) -> list[dict[str, Any]]:
-        """Every session record, oldest first."""
-        folder = self.root / "sessions"
-        paths = sorted(folder.glob("*.json")) if folder.exists() else []
-        return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
-
-    def images_of(self, coin_id: str, role: str = "capture") -> list[dict[str, Any]]:
-        """A coin's records of one role."""
-        return [r for r in self.records() if r.get("coin_id") == coin_id and r.get("role") == role]
-
-
-class ResumeIndex:
-    """Which shots a dataset already holds intact: file present and matching its sha256."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-        self._records = {r["file_name"]: r for r in DatasetReader(root).records()}
-
-    def record(self, file_name: str) -> dict[str, Any] | None:
-        """The latest metadata record for a file."""
-        return self._records.get(file_name)
-
-    def intact(self, file_name: str) -> bool:
-        """Whether the file exists and its bytes match the recorded checksum."""
-        record = self._records.get(file_name)
-        path = self.root / file_name
-        if record is None or not path.is_file():
-            return False
-        return sha256_file(path) == record.get("sha256")
-
-    def names(self) -> Iterator[str]:
-        """Every recorded file name."""
-        return iter(self._records)

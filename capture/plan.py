@@ -133,18 +133,6 @@ class ShotEvent:
     reference: bool = False
     on_failure: OnFailure = "pause"
 
-    def setting_key(self) -> tuple[object, ...]:
-        """Everything that defines the image except its index (to spot plan changes on resume)."""
-        return (
-            self.side,
-            self.turntable_deg,
-            self.tilt_deg,
-            self.light,
-            self.exposure_us,
-            self.gain_db,
-            self.reference,
-        )
-
 
 def _serpentine(values: Sequence[float | None], reverse: bool) -> list[float | None]:
     return list(reversed(values)) if reverse else list(values)
@@ -396,8 +384,3 @@ def dry_run(plan: Plan, config: RigConfig, *, coins: int = 1) -> DryRun:
     events = expand(plan)
     duration = estimate_duration_s(events, Kinematics.from_config(config))
     return DryRun(events, check_plan(plan, config), duration, coins)
-
-
-def plan_events_by_file(events: Iterable[ShotEvent]) -> dict[int, ShotEvent]:
-    """Index events by shot number."""
-    return {e.index: e for e in events}

@@ -6,6 +6,7 @@ import sys
 from types import TracebackType
 from typing import TextIO
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -52,12 +53,13 @@ class PlainProgress:
 class RichProgress:
     """Two bars: coins of the tray, shots of the current coin; warnings printed above them."""
 
-    def __init__(self, coins: int) -> None:
+    def __init__(self, coins: int, console: Console | None = None) -> None:
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
+            console=console,
         )
         self._tray: TaskID = self._progress.add_task("tray", total=coins)
         self._coin: TaskID | None = None
@@ -88,7 +90,7 @@ class RichProgress:
             progress.advance(self._tray)
         line = _describe(event)
         if line and not isinstance(event, ShotDone | CoinStarted | CoinDone):
-            progress.console.print(line)
+            progress.console.print(line, markup=False, highlight=False)
 
 
 def _describe(event: Event) -> str:

@@ -16,6 +16,7 @@ Every ending but `done` is resumable: a rerun skips shots already on disk with t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -122,6 +123,7 @@ class SessionRunner:
         self._todo: dict[str, list[ShotEvent]] = {}
         self._errors: list[str] = []
         self._on_turntable: str | None = None
+        self._devices: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------ public
     def add_listener(self, listener: Listener) -> None:
@@ -217,12 +219,18 @@ class SessionRunner:
                 record = index.record(name)
                 if record is not None and _settings_differ(record, event):
                     raise DatasetError(
-                        f"{name} exists from a different plan (light {record.get('light')!r}, "
-                        f"{record.get('turntable_deg')}°); use another --out folder"
+                        f"{name} exists from a different plan (light {record.get('light')!r} "
+                        f"at {record.get('turntable_deg')}°, not {event.light!r} at "
+                        f"{event.turntable_deg:g}°); use another --out folder"
                     )
                 if not index.intact(name):
                     todo.append(event)
             self._todo[job.coin_id] = todo
+        for device in self.rig.devices():
+            try:
+                self._devices.append(dataclasses.asdict(device.identity()))
+            except Exception as exc:  # identity is informative only; never stop a capture for it
+                self._devices.append({"error": str(exc)})
         total = len(self.events) * len(self.coins)
         to_take = sum(len(v) for v in self._todo.values())
         self._emitter.emit(SessionStarted(self.session_id, len(self.coins), total, to_take))
@@ -374,6 +382,7 @@ class SessionRunner:
             "plan": self.plan.model_dump(mode="json"),
             "image_format": self.writer.image_format,
             "rig_config": self.config.model_dump(mode="json") if self.config else None,
+            "devices": self._devices,
             "coins": [{"coin_id": j.coin_id, "slot": j.slot} for j in self.coins],
             "counts": {
                 "planned": len(self.events) * len(self.coins),
@@ -412,8 +421,31 @@ class SessionRunner:
 
 
 def _settings_differ(record: dict[str, Any], event: ShotEvent) -> bool:
-    """Whether an existing image was taken with other settings than this plan's shot."""
-    return record.get("side") != event.side or record.get("light") != event.light
+    """Whether an existing image was taken with other settings than this plan's shot.
+
+    Shot numbers name files, so a different plan in the same folder would otherwise pass its
+    images off as this plan's. Angles are compared modulo 360 with a tolerance because the
+    record holds the angle the turntable reported.
+    """
+    if record.get("side") != event.side or record.get("light") != event.light:
+        return True
+    if bool(record.get("reference", False)) != event.reference:
+        return True
+    try:
+        delta = (float(record.get("turntable_deg", 0.0)) - event.turntable_deg) % 360.0
+        if min(delta, 360.0 - delta) > 0.5:
+            return True
+        tilt = record.get("tilt_deg")
+        if (tilt is None) != (event.tilt_deg is None):
+            return True
+        if tilt is not None and event.tilt_deg is not None and abs(tilt - event.tilt_deg) > 0.5:
+            return True
+        if event.exposure_us is not None:
+            exposure = float(record.get("exposure_us", 0.0))
+            return abs(exposure - event.exposure_us) > 0.01 * event.exposure_us
+    except (TypeError, ValueError):
+        return True
+    return False
 
 
 def _physical(clock: Any) -> float | None:

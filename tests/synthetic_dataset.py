@@ -60,11 +60,12 @@ def render(
     light: str,
     offset: tuple[int, int],
     background: int,
+    toning: tuple[int, int, int] = (170, 140, 90),
 ) -> np.ndarray:
     """One RGB uint8 image of a coin side."""
     coin = np.zeros((size, size, 3), np.uint8)
     c, r = size // 2, int(size * 0.3)
-    cv2.circle(coin, (c, c), r, (170, 140, 90), -1)
+    cv2.circle(coin, (c, c), r, toning, -1)
     for kind, geom, shade in marks:
         colour = (shade, int(shade * 0.8), int(shade * 0.5))
         if kind == "line":
@@ -119,10 +120,19 @@ def write_dataset(root: Path, spec: Spec = Spec()) -> Path:
         coins.append({"coin_id": coin_id, "ruler": f"ruler-{i % 2}", "type": f"type-{i % 3}"})
         for side in spec.sides:
             marks = _marks(rng, spec.size)
+            # Toning differs from coin to coin (silver grey to copper red), as on real coins.
+            red, green, blue = (int(v) for v in rng.integers(60, 230, 3))
+            toning = (red, green, blue)
             if spec.catalog:
                 rel = f"catalog/{coin_id}/{side}.jpg"
                 img = render(
-                    marks, spec.size, angle=0.0, light="diffuse", offset=(0, 0), background=235
+                    marks,
+                    spec.size,
+                    angle=0.0,
+                    light="diffuse",
+                    offset=(0, 0),
+                    background=235,
+                    toning=toning,
                 )
                 lines.append(
                     _line(
@@ -144,7 +154,13 @@ def write_dataset(root: Path, spec: Spec = Spec()) -> Path:
                         int(v) for v in rng.integers(-spec.size // 10, spec.size // 10 + 1, 2)
                     )
                     img = render(
-                        marks, spec.size, angle=angle, light=light, offset=offset, background=bg
+                        marks,
+                        spec.size,
+                        angle=angle,
+                        light=light,
+                        offset=offset,
+                        background=bg,
+                        toning=toning,
                     )
                     noise = rng.normal(0, 4, img.shape)
                     img = np.clip(img + noise, 0, 255).astype(np.uint8)

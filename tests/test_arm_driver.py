@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 
 from rig.arm import codec
 from rig.arm.gcode_arm import GcodeArm
-from rig.config import EmulatorConfig, FaultRule, GcodeArmConfig, Pose, TrayConfig
+from rig.config import EmulatorConfig, FaultKind, FaultRule, GcodeArmConfig, Pose, TrayConfig
 from rig.devices import Arm
 from rig.errors import (
     ConfigError,
@@ -146,6 +147,9 @@ def test_full_sequence_moves_the_coin_and_flips_it(rig: Bench) -> None:
     rig.world.load_tray({5: COIN})
     rig.arm.home()
     assert rig.world.snapshot().arm_xyz_mm == xyz(rig.arm.config.safe_pose)
+    # only the DexArm has a homing command; the uArm's absolute encoders need none
+    homed = any(b"M1112" in raw for raw in rig.emulator.received)
+    assert homed == (rig.emulator.dialect.name == "dexarm")
 
     rig.arm.pick_from_slot(5)
     snap = rig.world.snapshot()
@@ -171,16 +175,9 @@ def test_full_sequence_moves_the_coin_and_flips_it(rig: Bench) -> None:
 
     # every sideways move happens at clearance height: lowest lifted point is z = 0 + 40 mm
     moves = moves_sent(rig)
-    for a, b in zip(moves, moves[1:], strict=False):
+    for a, b in itertools.pairwise(moves):
         if a[:2] != b[:2]:
             assert min(a[2], b[2]) >= 40.0, f"sideways move {a} -> {b} below clearance"
-
-
-def test_home_uses_the_firmware_homing_command_where_there_is_one(rig: Bench) -> None:
-    rig.arm.home()
-    homed = any(b"M1112" in raw for raw in rig.emulator.received)
-    assert homed == (rig.emulator.dialect.name == "dexarm")
-    assert rig.arm.position() == rig.arm.config.safe_pose
 
 
 def test_suction_dwells_in_the_firmware(rig: Bench) -> None:
@@ -227,14 +224,14 @@ def test_bad_slot_is_refused_before_a_byte_is_sent(rig: Bench) -> None:
 
 def test_home_pose_outside_the_workspace_is_refused() -> None:
     # DexArm's firmware homes to (0, 300, 0): a workspace that excludes it must stop home()
-    config = {
+    config: dict[str, object] = {
         "workspace": {"x_mm": (-300, 300), "y_mm": (50, 280), "z_mm": (-100, 200)},
         "flip_station": {
             "drop": {"x_mm": 0, "y_mm": 260, "z_mm": 40},
             "pickup": {"x_mm": 60, "y_mm": 260, "z_mm": 0},
         },
     }
-    with bench("dexarm", **config) as b:
+    with bench("dexarm", workspace=config["workspace"], flip_station=config["flip_station"]) as b:
         before = len(b.emulator.received)
         with pytest.raises(SafetyError, match="home pose"):
             b.arm.home()
@@ -276,8 +273,8 @@ def test_methods_need_a_connection_but_safety_comes_first() -> None:
 
 
 @pytest.mark.parametrize("kind", ["lost_reply", "garbage", "late_reply"])
-def test_link_faults_are_recovered_by_retrying(rig: Bench, kind: str) -> None:
-    rig.emulator.faults.arm(kind)  # type: ignore[arg-type]
+def test_link_faults_are_recovered_by_retrying(rig: Bench, kind: FaultKind) -> None:
+    rig.emulator.faults.arm(kind)
     assert rig.arm.position() == rig.arm.config.safe_pose
     assert [k for _, k in rig.emulator.faults.fired] == [kind]
     if kind == "late_reply":
@@ -288,7 +285,7 @@ def test_link_faults_are_recovered_by_retrying(rig: Bench, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["lost_reply", "garbage"])
-def test_faults_during_a_move_are_recovered(rig: Bench, kind: str) -> None:
+def test_faults_during_a_move_are_recovered(rig: Bench, kind: FaultKind) -> None:
     target = Pose(x_mm=120.0, y_mm=180.0, z_mm=30.0)
     rig.emulator.faults.arm(kind)  # hits the move command's own ack
     rig.arm.move_to(target)
@@ -300,10 +297,10 @@ def test_faults_during_a_move_are_recovered(rig: Bench, kind: str) -> None:
     ("kind", "error"), [("lost_reply", DeviceTimeout), ("garbage", TransportError)]
 )
 def test_without_retries_link_faults_surface_typed(
-    dialect: str, kind: str, error: type[Exception]
+    dialect: str, kind: FaultKind, error: type[Exception]
 ) -> None:
     with bench(dialect, retries=0) as b:
-        b.emulator.faults.arm(kind)  # type: ignore[arg-type]
+        b.emulator.faults.arm(kind)
         with pytest.raises(error) as caught:
             b.arm.position()
         assert type(caught.value) is error  # a garbled reply is not mistaken for a silent one

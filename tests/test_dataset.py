@@ -257,6 +257,9 @@ def test_catalog_images_and_orphans(tmp_path: Path) -> None:
     assert len(problems) == 2
     with pytest.raises(InvalidCoinId), DatasetWriter(tmp_path) as writer:
         writer.write_catalog_image("../x", "obverse", _image(1))
+    # the next writer removes the crashed temporary file, never a real one
+    assert not (tmp_path / "images/C1/obverse/.0043.png.tmp-1").exists()
+    assert (tmp_path / "images/C1/obverse/0042.png").exists()
 
 
 def test_summary_and_contact_sheet(tmp_path: Path) -> None:

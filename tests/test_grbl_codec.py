@@ -212,10 +212,8 @@ def test_parser_never_crashes_on_text(text: str) -> None:
         assert all(math.isfinite(v) for v in reply.mpos or reply.wpos or ())
 
 
-_coord = st.integers(min_value=-10**9, max_value=10**9).map(lambda n: n / 1000)
-_coords = st.integers(min_value=3, max_value=6).flatmap(
-    lambda n: st.tuples(*[_coord] * n)  # type: ignore[arg-type]
-)
+_coord = st.integers(min_value=-(10**9), max_value=10**9).map(lambda n: n / 1000)
+_coords = st.integers(min_value=3, max_value=6).flatmap(lambda n: st.tuples(*[_coord] * n))
 _field_value = st.from_regex(r"\A[A-Za-z0-9,.]{1,12}\Z", fullmatch=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -66,11 +66,15 @@ class Rig:
 
 
 @pytest.fixture
-def make_rig() -> Iterator[object]:
+def make_rig() -> Iterator[Callable[..., Rig]]:
     opened: list[tuple[GrblEmulator, GrblTurntable]] = []
 
     def build(
-        *, connect: bool = True, scale: float = 0.0, homing_emulator: bool | None = None, **kw: object
+        *,
+        connect: bool = True,
+        scale: float = 0.0,
+        homing_emulator: bool | None = None,
+        **kw: object,
     ) -> Rig:
         config = make_config(**kw)
         world, clock = World(), SimClock(scale)
@@ -104,7 +108,7 @@ def make_rig() -> Iterator[object]:
 # ---------------------------------------------------------------------------- happy path
 
 
-def test_connect_identity_status(make_rig) -> None:
+def test_connect_identity_status(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     assert isinstance(rig.driver, Turntable)
     ident = rig.driver.identity()
@@ -113,11 +117,10 @@ def test_connect_identity_status(make_rig) -> None:
     assert status.state == "Idle"
     assert status.details["position_deg"] == 0.0
     assert status.details["tilt_deg"] == 0.0
-    # the banner was flushed when the port opened, so connect asked for one with a soft reset
     assert rig.emulator.state == "Idle"
 
 
-def test_move_reports_position_and_updates_world(make_rig) -> None:
+def test_move_reports_position_and_updates_world(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     assert rig.driver.move_to_deg(90.0) == 90.0
     assert rig.driver.position_deg() == 90.0
@@ -128,7 +131,7 @@ def test_move_reports_position_and_updates_world(make_rig) -> None:
     )
 
 
-def test_multi_turn_goes_forward_past_360(make_rig) -> None:
+def test_multi_turn_goes_forward_past_360(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.driver.move_to_deg(350.0)
     assert rig.driver.move_to_deg(370.0) == 370.0
@@ -138,14 +141,14 @@ def test_multi_turn_goes_forward_past_360(make_rig) -> None:
     assert last.duration_s == pytest.approx(trapezoid_duration_s(20.0, 60.0, 180.0))
 
 
-def test_units_per_deg_scaling_on_the_wire(make_rig) -> None:
+def test_units_per_deg_scaling_on_the_wire(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(units_per_deg=10.0)
     assert rig.driver.move_to_deg(12.5) == 12.5
     assert rig.moves() == [b"G90 G1 X125.000 F36000.000"]
     assert rig.emulator.machine_position()[0] == 125.0
 
 
-def test_tilt_moves_second_axis(make_rig) -> None:
+def test_tilt_moves_second_axis(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     assert rig.driver.tilt_to_deg(20.0) == 20.0
     assert rig.driver.tilt_deg() == 20.0
@@ -154,13 +157,13 @@ def test_tilt_moves_second_axis(make_rig) -> None:
     assert rig.driver.position_deg() == 0.0  # the turntable did not move
 
 
-def test_tilt_without_config_is_config_error(make_rig) -> None:
+def test_tilt_without_config_is_config_error(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(tilt=None)
     with pytest.raises(ConfigError):
         rig.driver.tilt_to_deg(10.0)
 
 
-def test_home_without_homing_declares_zero(make_rig) -> None:
+def test_home_without_homing_declares_zero(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.driver.move_to_deg(370.0)
     rig.driver.home()
@@ -171,7 +174,7 @@ def test_home_without_homing_declares_zero(make_rig) -> None:
     assert rig.emulator.work_position()[0] == 10.0
 
 
-def test_wpos_reports_are_understood(make_rig) -> None:
+def test_wpos_reports_are_understood(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.driver.move_to_deg(100.0)
     rig.driver.home()
@@ -180,7 +183,7 @@ def test_wpos_reports_are_understood(make_rig) -> None:
     assert rig.emulator.machine_position()[0] == 70.0
 
 
-def test_homing_config_runs_homing_cycle(make_rig) -> None:
+def test_homing_config_runs_homing_cycle(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(homing=True, homing_emulator=True, connect=False)
     assert rig.emulator.state == "Alarm"  # homing enabled: GRBL boots locked
     rig.driver.connect()
@@ -190,7 +193,7 @@ def test_homing_config_runs_homing_cycle(make_rig) -> None:
     assert rig.driver.move_to_deg(45.0) == 45.0
 
 
-def test_connect_unlocks_an_alarmed_controller(make_rig) -> None:
+def test_connect_unlocks_an_alarmed_controller(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(homing_emulator=True, connect=False)
     rig.driver.connect()
     assert b"$X" in rig.emulator.received
@@ -202,7 +205,7 @@ def test_connect_unlocks_an_alarmed_controller(make_rig) -> None:
 
 
 @pytest.mark.parametrize("angle", [721.0, -720.5, float("nan"), float("inf")])
-def test_out_of_limit_move_sends_nothing(make_rig, angle: float) -> None:
+def test_out_of_limit_move_sends_nothing(make_rig: Callable[..., Rig], angle: float) -> None:
     rig = make_rig()
     before = list(rig.emulator.received)
     with pytest.raises(SafetyError):
@@ -226,7 +229,7 @@ def test_emulated_config_needs_a_port() -> None:
         GrblTurntable(make_config())
 
 
-def test_methods_before_connect(make_rig) -> None:
+def test_methods_before_connect(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(connect=False)
     assert rig.driver.status().state == "disconnected"
     with pytest.raises(NotConnected):
@@ -238,7 +241,7 @@ def test_methods_before_connect(make_rig) -> None:
 # ---------------------------------------------------------------------------- injected faults
 
 
-def test_lost_status_reply_is_retried(make_rig) -> None:
+def test_lost_status_reply_is_retried(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.driver.move_to_deg(30.0)
     rig.emulator.faults.arm("lost_reply")
@@ -246,7 +249,7 @@ def test_lost_status_reply_is_retried(make_rig) -> None:
     assert rig.emulator.faults.fired[-1][1] == "lost_reply"
 
 
-def test_lost_status_replies_beyond_retries_time_out(make_rig) -> None:
+def test_lost_status_replies_beyond_retries_time_out(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(retries=1)
     rig.emulator.faults.arm("lost_reply", times=2)
     with pytest.raises(DeviceTimeout):
@@ -254,7 +257,9 @@ def test_lost_status_replies_beyond_retries_time_out(make_rig) -> None:
     assert rig.driver.position_deg() == 0.0  # the link still works afterwards
 
 
-def test_lost_move_ok_is_not_resent(make_rig, caplog: pytest.LogCaptureFixture) -> None:
+def test_lost_move_ok_is_not_resent(
+    make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
     rig = make_rig()
     rig.emulator.faults.arm("lost_reply")
     with caplog.at_level(logging.WARNING):
@@ -264,7 +269,7 @@ def test_lost_move_ok_is_not_resent(make_rig, caplog: pytest.LogCaptureFixture) 
     assert rig.driver.move_to_deg(50.0) == 50.0  # and the next command lines up
 
 
-def test_late_reply_times_out_then_resynchronises(make_rig) -> None:
+def test_late_reply_times_out_then_resynchronises(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(retries=0)
     rig.driver.move_to_deg(20.0)
     rig.emulator.faults.arm("late_reply")
@@ -278,7 +283,7 @@ def test_late_reply_times_out_then_resynchronises(make_rig) -> None:
     assert rig.driver.position_deg() == 10.0
 
 
-def test_late_move_ok_is_accepted_without_resend(make_rig) -> None:
+def test_late_move_ok_is_accepted_without_resend(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(retries=0)
     rig.emulator.faults.arm("late_reply")
     assert rig.driver.move_to_deg(60.0) == 60.0
@@ -286,7 +291,9 @@ def test_late_move_ok_is_accepted_without_resend(make_rig) -> None:
     assert len(rig.moves()) == 2
 
 
-def test_garbage_reply_is_skipped(make_rig, caplog: pytest.LogCaptureFixture) -> None:
+def test_garbage_reply_is_skipped(
+    make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
     rig = make_rig()
     rig.emulator.faults.arm("garbage")
     with caplog.at_level(logging.WARNING):
@@ -297,7 +304,7 @@ def test_garbage_reply_is_skipped(make_rig, caplog: pytest.LogCaptureFixture) ->
     assert len(rig.moves()) == 1
 
 
-def test_error_reply_is_device_fault_with_code(make_rig) -> None:
+def test_error_reply_is_device_fault_with_code(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.emulator.faults.arm("error", code=22)
     with pytest.raises(DeviceFault) as excinfo:
@@ -309,7 +316,7 @@ def test_error_reply_is_device_fault_with_code(make_rig) -> None:
     assert rig.driver.move_to_deg(90.0) == 90.0
 
 
-def test_alarm_during_move_then_recover(make_rig) -> None:
+def test_alarm_during_move_then_recover(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.driver.move_to_deg(10.0)
     rig.emulator.faults.arm("alarm", code=1)
@@ -330,7 +337,7 @@ def test_alarm_during_move_then_recover(make_rig) -> None:
     assert rig.world.snapshot().turntable_deg == 110.0
 
 
-def test_disconnect_is_transport_error(make_rig) -> None:
+def test_disconnect_is_transport_error(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig()
     rig.emulator.faults.arm("disconnect")
     with pytest.raises(TransportError) as excinfo:
@@ -340,7 +347,7 @@ def test_disconnect_is_transport_error(make_rig) -> None:
         rig.driver.move_to_deg(10.0)
 
 
-def test_stop_during_real_time_move(make_rig) -> None:
+def test_stop_during_real_time_move(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(scale=1.0)
     failures: list[BaseException] = []
 
@@ -370,7 +377,8 @@ def test_stop_during_real_time_move(make_rig) -> None:
 
 @pytest.fixture
 def wire() -> Iterator[tuple[GrblEmulator, SerialLineTransport]]:
-    emulator = GrblEmulator(clock=SimClock(1.0)).start()
+    emulator = GrblEmulator(clock=SimClock(1.0))
+    emulator.start()
     link = SerialLineTransport(emulator.port, name="test")
     link.open()
     yield emulator, link
@@ -383,7 +391,7 @@ def ask(link: SerialLineTransport, data: bytes, count: int = 1) -> list[object]:
     return [parse_line(link.read_line(1.0)) for _ in range(count)]
 
 
-def test_emulator_speaks_grbl(wire) -> None:
+def test_emulator_speaks_grbl(wire: tuple[GrblEmulator, SerialLineTransport]) -> None:
     emulator, link = wire
     assert ask(link, b"G1 X10\n") == [ErrorReply(22)]  # no feed rate yet
     assert ask(link, b"G1 X1.2.3\n") == [ErrorReply(2)]

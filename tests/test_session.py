@@ -110,7 +110,7 @@ def test_full_session_with_arm(tmp_path: Path) -> None:
     angles=st.integers(1, 4),
     lights=st.lists(st.sampled_from(["raking_n", "raking_e", "top"]), min_size=1, unique=True),
     coins=st.integers(1, 3),
-    faults=st.lists(st.integers(0, 40), max_size=4),
+    faults=st.lists(st.integers(1, 40), max_size=4),
 )
 def test_every_planned_shot_written_exactly_once(
     tmp_path_factory: pytest.TempPathFactory,
@@ -349,6 +349,9 @@ def test_refusals_before_any_device_moves(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="different plan"):
         _run(tmp_path, moved, plan=other)
     assert "camera.grab" not in moved.log.names()
+    finer = PLAN.model_copy(update={"angle_count": 6})  # same lights, other angles per shot
+    with pytest.raises(DatasetError, match="different plan"):
+        _run(tmp_path, make_rig(), plan=finer)
     with pytest.raises(DatasetError):
         SessionRunner(fake.rig, PLAN, writer, [CoinJob("../x")])
 
@@ -447,3 +450,40 @@ def test_cli_dry_run_touches_nothing(tmp_path: Path, cli: Any, monkeypatch: Any)
     assert result.exit_code == 0, result.output
     assert "24 shots per coin" in result.output and "estimated physical time" in result.output
     assert not out.exists()
+
+
+def test_session_record_snapshot_and_progress_output(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from capture.progress import PlainProgress, RichProgress
+
+    config = load_config(ROOT / "configs" / "sim.yaml")
+    fake = make_rig()
+    writer = DatasetWriter(tmp_path).open()
+    plain, rich_out = io.StringIO(), io.StringIO()
+    bars = RichProgress(1, Console(file=rich_out, force_terminal=True, width=80))
+    fake.camera.fail("grab", DeviceTimeout("late"))
+    runner = SessionRunner(
+        fake.rig,
+        PLAN,
+        writer,
+        [CoinJob("C1", 0)],
+        config=config,
+        listeners=[PlainProgress(plain), bars],
+        sleep=_no_sleep,
+    )
+    with bars:
+        runner.run()
+    writer.close()
+    record = _session_record(tmp_path, runner)
+    assert record["rig_config"] == config.model_dump(mode="json")
+    assert Plan.model_validate(record["plan"]) == PLAN
+    assert [d["kind"] for d in record["devices"]] == ["turntable", "lightbox", "camera", "arm"]
+    assert record["timings"]["estimated_physical_s"] > 0 and record["errors"]
+    lines = plain.getvalue().splitlines()
+    assert lines[0] == "coin C1: 12 of 12 shots to take"
+    assert any(line.startswith("  retry 1 (shot 0)") for line in lines)
+    assert lines[-1] == "session done: 12 taken, 0 skipped"
+    assert "retry 1" in rich_out.getvalue()

@@ -89,6 +89,7 @@ class GcodeArm:
         """
         if self._url is None:
             raise ConfigError("arm: no serial port (give `link` in the config or a port)")
+        self.close()  # reconnecting: never leave a second reader on the same port
         transport = SerialLineTransport(self._url, baudrate=self._baudrate, name="arm")
         transport.open()
         self._transport = transport
@@ -108,6 +109,7 @@ class GcodeArm:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        self._pose = None
 
     def __enter__(self) -> GcodeArm:
         self.connect()

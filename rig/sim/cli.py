@@ -56,7 +56,9 @@ def _side(value: str) -> Side:
 def _write(path: Path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    if not cv2.imwrite(str(path), bgr):
+    # PNGs get the strongest compression: sheets are looked at and committed, not streamed
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 9] if path.suffix.lower() == ".png" else []
+    if not cv2.imwrite(str(path), bgr, params):
         raise UserError(f"cannot write {path} (unknown image extension or unwritable folder)")
 
 

@@ -154,16 +154,16 @@ def portrait(canvas: Canvas, ruler: Ruler, die: Die) -> None:
     h, nose, jaw = p["head"], p["nose"], p["jaw"]
     cx, cy = -0.04, -0.16
     bust = canvas.mask()
-    canvas.ellipse(bust, (cx - 0.02, cy + 1.95 * h + 0.18), (p["bust"], 0.30))
+    canvas.ellipse(bust, (cx - 0.04, cy + 1.5 * h + 0.26), (p["bust"], 0.30))
     clip = canvas.mask()
     canvas.poly(clip, [(-1, -1), (1, -1), (1, 0.70), (-1, 0.70)])
     bust = cv2.bitwise_and(bust, clip)
     canvas.raise_(bust, 0.5, 0.08)
     folds = canvas.mask()
     for k in range(4):
-        x0 = cx - 0.2 + 0.12 * k
+        x0 = cx - 0.22 + 0.12 * k
         canvas.line(
-            folds, [(x0, cy + 2.0 * h), (x0 + 0.05, cy + 2.4 * h), (x0 + 0.02, 0.68)], 0.012
+            folds, [(x0, cy + 1.6 * h), (x0 + 0.05, cy + 2.1 * h), (x0 + 0.02, 0.68)], 0.012
         )
     canvas.add(folds, -0.12, 0.006)
     neck = canvas.mask()
@@ -172,25 +172,27 @@ def portrait(canvas: Canvas, ruler: Ruler, die: Die) -> None:
         neck,
         [
             (cx - nw, cy + 0.5 * h),
-            (cx + 0.55 * h, cy + 0.6 * h),
-            (cx + 0.7 * h, cy + 1.9 * h),
-            (cx - 1.3 * nw, cy + 2.0 * h),
+            (cx + 0.6 * h, cy + 0.7 * h),
+            (cx + 0.75 * h, cy + 1.55 * h),
+            (cx - 1.4 * nw, cy + 1.6 * h),
         ],
     )
     canvas.raise_(neck, 0.68, 0.07)
     head = canvas.mask()
-    canvas.ellipse(head, (cx, cy), (h, 1.05 * h))
+    canvas.ellipse(head, (cx - 0.05 * h, cy), (1.05 * h, h))
     brow = p["brow"]
     face = [
         (cx + 0.2 * h, cy - 0.95 * h),
         (cx + 0.8 * h, cy - 0.55 * h),
-        (cx + 0.92 * h, cy - 0.12 * h + brow),
-        (cx + 0.9 * h + nose, cy + 0.28 * h),
-        (cx + 0.9 * h, cy + 0.36 * h),
-        (cx + 0.98 * h, cy + 0.5 * h),
-        (cx + 0.9 * h, cy + 0.62 * h),
-        (cx + 0.95 * h, cy + 0.8 * h * jaw),
-        (cx + 0.75 * h, cy + 0.98 * h * jaw),
+        (cx + 0.98 * h, cy - 0.15 * h + brow),
+        (cx + 0.96 * h, cy - 0.05 * h),
+        (cx + 1.0 * h + nose, cy + 0.3 * h),
+        (cx + 0.98 * h, cy + 0.4 * h),
+        (cx + 1.04 * h, cy + 0.5 * h),
+        (cx + 0.97 * h, cy + 0.58 * h),
+        (cx + 1.02 * h, cy + 0.66 * h),
+        (cx + 0.98 * h, cy + 0.85 * h * jaw),
+        (cx + 0.75 * h, cy + 1.0 * h * jaw),
         (cx + 0.1 * h, cy + 0.95 * h * jaw),
         (cx, cy),
     ]
@@ -201,11 +203,15 @@ def portrait(canvas: Canvas, ruler: Ruler, die: Die) -> None:
     canvas.ellipse(cheek, (cx + 0.35 * h, cy + 0.2 * h), (0.45 * h, 0.5 * h))
     canvas.add(cheek, 0.18, 0.12 * h)
     eye = canvas.mask()
-    canvas.ellipse(eye, (cx + 0.66 * h, cy - 0.02 * h), (0.1 * h, 0.05 * h), -10)
+    canvas.ellipse(eye, (cx + 0.7 * h, cy - 0.02 * h), (0.1 * h, 0.05 * h), -10)
     canvas.add(eye, -0.3, 0.008)
     ear = canvas.mask()
     canvas.ellipse(ear, (cx + 0.02 * h, cy + 0.12 * h), (0.12 * h, 0.18 * h))
     canvas.add(ear, 0.2, 0.01)
+    lines = canvas.mask()  # brow ridge and mouth: small grooves that catch raking light
+    canvas.line(lines, [(cx + 0.55 * h, cy - 0.2 * h), (cx + 0.92 * h, cy - 0.14 * h)], 0.012)
+    canvas.line(lines, [(cx + 0.84 * h, cy + 0.58 * h), (cx + 0.99 * h, cy + 0.57 * h)], 0.01)
+    canvas.add(lines, -0.12, 0.004)
     _hair(canvas, ruler, die, cx, cy, h)
 
 
@@ -228,14 +234,15 @@ def _hair(canvas: Canvas, ruler: Ruler, die: Die, cx: float, cy: float, h: float
             canvas.ellipse(beard, (x, y), (0.02, 0.015))
         canvas.add(beard, 0.18, 0.005)
     crown = canvas.mask()
-    arc = [math.radians(a) for a in np.linspace(165, 300, 11)]
+    arc = [math.radians(a) for a in np.linspace(160, 305, 12)]
     if ruler.crown == "laurel":
-        for a in arc:
-            x, y = cx + 0.92 * h * math.cos(a), cy + 0.92 * h * math.sin(a)
-            canvas.ellipse(crown, (x, y), (0.055, 0.022), math.degrees(a) + 60)
+        for k, a in enumerate(arc):
+            x, y = cx + 0.78 * h * math.cos(a), cy + 0.78 * h * math.sin(a)
+            tilt = math.degrees(a) + (60 if k % 2 else 120)
+            canvas.ellipse(crown, (x, y), (0.06, 0.024), tilt)
         canvas.line(crown, [(cx - 0.9 * h, cy + 0.25 * h), (cx - 1.3 * h, cy + 0.75 * h)], 0.02)
         canvas.line(crown, [(cx - 0.85 * h, cy + 0.3 * h), (cx - 1.1 * h, cy + 0.9 * h)], 0.02)
-        canvas.add(crown, 0.3, 0.006)
+        canvas.add(crown, 0.35, 0.006)
     elif ruler.crown == "radiate":
         for a in arc:
             tip = (cx + 1.45 * h * math.cos(a), cy + 1.45 * h * math.sin(a))
@@ -244,10 +251,13 @@ def _hair(canvas: Canvas, ruler: Ruler, die: Die, cx: float, cy: float, h: float
             canvas.poly(crown, [left, tip, right])
         canvas.raise_(crown, 0.5, 0.02)
     else:
-        pts = [(cx + 0.88 * h * math.cos(a), cy + 0.88 * h * math.sin(a)) for a in arc]
-        canvas.line(crown, pts, 0.05)
+        pts = [(cx + 0.8 * h * math.cos(a), cy + 0.8 * h * math.sin(a)) for a in arc]
+        canvas.line(crown, pts, 0.045)
+        for a in arc[::2]:  # pearls on the band
+            pearl = (cx + 0.8 * h * math.cos(a), cy + 0.8 * h * math.sin(a))
+            canvas.ellipse(crown, pearl, (0.03, 0.03))
         canvas.line(crown, [(cx - 0.85 * h, cy + 0.2 * h), (cx - 1.25 * h, cy + 0.8 * h)], 0.025)
-        canvas.add(crown, 0.25, 0.008)
+        canvas.add(crown, 0.3, 0.006)
 
 
 # ---------------------------------------------------------------- reverse: figures and symbols

@@ -1,12 +1,10 @@
 """GRBL 1.1 turntable driver (Arduino + stepper) over serial G-code, with an optional tilt axis.
 
-Protocol notes that shape this class:
-- GRBL answers every command line with exactly one `ok` or `error:N`, in order; real-time bytes
-  (`?`, `!`, `~`, 0x18) get no `ok`. A status report `<…>` is self-describing, so a lost status
-  reply is always safe to ask again; a motion line is not (it would move twice), so after a lost
-  `ok` the driver asks where the axis is before deciding to resend.
-- A timed-out line may still be answered later. The driver counts such owed replies and, before
-  its next operation, drains stragglers and re-synchronises with a `$G` handshake.
+Layers: SerialLineTransport (bytes) → GrblLink (one `ok`/`error:N` per line, `?` reports,
+resynchronisation after timeouts) → this class (degrees, limits, motion, recovery).
+- A status report `<…>` is self-describing, so a lost status reply is always safe to ask again;
+  a motion line is not (it would move twice), so after a lost `ok` the driver asks where the
+  axis is before deciding to resend.
 - Motion completion is found by polling `?` every `poll_interval_s`, listening for `ALARM:N` in
   between, under an overall timeout computed from distance, speed and acceleration.
 """
@@ -23,41 +21,28 @@ from rig.devices import DeviceIdentity, DeviceStatus
 from rig.errors import (
     ConfigError,
     DeviceAlarm,
-    DeviceFault,
     DeviceTimeout,
     NotConnected,
     RigError,
     TransportError,
 )
 from rig.motion import check_within, motion_timeout_s
-from rig.retry import with_retries
 from rig.transport import SerialLineTransport
 from rig.turntable.grbl_codec import (
     FEED_HOLD,
     SOFT_RESET,
-    STATUS_QUERY,
-    Alarm,
     Banner,
-    ErrorReply,
-    Message,
-    Ok,
-    ParseError,
-    Reply,
     Status,
-    alarm_meaning,
     axis_index,
     encode_move,
     encode_set_zero,
-    parse_line,
 )
+from rig.turntable.grbl_link import GrblLink
 
 log = logging.getLogger(__name__)
 
 #: GRBL prints positions with 3 decimals; a target counts as reached within this many units.
 _TOLERANCE_UNITS = 0.002
-#: An Arduino resets when the port opens and prints its banner ~1-2 s later; a controller that
-#: stays silent this long is already running, so ask it for a banner with a soft reset.
-_SPONTANEOUS_BANNER_S = 0.5
 _MOVING_STATES = frozenset({"Run", "Jog", "Home", "Hold", "Door"})
 
 
@@ -89,15 +74,12 @@ class GrblTurntable:
         self._tilt_axis = axis_index(config.tilt.axis) if config.tilt is not None else None
         if self._tilt_axis == self._axis:
             raise ConfigError(f"GRBL turntable: tilt axis {config.axis} is the turntable axis")
-        self._transport: SerialLineTransport | None = None
+        self._link: GrblLink | None = None
+        self._last_banner: Banner | None = None  # kept after close() for identity()
         self._lock = threading.RLock()
         self._stop_requested = threading.Event()
-        self._banner: Banner | None = None
         self._wco: tuple[float, ...] | None = None
         self._wpos: tuple[float, ...] | None = None
-        self._last: Status | None = None
-        self._owed_replies = 0  # line replies that timed out but may still arrive
-        self._in_alarm = False
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
@@ -109,15 +91,21 @@ class GrblTurntable:
             DeviceFault: the controller is not GRBL 1.1 or rejects the unlock/homing.
         """
         with self._lock:
-            if self._transport is not None:
+            if self._link is not None:
                 return
             transport = SerialLineTransport(
                 self.port, baudrate=self._baudrate, name="GRBL turntable"
             )
             transport.open()
-            self._transport = transport
+            self._link = GrblLink(
+                transport,
+                name=f"GRBL turntable on {self.port}",
+                reply_timeout_s=self.config.reply_timeout_s,
+                banner_timeout_s=self.config.banner_timeout_s,
+                retries=self.config.retries,
+            )
             try:
-                self._await_banner(send_reset=True)
+                self._link.await_banner(send_reset=True)
                 self._make_ready()
             except BaseException:
                 self.close()
@@ -126,9 +114,10 @@ class GrblTurntable:
     def close(self) -> None:
         """Close the port (idempotent); the controller keeps its position."""
         with self._lock:
-            if self._transport is not None:
-                self._transport.close()
-                self._transport = None
+            if self._link is not None:
+                self._last_banner = self._link.banner or self._last_banner
+                self._link.transport.close()
+                self._link = None
 
     def __enter__(self) -> GrblTurntable:
         self.connect()
@@ -144,7 +133,8 @@ class GrblTurntable:
 
     def identity(self) -> DeviceIdentity:
         """Model GRBL, the firmware version from the banner, the port as endpoint."""
-        firmware = self._banner.firmware if self._banner is not None else ""
+        banner = self._link.banner if self._link is not None else self._last_banner
+        firmware = banner.firmware if banner is not None else ""
         return DeviceIdentity(
             kind="turntable", driver="grbl", model="GRBL", firmware=firmware, endpoint=self.port
         )
@@ -155,7 +145,7 @@ class GrblTurntable:
         Raises:
             TransportError: the link dropped or the status query timed out (after retries).
         """
-        if self._transport is None:
+        if self._link is None:
             return DeviceStatus(state="disconnected", details={"endpoint": self.port})
         with self._lock:
             self._prepare()
@@ -163,7 +153,7 @@ class GrblTurntable:
         state = status.state if status.substate is None else f"{status.state}:{status.substate}"
         details: dict[str, object] = {
             "position_deg": self._angle_deg(self._axis, self.config.units_per_deg),
-            "firmware": self._banner.firmware if self._banner else "",
+            "firmware": self.identity().firmware,
             "endpoint": self.port,
         }
         if self._tilt_axis is not None and self.config.tilt is not None:
@@ -189,7 +179,7 @@ class GrblTurntable:
             else:
                 line = encode_set_zero(self.config.axis).decode("ascii").strip()
                 # setting the same offset twice is harmless, so a lost `ok` may be retried
-                self._retry_line(line)
+                self._require_open().retry_line(line)
             self._query_status()
 
     def move_to_deg(self, angle_deg: float) -> float:
@@ -280,9 +270,9 @@ class GrblTurntable:
             DeviceTimeout: the axes did not come to a hold in time.
             TransportError: the link dropped.
         """
-        transport = self._require_open()
+        link = self._require_open()
         self._stop_requested.set()
-        transport.write(FEED_HOLD)  # first, before waiting for the lock a move may hold
+        link.write(FEED_HOLD)  # first, before waiting for the lock a move may hold
         with self._lock:
             try:
                 self._finish_stop()
@@ -299,9 +289,9 @@ class GrblTurntable:
             TransportError: the link dropped.
         """
         with self._lock:
-            transport = self._require_open()
-            transport.write(SOFT_RESET)
-            self._await_banner(send_reset=False)
+            link = self._require_open()
+            link.write(SOFT_RESET)
+            link.await_banner(send_reset=False)
             self._make_ready()
             log.info(
                 "GRBL turntable on %s recovered at %.3f deg",
@@ -319,7 +309,7 @@ class GrblTurntable:
         units_per_deg: float,
         speed_deg_per_s: float,
     ) -> float:
-        self._prepare()
+        link = self._prepare()
         self._refuse_in_alarm(f"move {letter} to {target_deg:g} deg")
         distance_deg = abs(target_deg - self._angle_deg(index, units_per_deg))
         budget_s = motion_timeout_s(
@@ -333,16 +323,22 @@ class GrblTurntable:
             feed_deg_per_min=speed_deg_per_s * 60.0,
         )
         target_units = round(target_deg * units_per_deg, 3)
-        self._send_motion(line.decode("ascii").strip(), index, target_units)
+        self._send_motion(link, line.decode("ascii").strip(), index, target_units)
         while True:
             status = self._query_status()
             reached = self._at(status, index, target_units)
             if status.state == "Idle" and reached:
                 return self._angle_deg(index, units_per_deg)
+            if status.state == "Alarm":
+                # the ALARM:N line itself may have been lost; the state still tells
+                raise DeviceAlarm(
+                    f"GRBL turntable on {self.port}: controller in alarm during the move of "
+                    f"{letter} to {target_deg:g} deg; call recover()"
+                )
             if self._stop_requested.is_set():
                 raise RigError(
-                    f"GRBL turntable: move of {letter} to {target_deg:g} deg interrupted by "
-                    f"stop() at {self._angle_deg(index, units_per_deg):.3f} deg"
+                    f"GRBL turntable on {self.port}: move of {letter} to {target_deg:g} deg "
+                    f"interrupted by stop() at {self._angle_deg(index, units_per_deg):.3f} deg"
                 )
             now = time.monotonic()
             if now >= deadline:
@@ -352,13 +348,13 @@ class GrblTurntable:
                     f"{self._angle_deg(index, units_per_deg):.3f} deg)"
                 )
             # wait for the next poll listening, so an ALARM line is raised the moment it comes
-            self._listen(min(self.config.poll_interval_s, deadline - now))
+            link.listen(min(self.config.poll_interval_s, deadline - now))
 
-    def _send_motion(self, line: str, index: int, target_units: float) -> None:
+    def _send_motion(self, link: GrblLink, line: str, index: int, target_units: float) -> None:
         """Send a motion line once; after a lost `ok`, resend only if it never started."""
         for attempt in range(self.config.retries + 1):
             try:
-                self._command(line)
+                link.command(line)
                 return
             except DeviceTimeout:
                 status = self._query_status()
@@ -370,14 +366,13 @@ class GrblTurntable:
                     )
                     return
                 if status.state == "Alarm":
-                    self._in_alarm = True
                     raise DeviceAlarm(
                         f"GRBL turntable on {self.port}: in alarm after sending {line!r}"
                     ) from None
                 if attempt == self.config.retries:
                     raise
                 log.warning("GRBL turntable: %r was not executed; resending", line)
-                self._resync()
+                link.resync()
 
     def _home_cycle(self) -> None:
         limits = self.config.limits
@@ -385,10 +380,12 @@ class GrblTurntable:
         budget = motion_timeout_s(
             limits.max_deg - limits.min_deg, self.config.speed_deg_per_s, limits.accel_deg_per_s2
         )
-        self._command("$H", timeout_s=budget + self.config.reply_timeout_s)
-        self._in_alarm = False
+        link = self._require_open()
+        link.command("$H", timeout_s=budget + self.config.reply_timeout_s)
+        link.in_alarm = False
 
     def _finish_stop(self) -> None:
+        link = self._require_open()
         status = self._query_status()
         speed = max(self.config.speed_deg_per_s, self.config.limits.max_speed_deg_per_s)
         decel_s = speed / self.config.limits.accel_deg_per_s2
@@ -397,212 +394,46 @@ class GrblTurntable:
         while status.state == "Run" or (status.state == "Hold" and status.substate != 0):
             if time.monotonic() >= deadline:
                 raise DeviceTimeout(f"GRBL turntable on {self.port}: did not come to a hold")
-            self._listen(self.config.poll_interval_s)
+            link.listen(self.config.poll_interval_s)
             status = self._query_status()
         if status.state == "Hold":
             # flush the rest of the planned motion; GRBL keeps the position (no alarm) here
-            self._require_open().write(SOFT_RESET)
-            self._await_banner(send_reset=False)
+            link.write(SOFT_RESET)
+            link.await_banner(send_reset=False)
             self._query_status()
 
-    # ------------------------------------------------------------------ link internals
+    # ------------------------------------------------------------------ link helpers
     def _make_ready(self) -> None:
-        self._owed_replies = 0  # a reset empties GRBL's line buffer: nothing is owed
+        """After a banner: unlock or home, then read the position."""
+        link = self._require_open()
         status = self._query_status()
-        self._in_alarm = status.state == "Alarm"
+        link.in_alarm = status.state == "Alarm"
         if self.config.homing:
             self._home_cycle()
-        elif self._in_alarm:
-            self._retry_line("$X")  # unlocking twice is harmless, so a lost `ok` may be retried
-            self._in_alarm = False
+        elif link.in_alarm:
+            link.retry_line("$X")  # unlocking twice is harmless, so a lost `ok` may be retried
+            link.in_alarm = False
         self._query_status()
 
-    def _await_banner(self, *, send_reset: bool) -> None:
-        transport = self._require_open()
-        start = time.monotonic()
-        deadline = start + self.config.banner_timeout_s
-        reset_at = start + min(_SPONTANEOUS_BANNER_S, self.config.banner_timeout_s / 4)
-        reset_sent = not send_reset
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                raise DeviceTimeout(
-                    f"GRBL turntable on {self.port}: no GRBL banner within "
-                    f"{self.config.banner_timeout_s:g} s (is it a GRBL controller?)"
-                )
-            try:
-                raw = transport.read_line((deadline if reset_sent else reset_at) - now)
-            except DeviceTimeout:
-                if not reset_sent:
-                    log.debug("GRBL turntable: no spontaneous banner; sending soft reset")
-                    transport.write(SOFT_RESET)
-                    reset_sent = True
-                continue
-            reply = parse_line(raw)
-            if isinstance(reply, Banner):
-                if not reply.version.startswith("1.1"):
-                    raise DeviceFault(
-                        f"GRBL turntable on {self.port}: firmware {reply.firmware} is not "
-                        "supported (this driver speaks GRBL 1.1)"
-                    )
-                self._banner = reply
-                return
-            if isinstance(reply, ParseError):
-                log.warning("GRBL turntable: skipping unreadable line %r", reply.raw)
-            else:
-                log.debug("GRBL turntable: before banner, discarding %r", reply)
-
-    def _prepare(self) -> None:
+    def _prepare(self) -> GrblLink:
         """Before an operation: fail if closed, and resynchronise after an earlier timeout."""
-        self._require_open()
-        if self._owed_replies > 0:
-            self._resync()
-
-    def _resync(self) -> None:
-        """Drain straggling replies, then `$G` until its `[GC:…]` shows the replies line up."""
-        transport = self._require_open()
-        for raw in transport.drain(self.config.reply_timeout_s):
-            reply = parse_line(raw)
-            if isinstance(reply, Alarm):
-                self._in_alarm = True
-            log.warning("GRBL turntable: discarding stale reply %r", raw)
-        self._owed_replies = 0
-        transport.write(b"$G\n")
-        deadline = time.monotonic() + self.config.reply_timeout_s
-        synced = False
-        while True:
-            try:
-                reply = self._next_reply(deadline, "$G")
-            except DeviceTimeout:
-                self._owed_replies += 1  # the `$G` reply itself may still come
-                raise
-            if isinstance(reply, Message) and reply.kind == "GC":
-                synced = True
-            elif isinstance(reply, Ok | ErrorReply) and synced:
-                return
-            elif isinstance(reply, Ok | ErrorReply):
-                log.warning("GRBL turntable: discarding stale %r", reply)
-
-    def _retry_line(self, line: str) -> None:
-        """Send an idempotent line, resending it after a timeout (up to `retries` times)."""
-
-        def attempt() -> None:
-            if self._owed_replies > 0:
-                self._resync()
-            self._command(line)
-
-        with_retries(attempt, attempts=self.config.retries + 1, retry_on=(DeviceTimeout,))
-
-    def _command(self, line: str, *, timeout_s: float | None = None) -> None:
-        """Send one line and wait for its `ok`.
-
-        Raises:
-            DeviceFault: `error:N` (with GRBL's meaning); DeviceAlarm on `ALARM:N`.
-            DeviceTimeout: no reply (the reply is then owed and drained before the next use).
-        """
-        transport = self._require_open()
-        transport.write(line.encode("ascii") + b"\n")
-        deadline = time.monotonic() + (timeout_s or self.config.reply_timeout_s)
-        while True:
-            try:
-                reply = self._next_reply(deadline, line)
-            except DeviceTimeout:
-                self._owed_replies += 1
-                raise
-            if isinstance(reply, Ok):
-                return
-            if isinstance(reply, ErrorReply):
-                raise DeviceFault(
-                    f"GRBL turntable on {self.port}: {line!r} rejected with "
-                    f"error:{reply.code} ({reply.meaning})",
-                    code=reply.code,
-                )
+        link = self._require_open()
+        link.prepare()
+        return link
 
     def _query_status(self) -> Status:
-        """Ask `?` (always safe to repeat, so retried) and absorb the report."""
-        status = with_retries(
-            self._status_once, attempts=self.config.retries + 1, retry_on=(DeviceTimeout,)
-        )
-        if status.state == "Alarm":
-            self._in_alarm = True
+        status = self._require_open().query_status()
+        self._absorb(status)
         return status
 
-    def _status_once(self) -> Status:
-        transport = self._require_open()
-        transport.write(STATUS_QUERY)
-        deadline = time.monotonic() + self.config.reply_timeout_s
-        while True:
-            reply = self._next_reply(deadline, "status query '?'")
-            if isinstance(reply, Status):
-                self._absorb(reply)
-                return reply
-            if isinstance(reply, Ok | ErrorReply):
-                self._settle_owed(reply)
-
-    def _listen(self, timeout_s: float) -> None:
-        """Wait up to timeout_s for unsolicited lines (an ALARM is raised at once)."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        while True:
-            try:
-                reply = self._next_reply(deadline, "unsolicited lines")
-            except DeviceTimeout:
-                return
-            if isinstance(reply, Ok | ErrorReply):
-                self._settle_owed(reply)
-
-    def _settle_owed(self, reply: Ok | ErrorReply) -> None:
-        if self._owed_replies > 0:
-            self._owed_replies -= 1
-            log.warning("GRBL turntable: late reply %r to a timed-out command", reply)
-        else:
-            log.warning("GRBL turntable: unexpected reply %r ignored", reply)
-
-    def _next_reply(self, deadline: float, waiting_for: str) -> Reply:
-        """The next readable line before the deadline; line noise is logged and skipped.
-
-        Raises:
-            DeviceAlarm: an `ALARM:N` line arrived.
-            DeviceTimeout: nothing readable before the deadline.
-            TransportError: the link dropped.
-        """
-        transport = self._require_open()
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeviceTimeout(
-                    f"GRBL turntable on {self.port}: no reply to {waiting_for} within "
-                    f"{self.config.reply_timeout_s:g} s"
-                )
-            try:
-                raw = transport.read_line(remaining)
-            except DeviceTimeout:
-                continue  # re-check the deadline above, which builds the message
-            reply = parse_line(raw)
-            if isinstance(reply, ParseError):
-                # garbage still counts against the deadline: we loop on the same one
-                log.warning("GRBL turntable: skipping unreadable line %r (%s)", raw, reply.reason)
-                continue
-            if isinstance(reply, Alarm):
-                self._in_alarm = True
-                raise DeviceAlarm(
-                    f"GRBL turntable on {self.port}: ALARM:{reply.code} "
-                    f"({alarm_meaning(reply.code)}) while waiting for {waiting_for}; "
-                    "call recover()",
-                    code=reply.code,
-                )
-            if isinstance(reply, Banner):
-                log.warning("GRBL turntable: controller restarted unexpectedly (%s)", reply.text)
-                self._banner = reply
-            return reply
-
     # ------------------------------------------------------------------ state helpers
-    def _require_open(self) -> SerialLineTransport:
-        if self._transport is None:
+    def _require_open(self) -> GrblLink:
+        if self._link is None:
             raise NotConnected(f"GRBL turntable on {self.port}: not connected")
-        return self._transport
+        return self._link
 
     def _refuse_in_alarm(self, what: str) -> None:
-        if self._in_alarm:
+        if self._require_open().in_alarm:
             raise DeviceAlarm(
                 f"GRBL turntable on {self.port}: cannot {what}: controller is in alarm; "
                 "call recover()"
@@ -623,7 +454,6 @@ class GrblTurntable:
                 f"configured axes need {needed}"
             )
         self._wpos = wpos
-        self._last = status
 
     def _angle_deg(self, index: int, units_per_deg: float) -> float:
         if self._wpos is None:

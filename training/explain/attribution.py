@@ -77,11 +77,11 @@ def saliency_map(target: Target, image: Tensor, *, patch: int = 11) -> Attributi
     x = image.detach().clone()
     with torch.no_grad():
         score = float(target.score(x)[0])
-    grads = Saliency(target.score).attribute(x, abs=True)
+    grads = Saliency(target.score).attribute(x.requires_grad_(True), abs=True)
     raw = grads.amax(dim=1, keepdim=True)
     # an odd patch centres the box on its pixel; an even one is off by half a pixel either way
-    smoothed = F.avg_pool2d(
-        raw, patch, stride=1, padding=patch // 2, count_include_pad=False
-    )[..., : x.shape[-2], : x.shape[-1]]
+    smoothed = F.avg_pool2d(raw, patch, stride=1, padding=patch // 2, count_include_pad=False)[
+        ..., : x.shape[-2], : x.shape[-1]
+    ]
     heat = smoothed[0, 0].detach().cpu().numpy().astype(np.float32)
     return AttributionResult(heat, score, 2, time.perf_counter() - start)

@@ -9,6 +9,9 @@ constraint is broken, steps follow the loss alone until it holds again; x is cli
 
 The loss gradient is rescaled to unit max-norm at every step, so λ weighs the sparsity pull
 against the strongest region's loss pull and one default serves every model and score scale.
+With λ >= 1 every region but the strongest is pulled down while the constraint holds, so ε
+alone decides how much is kept (the default, λ = 1); with λ < 1 regions whose loss pull
+exceeds λ stay even when ε would allow removing them.
 The answer is the feasible iterate with the lowest objective, so the constraint always holds
 at the end (x = 1 is feasible by construction).
 
@@ -26,7 +29,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from training.explain import Target
@@ -55,16 +57,21 @@ class WindowRegions(Regions):
         self.rows = math.ceil((height - window) / stride) + 1
         self.cols = math.ceil((width - window) / stride) + 1
         self.count = self.rows * self.cols
-        self._kernel = torch.ones(1, 1, window, window)
+        # windows are boxes, so painting them is separable: mask = A · X · Bᵀ with A[y, i] = 1
+        # where window row i covers pixel row y (two small matmuls instead of K×H×W masks)
+        self._rows_cover = self._cover(height, self.rows)
+        self._cols_cover = self._cover(width, self.cols)
         self._coverage = self._paint(torch.ones(self.count))
 
+    def _cover(self, length: int, windows: int) -> Tensor:
+        pixel = torch.arange(length)[:, None]
+        first = torch.arange(windows)[None, :] * self.stride
+        return ((pixel >= first) & (pixel < first + self.window)).float()
+
     def _paint(self, x: Tensor) -> Tensor:
-        # a transposed convolution with a box kernel paints every window at once, without a
-        # K×H×W stack of masks (441 windows × 224² px would be 88 MB)
-        grid = x.reshape(1, 1, self.rows, self.cols)
-        kernel = self._kernel.to(device=x.device, dtype=x.dtype)
-        painted = F.conv_transpose2d(grid, kernel, stride=self.stride)
-        return painted[0, 0, : self.height, : self.width]
+        rows = self._rows_cover.to(device=x.device, dtype=x.dtype)
+        cols = self._cols_cover.to(device=x.device, dtype=x.dtype)
+        return rows @ x.reshape(self.rows, self.cols) @ cols.T
 
     def compose(self, x: Tensor) -> Tensor:
         """Per-pixel mask: the mean weight of the windows covering each pixel."""
@@ -134,10 +141,11 @@ def find_landmarks(
     regions: Regions,
     *,
     epsilon: float = 0.5,
-    sparsity: float = 0.5,
+    sparsity: float = 1.0,
     step: float = 0.1,
     max_iterations: int = 200,
     patience: int = 20,
+    tolerance: float = 1e-3,
     baseline: float = 0.0,
 ) -> LandmarkResult:
     """Search the sparsest region weights that keep target's score within epsilon of the full image's.
@@ -150,7 +158,9 @@ def find_landmarks(
         sparsity: λ, the weight of |x|₁ against the (unit max-norm) loss gradient.
         step: the largest change of any region weight in one step.
         max_iterations: network evaluations at most.
-        patience: stop once the best feasible objective has not improved for this many steps.
+        patience: stop once the best feasible objective has not improved by more than
+            `tolerance` for this many steps.
+        tolerance: the smallest objective decrease that counts as progress.
         baseline: pixel value ([0, 1]) that removed regions fade to; 0 is the rig's dark stage.
     """
     if image.dim() != 4 or image.shape[0] != 1:
@@ -172,23 +182,24 @@ def find_landmarks(
         score = target.score(mask * image + (1 - mask) * baseline)[0]
         loss = target.loss(score)
         (loss_grad,) = torch.autograd.grad(loss, x)
-        x = x.detach()
+        x, score, loss = x.detach(), score.detach(), loss.detach()
         feasible = float(score) >= bound
         direction = loss_grad / loss_grad.abs().max().clamp_min(1e-12)
+        since_best += 1
         if feasible:
             objective = float(loss) + sparsity * float(x.mean())
-            if objective < best_objective - 1e-6:
+            if objective < best_objective - tolerance:
                 best_x, best_objective, best_score = x.clone(), objective, float(score)
                 since_best = 0
-            else:
-                since_best += 1
-            if since_best >= patience or float(x.max()) == 0.0:
+            if float(x.max()) == 0.0:
                 break
             # d/dx of λ·|x|₁ (as a mean over regions) is λ wherever x > 0
             direction = direction + sparsity * (x > 0).float()
         else:
             # back-projection: the loss alone until the constraint holds again
             backprojections += 1
+        if since_best >= patience:
+            break
         x = (x - step * direction).clamp(0.0, 1.0)
     with torch.no_grad():
         mask_np = regions.compose(best_x).cpu().numpy().astype(np.float32)

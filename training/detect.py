@@ -1,0 +1,331 @@
+"""Find every coin in a photo: circles, boxes and tight square crops.
+
+Two routes, chosen by what the photo looks like:
+
+- Studio and catalog images (one coin, or an obverse/reverse plate, on a plain backdrop): the
+  border is one colour, so the coin is what differs from it. This fast path also handles ancient
+  flans that are far from round, which a circle detector would miss or cut.
+- Everything else (phone photos of many coins on paper, a towel, a glossy table with glare):
+  OpenCV's HOUGH_GRADIENT_ALT proposes circles from edge orientation, which separates touching
+  coins that any foreground mask would merge. Proposals are then cleaned up with what is true of
+  coins lying on a table: they do not lie inside each other (inner rings of bimetallic coins and
+  round die details go), they do not overlap much, they are not a blown-out glare spot, and a
+  coin mostly outside the frame is not a coin the user can search with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from training.search_errors import NoCoinFound
+
+# Circles are looked for on a copy whose longer side is this long: coins in phone photos of a
+# heap are then 20-50 px in radius, plenty for Hough, and the search takes ~0.1 s.
+WORK_SIDE_PX = 800
+# Smallest and largest coin radius, as fractions of the shorter image side.
+MIN_RADIUS_FRACTION = 0.02
+MAX_RADIUS_FRACTION = 0.5
+# HOUGH_GRADIENT_ALT's "perfectness" (0..1): 0.8 rejects wood grain and towel weave.
+HOUGH_PERFECTNESS = 0.8
+HOUGH_CANNY_HIGH = 150
+# Two circles overlapping more than this (centre distance / sum of radii) are one coin.
+MAX_OVERLAP = 0.5
+# A coin must have at least this share of its disk inside the frame.
+MIN_VISIBLE_FRACTION = 0.7
+# A disk whose pixels are mostly blown out (all channels above GLARE_LEVEL) is a reflection.
+GLARE_LEVEL = 235
+MAX_GLARE_FRACTION = 0.35
+# The plain-backdrop fast path: border colour spread (std, 0-255 units) below this is "plain".
+PLAIN_BORDER_STD = 14.0
+MIN_CIRCULARITY = 0.6
+MIN_AREA_FRACTION = 0.003
+# A picture at least this much wider than tall, showing two coins, is an obverse/reverse plate.
+PLATE_ASPECT = 1.5
+CROP_MARGIN = 0.04
+
+
+@dataclass(frozen=True)
+class Coin:
+    """One coin found in a photo, in full-resolution pixels; `box` is x0, y0, x1, y1."""
+
+    x: float
+    y: float
+    r: float
+    box: tuple[int, int, int, int]
+    method: str
+
+    @property
+    def side(self) -> float:
+        """Side of the square crop around the coin, margin included."""
+        return 2 * self.r * (1 + CROP_MARGIN)
+
+
+def _colour(image: np.ndarray) -> np.ndarray:
+    """H×W×3 uint8 RGB, whatever came in."""
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _downscale(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """A copy whose longer side is at most WORK_SIDE_PX, and the factor back to full size."""
+    scale = min(1.0, WORK_SIDE_PX / max(image.shape[:2]))
+    if scale == 1.0:
+        return image, 1.0
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return small, 1.0 / scale
+
+
+def _border(image: np.ndarray) -> np.ndarray:
+    """Pixels of a thin frame around the image, as N×3."""
+    b = max(1, min(image.shape[:2]) // 40)
+    parts = [image[:b], image[-b:], image[:, :b], image[:, -b:]]
+    return np.concatenate([p.reshape(-1, 3) for p in parts]).astype(np.float32)
+
+
+def _coin(x: float, y: float, r: float, shape: tuple[int, ...], method: str) -> Coin:
+    h, w = shape[:2]
+    box = (max(0, int(x - r)), max(0, int(y - r)), min(w, int(math.ceil(x + r))), min(h, int(math.ceil(y + r))))
+    return Coin(float(x), float(y), float(r), box, method)
+
+
+# -- plain-backdrop fast path ---------------------------------------------------------------
+
+
+def _plain_blobs(small: np.ndarray) -> list[tuple[float, float, float, float]] | None:
+    """Round blobs (x, y, r, area) standing out from a plain border, or None if not plain."""
+    border = _border(small)
+    if float(border.std(axis=0).max()) > PLAIN_BORDER_STD:
+        return None
+    blurred = cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
+    distance = np.linalg.norm(blurred - np.median(border, axis=0), axis=2)
+    span = float(distance.max()) or 1.0
+    _, mask = cv2.threshold(
+        (distance * (255 / span)).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
+    )
+    # Closing bridges dark die details inside a bright coin; opening removes speckle.
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    min_area = MIN_AREA_FRACTION * mask.size
+    blobs = []
+    for contour in contours:
+        area = cv2.contourArea(contour)
+        if area < min_area:
+            continue
+        hull = cv2.convexHull(contour)
+        perimeter = cv2.arcLength(hull, True)
+        # The hull ignores nicks in a flan's edge that would make a coin look ragged.
+        if perimeter == 0 or 4 * math.pi * cv2.contourArea(hull) / perimeter**2 < MIN_CIRCULARITY:
+            return None  # something non-round (a hand, a label): not a studio shot
+        (x, y), r = cv2.minEnclosingCircle(contour)
+        blobs.append((x, y, r, area))
+    return blobs
+
+
+# -- general path: Hough circles and what coins on a table cannot be --------------------------
+
+
+def _hough(gray: np.ndarray) -> list[tuple[float, float, float]]:
+    side = min(gray.shape)
+    found = cv2.HoughCircles(
+        cv2.GaussianBlur(gray, (0, 0), 1.5),
+        cv2.HOUGH_GRADIENT_ALT,
+        dp=1.5,
+        minDist=side * MIN_RADIUS_FRACTION,
+        param1=HOUGH_CANNY_HIGH,
+        param2=HOUGH_PERFECTNESS,
+        minRadius=max(4, int(side * MIN_RADIUS_FRACTION)),
+        maxRadius=int(side * MAX_RADIUS_FRACTION),
+    )
+    return [] if found is None else [tuple(map(float, c)) for c in found[0]]
+
+
+def _visible_fraction(x: float, y: float, r: float, shape: tuple[int, ...]) -> float:
+    """Share of the disk's area inside the image (by sampling a grid over the disk)."""
+    t = np.linspace(-1, 1, 21)
+    gx, gy = np.meshgrid(t, t)
+    inside_disk = gx**2 + gy**2 <= 1
+    px, py = x + r * gx[inside_disk], y + r * gy[inside_disk]
+    h, w = shape[:2]
+    return float(np.mean((px >= 0) & (px < w) & (py >= 0) & (py < h)))
+
+
+def _glare_fraction(image: np.ndarray, x: float, y: float, r: float) -> float:
+    """Share of the disk's pixels blown out in every channel."""
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.circle(mask, (round(x), round(y)), max(1, round(r * 0.9)), 255, -1)
+    pixels = image[mask > 0]
+    return float(np.mean(pixels.min(axis=1) >= GLARE_LEVEL)) if len(pixels) else 0.0
+
+
+def _edge_strength(gray: np.ndarray, x: float, y: float, r: float) -> float:
+    """Mean gradient magnitude on the circle: a coin's rim is a strong edge all round."""
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    angles = np.linspace(0, 2 * np.pi, 90, endpoint=False)
+    px = np.clip(np.round(x + r * np.cos(angles)).astype(int), 0, gray.shape[1] - 1)
+    py = np.clip(np.round(y + r * np.sin(angles)).astype(int), 0, gray.shape[0] - 1)
+    return float(np.mean(np.hypot(gx[py, px], gy[py, px])))
+
+
+def _drop_nested(circles: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """Remove circles inside bigger ones; a big circle around several coins goes instead."""
+    circles = sorted(circles, key=lambda c: -c[2])
+    dropped: set[int] = set()
+    for i, (x, y, r) in enumerate(circles):
+        if i in dropped:
+            continue
+        inside = [
+            j
+            for j in range(i + 1, len(circles))
+            if j not in dropped and math.dist((x, y), circles[j][:2]) + circles[j][2] <= 1.1 * r
+        ]
+        # Two or more sizeable, separate circles inside: this one merely encloses a group.
+        sizeable = [j for j in inside if circles[j][2] >= 0.35 * r]
+        separate = any(
+            math.dist(circles[a][:2], circles[b][:2]) >= 0.9 * (circles[a][2] + circles[b][2])
+            for a in sizeable
+            for b in sizeable
+            if a < b
+        )
+        if separate:
+            dropped.add(i)
+        else:
+            dropped.update(inside)
+    return [c for i, c in enumerate(circles) if i not in dropped]
+
+
+def _drop_overlapping(
+    circles: list[tuple[float, float, float]], strength: list[float]
+) -> list[tuple[float, float, float]]:
+    """Of circles overlapping more than MAX_OVERLAP, keep the one with the strongest rim."""
+    order = sorted(range(len(circles)), key=lambda i: -strength[i])
+    kept: list[int] = []
+    for i in order:
+        x, y, r = circles[i]
+        if all(
+            math.dist((x, y), circles[k][:2]) >= MAX_OVERLAP * (r + circles[k][2]) for k in kept
+        ):
+            kept.append(i)
+    return [circles[i] for i in sorted(kept)]
+
+
+def _hough_coins(small: np.ndarray) -> list[tuple[float, float, float]]:
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    circles = [
+        c
+        for c in _hough(gray)
+        if _visible_fraction(*c, small.shape) >= MIN_VISIBLE_FRACTION
+        and _glare_fraction(small, *c) <= MAX_GLARE_FRACTION
+    ]
+    circles = _drop_nested(circles)
+    strength = [_edge_strength(gray, *c) for c in circles]
+    return _drop_overlapping(circles, strength)
+
+
+# -- public API -------------------------------------------------------------------------------
+
+
+def _reading_order(coins: list[Coin]) -> list[Coin]:
+    """Top to bottom in rows about one coin high, then left to right: stable, human order."""
+    if not coins:
+        return coins
+    row_height = float(np.median([c.r for c in coins])) * 2
+    return sorted(coins, key=lambda c: (int(c.y // row_height), c.x))
+
+
+def detect_coins(image: np.ndarray) -> list[Coin]:
+    """Every whole coin in the photo, in reading order (empty when there is none)."""
+    colour = _colour(image)
+    small, factor = _downscale(colour)
+    blobs = _plain_blobs(small)
+    if blobs is not None and 1 <= len(blobs) <= 2:
+        coins = [_coin(x * factor, y * factor, r * factor, colour.shape, "plain") for x, y, r, _ in blobs]
+    else:
+        coins = [
+            _coin(x * factor, y * factor, r * factor, colour.shape, "hough")
+            for x, y, r in _hough_coins(small)
+        ]
+    return _reading_order(coins)
+
+
+def detect_single(image: np.ndarray) -> Coin:
+    """The one coin of a studio or catalog image: the largest found.
+
+    Raises:
+        NoCoinFound: nothing in the image looks like a coin.
+    """
+    coins = detect_coins(image)
+    if not coins:
+        raise NoCoinFound("no coin found in the image")
+    return max(coins, key=lambda c: c.r)
+
+
+def split_plate(
+    image: np.ndarray, order: tuple[str, str] = ("obverse", "reverse")
+) -> list[tuple[str, Coin]] | None:
+    """An auction plate's two coins as (side, coin), left first; None if it is not a plate.
+
+    A plate is a picture at least PLATE_ASPECT times wider than tall whose two halves each hold
+    one coin. Left is obverse by convention; pass order=("reverse", "obverse") when the
+    catalog's metadata says otherwise.
+    """
+    h, w = image.shape[:2]
+    if w < PLATE_ASPECT * h:
+        return None
+    coins = detect_coins(image)
+    left = [c for c in coins if c.x < w / 2]
+    right = [c for c in coins if c.x >= w / 2]
+    if len(left) == 1 and len(right) == 1:
+        return [(order[0], left[0]), (order[1], right[0])]
+    if coins:
+        return None  # a wide photo of several coins, not a plate
+    # Nothing found on the whole picture (joined backdrops, odd flans): try each half alone.
+    halves = []
+    for side, x0 in zip(order, (0, w // 2), strict=True):
+        found = detect_coins(image[:, x0 : x0 + w // 2])
+        if not found:
+            return None
+        c = max(found, key=lambda c: c.r)
+        halves.append((side, _coin(c.x + x0, c.y, c.r, image.shape, c.method)))
+    return halves
+
+
+def crop(image: np.ndarray, coin: Coin, size: int | None = None) -> np.ndarray:
+    """A tight square crop around the coin (border-replicated where it leaves the photo).
+
+    With `size`, the crop is resized to size×size with area averaging when shrinking.
+    """
+    colour = _colour(image)
+    half = coin.side / 2
+    x0, y0 = round(coin.x - half), round(coin.y - half)
+    side = max(1, round(coin.side))
+    h, w = colour.shape[:2]
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    if pad:
+        colour = cv2.copyMakeBorder(colour, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    square = colour[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
+    if size is None or size == side:
+        return np.ascontiguousarray(square)
+    interpolation = cv2.INTER_AREA if size < side else cv2.INTER_CUBIC
+    return cv2.resize(square, (size, size), interpolation=interpolation)
+
+
+def draw_overlay(image: np.ndarray, coins: list[Coin]) -> np.ndarray:
+    """The photo with each found coin circled and numbered in reading order."""
+    out = _colour(image).copy()
+    thickness = max(2, round(max(out.shape[:2]) / 500))
+    for n, c in enumerate(coins, 1):
+        centre = (round(c.x), round(c.y))
+        cv2.circle(out, centre, round(c.r), (0, 255, 0), thickness)
+        cv2.rectangle(out, c.box[:2], c.box[2:], (255, 200, 0), max(1, thickness // 2))
+        cv2.putText(
+            out, str(n), centre, cv2.FONT_HERSHEY_SIMPLEX, c.r / 40, (255, 0, 255), thickness
+        )
+    return out
