@@ -26,8 +26,8 @@ import numpy as np
 
 from capture.events import utc_now
 from capture.layout import (
-    SIDES,
     FORMAT,
+    SIDES,
     VERSION,
     DatasetError,
     DatasetReader,

@@ -211,21 +211,8 @@ class SessionRunner:
             if problems:
                 raise ConfigError(f"plan {self.plan.name!r} cannot run on this rig: {problems[0]}")
         index = ResumeIndex(self.writer.root)
-        ext = self.writer.image_format
         for job in self.coins:
-            todo: list[ShotEvent] = []
-            for event in self.events:
-                name = image_name(job.coin_id, event.side, event.index, ext)
-                record = index.record(name)
-                if record is not None and _settings_differ(record, event):
-                    raise DatasetError(
-                        f"{name} exists from a different plan (light {record.get('light')!r} "
-                        f"at {record.get('turntable_deg')}°, not {event.light!r} at "
-                        f"{event.turntable_deg:g}°); use another --out folder"
-                    )
-                if not index.intact(name):
-                    todo.append(event)
-            self._todo[job.coin_id] = todo
+            self._todo[job.coin_id] = index.todo(job.coin_id, self.events, self.writer.image_format)
         for device in self.rig.devices():
             try:
                 self._devices.append(dataclasses.asdict(device.identity()))
@@ -418,34 +405,6 @@ class SessionRunner:
                 raise AssertionError(f"bad session transition {self._state} → {state}")
             self._state, self._reason, self._message = state, reason, message
         self._emitter.emit(StateChanged(state, reason))
-
-
-def _settings_differ(record: dict[str, Any], event: ShotEvent) -> bool:
-    """Whether an existing image was taken with other settings than this plan's shot.
-
-    Shot numbers name files, so a different plan in the same folder would otherwise pass its
-    images off as this plan's. Angles are compared modulo 360 with a tolerance because the
-    record holds the angle the turntable reported.
-    """
-    if record.get("side") != event.side or record.get("light") != event.light:
-        return True
-    if bool(record.get("reference", False)) != event.reference:
-        return True
-    try:
-        delta = (float(record.get("turntable_deg", 0.0)) - event.turntable_deg) % 360.0
-        if min(delta, 360.0 - delta) > 0.5:
-            return True
-        tilt = record.get("tilt_deg")
-        if (tilt is None) != (event.tilt_deg is None):
-            return True
-        if tilt is not None and event.tilt_deg is not None and abs(tilt - event.tilt_deg) > 0.5:
-            return True
-        if event.exposure_us is not None:
-            exposure = float(record.get("exposure_us", 0.0))
-            return abs(exposure - event.exposure_us) > 0.01 * event.exposure_us
-    except (TypeError, ValueError):
-        return True
-    return False
 
 
 def _physical(clock: Any) -> float | None:

@@ -73,5 +73,9 @@ def _mount_commands() -> None:
     app.command("probe")(probe)
     app.command("devices")(devices)
 
+    from capture.cli import register as register_capture
+
+    register_capture(app)
+
 
 _mount_commands()

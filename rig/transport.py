@@ -66,7 +66,9 @@ class SerialLineTransport:
         buffer = bytearray()
         while not self._stop.is_set():
             try:
-                chunk = self._port.read(256)
+                # read what is waiting (at least one byte): a fixed-size read would wait out the
+                # timeout on every short reply and add ~50 ms per exchange
+                chunk = self._port.read(self._port.in_waiting or 1)
             except (serial.SerialException, OSError, TypeError, AttributeError):
                 self._lines.put(_EOF)
                 return

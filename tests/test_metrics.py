@@ -95,7 +95,9 @@ def test_genuine_impostor_and_eer_by_hand() -> None:
     queries = _unit(0, 60)
     _, result = retrieval_metrics(queries, [0, 1], gallery, [0, 1])
     genuine, impostor = genuine_impostor(result)
-    assert sorted(genuine.round(4).tolist()) == pytest.approx(sorted([1.0, math.cos(math.radians(30))]), abs=1e-4)
+    assert sorted(genuine.round(4).tolist()) == pytest.approx(
+        sorted([1.0, math.cos(math.radians(30))]), abs=1e-4
+    )
     assert sorted(impostor.round(4).tolist()) == pytest.approx(sorted([0.0, 0.5]), abs=1e-4)
     # Separable scores: some threshold rejects every impostor and accepts every genuine pair.
     eer, threshold = equal_error_rate(np.array([0.9, 0.8]), np.array([0.1, 0.2]))
@@ -127,9 +129,11 @@ def test_arcface_matches_explicit_formula() -> None:
         for c in range(3):
             cos = float(emb[i] @ weights[c])
             angle = math.acos(max(-1.0, min(1.0, cos)))
-            logits.append(settings.scale * (math.cos(angle + settings.margin_rad) if c == labels[i] else cos))
+            logits.append(
+                settings.scale * (math.cos(angle + settings.margin_rad) if c == labels[i] else cos)
+            )
         total += -logits[int(labels[i])] + math.log(sum(math.exp(v) for v in logits))
-    assert float(loss_fn(emb, labels)) == pytest.approx(total / 5, rel=1e-4)
+    assert float(loss_fn(emb, labels).detach()) == pytest.approx(total / 5, rel=1e-4)
     assert any(p.requires_grad for p in loss_fn.parameters())  # the optimizer must update them
 
 
@@ -138,4 +142,4 @@ def test_triplet_loss_with_miner_runs_and_has_no_parameters() -> None:
     emb = _unit(0, 10, 20, 180, 190, 15).requires_grad_(True)
     loss = loss_fn(emb, torch.tensor([0, 0, 0, 1, 1, 1]))
     loss.backward()
-    assert float(loss) > 0 and list(loss_fn.parameters()) == []
+    assert float(loss.detach()) > 0 and list(loss_fn.parameters()) == []

@@ -73,8 +73,17 @@ def test_resolutions_and_bit_depths(
 
 
 def test_exposure_and_gain_set_brightness_with_clipping(catalog: CoinCatalog) -> None:
-    def mean(**kw: float) -> tuple[float, float]:
-        img = render_view(catalog, "SIM-0000", "obverse", 0.0, TOP, size=SIZE, **kw)  # type: ignore[arg-type]
+    def mean(exposure_us: float, gain_db: float = 0.0) -> tuple[float, float]:
+        img = render_view(
+            catalog,
+            "SIM-0000",
+            "obverse",
+            0.0,
+            TOP,
+            size=SIZE,
+            exposure_us=exposure_us,
+            gain_db=gain_db,
+        )
         return float(img.mean()), float((img == 255).mean())
 
     dark, _ = mean(exposure_us=2000)
@@ -211,5 +220,8 @@ def test_catalog_image(catalog: CoinCatalog) -> None:
         catalog, "SIM-0006", "obverse", 0.0, TOP, size=rgb.shape[0], seed_noise=None
     )
     centre = slice(rgb.shape[0] * 2 // 5, rgb.shape[0] * 3 // 5)
-    ratio = lambda im: im[centre, centre, 0].mean() / max(1.0, im[centre, centre, 2].mean())  # noqa: E731
+
+    def ratio(im: np.ndarray) -> float:
+        return float(im[centre, centre, 0].mean() / max(1.0, im[centre, centre, 2].mean()))
+
     assert ratio(rgb) > ratio(capture) * 1.05

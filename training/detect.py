@@ -38,7 +38,7 @@ MAX_OVERLAP = 0.5
 MIN_VISIBLE_FRACTION = 0.7
 # A disk whose pixels are mostly blown out (all channels above GLARE_LEVEL) is a reflection.
 GLARE_LEVEL = 235
-MAX_GLARE_FRACTION = 0.35
+MAX_GLARE_FRACTION = 0.6
 # The plain-backdrop fast path: border colour spread (std, 0-255 units) below this is "plain".
 PLAIN_BORDER_STD = 14.0
 MIN_CIRCULARITY = 0.6
@@ -89,7 +89,12 @@ def _border(image: np.ndarray) -> np.ndarray:
 
 def _coin(x: float, y: float, r: float, shape: tuple[int, ...], method: str) -> Coin:
     h, w = shape[:2]
-    box = (max(0, int(x - r)), max(0, int(y - r)), min(w, int(math.ceil(x + r))), min(h, int(math.ceil(y + r))))
+    box = (
+        max(0, int(x - r)),
+        max(0, int(y - r)),
+        min(w, int(math.ceil(x + r))),
+        min(h, int(math.ceil(y + r))),
+    )
     return Coin(float(x), float(y), float(r), box, method)
 
 
@@ -164,14 +169,41 @@ def _glare_fraction(image: np.ndarray, x: float, y: float, r: float) -> float:
     return float(np.mean(pixels.min(axis=1) >= GLARE_LEVEL)) if len(pixels) else 0.0
 
 
-def _edge_strength(gray: np.ndarray, x: float, y: float, r: float) -> float:
-    """Mean gradient magnitude on the circle: a coin's rim is a strong edge all round."""
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    angles = np.linspace(0, 2 * np.pi, 90, endpoint=False)
-    px = np.clip(np.round(x + r * np.cos(angles)).astype(int), 0, gray.shape[1] - 1)
-    py = np.clip(np.round(y + r * np.sin(angles)).astype(int), 0, gray.shape[0] - 1)
-    return float(np.mean(np.hypot(gx[py, px], gy[py, px])))
+def _gradients(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    blurred = cv2.GaussianBlur(gray, (0, 0), 1.0).astype(np.float32)
+    return cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(
+        blurred, cv2.CV_32F, 0, 1, ksize=3
+    )
+
+
+def _rim_strength(gx: np.ndarray, gy: np.ndarray, circles: np.ndarray) -> np.ndarray:
+    """Mean radial gradient magnitude along each K×(x, y, r) circle: a coin's rim is an edge all round."""
+    angles = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+    cos, sin = np.cos(angles), np.sin(angles)
+    x, y, r = (circles[:, i : i + 1] for i in range(3))
+    px = np.clip(np.round(x + r * cos).astype(int), 0, gx.shape[1] - 1)
+    py = np.clip(np.round(y + r * sin).astype(int), 0, gx.shape[0] - 1)
+    # Only the radial part counts: die details crossing the circle have tangential gradients.
+    return np.abs(gx[py, px] * cos + gy[py, px] * sin).mean(axis=1)
+
+
+def _refine(
+    gx: np.ndarray, gy: np.ndarray, circle: tuple[float, float, float]
+) -> tuple[float, float, float, float]:
+    """Move and resize a proposed circle onto the strongest nearby rim; returns x, y, r, strength.
+
+    Hough centres drift towards a neighbour when coins touch or cast shadows; a local search
+    on the radial gradient puts the circle back on the coin's own edge.
+    """
+    x, y, r = circle
+    best = np.array([[x, y, r]])
+    for span, steps in ((0.2, 9), (0.05, 5)):
+        d = np.linspace(-span, span, steps) * r
+        dx, dy, dr = np.meshgrid(d, d, d * 0.6, indexing="ij")
+        grid = best + np.stack([dx.ravel(), dy.ravel(), dr.ravel()], axis=1)
+        strength = _rim_strength(gx, gy, grid)
+        best = grid[int(np.argmax(strength))][None]
+    return float(best[0, 0]), float(best[0, 1]), float(best[0, 2]), float(strength.max())
 
 
 def _drop_nested(circles: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
@@ -218,14 +250,16 @@ def _drop_overlapping(
 
 def _hough_coins(small: np.ndarray) -> list[tuple[float, float, float]]:
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    gx, gy = _gradients(gray)
+    refined = [_refine(gx, gy, c) for c in _hough(gray)]
     circles = [
-        c
-        for c in _hough(gray)
-        if _visible_fraction(*c, small.shape) >= MIN_VISIBLE_FRACTION
-        and _glare_fraction(small, *c) <= MAX_GLARE_FRACTION
+        (x, y, r)
+        for x, y, r, _ in refined
+        if _visible_fraction(x, y, r, small.shape) >= MIN_VISIBLE_FRACTION
+        and _glare_fraction(small, x, y, r) <= MAX_GLARE_FRACTION
     ]
     circles = _drop_nested(circles)
-    strength = [_edge_strength(gray, *c) for c in circles]
+    strength = list(_rim_strength(gx, gy, np.array(circles).reshape(-1, 3)))
     return _drop_overlapping(circles, strength)
 
 
@@ -246,7 +280,9 @@ def detect_coins(image: np.ndarray) -> list[Coin]:
     small, factor = _downscale(colour)
     blobs = _plain_blobs(small)
     if blobs is not None and 1 <= len(blobs) <= 2:
-        coins = [_coin(x * factor, y * factor, r * factor, colour.shape, "plain") for x, y, r, _ in blobs]
+        coins = [
+            _coin(x * factor, y * factor, r * factor, colour.shape, "plain") for x, y, r, _ in blobs
+        ]
     else:
         coins = [
             _coin(x * factor, y * factor, r * factor, colour.shape, "hough")

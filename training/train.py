@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from training.augment import build_augment, normalize
+from training.augment import PRESETS, build_augment, normalize
 from training.cache import Preprocess, default_cache_dir
 from training.checkpoint import (
     load_checkpoint,
@@ -44,6 +44,7 @@ from training.checkpoint import (
     save_optimizer,
 )
 from training.data import (
+    REGIMES,
     BalancedSampler,
     ImageBank,
     catalog_protocol,
@@ -55,7 +56,7 @@ from training.data import (
     training_records,
 )
 from training.errors import SettingsError
-from training.losses import LossSettings, build_loss
+from training.losses import LOSSES, LossSettings, build_loss
 from training.metrics import retrieval_metrics
 from training.models.embedding import EmbeddingModel, build_model, model_names
 from training.report import write_curves
@@ -100,6 +101,30 @@ class TrainConfig:
         values = {k: v for k, v in data.items() if k in known}
         values["loss"] = LossSettings(**values.get("loss", {}))
         return cls(**values)
+
+    def check(self) -> None:
+        """Fail fast on settings that cannot work, before any image is decoded.
+
+        Raises:
+            SettingsError: unknown model, loss, preset or regime; bad split or sizes.
+        """
+        if self.model not in model_names():
+            raise SettingsError(
+                f"unknown model {self.model!r}; choose from {', '.join(model_names())}"
+            )
+        if self.loss.name not in LOSSES:
+            raise SettingsError(f"unknown loss {self.loss.name!r}; choose from {', '.join(LOSSES)}")
+        if self.aug not in PRESETS:
+            raise SettingsError(
+                f"unknown augmentation {self.aug!r}; choose from {', '.join(PRESETS)}"
+            )
+        if self.train_on not in REGIMES:
+            raise SettingsError(
+                f"unknown --train-on {self.train_on!r}; choose from {', '.join(REGIMES)}"
+            )
+        parse_split(self.split)
+        if min(self.epochs, self.batch_size, self.per_class, self.image_size) < 1:
+            raise SettingsError("epochs, batch size, images per class and image size must be >= 1")
 
     def preprocess(self) -> Preprocess:
         """The preprocessing settings (part of the cache key)."""
@@ -263,8 +288,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
         DataError: a dataset is missing or malformed (or an image unreadable with strict).
         SettingsError: an option cannot work (model, loss, preset, split, regime).
     """
-    if cfg.model not in model_names():
-        raise SettingsError(f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
+    cfg.check()
     fractions = parse_split(cfg.split)
     augment = build_augment(cfg.aug)
     ddp = setup_distributed()

@@ -24,6 +24,9 @@ import numpy as np
 Side = Literal["obverse", "reverse"]
 SIDES: tuple[Side, ...] = ("obverse", "reverse")
 Metal = Literal["silver", "billon", "bronze"]
+Crown = Literal["laurel", "radiate", "diadem"]
+_METALS: tuple[Metal, ...] = ("silver", "billon", "bronze")
+_CROWNS: tuple[Crown, ...] = ("laurel", "radiate", "diadem")
 Figure = Literal["standing", "eagle", "altar", "standards"]
 
 _COIN_ID = re.compile(r"^SIM-(\d{4,})$")
@@ -83,7 +86,7 @@ class Ruler:
     legend: str
     metal: Metal
     portrait: dict[str, float]
-    crown: Literal["laurel", "radiate", "diadem"]
+    crown: Crown
 
 
 @dataclass(frozen=True)
@@ -252,9 +255,9 @@ class CoinCatalog:
             "beard": float(rng.random() < 0.5),
             "brow": rng.uniform(-0.03, 0.03),
         }
-        metal: Metal = ("silver", "billon", "bronze")[int(rng.integers(0, 3))]
-        crown = ("laurel", "radiate", "diadem")[int(rng.integers(0, 3))]
-        return Ruler(i, name.title(), f"{title} {name} {suffix}", metal, portrait, crown)  # type: ignore[arg-type]
+        metal = _METALS[int(rng.integers(0, 3))]
+        crown = _CROWNS[int(rng.integers(0, 3))]
+        return Ruler(i, name.title(), f"{title} {name} {suffix}", metal, portrait, crown)
 
     def _make_type(self, t: int) -> CoinType:
         rng = stable_rng(self.seed, "type", t)

@@ -29,6 +29,7 @@ EXTENT = 1.25  # half-width of the surface grid, in flan radii (room for a wide,
 RELIEF = 0.035  # highest design relief in flan radii (0.35 mm on a 20 mm coin)
 FLAN_DOME = 0.012  # flans are slightly convex
 BEVEL = 0.05  # width of the rounded rim, flan radii
+FLAN_LIMIT = 1.2  # no flan reaches further from its centre (the renderer crops to this)
 _CACHE_BYTES = 384 * 2**20
 
 
@@ -178,7 +179,7 @@ def _build_surface(catalog: CoinCatalog, coin: Coin, side: Side, size: int) -> S
         ramp = np.clip(0.5 + 0.6 * (x * math.cos(wd) - y * math.sin(wd)), 0, 1)
         design *= (1 - weak * ramp).astype(np.float32)
     # flan: irregular outline, antialiased, rounded rim, slightly domed field
-    outline = flan_radius_map(coin, side, theta)
+    outline = np.minimum(flan_radius_map(coin, side, theta), FLAN_LIMIT - 0.02)
     alpha = np.clip((outline - rho) * px + 0.5, 0, 1).astype(np.float32)
     inside = (alpha > 0.5).astype(np.uint8) * 255
     bevel_px = px * BEVEL * (1 + coin.wear)
@@ -186,11 +187,13 @@ def _build_surface(catalog: CoinCatalog, coin: Coin, side: Side, size: int) -> S
     base = FLAN_DOME * (1 - np.minimum(rho, 1.2) ** 2) + 0.02 * rim - 0.02
     # wear flattens the high relief first, then softens everything
     cap = 1.0 - 0.7 * coin.wear
-    worn: np.ndarray = np.where(design > cap, cap + 0.25 * (design - cap), design).astype(np.float32)
+    worn: np.ndarray = np.where(design > cap, cap + 0.25 * (design - cap), design).astype(
+        np.float32
+    )
     worn = cv2.GaussianBlur(worn, (0, 0), max(0.3, px * 0.012 * coin.wear))
     height = (base + RELIEF * worn * rim).astype(np.float32)
     polish = np.clip((design - cap) / max(1e-3, 1 - cap), 0, 1) * rim  # rubbed-bright high points
-    marks, ident = _damage(coin, side, size, px, height)
+    marks, ident = _damage(coin, side, size, px)
     height -= marks
     rng = stable_rng("texture", coin.texture_seed, side)
     height += _pits(coin, rng, size, px)
@@ -213,9 +216,7 @@ def _build_surface(catalog: CoinCatalog, coin: Coin, side: Side, size: int) -> S
     )
 
 
-def _damage(
-    coin: Coin, side: Side, size: int, px: float, height: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _damage(coin: Coin, side: Side, size: int, px: float) -> tuple[np.ndarray, np.ndarray]:
     """Depth of scratches and nicks (to subtract) and their identity mask."""
     depth = np.zeros((size, size), np.float32)
     ident = np.zeros((size, size), np.float32)

@@ -1,0 +1,373 @@
+"""Hierarchical ruler → type classification, cross-validated as the landmarks paper does.
+
+Two classifiers share a backbone architecture: one reads the ruler from the obverse (the
+portrait), one the type from the reverse. A coin's type is argmax over types r of
+p(ruler(r) | obverse) · p(r | reverse): the obverse settles which ruler's types are possible,
+which matters where the reverses of two rulers' types look alike.
+
+Evaluation: k-fold cross-validation over coins (never images: both sides and every photo of a
+coin stay in one fold), stratified by type so each fold holds every type in proportion; the
+accuracy is the mean of the row-normalised confusion matrix's diagonal (balanced accuracy),
+reported for reverse-only (type), obverse-only (ruler) and the hierarchy (type).
+
+The data seam is `LabelledImage`: in-memory (image, ruler, type, side, coin_id) records, read
+from datasets by `load_labelled_images` or made by a caller (tests, the twin benchmark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import StratifiedKFold
+from torch import Tensor, nn
+
+from training.augment import build_augment, normalize
+from training.cache import Preprocess, default_cache_dir
+from training.data import load_images, read_dataset
+from training.errors import DataError, SettingsError
+from training.models.embedding import build_model
+
+# (train images, train labels, number of classes, test images) → test class probabilities
+Predictor = Callable[[list[np.ndarray], list[int], int, list[np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One photo of one coin side with its coin's labels: what classification reads."""
+
+    image: np.ndarray  # H×W×3 uint8, the coin centred and filling the square
+    ruler: str
+    type: str
+    side: str  # obverse | reverse
+    coin_id: str
+
+
+@dataclass(frozen=True)
+class CoinSamples:
+    """One coin's labels and the positions of its obverse and reverse images."""
+
+    coin_id: str
+    ruler: str
+    type: str
+    obverse: tuple[int, ...]
+    reverse: tuple[int, ...]
+
+
+def load_labelled_images(
+    datasets: Sequence[Path],
+    image_size: int,
+    *,
+    cache_dir: Path | None = None,
+    per_side: int = 4,
+) -> list[LabelledImage]:
+    """Cropped images with ruler and type from coins.jsonl; at most `per_side` per coin side.
+
+    Raises:
+        DataError: a dataset is unreadable or no coin has both a ruler and a type.
+    """
+    records, labels = [], {}
+    for root in datasets:
+        dataset = read_dataset(root)
+        for coin_id, row in dataset.coins.items():
+            if row.get("ruler") and row.get("type"):
+                labels[coin_id] = (str(row["ruler"]), str(row["type"]))
+        taken: dict[str, int] = {}
+        # the catalog image first: it is the one view every coin of a catalog has
+        for r in sorted(dataset.records, key=lambda r: (r.role != "catalog", r.shot)):
+            if r.coin_id in labels and taken.get(r.view, 0) < per_side:
+                taken[r.view] = taken.get(r.view, 0) + 1
+                records.append(r)
+    if not records:
+        raise DataError("no coin has both a ruler and a type in coins.jsonl")
+    bank, _ = load_images(
+        records, Preprocess(image_size=image_size), cache_dir or default_cache_dir()
+    )
+    return [
+        LabelledImage(np.asarray(bank.pixels([i])[0]), *labels[r.coin_id], r.side, r.coin_id)
+        for i, r in enumerate(bank.records)
+    ]
+
+
+def group_coins(images: Sequence[LabelledImage]) -> list[CoinSamples]:
+    """Coins that have both sides, sorted by id.
+
+    Raises:
+        DataError: one coin with two rulers or types, or one type under two rulers.
+    """
+    by_coin: dict[str, list[int]] = {}
+    for i, item in enumerate(images):
+        by_coin.setdefault(item.coin_id, []).append(i)
+    ruler_of: dict[str, str] = {}
+    coins = []
+    for coin_id in sorted(by_coin):
+        mine = [images[i] for i in by_coin[coin_id]]
+        if len({(m.ruler, m.type) for m in mine}) != 1:
+            raise DataError(f"coin {coin_id} has images with different ruler or type labels")
+        ruler, ctype = mine[0].ruler, mine[0].type
+        if ruler_of.setdefault(ctype, ruler) != ruler:
+            raise DataError(f"type {ctype!r} belongs to two rulers: {ruler_of[ctype]!r}, {ruler!r}")
+        obverse = tuple(i for i in by_coin[coin_id] if images[i].side == "obverse")
+        reverse = tuple(i for i in by_coin[coin_id] if images[i].side == "reverse")
+        if obverse and reverse:
+            coins.append(CoinSamples(coin_id, ruler, ctype, obverse, reverse))
+    return coins
+
+
+def class_balanced_folds(
+    labels: Sequence[str], folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) positions of `folds` stratified folds: each class spread evenly, disjoint tests."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(labels)), np.asarray(labels)))
+
+
+def balanced_accuracy(confusion: np.ndarray) -> float:
+    """Mean over classes that occur (rows with any sample) of the row-normalised diagonal."""
+    totals = confusion.sum(axis=1)
+    present = totals > 0
+    return float((np.diag(confusion)[present] / totals[present]).mean()) if present.any() else 0.0
+
+
+def hierarchy_predict(
+    p_ruler: np.ndarray, p_type: np.ndarray, ruler_of_type: Sequence[int]
+) -> np.ndarray:
+    """The type r maximising p(ruler(r) | obverse) · p(r | reverse), one per row."""
+    joint = p_ruler[:, np.asarray(ruler_of_type)] * p_type
+    return joint.argmax(axis=1)
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """How each backbone + linear-head classifier is trained."""
+
+    model: str = "resnet-tiny"
+    image_size: int = 64
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    aug: str = "tuned"
+    seed: int = 0
+
+
+class Classifier(nn.Module):
+    """A named backbone (build_model's features, before any embedding Linear) + a linear head."""
+
+    def __init__(self, model: str, image_size: int, classes: int) -> None:
+        super().__init__()
+        # the embedding model's own feature path: pooled, or the 1×1-reduced grid flattened
+        self.body = build_model(model, image_size=image_size, embedding_dim=8)
+        grid = self.body.grid_size
+        width = self.body.backbone.out_channels if grid is None else self.body.fc.in_features
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """ImageNet-normalised B×3×H×W → B×classes logits."""
+        feats = self.body.spatial_features(x)
+        vec = self.body.backbone.pool(feats) if self.body.grid_size is None else feats.flatten(1)
+        return self.head(vec)
+
+
+def _as_batch(images: Sequence[np.ndarray]) -> Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def train_classifier(
+    images: Sequence[np.ndarray], labels: Sequence[int], classes: int, settings: ClassifierSettings
+) -> Classifier:
+    """Train a classifier with cross-entropy (AdamW, cosine decay, batched augmentation)."""
+    torch.manual_seed(settings.seed)
+    model = Classifier(settings.model, settings.image_size, classes)
+    augment = build_augment(settings.aug)
+    x_all, y_all = _as_batch(images), torch.as_tensor(list(labels))
+    per_epoch = max(1, -(-len(images) // settings.batch_size))
+    steps = settings.epochs * per_epoch
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    generator = torch.Generator().manual_seed(settings.seed)
+    model.train()
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(images), settings.batch_size):
+            pick = order[start : start + settings.batch_size]
+            if len(pick) < 2:  # BatchNorm cannot train on one image
+                continue
+            loss = F.cross_entropy(model(normalize(augment(x_all[pick]))), y_all[pick])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, images: Sequence[np.ndarray], batch_size: int = 64
+) -> np.ndarray:
+    """Softmax class probabilities, N×classes."""
+    model.eval()
+    out = [
+        torch.softmax(model(normalize(_as_batch(images[i : i + batch_size]))), dim=1)
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out).numpy()
+
+
+def cnn_predictor(settings: ClassifierSettings) -> Predictor:
+    """A Predictor that trains a fresh backbone classifier on each call."""
+
+    def predict(
+        train: list[np.ndarray], labels: list[int], classes: int, test: list[np.ndarray]
+    ) -> np.ndarray:
+        return predict_proba(train_classifier(train, labels, classes, settings), test)
+
+    return predict
+
+
+@dataclass
+class _Tally:
+    """Confusion matrix summed over folds and each fold's own balanced accuracy."""
+
+    confusion: np.ndarray
+    per_fold: list[float] = field(default_factory=list)
+
+    def add(self, truth: np.ndarray, predicted: np.ndarray) -> None:
+        fold = np.zeros_like(self.confusion)
+        np.add.at(fold, (truth, predicted), 1)
+        self.confusion += fold
+        self.per_fold.append(balanced_accuracy(fold))
+
+    def summary(self, labels: list[str]) -> dict[str, Any]:
+        return {
+            "balanced_accuracy": balanced_accuracy(self.confusion),
+            "fold_std": float(np.std(self.per_fold)),
+            "per_fold": self.per_fold,
+            "labels": labels,
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def cross_validate(
+    images: Sequence[LabelledImage],
+    predictor: Predictor,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    warn: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Reverse-only, obverse-only and hierarchy balanced accuracy over class-balanced coin folds.
+
+    Types with fewer coins than folds cannot be in every fold's test set, so they are left out
+    (named through `warn` and in the result's "dropped_types").
+
+    Raises:
+        SettingsError: fewer than two folds, or fewer than two types with enough coins.
+    """
+    if folds < 2:
+        raise SettingsError(f"cross-validation needs at least 2 folds, got {folds}")
+    coins = group_coins(images)
+    counts: dict[str, int] = {}
+    for c in coins:
+        counts[c.type] = counts.get(c.type, 0) + 1
+    dropped = sorted(t for t, n in counts.items() if n < folds)
+    if dropped:
+        warn(f"left out {len(dropped)} type(s) with fewer than {folds} coins: {', '.join(dropped)}")
+    coins = [c for c in coins if c.type not in dropped]
+    types = sorted({c.type for c in coins})
+    if len(types) < 2:
+        raise SettingsError(
+            f"need at least 2 types with >= {folds} coins each (both sides imaged); "
+            f"found {len(types)}"
+        )
+    rulers = sorted({c.ruler for c in coins})
+    type_index = {t: i for i, t in enumerate(types)}
+    ruler_index = {r: i for i, r in enumerate(rulers)}
+    ruler_of_type = [ruler_index[next(c.ruler for c in coins if c.type == t)] for t in types]
+    tallies = {
+        "reverse_only": _Tally(np.zeros((len(types), len(types)), np.int64)),
+        "obverse_only": _Tally(np.zeros((len(rulers), len(rulers)), np.int64)),
+        "hierarchy": _Tally(np.zeros((len(types), len(types)), np.int64)),
+    }
+    for train_pos, test_pos in class_balanced_folds([c.type for c in coins], folds, seed):
+        train = [coins[i] for i in train_pos]
+        test = [coins[i] for i in test_pos]
+        obv = [i for c in train for i in c.obverse]
+        rev = [i for c in train for i in c.reverse]
+        # each test coin gives pairs (k-th obverse, k-th reverse): one prediction per pair
+        pairs = [(c, o, r) for c in test for o, r in zip(c.obverse, c.reverse, strict=False)]
+        p_ruler = predictor(
+            [images[i].image for i in obv],
+            [ruler_index[images[i].ruler] for i in obv],
+            len(rulers),
+            [images[o].image for _, o, _ in pairs],
+        )
+        p_type = predictor(
+            [images[i].image for i in rev],
+            [type_index[images[i].type] for i in rev],
+            len(types),
+            [images[r].image for _, _, r in pairs],
+        )
+        true_type = np.array([type_index[c.type] for c, _, _ in pairs])
+        true_ruler = np.array([ruler_index[c.ruler] for c, _, _ in pairs])
+        tallies["reverse_only"].add(true_type, p_type.argmax(1))
+        tallies["obverse_only"].add(true_ruler, p_ruler.argmax(1))
+        tallies["hierarchy"].add(true_type, hierarchy_predict(p_ruler, p_type, ruler_of_type))
+    return {
+        "folds": folds,
+        "coins": len(coins),
+        "types": len(types),
+        "rulers": len(rulers),
+        "dropped_types": dropped,
+        "reverse_only": tallies["reverse_only"].summary(types),
+        "obverse_only": tallies["obverse_only"].summary(rulers),
+        "hierarchy": tallies["hierarchy"].summary(types),
+    }
+
+
+def run_hierarchy_cv(
+    images: Sequence[LabelledImage],
+    settings: ClassifierSettings | None = None,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    warn: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Cross-validate backbone classifiers: reverse-only, obverse-only and the hierarchy."""
+    settings = settings or ClassifierSettings()
+    size = settings.image_size
+    if any(item.image.shape[:2] != (size, size) for item in images):
+        raise SettingsError(f"every image must be {size}×{size} (the classifier's image_size)")
+    result = cross_validate(images, cnn_predictor(settings), folds=folds, seed=seed, warn=warn)
+    return {"method": f"cnn:{settings.model}", "settings": asdict(settings), **result}
+
+
+def write_confusion_png(path: Path, summary: dict[str, Any], title: str) -> None:
+    """Row-normalised confusion matrix as a PNG heat map with class names."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    confusion = np.asarray(summary["confusion"], float)
+    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    labels = [str(label)[:24] for label in summary["labels"]]
+    side = 2.5 + 0.45 * len(labels)
+    figure = Figure(figsize=(side + 1, side))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    shown = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: balanced accuracy {100 * summary['balanced_accuracy']:.1f}%")
+    figure.colorbar(shown, ax=ax, fraction=0.046)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(str(path), dpi=110)
