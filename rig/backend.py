@@ -67,7 +67,14 @@ def build_devices(config: RigConfig, backend: Any = None) -> Rig:
             raise ConfigError("camera driver `sim` needs the simulation backend")
         from rig.sim.camera import SimCamera
 
-        camera = SimCamera(cam, backend.world, backend.catalog, backend.clock)
+        assert config.simulation is not None  # a backend only runs with a simulation section
+        camera = SimCamera(
+            cam,
+            backend.world,
+            backend.catalog,
+            backend.clock,
+            coin_diameter_mm=config.simulation.coin_diameter_mm,
+        )
     else:  # pragma: no cover
         raise ConfigError(f"unsupported camera driver {cam!r}")
 

@@ -68,10 +68,13 @@ def config_schema() -> None:
 def _mount_commands() -> None:
     # The CLI is the composition root: it may reach up into capture for `rig capture`, the one
     # import exempted from the layer contract in pyproject.toml.
-    from rig.cli_devices import devices, probe
+    from rig.cli_devices import devices, probe, serve
+    from rig.sim.cli import sim_app
 
     app.command("probe")(probe)
     app.command("devices")(devices)
+    sim_app.command("serve")(serve)
+    app.add_typer(sim_app, name="sim", help="Emulators and the digital twin.")
 
     from capture.cli import register as register_capture
 

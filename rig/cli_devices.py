@@ -34,7 +34,8 @@ def probe(
         rig_config = load_config(config)
         table = Table(title=f"rig {rig_config.name!r} ({config})")
         for column in ("device", "driver", "model", "serial", "firmware", "endpoint", "state"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
+        details: list[str] = []
         with open_rig(rig_config, faults=faults) as rig:
             named = [
                 ("turntable", rig.turntable),
@@ -46,7 +47,6 @@ def probe(
             for name, device in named:
                 ident = device.identity()
                 state = device.status()
-                detail = ", ".join(f"{k}={v}" for k, v in state.details.items())
                 table.add_row(
                     name,
                     ident.driver,
@@ -54,9 +54,14 @@ def probe(
                     ident.serial,
                     ident.firmware,
                     ident.endpoint,
-                    f"{state.state}" + (f" ({detail})" if detail else ""),
+                    state.state,
                 )
+                if state.details:
+                    pairs = ", ".join(f"{k}={v}" for k, v in state.details.items())
+                    details.append(f"[bold]{name}[/bold]: {pairs}")
     console.print(table)
+    for line in details:
+        console.print(line, highlight=False)
 
 
 def devices(

@@ -34,9 +34,10 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 @contextmanager
 def expected_errors(*extra: type[BaseException]) -> Iterator[None]:
     """Turn expected failures into one stderr line and exit 2 (re-raise with --debug)."""
+    handled: tuple[type[BaseException], ...] = (RigError, UserError, *extra)
     try:
         yield
-    except (RigError, UserError, *extra) as exc:
+    except handled as exc:
         if settings.debug:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

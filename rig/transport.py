@@ -12,8 +12,8 @@ import queue
 import threading
 import time
 
-import serial  # type: ignore[import-untyped]
-from serial.tools import list_ports  # type: ignore[import-untyped]
+import serial
+from serial.tools import list_ports
 
 from rig.errors import DeviceTimeout, NotConnected, TransportError
 

@@ -92,8 +92,8 @@ def _coin(x: float, y: float, r: float, shape: tuple[int, ...], method: str) -> 
     box = (
         max(0, int(x - r)),
         max(0, int(y - r)),
-        min(w, int(math.ceil(x + r))),
-        min(h, int(math.ceil(y + r))),
+        min(w, math.ceil(x + r)),
+        min(h, math.ceil(y + r)),
     )
     return Coin(float(x), float(y), float(r), box, method)
 

@@ -37,9 +37,9 @@ FORMAT = "coinrig-index"
 FORMAT_VERSION = 1
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
-# Below this many coins exact search is fast enough (about 10 ms for 100k×512 on one core) and
-# has no recall loss, so `auto` stays exact; above it `auto` switches to IVF.
-APPROXIMATE_FROM = 100_000
+# Below this many coins exact search is fast enough (about 10 ms for 50k×512 on one busy core,
+# benchmarks/search.py) and loses nothing, so `auto` stays exact; from here on it uses IVF.
+APPROXIMATE_FROM = 50_000
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
@@ -229,6 +229,12 @@ class CatalogIndex:
             self._faiss, self.settings = build_faiss(self.embeddings, self.kind)
         else:
             self._faiss.add(np.ascontiguousarray(embeddings))
+
+    def set_kind(self, kind: str) -> None:
+        """Rebuild the faiss structure as `kind` from the stored embeddings (no re-embedding)."""
+        resolve_kind(kind, 0)
+        self.kind = kind
+        self._faiss, self.settings = build_faiss(self.embeddings, kind)
 
     def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k hits for each query row, best first (fewer when the index is smaller than k).
