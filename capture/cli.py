@@ -1,9 +1,10 @@
-"""`rig capture` and `rig dataset ...`: thin commands over capture.session and capture.checks.
+"""`rig capture`, `rig simulate`, `rig dataset ...`: thin commands over capture's library.
 
 Examples:
     rig capture --coin SIM-0001 --slot 0 --plan configs/plans/quick.yaml --out data/demo
     rig capture --tray tray.csv --config configs/sim.yaml --out data/demo
     rig capture --coin SIM-0001 --dry-run
+    rig simulate --coins 3 --image-size 128 --out data/sim-demo   (see capture.simulate)
     rig dataset verify data/demo
     rig dataset summary data/demo
     rig dataset sheet data/demo --coin SIM-0001
@@ -32,6 +33,8 @@ from capture.plan import Plan, dry_run
 from capture.progress import make_progress
 from capture.session import SessionRunner, new_session_id
 from capture.sheet import write_contact_sheet
+from rig.calibration.flatfield import FlatFieldCorrector
+from rig.calibration.store import CalibrationUse, calibration_for_rig
 from rig.cli_support import EXIT_INTERRUPTED, UserError, expected_errors, fail
 from rig.config import RigConfig, load_config
 from rig.devices import Rig
@@ -42,7 +45,10 @@ EXIT_PAUSED = 3
 
 def register(app: typer.Typer) -> None:
     """Add `capture` and the `dataset` sub-app to the `rig` command."""
+    from capture.simulate import simulate  # imports this module: register it lazily
+
     app.command("capture")(capture)
+    app.command("simulate")(simulate)
     dataset_app = typer.Typer(no_args_is_help=True, help="Verify, summarise and view datasets.")
     dataset_app.command("verify")(dataset_verify)
     dataset_app.command("summary")(dataset_summary)
@@ -90,12 +96,15 @@ def capture(
     dry: bool = typer.Option(False, "--dry-run", help="List and check the shots; move nothing."),
     faults: str | None = typer.Option(None, "--faults", help="Emulator fault preset."),
     time_scale: float | None = typer.Option(None, "--time-scale", help="Sim clock scale."),
+    flatfield: bool = typer.Option(
+        False, "--flatfield", help="Flat-field and white-balance frames (rig calibrate flatfield)."
+    ),
 ) -> None:
     """Photograph coins following a plan; a rerun resumes where the last one stopped.
 
     Examples:
         rig capture --coin SIM-0001 --slot 0 --plan configs/plans/quick.yaml --out data/demo
-        rig capture --tray tray.csv --out data/demo
+        rig capture --tray tray.csv --out data/demo --flatfield
         rig capture --coin SIM-0001 --dry-run
     """
     with expected_errors(DatasetError):
@@ -118,7 +127,7 @@ def capture(
         if dry:
             return
     root = out if out is not None else config.storage.root
-    raise typer.Exit(_run_capture(config, plan, jobs, root, faults, time_scale))
+    raise typer.Exit(_run_capture(config, plan, jobs, root, faults, time_scale, flatfield))
 
 
 def _check_slots(config: RigConfig, jobs: list[CoinJob]) -> None:
@@ -154,51 +163,92 @@ def _run_capture(
     root: Path,
     faults: str | None,
     time_scale: float | None,
+    flatfield: bool = False,
 ) -> int:
     from rig.backend import open_rig  # imported here: `--dry-run` and `dataset` never need it
 
-    session_id = new_session_id()
-    progress = make_progress(len(jobs))
     with ExitStack() as stack:
         with expected_errors(DatasetError):
-            writer = stack.enter_context(
-                DatasetWriter(
-                    root,
-                    software=_software(),
-                    queue_size=config.storage.writer_queue,
-                    image_format=config.storage.image_format,
-                    png_compression=config.storage.png_compression,
-                )
-            )
+            writer = stack.enter_context(open_writer(root, config))
             rig = stack.enter_context(open_rig(config, faults=faults, time_scale=time_scale))
-            _check_twin_knows(rig, jobs)
-        log = JsonlLog(root / "sessions" / f"{session_id}.events.jsonl")
-        stack.callback(log.close)
-        stack.enter_context(progress)
+            check_twin_knows(rig, jobs)
+            calibration = calibration_for_rig(config, rig.camera.identity())
+            corrector = _flatfield_corrector(calibration) if flatfield else None
         _stage_twin(rig, jobs, plan)
-        runner = SessionRunner(
-            rig,
-            plan,
-            writer,
-            jobs,
-            config=config,
-            session_id=session_id,
-            prompt=_operator(rig),
-            listeners=[log, progress],
-            coin_info=lambda coin_id: _coin_info(rig, coin_id),
+        return run_session(
+            rig, writer, config, plan, jobs, calibration=calibration, flatfield=corrector
         )
-        try:
-            status = runner.run()
-        except KeyboardInterrupt:
-            progress.stop()
-            typer.echo(
-                f"interrupted: rig parked, session {session_id} paused; rerun to resume", err=True
+
+
+def _flatfield_corrector(calibration: CalibrationUse) -> FlatFieldCorrector:
+    """The flat field `--flatfield` asks for; refused (nothing moved) when there is none."""
+    stored = calibration.records.get("flatfield")
+    if stored is None:
+        raise UserError(
+            "--flatfield: this rig has no flat-field calibration; run `rig calibrate flatfield`"
+        )
+    return FlatFieldCorrector(stored)
+
+
+def open_writer(root: Path, config: RigConfig) -> DatasetWriter:
+    """A DatasetWriter for `root` with the rig config's storage settings (not yet opened)."""
+    return DatasetWriter(
+        root,
+        software=_software(),
+        queue_size=config.storage.writer_queue,
+        image_format=config.storage.image_format,
+        png_compression=config.storage.png_compression,
+    )
+
+
+def run_session(
+    rig: Rig,
+    writer: DatasetWriter,
+    config: RigConfig,
+    plan: Plan,
+    jobs: list[CoinJob],
+    *,
+    calibration: CalibrationUse | None = None,
+    flatfield: FlatFieldCorrector | None = None,
+) -> int:
+    """Run one session of `jobs` (the `rig capture --tray` path) with progress and a log.
+
+    The rig and the writer are open and the coins lie where the jobs say; returns the exit
+    code: 0 done, 3 paused, 130 interrupted, 1 failed (2 for a dataset that cannot be resumed).
+    """
+    session_id = new_session_id()
+    progress = make_progress(len(jobs))
+    log = JsonlLog(writer.root / "sessions" / f"{session_id}.events.jsonl")
+    try:
+        with progress:
+            runner = SessionRunner(
+                rig,
+                plan,
+                writer,
+                jobs,
+                config=config,
+                session_id=session_id,
+                prompt=_operator(rig),
+                listeners=[log, progress],
+                coin_info=lambda coin_id: _coin_info(rig, coin_id),
+                calibration=calibration,
+                flatfield=flatfield,
             )
-            return EXIT_INTERRUPTED
-        except Exception as exc:
-            progress.stop()
-            typer.echo(f"error: session {session_id} failed: {exc}", err=True)
-            return EXIT_FAILED if not isinstance(exc, DatasetError) else 2
+            try:
+                status = runner.run()
+            except KeyboardInterrupt:
+                progress.stop()
+                typer.echo(
+                    f"interrupted: rig parked, session {session_id} paused; rerun to resume",
+                    err=True,
+                )
+                return EXIT_INTERRUPTED
+            except Exception as exc:
+                progress.stop()
+                typer.echo(f"error: session {session_id} failed: {exc}", err=True)
+                return EXIT_FAILED if not isinstance(exc, DatasetError) else 2
+    finally:
+        log.close()
     if status.state is RunState.DONE:
         typer.echo(f"session {session_id} done: {status.taken} images, {status.skipped} skipped")
         return 0
@@ -268,8 +318,12 @@ def _coin_info(rig: Rig, coin_id: str) -> dict[str, Any]:
     return info
 
 
-def _check_twin_knows(rig: Rig, jobs: list[CoinJob]) -> None:
-    """In simulation, every coin must be one the twin can render (else refuse before moving)."""
+def check_twin_knows(rig: Rig, jobs: list[CoinJob]) -> None:
+    """In simulation, every coin must be one the twin can render (else refuse before moving).
+
+    Raises:
+        UserError: a coin the twin's catalog does not hold.
+    """
     catalog = rig.extras.get("catalog")
     lookup = getattr(catalog, "coin", None)
     if lookup is None:

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from capture.plan import Plan, ShotEvent, Side
 from rig.devices import Frame, Rig
-from rig.errors import DeviceAlarm, DeviceFault, RigError, TransportError
+from rig.errors import DeviceAlarm, DeviceFault, RigError, SafetyError, TransportError
 from rig.retry import with_retries
 
 T = TypeVar("T")
@@ -123,7 +123,28 @@ class CaptureEngine:
         self._current = _Current()
         if self.rig.arm is not None:
             self.rig.arm.home()
+        self._back_to_whole_turn()
         self.call(self.rig.turntable.home)
+
+    def _back_to_whole_turn(self) -> None:
+        """Turn back to the nearest whole turn of the current angle frame before homing.
+
+        A turntable without a homing switch declares its current angle zero in home(). Were it
+        left at 250° by the previous session (a paused coin, the last tray load), that session's
+        250° would become this one's 0°: angles of one dataset in two frames, a resumed coin
+        still on the table shot at the wrong orientation, and the twin's ground truth off by
+        250°. At a whole turn the new zero is the old one, modulo 360°. For drives that home
+        to a switch this is a short extra move (at most half a turn).
+        """
+        position = self.call(self.rig.turntable.position_deg)
+        whole = round(position / 360.0) * 360.0
+        if abs(position - whole) <= 1e-3:
+            return
+        try:
+            self.call(lambda: self.rig.turntable.move_to_deg(whole))
+        except SafetyError as exc:
+            # A whole turn outside the travel limits: home from here (the old behaviour).
+            log.warning("turntable: cannot return to %g deg before homing: %s", whole, exc)
 
     def load_coin(self, job: CoinJob, side: Side) -> None:
         """Put the coin on the turntable, `side` up: the arm from its slot, or the operator."""

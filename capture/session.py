@@ -53,6 +53,8 @@ from capture.events import (
     utc_now,
 )
 from capture.plan import Kinematics, Plan, ShotEvent, check_plan, estimate_duration_s, expand
+from rig.calibration.flatfield import FlatFieldCorrector
+from rig.calibration.store import CalibrationUse, calibration_for_rig
 from rig.config import RigConfig
 from rig.devices import Frame, Rig
 from rig.errors import ConfigError, RigError
@@ -90,6 +92,8 @@ class SessionRunner:
         coin_info: Callable[[str], dict[str, Any]] | None = None,
         sleep: Callable[[float], None] | None = None,
         backoff_s: float = 0.05,
+        calibration: CalibrationUse | None = None,
+        flatfield: FlatFieldCorrector | None = None,
     ) -> None:
         # Refuse bad ids and duplicates here, before anything can move or be written.
         for job in coins:
@@ -124,6 +128,10 @@ class SessionRunner:
         self._errors: list[str] = []
         self._on_turntable: str | None = None
         self._devices: list[dict[str, Any]] = []
+        # None: looked up from config.calibration when the session starts (if there is a config)
+        self.calibration = calibration
+        self.flatfield = flatfield
+        self._warnings: list[str] = []
 
     # ------------------------------------------------------------ public
     def add_listener(self, listener: Listener) -> None:
@@ -218,6 +226,7 @@ class SessionRunner:
                 self._devices.append(dataclasses.asdict(device.identity()))
             except Exception as exc:  # identity is informative only; never stop a capture for it
                 self._devices.append({"error": str(exc)})
+        self._check_calibration()
         total = len(self.events) * len(self.coins)
         to_take = sum(len(v) for v in self._todo.values())
         self._emitter.emit(SessionStarted(self.session_id, len(self.coins), total, to_take))
@@ -267,7 +276,8 @@ class SessionRunner:
             raise _Stop(FinishReason.DEVICE_FAILURE, error) from exc
         record = self._metadata(job, event, settings.turntable_deg, settings.tilt_deg, frame)
         record["lights"] = settings.lights
-        self.writer.submit(name, frame.image, record, frame.pixel_format)
+        image, record["flatfield"] = self._flat_fielded(frame, event.light)
+        self.writer.submit(name, image, record, frame.pixel_format)
         with self._lock:
             self._submitted[name] = (job.coin_id, event.index)
         self._emitter.emit(ShotDone(job.coin_id, event.index, name))
@@ -303,6 +313,31 @@ class SessionRunner:
         if frame.sim is not None:
             record["sim"] = frame.sim
         return record
+
+    def _check_calibration(self) -> None:
+        """Find the calibrations in use; missing or stale ones are warnings, never a stop."""
+        if self.calibration is None and self.config is not None:
+            try:
+                camera = self.rig.camera.identity()
+                self.calibration = calibration_for_rig(self.config, camera)
+            except Exception as exc:  # like identity: informative, never worth a failed capture
+                self._warnings.append(f"calibration not checked: {exc}")
+        if self.calibration is not None:
+            self._warnings.extend(self.calibration.warnings)
+
+    def _flat_fielded(self, frame: Frame, light: str) -> tuple[Any, dict[str, Any]]:
+        """The image to write and the metadata note saying whether it was flat-fielded."""
+        if self.flatfield is None:
+            return frame.image, {"applied": False, "calibration": None}
+        note: dict[str, Any] = {"applied": False, "calibration": self.flatfield.stored.name}
+        reason = self.flatfield.reason_not_applied(frame.image, light)
+        if reason is not None:
+            note["reason"] = reason
+            if reason not in self._warnings:
+                self._warnings.append(f"flat field not applied: {reason}")
+            return frame.image, note
+        note.update(applied=True, gamma=self.flatfield.result.gamma)
+        return self.flatfield.correct(frame.image, light), note
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -389,6 +424,8 @@ class SessionRunner:
                 else round(physical_now - physical_before, 3),
             },
             "on_turntable": self._on_turntable,
+            "calibration": self.calibration.summary() if self.calibration is not None else None,
+            "warnings": list(self._warnings),
             "errors": list(self._errors),
             "missing": missing,
         }

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rig.cli_support import expected_errors, fail, set_debug
+from training.data import load_images, read_datasets
 from training.errors import TrainingError
 from training.evaluate import (
     PROTOCOLS,
@@ -133,6 +134,8 @@ def train_command(
                 cache_dir=str(cache_dir) if cache_dir else None,
             )
         summary = train(cfg, resume=resume, show_progress=progress)
+    if summary["rank"] != 0:
+        return  # under torchrun only rank 0 reports
     best = summary["best_val_top1"]
     best_text = (
         "n/a (no validation coins)"
@@ -242,13 +245,16 @@ def benchmark_command(
 
 def _score(run: Path, data: list[Path], cache_dir: Path | None) -> dict[str, float]:
     """Augmented-catalog and capture top-1 of a run's best checkpoint on its test coins."""
-    from training.data import load_images, read_datasets
-
-    cfg, split, model = load_run(run)
-    bank, _ = load_images(read_datasets(data), cfg.preprocess(), cache_dir or cfg.cache_path())
-    test = sorted({r.coin_id for r in bank.records} - set(split["train"]) - set(split["val"]))
+    trained = load_run(run)
+    bank, _ = load_images(read_datasets(data), trained.preprocess, cache_dir or trained.cache_dir)
+    test = trained.held_out(bank)
+    model = trained.model
     capture, _, _, _ = run_protocol(model, bank, test, "catalog")
     return {
         "augmented_catalog_top1": augmented_catalog_top1(model, bank, test),
         "capture_top1": capture["top1"],
     }
+
+
+if __name__ == "__main__":
+    app()

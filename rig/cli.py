@@ -80,5 +80,9 @@ def _mount_commands() -> None:
 
     register_capture(app)
 
+    from rig.calibration.cli import register as register_calibrate
+
+    register_calibrate(app)
+
 
 _mount_commands()

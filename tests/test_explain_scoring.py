@@ -28,6 +28,15 @@ def test_pointing_game_hit_and_miss() -> None:
     assert pointing_game(HEAT, TRUTH, support) == 0.0
 
 
+def test_ties_are_not_broken_by_position() -> None:
+    truth = np.zeros((4, 4), np.float32)
+    truth[3, :] = 1.0  # the bottom row
+    flat = np.ones((4, 4), np.float32)
+    assert pointing_game(flat, truth) == pytest.approx(0.25)  # 4 of 16 tied maxima hit
+    # a quarter of a flat map, chosen among ties: not simply the top row
+    assert top_area(flat, 0.25).sum() == 4 and not top_area(flat, 0.25)[0].all()
+
+
 def test_top_area_and_precision() -> None:
     top = top_area(HEAT, 2 / 6)  # the two highest: 4.0 and 3.0
     assert top.tolist() == [[False, False, True], [False, False, True]]

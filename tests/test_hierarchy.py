@@ -47,13 +47,9 @@ def synthetic_coins(
                             p = (c + dx - half[0], c + dy - half[1])
                             q = (c + dx + half[0], c + dy + half[1])
                             cv2.rectangle(img, p, q, (240, 220, 160), -1)
-                        elif design == 0:
-                            cv2.circle(img, (c + dx, c + dy), 7, (240, 220, 160), -1)
                         else:
-                            cv2.rectangle(
-                                img, (c + dx - 6, c + dy - 6), (c + dx + 6, c + dy + 6),
-                                (240, 220, 160), -1,
-                            )  # fmt: skip
+                            colour = (240, 220, 160) if design == 0 else (40, 30, 20)
+                            cv2.circle(img, (c + dx, c + dy), 8, colour, -1)
                         noise = rng.normal(0, 12, img.shape)
                         img = np.clip(img + noise, 0, 255).astype(np.uint8)
                         out.append(
@@ -89,8 +85,8 @@ def test_folds_are_class_balanced_and_disjoint() -> None:
 
 
 def test_hierarchy_beats_reverse_only_on_synthetic_coins(tmp_path: Path) -> None:
-    images = synthetic_coins()
-    settings = ClassifierSettings(image_size=32, epochs=12, batch_size=16, lr=3e-3, aug="none")
+    images = synthetic_coins(per_side=1)
+    settings = ClassifierSettings(image_size=32, epochs=6, batch_size=16, lr=3e-3, aug="none")
     result = run_hierarchy_cv(images, settings, folds=3, seed=0)
     rev = result["reverse_only"]["balanced_accuracy"]
     obv = result["obverse_only"]["balanced_accuracy"]
@@ -99,8 +95,8 @@ def test_hierarchy_beats_reverse_only_on_synthetic_coins(tmp_path: Path) -> None
     assert rev <= 0.6  # the reverse cannot tell the rulers' types apart
     assert obv >= 0.9
     assert hier >= rev + 0.3
-    # every test pair counted exactly once over the folds: 24 coins × 2 pairs
-    assert np.sum(result["hierarchy"]["confusion"]) == 48
+    # every test coin counted exactly once over the folds
+    assert np.sum(result["hierarchy"]["confusion"]) == 24
     write_confusion_png(tmp_path / "h.png", result["hierarchy"], "hierarchy")
     assert (tmp_path / "h.png").stat().st_size > 1000
 

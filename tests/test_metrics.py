@@ -143,3 +143,14 @@ def test_triplet_loss_with_miner_runs_and_has_no_parameters() -> None:
     loss = loss_fn(emb, torch.tensor([0, 0, 0, 1, 1, 1]))
     loss.backward()
     assert float(loss.detach()) > 0 and list(loss_fn.parameters()) == []
+
+
+@pytest.mark.parametrize("name", ["arcface", "subcenter-arcface", "triplet"])
+def test_every_loss_builds_and_backpropagates(name: str) -> None:
+    loss_fn = build_loss(LossSettings(name=name), num_classes=3, embedding_dim=8)
+    emb = F.normalize(torch.randn(6, 8), dim=1).requires_grad_(True)
+    loss = loss_fn(emb, torch.tensor([0, 0, 1, 1, 2, 2]))
+    loss.backward()
+    assert emb.grad is not None and torch.isfinite(loss.detach())
+    if name != "triplet":
+        assert all(p.grad is not None for p in loss_fn.parameters())

@@ -20,6 +20,9 @@ import numpy as np
 WORK_SIDE_PX = 512
 # A blob this round or rounder (4πA/P², 1 = circle) is a coin; flan outlines are irregular.
 MIN_CIRCULARITY = 0.55
+# A single coin fills most of its enclosing circle (a worn or clipped flan still ~0.8); two
+# touching coins fill about half of theirs.
+MIN_FILL = 0.7
 # Blobs smaller than this fraction of the image are dust, scratches or noise.
 MIN_AREA_FRACTION = 0.002
 
@@ -63,23 +66,46 @@ def _foreground_mask(image: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _split_touching(contour: np.ndarray, shape: tuple[int, int], min_r: float) -> list[Circle]:
+    """Greedy inscribed circles of a blob: touching coins, one circle each, largest first.
+
+    The distance to the background peaks at each coin's centre with the coin's radius as value,
+    so taking the highest peak and blanking its disc, repeatedly, separates coins that touch.
+    """
+    mask = np.zeros(shape, np.uint8)
+    cv2.drawContours(mask, [contour], -1, 255, cv2.FILLED)
+    distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    circles: list[Circle] = []
+    while True:
+        _, r, _, (x, y) = cv2.minMaxLoc(distance)
+        if r < min_r:
+            return circles
+        circles.append(Circle(float(x), float(y), float(r), "split"))
+        cv2.circle(distance, (x, y), int(r * 1.1) + 1, 0, cv2.FILLED)
+
+
 def _round_blobs(mask: np.ndarray) -> list[tuple[float, Circle]]:
-    """Round enough, large enough outer contours of the mask, as (area, circle)."""
+    """Coin-like parts of the mask as (area, circle): round blobs, and touching coins split."""
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     min_area = MIN_AREA_FRACTION * mask.shape[0] * mask.shape[1]
+    min_r = math.sqrt(min_area / math.pi)
     blobs: list[tuple[float, Circle]] = []
     for contour in contours:
         area = cv2.contourArea(contour)
-        perimeter = cv2.arcLength(contour, True)
-        if area < min_area or perimeter == 0:
+        if area < min_area:
+            continue
+        (x, y), r = cv2.minEnclosingCircle(contour)
+        if area < MIN_FILL * math.pi * r * r:
+            # Far from filling its enclosing circle: several coins touching, or not a coin.
+            blobs += [
+                (math.pi * c.r**2, c) for c in _split_touching(contour, mask.shape[:2], min_r)
+            ]
             continue
         # The convex hull's perimeter ignores nicks in the flan edge that make a coin look ragged.
         hull = cv2.convexHull(contour)
         circularity = 4 * math.pi * cv2.contourArea(hull) / cv2.arcLength(hull, True) ** 2
-        if circularity < MIN_CIRCULARITY:
-            continue
-        (x, y), r = cv2.minEnclosingCircle(contour)
-        blobs.append((area, Circle(float(x), float(y), float(r), "contour")))
+        if circularity >= MIN_CIRCULARITY:
+            blobs.append((area, Circle(float(x), float(y), float(r), "contour")))
     return blobs
 
 

@@ -26,6 +26,10 @@ from training.search_errors import NoCoinFound
 # Circles are looked for on a copy whose longer side is this long: coins in phone photos of a
 # heap are then 20-50 px in radius, plenty for Hough, and the search takes ~0.1 s.
 WORK_SIDE_PX = 800
+# Coins smaller than this (radius, working pixels) are looked for again at a higher resolution
+# (a heap photographed from far away): Hough's edges get unreliable below ~15 px.
+SMALL_COIN_PX = 16
+MAX_WORK_SIDE_PX = 2400
 # Smallest and largest coin radius, as fractions of the shorter image side.
 MIN_RADIUS_FRACTION = 0.02
 MAX_RADIUS_FRACTION = 0.5
@@ -41,10 +45,19 @@ GLARE_LEVEL = 235
 MAX_GLARE_FRACTION = 0.6
 # The plain-backdrop fast path: border colour spread (std, 0-255 units) below this is "plain".
 PLAIN_BORDER_STD = 14.0
-MIN_CIRCULARITY = 0.6
+# A blob must differ from the backdrop by this much (mean colour distance, 0-255 units), or it
+# is a fold in the paper or a shadow that Otsu split off from an otherwise empty picture.
+MIN_BLOB_CONTRAST = 30.0
+# Share of a plain-backdrop blob that separate Hough circles must cover to make it a heap.
+GROUP_COVER = 0.3
+# Hull circularity (4πA/P²): a worn polygonal flan is above 0.9, a square (a pasted photo,
+# a label) 0.785.
+MIN_CIRCULARITY = 0.85
 MIN_AREA_FRACTION = 0.003
 # A picture at least this much wider than tall, showing two coins, is an obverse/reverse plate.
 PLATE_ASPECT = 1.5
+# ... and each coin's radius is at least this fraction of a half's shorter side.
+MIN_PLATE_COIN_FRACTION = 0.25
 CROP_MARGIN = 0.04
 
 
@@ -71,9 +84,9 @@ def _colour(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
-def _downscale(image: np.ndarray) -> tuple[np.ndarray, float]:
-    """A copy whose longer side is at most WORK_SIDE_PX, and the factor back to full size."""
-    scale = min(1.0, WORK_SIDE_PX / max(image.shape[:2]))
+def _downscale(image: np.ndarray, side: int = WORK_SIDE_PX) -> tuple[np.ndarray, float]:
+    """A copy whose longer side is at most `side`, and the factor back to full size."""
+    scale = min(1.0, side / max(image.shape[:2]))
     if scale == 1.0:
         return image, 1.0
     small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -123,6 +136,10 @@ def _plain_blobs(small: np.ndarray) -> list[tuple[float, float, float, float]] |
         area = cv2.contourArea(contour)
         if area < min_area:
             continue
+        inside = np.zeros(mask.shape, np.uint8)
+        cv2.drawContours(inside, [contour], -1, 255, -1)
+        if float(distance[inside > 0].mean()) < MIN_BLOB_CONTRAST:
+            continue
         hull = cv2.convexHull(contour)
         perimeter = cv2.arcLength(hull, True)
         # The hull ignores nicks in a flan's edge that would make a coin look ragged.
@@ -136,19 +153,19 @@ def _plain_blobs(small: np.ndarray) -> list[tuple[float, float, float, float]] |
 # -- general path: Hough circles and what coins on a table cannot be --------------------------
 
 
-def _hough(gray: np.ndarray) -> list[tuple[float, float, float]]:
+def _hough(gray: np.ndarray, min_fraction: float) -> list[tuple[float, float, float]]:
     side = min(gray.shape)
     found = cv2.HoughCircles(
         cv2.GaussianBlur(gray, (0, 0), 1.5),
         cv2.HOUGH_GRADIENT_ALT,
         dp=1.5,
-        minDist=side * MIN_RADIUS_FRACTION,
+        minDist=side * min_fraction,
         param1=HOUGH_CANNY_HIGH,
         param2=HOUGH_PERFECTNESS,
-        minRadius=max(4, int(side * MIN_RADIUS_FRACTION)),
+        minRadius=max(4, int(side * min_fraction)),
         maxRadius=int(side * MAX_RADIUS_FRACTION),
     )
-    return [] if found is None else [tuple(map(float, c)) for c in found[0]]
+    return [] if found is None else [(float(x), float(y), float(r)) for x, y, r in found[0]]
 
 
 def _visible_fraction(x: float, y: float, r: float, shape: tuple[int, ...]) -> float:
@@ -248,10 +265,12 @@ def _drop_overlapping(
     return [circles[i] for i in sorted(kept)]
 
 
-def _hough_coins(small: np.ndarray) -> list[tuple[float, float, float]]:
+def _hough_coins(
+    small: np.ndarray, min_fraction: float = MIN_RADIUS_FRACTION
+) -> list[tuple[float, float, float]]:
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     gx, gy = _gradients(gray)
-    refined = [_refine(gx, gy, c) for c in _hough(gray)]
+    refined = [_refine(gx, gy, c) for c in _hough(gray, min_fraction)]
     circles = [
         (x, y, r)
         for x, y, r, _ in refined
@@ -261,6 +280,20 @@ def _hough_coins(small: np.ndarray) -> list[tuple[float, float, float]]:
     circles = _drop_nested(circles)
     strength = list(_rim_strength(gx, gy, np.array(circles).reshape(-1, 3)))
     return _drop_overlapping(circles, strength)
+
+
+def _any_group(blobs: list[tuple[float, float, float, float]], small: np.ndarray) -> bool:
+    """Whether a plain-backdrop blob is a heap of touching coins rather than one coin.
+
+    Separate circles covering a good part of the blob mean a heap; a single coin's round die
+    details (a border of dots, a shield) are nested or small and cover little of it.
+    """
+    circles = _hough_coins(small, MIN_RADIUS_FRACTION / 2)  # heap coins can be small
+    for x, y, r, area in blobs:
+        inside = [c for c in circles if math.dist((x, y), c[:2]) < r and c[2] < 0.8 * r]
+        if len(inside) >= 2 and sum(math.pi * c[2] ** 2 for c in inside) > GROUP_COVER * area:
+            return True
+    return False
 
 
 # -- public API -------------------------------------------------------------------------------
@@ -279,14 +312,21 @@ def detect_coins(image: np.ndarray) -> list[Coin]:
     colour = _colour(image)
     small, factor = _downscale(colour)
     blobs = _plain_blobs(small)
-    if blobs is not None and 1 <= len(blobs) <= 2:
+    if blobs is not None and 1 <= len(blobs) <= 2 and not _any_group(blobs, small):
         coins = [
             _coin(x * factor, y * factor, r * factor, colour.shape, "plain") for x, y, r, _ in blobs
         ]
     else:
+        circles = _hough_coins(small)
+        median_r = float(np.median([c[2] for c in circles])) if circles else 0.0
+        if factor > 1 and median_r < SMALL_COIN_PX:
+            # Small or no coins at working size: look again with more pixels per coin.
+            side = WORK_SIDE_PX * SMALL_COIN_PX / max(median_r, SMALL_COIN_PX / 2)
+            small, factor = _downscale(colour, min(MAX_WORK_SIDE_PX, round(side)))
+            # Half the usual smallest radius: this pass exists for coins small in the frame.
+            circles = _hough_coins(small, MIN_RADIUS_FRACTION / 2)
         coins = [
-            _coin(x * factor, y * factor, r * factor, colour.shape, "hough")
-            for x, y, r in _hough_coins(small)
+            _coin(x * factor, y * factor, r * factor, colour.shape, "hough") for x, y, r in circles
         ]
     return _reading_order(coins)
 
@@ -320,15 +360,18 @@ def split_plate(
     right = [c for c in coins if c.x >= w / 2]
     if len(left) == 1 and len(right) == 1:
         return [(order[0], left[0]), (order[1], right[0])]
-    if coins:
+    big_enough = MIN_PLATE_COIN_FRACTION * min(h, w // 2)
+    if sum(c.r >= big_enough for c in coins) > 2:
         return None  # a wide photo of several coins, not a plate
-    # Nothing found on the whole picture (joined backdrops, odd flans): try each half alone.
+    # Halves photographed apart and joined (two backdrops), or a flan Hough missed: each half
+    # alone is a studio shot. Its coin must fill a fair part of the half to count.
     halves = []
     for side, x0 in zip(order, (0, w // 2), strict=True):
         found = detect_coins(image[:, x0 : x0 + w // 2])
-        if not found:
+        big = [c for c in found if c.r >= big_enough]
+        if not big:
             return None
-        c = max(found, key=lambda c: c.r)
+        c = max(big, key=lambda c: c.r)
         halves.append((side, _coin(c.x + x0, c.y, c.r, image.shape, c.method)))
     return halves
 

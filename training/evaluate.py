@@ -12,13 +12,17 @@ Protocols:
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from training.augment import build_augment, normalize
+from training.cache import Preprocess, default_cache_dir
 from training.checkpoint import load_checkpoint
 from training.data import ImageBank, Record, catalog_protocol, load_images, read_datasets, to_tensor
 from training.errors import DataError, SettingsError
@@ -32,27 +36,74 @@ from training.metrics import (
 )
 from training.models.embedding import EmbeddingModel
 from training.report import markdown_report, write_failures
-from training.train import TrainConfig, autocast, embed
 
 PROTOCOLS = ("catalog", "all")
 FAILURES_SHOWN = 8
 
 
-def load_run(
-    run: Path, checkpoint: str = "best"
-) -> tuple[TrainConfig, dict[str, list[str]], EmbeddingModel]:
-    """The run's config, split and model (from checkpoints/best, or another checkpoint folder).
+@dataclass(frozen=True)
+class TrainedRun:
+    """What evaluation needs from a run folder: data, preprocessing, coin split and model."""
+
+    data: list[Path]
+    preprocess: Preprocess
+    cache_dir: Path
+    split: dict[str, list[str]]
+    model: EmbeddingModel
+
+    def held_out(self, bank: ImageBank) -> list[str]:
+        """Coins in bank the run neither trained nor validated on."""
+        seen = set(self.split["train"]) | set(self.split["val"])
+        return sorted({r.coin_id for r in bank.records} - seen)
+
+
+def load_run(run: Path, checkpoint: str = "best") -> TrainedRun:
+    """Read RUN/config.json and RUN/split.json and load a checkpoint (default: the best).
 
     Raises:
-        DataError: the folder is not a finished or checkpointed run.
+        DataError: the folder is not a training run with that checkpoint.
     """
     folder = run / "checkpoints" / checkpoint
     if not (run / "config.json").exists() or not (folder / "model.json").exists():
         raise DataError(f"not a training run with a {checkpoint!r} checkpoint: {run}")
-    cfg = TrainConfig.from_json(json.loads((run / "config.json").read_text()))
-    split = json.loads((run / "split.json").read_text())
+    config = json.loads((run / "config.json").read_text())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return cfg, split, load_checkpoint(folder, device=device)
+    return TrainedRun(
+        data=[Path(d) for d in config["data"]],
+        preprocess=Preprocess(image_size=config["image_size"], derotate=config["derotate"]),
+        cache_dir=Path(config["cache_dir"]) if config.get("cache_dir") else default_cache_dir(),
+        split=json.loads((run / "split.json").read_text()),
+        model=load_checkpoint(folder, device=device),
+    )
+
+
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA (no loss scaling needed); full precision on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def embed(
+    model: nn.Module,
+    bank: ImageBank,
+    positions: list[int],
+    device: torch.device,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """L2-normalised embeddings (float32, on the CPU) of the bank images at positions."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(positions), batch_size):
+        x = normalize(to_tensor(bank.pixels(positions[start : start + batch_size]), device))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            out.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
 
 
 def _labels(records: list[Record]) -> dict[str, int]:
@@ -104,6 +155,7 @@ def augmented_catalog_top1(
     preset: str = "tuned",
     copies: int = 4,
     seed: int = 0,
+    batch_size: int = 64,
 ) -> float:
     """Top-1 when queries are augmented copies of each reference image (the poster's column)."""
     device = next(model.parameters()).device
@@ -113,14 +165,17 @@ def augmented_catalog_top1(
     g_emb = embed(model, bank, g_pos, device)
     augment = build_augment(preset)
     torch.manual_seed(seed)  # the same augmented queries for every model in a benchmark
+    was_training = model.training
     model.eval()
     hits = 0
-    pixels = to_tensor(bank.pixels(g_pos), device)
-    for _ in range(copies):
-        with autocast(device):
-            q_emb = model(normalize(augment(pixels))).float().cpu()
-        nearest = (q_emb @ g_emb.T).argmax(dim=1)
-        hits += int((nearest == torch.arange(len(g_pos))).sum())
+    for start in range(0, len(g_pos), batch_size):
+        pixels = to_tensor(bank.pixels(g_pos[start : start + batch_size]), device)
+        truth = torch.arange(start, start + len(pixels))
+        for _ in range(copies):
+            with autocast(device):
+                q_emb = model(normalize(augment(pixels))).float().cpu()
+            hits += int(((q_emb @ g_emb.T).argmax(dim=1) == truth).sum())
+    model.train(was_training)
     return hits / (copies * len(g_pos))
 
 
@@ -141,14 +196,13 @@ def evaluate_run(
     """
     if protocol not in PROTOCOLS:
         raise SettingsError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    cfg, split, model = load_run(run, checkpoint)
-    roots = data or [Path(d) for d in cfg.data]
-    records = read_datasets(roots)
+    trained = load_run(run, checkpoint)
+    model = trained.model
+    roots = data or trained.data
     bank, load = load_images(
-        records, cfg.preprocess(), cache_dir or cfg.cache_path(), strict=strict
+        read_datasets(roots), trained.preprocess, cache_dir or trained.cache_dir, strict=strict
     )
-    seen = set(split["train"]) | set(split["val"])
-    test_coins = sorted({r.coin_id for r in bank.records} - seen)
+    test_coins = trained.held_out(bank)
     metrics, result, q_pos, g_pos = run_protocol(model, bank, test_coins, protocol)
     queries = [bank.records[i] for i in q_pos]
     out = run / f"eval-{protocol}"
@@ -167,7 +221,7 @@ def evaluate_run(
         },
         "images_skipped": len(load.skipped),
     }
-    val_coins = sorted(set(split["val"]) & {r.coin_id for r in bank.records})
+    val_coins = sorted(set(trained.split["val"]) & {r.coin_id for r in bank.records})
     if val_coins:
         # Verification thresholds must be chosen on validation pairs, never on the test coins.
         _, val_result, _, _ = run_protocol(model, bank, val_coins, "catalog")
@@ -177,9 +231,16 @@ def evaluate_run(
     gallery = [bank.records[i] for i in g_pos]
     failures = []
     for q, wrong, right in worst_failures(result, FAILURES_SHOWN):
-        caption = f"{queries[q].file_name} → {gallery[wrong].view} (right: {gallery[right].view})"
+        query = queries[q]
         failures.append(
-            (*(bank.pixels([i])[0] for i in (q_pos[q], g_pos[wrong], g_pos[right])), caption)
+            (
+                (
+                    bank.pixels([q_pos[q]])[0],
+                    f"query {query.view}\n{query.light}, {query.turntable_deg:g}°",
+                ),
+                (bank.pixels([g_pos[wrong]])[0], f"wrong match\n{gallery[wrong].view}"),
+                (bank.pixels([g_pos[right]])[0], f"right match\n{gallery[right].view}"),
+            )
         )
     write_failures(failures, out / "failures.png")
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

@@ -205,7 +205,24 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             schedule.step()
+    _recalibrate_batchnorm(model, x_all, settings.batch_size)
     return model.eval()
+
+
+@torch.no_grad()
+def _recalibrate_batchnorm(model: nn.Module, images: Tensor, batch_size: int) -> None:
+    # Short CPU runs take tens of steps, too few for BatchNorm's running averages (momentum
+    # 0.1) to forget their initial 0/1; evaluation would then see mis-scaled features. One
+    # pass over the un-augmented training images with a cumulative average fixes that.
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for start in range(0, len(images), batch_size):
+        model(normalize(images[start : start + batch_size]))
+    for m in norms:
+        m.momentum = 0.1
 
 
 @torch.no_grad()

@@ -126,10 +126,11 @@ def build_faiss(
 
 def apply_settings(index: faiss.Index, settings: dict[str, Any]) -> None:
     """Restore query-time settings (nprobe, efSearch) that faiss files do not keep reliably."""
+    params = faiss.ParameterSpace()
     if settings.get("kind") == "ivf":
-        faiss.extract_index_ivf(index).nprobe = int(settings["nprobe"])
+        params.set_index_parameter(index, "nprobe", int(settings["nprobe"]))
     elif settings.get("kind") == "hnsw":
-        faiss.downcast_index(index).hnsw.efSearch = int(settings["ef_search"])
+        params.set_index_parameter(index, "efSearch", int(settings["ef_search"]))
 
 
 def search_faiss(
@@ -155,15 +156,11 @@ def search_faiss(
 
 
 def index_bytes(index: faiss.Index) -> int:
-    """Memory the index's vectors and structure take, computed from faiss's own arrays."""
-    index = faiss.downcast_index(index)
-    if isinstance(index, faiss.IndexFlat):
-        return int(index.ntotal * index.d * 4)
-    if isinstance(index, faiss.IndexHNSWFlat):
-        hnsw = index.hnsw
-        links = hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4
-        return int(index.ntotal * index.d * 4 + links)
-    # IVF lists are blocked and padded for fast scan: the serialised size is the honest figure.
+    """Memory the faiss structure takes (vectors or codes, graph links, centroids)."""
+    if isinstance(faiss.downcast_index(index), faiss.IndexFlat):
+        return int(index.ntotal * index.d * 4)  # exact: serialising would copy gigabytes
+    # IVF lists are blocked and padded for fast scan, HNSW has variable-length links: the
+    # serialised size is the honest figure.
     return int(faiss.serialize_index(index).nbytes)
 
 
@@ -184,8 +181,11 @@ class CatalogIndex:
         self.dim = dim
         self.model = dict(model)
         self.kind = kind
+        # asarray, not astype: a memory-mapped float32 file stays on disk until rows are read.
         self.embeddings = (
-            np.zeros((0, dim), np.float32) if embeddings is None else embeddings.astype(np.float32)
+            np.zeros((0, dim), np.float32)
+            if embeddings is None
+            else np.asarray(embeddings, dtype=np.float32)
         )
         self.items: list[dict[str, Any]] = [dict(item) for item in items]
         if len(self.items) != len(self.embeddings):
@@ -224,7 +224,9 @@ class CatalogIndex:
         self._ids.update(new_ids)
         wanted = resolve_kind(self.kind, len(self.items))
         # IVF centroids trained on a small catalog fit a grown one badly: retrain when it doubled.
-        stale_ivf = wanted == "ivf" and ivf_lists(len(self.items)) >= 2 * self.settings["nlist"]
+        stale_ivf = self.settings["kind"] == "ivf" and ivf_lists(len(self.items)) >= 2 * int(
+            self.settings["nlist"]
+        )
         if wanted != self.settings["kind"] or stale_ivf:
             self._faiss, self.settings = build_faiss(self.embeddings, self.kind)
         else:
@@ -311,7 +313,8 @@ class CatalogIndex:
             info = json.loads(info_path.read_text())
             if info.get("format") != FORMAT or info.get("version") != FORMAT_VERSION:
                 raise IndexStoreError(f"{info_path}: not a {FORMAT} v{FORMAT_VERSION} index")
-            embeddings = np.load(directory / EMBEDDINGS_FILE, allow_pickle=False)
+            # Memory-mapped: a million-coin catalog's 2 GB of vectors are only read for rescoring.
+            embeddings = np.load(directory / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False)
             lines = (directory / ITEMS_FILE).read_text().splitlines()
             items = [json.loads(line) for line in lines if line.strip()]
             stored = faiss.read_index(str(directory / FAISS_FILE))

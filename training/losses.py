@@ -57,8 +57,8 @@ def build_loss(settings: LossSettings, num_classes: int, embedding_dim: int) -> 
         )
     if settings.name == "subcenter-arcface":
         return losses.SubCenterArcFaceLoss(
-            num_classes,
-            embedding_dim,
+            num_classes=num_classes,
+            embedding_size=embedding_dim,
             margin=margin_deg,
             scale=settings.scale,
             sub_centers=settings.sub_centers,

@@ -86,11 +86,20 @@ def retrieval_metrics(
     return metrics, result
 
 
+def _natural(value: str) -> tuple[float, str]:
+    """Sort key: numbers by value (so 90° comes before 180°), then text."""
+    head = value.rstrip("°")
+    try:
+        return float(head), ""
+    except ValueError:
+        return float("inf"), value
+
+
 def breakdown(result: Retrieval, groups: Sequence[str]) -> dict[str, dict[str, float]]:
     """top-1, top-5 and query count per group value (light pattern, angle or side)."""
     out: dict[str, dict[str, float]] = {}
     values = np.asarray(groups)
-    for value in sorted(set(groups)):
+    for value in sorted(set(groups), key=_natural):
         chosen = values == value
         out[value] = {
             "top1": float(result.top1[chosen].mean()),

@@ -54,20 +54,18 @@ def write_curves(metrics_path: Path, png_path: Path) -> None:
 
 
 def write_failures(
-    rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, str]], png_path: Path
+    rows: Sequence[tuple[tuple[np.ndarray, str], tuple[np.ndarray, str], tuple[np.ndarray, str]]],
+    png_path: Path,
 ) -> None:
-    """A grid of (query, wrong match, right match) image triples with a caption per row."""
+    """A grid with one failure per row: query, wrong match, right match, each with a title."""
     if not rows:
         return
-    fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2.1 * len(rows)), squeeze=False)
-    for (query, wrong, right, caption), ax_row in zip(rows, axes, strict=True):
-        for ax, image, title in zip(
-            ax_row, (query, wrong, right), ("query", "wrong match", "right match"), strict=True
-        ):
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
+    for row, ax_row in zip(rows, axes, strict=True):
+        for ax, (image, title) in zip(ax_row, row, strict=True):
             ax.imshow(image)
-            ax.set_title(title, fontsize=8)
+            ax.set_title(title, fontsize=7)
             ax.axis("off")
-        ax_row[0].text(0, -0.15, caption, transform=ax_row[0].transAxes, fontsize=6, va="top")
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)

@@ -28,6 +28,8 @@ from training.search_errors import NoCoinFound, SearchError
 from training.verdict import NO_MATCH_TEXT, VERDICT_FILE, Verdict
 
 EMBED_BATCH = 32
+# Side of the query crop kept for contact sheets: the model-size crop is often only 64 px.
+PREVIEW_PX = 160
 
 
 @dataclass
@@ -169,7 +171,7 @@ class QueryResult:
     photo: str
     coin_number: int
     coin: Coin
-    crop: np.ndarray
+    crop: np.ndarray  # PREVIEW_PX square, for contact sheets
     candidates: list[Candidate]
 
     @property
@@ -238,8 +240,10 @@ class Searcher:
         crops = [crop(image, c, self.run_model.image_size) for c in coins]
         hits = self.index.search(embed_crops(self.run_model.model, crops), top)
         return [
-            QueryResult(name, n, coin, patch, [self.label(h) for h in found])
-            for n, (coin, patch, found) in enumerate(zip(coins, crops, hits, strict=True), 1)
+            QueryResult(
+                name, n, coin, crop(image, coin, PREVIEW_PX), [self.label(h) for h in found]
+            )
+            for n, (coin, found) in enumerate(zip(coins, hits, strict=True), 1)
         ]
 
     def search_photo(self, photo: Path, top: int = 5) -> list[QueryResult]:

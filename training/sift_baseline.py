@@ -53,7 +53,8 @@ def dense_sift(image: np.ndarray, step_px: int, patch_px: int) -> tuple[np.ndarr
         for y in np.arange(half, h - half + 1e-6, step_px)
         for x in np.arange(half, w - half + 1e-6, step_px)
     ]
-    kept, descriptors = cv2.SIFT_create().compute(gray, keypoints)
+    # OpenCV's type stubs leave out SIFT_create, which the module has (patent expired in 2020)
+    kept, descriptors = cv2.SIFT_create().compute(gray, keypoints)  # type: ignore[attr-defined]
     points = np.array([kp.pt for kp in kept], np.float32).reshape(-1, 2)
     if descriptors is None:
         descriptors = np.zeros((0, 128), np.float32)

@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,6 @@ from training.checkpoint import (
 from training.data import (
     REGIMES,
     BalancedSampler,
-    ImageBank,
-    catalog_protocol,
     load_images,
     parse_split,
     read_datasets,
@@ -56,8 +54,8 @@ from training.data import (
     training_records,
 )
 from training.errors import SettingsError
+from training.evaluate import autocast, run_protocol
 from training.losses import LOSSES, LossSettings, build_loss
-from training.metrics import retrieval_metrics
 from training.models.embedding import EmbeddingModel, build_model, model_names
 from training.report import write_curves
 
@@ -175,53 +173,6 @@ def setup_distributed() -> Distributed:
     return Distributed(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on CUDA (no loss scaling needed); full precision on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-@torch.no_grad()
-def embed(
-    model: nn.Module,
-    bank: ImageBank,
-    positions: list[int],
-    device: torch.device,
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """L2-normalised embeddings (float32, on the CPU) of the bank images at positions."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(positions), batch_size):
-        x = normalize(to_tensor(bank.pixels(positions[start : start + batch_size]), device))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            out.append(model(x).float().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def catalog_top1(
-    model: nn.Module, bank: ImageBank, coins: tuple[str, ...], device: torch.device
-) -> dict[str, float] | None:
-    """Catalog-protocol retrieval metrics on the given coins (None when there are none)."""
-    gallery, queries = catalog_protocol(bank.records, coins)
-    if not gallery or not queries:
-        return None
-    position = {id(r): i for i, r in enumerate(bank.records)}
-    views = sorted({r.view for r in gallery})
-    label = {v: i for i, v in enumerate(views)}
-    g = embed(model, bank, [position[id(r)] for r in gallery], device)
-    q = embed(model, bank, [position[id(r)] for r in queries], device)
-    metrics, _ = retrieval_metrics(
-        q, [label[r.view] for r in queries], g, [label[r.view] for r in gallery]
-    )
-    return metrics
-
-
 class Objective(nn.Module):
     """Model and loss in one module, so DDP averages the loss's class centres too."""
 
@@ -308,9 +259,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
     views = sorted({bank.records[i].view for i in train_pos})
     class_of = {v: i for i, v in enumerate(views)}
     labels = [class_of[bank.records[i].view] for i in train_pos]
-    sampler = BalancedSampler(
-        labels, cfg.batch_size, cfg.per_class, seed=cfg.seed + 1000 * ddp.rank
-    )
     steps_per_epoch = cfg.steps_per_epoch or max(
         1, math.ceil(len(train_pos) / (cfg.batch_size * ddp.world_size))
     )
@@ -352,6 +300,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
     checkpoints = run / "checkpoints"
     if resume and (checkpoints / "last").exists():
         state = _load_state(checkpoints / "last", model, loss_fn, opt)
+    # Seeds depend on rank (each GPU its own batches) and on the epoch a resumed run starts at
+    # (so it does not replay the first epochs' batches and augmentations).
+    stream = cfg.seed + 1000 * ddp.rank + 100_000 * state["epoch"]
+    torch.manual_seed(stream)
+    sampler = BalancedSampler(labels, cfg.batch_size, cfg.per_class, seed=stream)
     if ddp.is_main:
         checkpoints.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -365,6 +318,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
 
     step = state["step"]
     images_seen = 0
+    loop_started = time.perf_counter()
     with _progress(show_progress and ddp.is_main) as progress:
         for epoch in range(state["epoch"], cfg.epochs):
             task = progress.add_task(
@@ -393,7 +347,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
                 loss_sum += loss.detach()
                 if step % cfg.log_every == 0:
                     value = loss.item()  # a host-device sync point: only every log_every steps
-                    ips = images_seen / (time.perf_counter() - started)
+                    ips = images_seen / (time.perf_counter() - loop_started)
                     progress.update(task, loss=value, ips=ips)
                     log({"kind": "step", "step": step, "epoch": epoch + 1, "loss": value, "lr": lr})
                 progress.advance(task)
@@ -403,7 +357,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             progress.update(task, loss=train_loss, ips=ips_epoch)
             if not ddp.is_main:
                 continue
-            val = catalog_top1(model, bank, split.val, device)
+            val = run_protocol(model, bank, list(split.val), "catalog")[0] if split.val else None
             val_top1 = val["top1"] if val else None
             log(
                 {
@@ -442,6 +396,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
         "seconds": time.perf_counter() - started,
         "device": str(device),
         "world_size": ddp.world_size,
+        "rank": ddp.rank,
     }
     if ddp.is_main:
         (run / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -20,6 +20,7 @@ import numpy as np
 from training.search_errors import SearchError
 
 VERDICT_FILE = "verdict.json"
+ROC_FILE = "roc.png"
 MATCH_FAR = 1e-3
 POSSIBLE_FAR = 1e-2
 LABELS = ("match", "possible", "no match")
@@ -194,3 +195,13 @@ def plot_roc(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def write_verdict(
+    run_dir: Path, genuine: np.ndarray | list[float], impostor: np.ndarray | list[float]
+) -> Verdict:
+    """Calibrate on validation pairs and write RUN/verdict.json and RUN/roc.png (for evaluate)."""
+    verdict = calibrate_from_pairs(genuine, impostor)
+    verdict.save(run_dir)
+    plot_roc(genuine, impostor, verdict, Path(run_dir) / ROC_FILE)
+    return verdict

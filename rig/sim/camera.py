@@ -183,11 +183,19 @@ class SimCamera:
         )
         placement = snap.on_turntable
         angle = snap.turntable_deg + (placement.spin_deg if placement is not None else 0.0)
-        surface = None
-        if placement is not None:
-            grid = grid_size_for(width, optics)
-            surface = coin_surface(self.catalog, placement.coin_id, placement.side_up, grid)
-        radiance = radiance_view(surface, snap.lights, angle, width, height, optics)
+        if snap.target is not None:
+            # a calibration target hides the coin: same lights, optics and sensor as coin frames
+            from rig.sim.targets import target_radiance
+
+            radiance = target_radiance(
+                snap.target, snap.lights, snap.turntable_deg, width, height, optics
+            )
+        else:
+            surface = None
+            if placement is not None:
+                grid = grid_size_for(width, optics)
+                surface = coin_surface(self.catalog, placement.coin_id, placement.side_up, grid)
+            radiance = radiance_view(surface, snap.lights, angle, width, height, optics)
         sensor = Sensor(
             exposure_us=self._exposure_us,
             gain_db=self._gain_db,
@@ -205,6 +213,7 @@ class SimCamera:
             "turntable_deg": snap.turntable_deg,
             "lights": {name: light.intensity for name, light in snap.lights.items()},
             "tilt_deg": snap.tilt_deg,
+            "target": snap.target.kind if snap.target is not None else None,
         }
         return Frame(
             image=image,

@@ -43,6 +43,7 @@ class SerialEmulator:
         self._thread: threading.Thread | None = None
         self._write_lock = threading.Lock()
         self._pending_fault: FaultRule | None = None
+        self._late: list[threading.Timer] = []  # held-back replies, cancelled by stop()
         self.connected = True
         self.received: list[bytes] = []
 
@@ -63,6 +64,12 @@ class SerialEmulator:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
+        # A late reply still pending would outlive the emulator by up to late_reply_s: a thread
+        # left running after stop() (and a write to a closed pty). Nobody is listening now.
+        for timer in self._late:
+            timer.cancel()
+            timer.join(timeout=1.0)
+        self._late.clear()
         for fd in (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -93,6 +100,8 @@ class SerialEmulator:
                 timer = threading.Timer(self.late_reply_s, self._write, args=(data + b"\r\n",))
                 timer.daemon = True
                 timer.name = f"emu-{self.name}-late"
+                self._late = [t for t in self._late if t.is_alive()]
+                self._late.append(timer)
                 timer.start()
                 return
             if fault.kind == "disconnect":

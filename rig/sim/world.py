@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # targets.py renders through shading.py, which imports this module
+    from rig.sim.targets import TargetScene
 
 Side = Literal["obverse", "reverse"]
 
@@ -49,6 +52,7 @@ class WorldSnapshot:
     lights: dict[str, LightState]
     tilt_deg: float
     flip_chute: CoinPlacement | None
+    target: TargetScene | None = None  # a calibration target, seen instead of any coin
 
 
 @dataclass
@@ -61,6 +65,7 @@ class _State:
     lights: dict[str, LightState] = field(default_factory=dict)
     tilt_deg: float = 0.0
     flip_chute: CoinPlacement | None = None
+    target: TargetScene | None = None
 
 
 class World:
@@ -83,6 +88,7 @@ class World:
                 lights=dict(s.lights),
                 tilt_deg=s.tilt_deg,
                 flip_chute=s.flip_chute,
+                target=s.target,
             )
 
     # turntable and tilt
@@ -100,6 +106,11 @@ class World:
         """Put a coin directly on the turntable (operator placement), or clear it."""
         with self._lock:
             self._state.on_turntable = placement
+
+    def place_target(self, target: TargetScene | None) -> None:
+        """Put a calibration target in view (the operator's job), or take it away."""
+        with self._lock:
+            self._state.target = target
 
     # tray
     def load_tray(self, slots: dict[int, CoinPlacement]) -> None:

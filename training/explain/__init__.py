@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from training.augment import normalize
+from training.models.embedding import EmbeddingModel
 
 ScoreKind = Literal["probability", "similarity"]
 
@@ -54,3 +56,87 @@ def class_target(classifier: nn.Module, label: int) -> Target:
         return torch.softmax(classifier(normalize(x)), dim=1)[:, label]
 
     return Target(score, "probability")
+
+
+METHODS = ("match", "landmarks", "occlusion", "saliency")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One method's map on the query (and, for match, on the matched image) and its cost."""
+
+    method: str
+    heat: np.ndarray  # H×W over the query, higher = more discriminative
+    against_heat: np.ndarray | None  # H×W over the matched image (match maps only)
+    score: float  # the similarity the map explains (landmarks: of the kept image)
+    initial_score: float  # the similarity of the whole images
+    fraction_kept: float | None  # landmarks only
+    iterations: int  # network evaluations
+    seconds: float
+
+
+def to_tensor(image: np.ndarray) -> Tensor:
+    """H×W×3 uint8 → 1×3×H×W float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+
+
+def explain_match(
+    model: EmbeddingModel,
+    query: np.ndarray,
+    against: np.ndarray,
+    method: str,
+    *,
+    epsilon: float = 0.5,
+    window: int = 21,
+    stride: int | None = None,
+    superpixels: int | None = None,
+) -> Explanation:
+    """Explain why `model` matches two uint8 crops of its image size with one of METHODS.
+
+    `window` is the landmark window and the occlusion/saliency patch; `stride` the landmark
+    window stride (default window // 2; occlusion always uses the paper's stride 3);
+    `superpixels` switches landmarks to about that many SLIC regions instead of windows.
+
+    Raises:
+        ValueError: unknown method, or settings the images or model cannot take.
+    """
+    # submodules import Target from this package, so they are imported here, not at the top
+    from training.explain.attribution import occlusion_map, saliency_map
+    from training.explain.landmarks import (
+        SegmentRegions,
+        WindowRegions,
+        find_landmarks,
+        slic_labels,
+    )
+    from training.explain.match import match_map
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    q, a = to_tensor(query), to_tensor(against)
+    if method == "match":
+        m = match_map(model, q, a)
+        return Explanation(method, m.heat, m.heat, m.similarity, m.similarity, None, 1, m.seconds)
+    target = similarity_target(model, a)
+    if method == "landmarks":
+        h, w = query.shape[:2]
+        regions = (
+            SegmentRegions(slic_labels(query, superpixels))
+            if superpixels
+            else WindowRegions(h, w, window, stride or max(1, window // 2))
+        )
+        r = find_landmarks(target, q, regions, epsilon=epsilon)
+        return Explanation(
+            method, r.mask, None, r.score, r.initial_score, r.fraction_kept, r.iterations, r.seconds
+        )
+    run = occlusion_map if method == "occlusion" else saliency_map
+    result = run(target, q, patch=window)
+    return Explanation(
+        method,
+        result.heat,
+        None,
+        result.score,
+        result.score,
+        None,
+        result.evaluations,
+        result.seconds,
+    )

@@ -33,22 +33,30 @@ def _support(truth: np.ndarray, support: np.ndarray | None) -> np.ndarray:
 
 
 def pointing_game(heat: np.ndarray, truth: np.ndarray, support: np.ndarray | None = None) -> float:
-    """1.0 if the map's maximum within the support lies where truth >= 0.5, else 0.0."""
+    """1.0 if the map's maximum within the support lies where truth >= 0.5, else 0.0.
+
+    A plateau of tied maxima (a landmark mask keeps whole windows at 1.0) scores the share of
+    its pixels that hit: what pointing at one of them at random would score on average.
+    """
     where = _support(truth, support)
     masked = np.where(where, heat, -np.inf)
-    y, x = np.unravel_index(int(np.argmax(masked)), heat.shape)
-    return float(truth[y, x] >= HIT_LEVEL)
+    peak = masked == masked.max()
+    return float((truth[peak] >= HIT_LEVEL).mean())
 
 
 def top_area(heat: np.ndarray, fraction: float, support: np.ndarray | None = None) -> np.ndarray:
-    """Boolean mask of the highest-ranked `fraction` of the support's pixels (ties by position)."""
+    """Boolean mask of the highest-ranked `fraction` of the support's pixels.
+
+    Ties are broken by a fixed pseudo-random order, not by position: a flat plateau cut by
+    position would favour the top rows of the image.
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     where = _support(heat, support)
     flat = np.flatnonzero(where)
     keep = max(1, round(fraction * flat.size))
-    # a stable sort makes ties deterministic (a flat map keeps its first pixels)
-    order = flat[np.argsort(-heat.ravel()[flat], kind="stable")[:keep]]
+    shuffle = np.random.default_rng(0).random(flat.size)
+    order = flat[np.lexsort((shuffle, -heat.ravel()[flat]))[:keep]]
     chosen = np.zeros(heat.size, bool)
     chosen[order] = True
     return chosen.reshape(heat.shape)

@@ -1,0 +1,237 @@
+r"""Explanations measured on the digital twin, time per image, and ruler → type classification.
+
+The twin knows where each coin's identifying marks lie (`rig.sim.shading.identity_mask`), so
+each explanation method can be scored against ground truth on held-out coins (a catalog seed
+the model never saw): pointing game, the share of its top-ranked 10% of the coin on the marks,
+and the share of its mass on the marks, next to smooth random maps at the same scale.
+
+    .venv/bin/python benchmarks/explain.py --out runs/bench-explain            # trains a model
+    .venv/bin/python benchmarks/explain.py --run runs/trunc --coins 16         # a trained run
+    .venv/bin/python benchmarks/explain.py --classify --out runs/bench-classify
+
+Without --run it renders a twin dataset, trains `resnet-tiny-truncated` at 64 px (a grid-keeping
+model, so all four methods apply) with `training.train`, and explains that run. `--classify`
+runs the hierarchy cross-validation and the SIFT baseline on twin renders instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import cv2
+import numpy as np
+
+from rig.sim.coins import CoinCatalog, Side
+from rig.sim.shading import identity_mask, render_view
+from rig.sim.world import LightState
+from training.explain import METHODS, explain_match
+from training.explain.overlay import save_explanation
+from training.explain.scoring import random_baseline, score_map
+from training.hierarchy import ClassifierSettings, LabelledImage, run_hierarchy_cv
+from training.search import load_run_model
+from training.sift_baseline import run_sift_baseline_cv
+
+RENDER = 128  # the coin spans half the frame (20 mm in 40 mm), 64 px across
+PATTERNS = {
+    "raking_n": {"north": LightState(1.0, 90.0, 20.0, False)},
+    "raking_e": {"east": LightState(1.0, 0.0, 20.0, False)},
+    "top": {"top": LightState(0.8, 135.0, 60.0, False), "dome": LightState(0.2, None, None, True)},
+}
+MARGIN = 0.04  # training.cache.Preprocess's margin around the coin
+
+
+def crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Crop the centred coin (known position in a twin render) as training does, to size×size."""
+    half = RENDER / 4 * (1 + MARGIN)
+    lo, hi = round(RENDER / 2 - half), round(RENDER / 2 + half)
+    return cv2.resize(image[lo:hi, lo:hi], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def render(catalog: CoinCatalog, coin: str, side: Side, angle: float, light: str) -> np.ndarray:
+    """One rig-style capture of a coin side, RENDER px square."""
+    seed = int(
+        hashlib.blake2b(f"{coin}{side}{angle}{light}".encode(), digest_size=4).hexdigest(), 16
+    )
+    return render_view(catalog, coin, side, angle, PATTERNS[light], size=RENDER, seed_noise=seed)
+
+
+def write_twin_dataset(root: Path, catalog: CoinCatalog, angles: list[float]) -> Path:
+    """A coinrig dataset (format 1) of twin captures: every coin side × angle × light."""
+    root.mkdir(parents=True, exist_ok=True)
+    header = {"format": "coinrig-dataset", "version": 1, "created": "2026-01-01T00:00:00Z"}
+    (root / "dataset.json").write_text(json.dumps({**header, "software": "benchmarks/explain"}))
+    coins = [catalog.record(c) for c in catalog.coin_ids()]
+    (root / "coins.jsonl").write_text("".join(json.dumps(c) + "\n" for c in coins))
+    lines = []
+    for coin in catalog.coin_ids():
+        shot = 0
+        for side in ("obverse", "reverse"):
+            for angle in angles:
+                for light in PATTERNS:
+                    name = f"images/{coin}/{side}/{shot:04d}.png"
+                    (root / name).parent.mkdir(parents=True, exist_ok=True)
+                    rgb = render(catalog, coin, side, angle, light)
+                    cv2.imwrite(str(root / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    lines.append(
+                        {"file_name": name, "coin_id": coin, "side": side, "role": "capture",
+                         "light": light, "turntable_deg": angle, "shot": shot,
+                         "reference": angle == 0 and light == "top"}
+                    )  # fmt: skip
+                    shot += 1
+    (root / "metadata.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return root
+
+
+def train_demo_run(out: Path, epochs: int) -> Path:
+    """Train resnet-tiny-truncated at 64 px on 24 twin coins with the project's trainer."""
+    from training.train import TrainConfig, train
+
+    data = write_twin_dataset(
+        out / "twin-train", CoinCatalog(seed=0, coins=24), [0.0, 60.0, 120.0, 180.0, 240.0, 300.0]
+    )
+    cfg = TrainConfig(
+        data=[str(data)], out=str(out / "run"), model="resnet-tiny-truncated", image_size=64,
+        epochs=epochs, batch_size=32, aug="tuned", train_on="captures", split="0.9,0.1,0.0",
+        cache_dir=str(out / "cache"),
+    )  # fmt: skip
+    summary = train(cfg, show_progress=False)
+    print(f"trained {cfg.out}: {summary['epoch']} epochs in {summary['seconds']:.0f} s")
+    return out / "run"
+
+
+def explain_table(args: argparse.Namespace, run: Path) -> dict[str, Any]:
+    """Score every method's map against the identity mask on held-out twin coins."""
+    loaded = load_run_model(run)
+    model, size = loaded.model.cpu(), loaded.image_size
+    methods = [m for m in METHODS if m != "match" or model.keeps_grid]
+    held_out = CoinCatalog(seed=args.seed, coins=args.coins)
+    rng = np.random.default_rng(args.seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    support = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2) <= size / 2 / (1 + MARGIN)
+    rows: dict[str, list[Any]] = {m: [] for m in [*methods, "random"]}
+    for n, coin in enumerate(held_out.coin_ids()):
+        side: Side = "obverse" if n % 2 == 0 else "reverse"
+        angle = float(rng.uniform(0, 360))
+        query = crop(render(held_out, coin, side, angle, "raking_n"), size)
+        against = crop(render(held_out, coin, side, 0.0, "top"), size)
+        truth = crop(identity_mask(held_out, coin, side, angle, RENDER), size)
+        for method in methods:
+            result = explain_match(
+                model, query, against, method, epsilon=args.epsilon, window=args.window
+            )
+            scores = score_map(result.heat, truth, args.fraction, support)
+            rows[method].append((scores, result))
+            if n < args.overlays:
+                save_explanation(args.out / "overlays", f"{coin}-{method}", query, result.heat)
+        rows["random"].append(
+            (random_baseline(truth, args.fraction, support=support, scale_px=args.window), None)
+        )
+        if n < args.overlays:
+            save_explanation(args.out / "overlays", f"{coin}-truth", query, truth)
+    table = {}
+    for method, items in rows.items():
+        scores = [s for s, _ in items]
+        runs = [r for _, r in items if r is not None]
+        table[method] = {
+            "pointing": float(np.mean([s.pointing for s in scores])),
+            "top_precision": float(np.mean([s.precision for s in scores])),
+            "energy": float(np.mean([s.energy for s in scores])),
+            "seconds_per_image": float(np.mean([r.seconds for r in runs])) if runs else None,
+            "evaluations": float(np.mean([r.iterations for r in runs])) if runs else None,
+            "fraction_kept": (
+                float(np.mean([r.fraction_kept for r in runs])) if method == "landmarks" else None
+            ),
+        }
+    return {"run": str(run), "coins": args.coins, "window": args.window,
+            "epsilon": args.epsilon, "top_fraction": args.fraction, "methods": table}  # fmt: skip
+
+
+def print_explain(result: dict[str, Any]) -> None:
+    print(
+        f"\n{result['coins']} held-out twin coins, window/patch {result['window']} px, "
+        f"ε {result['epsilon']}, top {100 * result['top_fraction']:.0f}% of the coin"
+    )
+    print(
+        "| method | pointing game | top-area on marks | energy on marks | s/image | evaluations |"
+    )
+    print("|---|---|---|---|---|---|")
+    for method, row in result["methods"].items():
+        secs = "–" if row["seconds_per_image"] is None else f"{row['seconds_per_image']:.2f}"
+        evals = "–" if row["evaluations"] is None else f"{row['evaluations']:.0f}"
+        name = method
+        if row["fraction_kept"] is not None:
+            name += f" (kept {100 * row['fraction_kept']:.0f}%)"
+        print(
+            f"| {name} | {100 * row['pointing']:.0f}% | {100 * row['top_precision']:.1f}% | "
+            f"{100 * row['energy']:.1f}% | {secs} | {evals} |"
+        )
+
+
+def classify(args: argparse.Namespace) -> dict[str, Any]:
+    """Hierarchy CV and SIFT baseline on twin renders (2 angles × 2 lights per side)."""
+    catalog = CoinCatalog(seed=args.seed, rulers=3, types=6, coins=args.coins)
+    images = []
+    for coin in catalog.coin_ids():
+        rec = catalog.record(coin)
+        for side in ("obverse", "reverse"):
+            for angle, light in ((0.0, "top"), (137.0, "raking_n")):
+                pixels = crop(render(catalog, coin, side, angle, light), args.image_size)
+                images.append(LabelledImage(pixels, rec["ruler"], rec["type"], side, coin))
+    settings = ClassifierSettings(image_size=args.image_size, epochs=args.epochs)
+    out = {}
+    for name, run_cv in (
+        ("cnn", lambda: run_hierarchy_cv(images, settings, folds=args.folds, warn=print)),
+        ("sift", lambda: run_sift_baseline_cv(images, folds=args.folds)),
+    ):
+        start = time.perf_counter()
+        out[name] = {**run_cv(), "seconds": time.perf_counter() - start}
+    print(f"\n{args.folds}-fold CV, {out['cnn']['coins']} twin coins, {out['cnn']['types']} types")
+    print("| method | reverse only (type) | obverse only (ruler) | hierarchy (type) | s |")
+    print("|---|---|---|---|---|")
+    for r in out.values():
+        cells = [
+            f"{100 * r[k]['balanced_accuracy']:.1f}% ± {100 * r[k]['fold_std']:.1f}"
+            for k in ("reverse_only", "obverse_only", "hierarchy")
+        ]
+        print(f"| {r['method']} | {' | '.join(cells)} | {r['seconds']:.0f} |")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, help="a trained run (default: train one)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-explain"))
+    parser.add_argument("--coins", type=int, default=None, help="held-out / classified coins")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--window", type=int, default=11)
+    parser.add_argument("--epsilon", type=float, default=0.3)
+    parser.add_argument("--fraction", type=float, default=0.1, help="top-ranked share of the coin")
+    parser.add_argument("--overlays", type=int, default=4, help="coins whose overlays are saved")
+    parser.add_argument("--seed", type=int, default=7, help="held-out catalog seed")
+    parser.add_argument("--classify", action="store_true")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--image-size", type=int, default=64)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.classify:
+        args.coins = args.coins or 72
+        result = classify(args)
+        (args.out / "classify.json").write_text(json.dumps(result, indent=2))
+        return
+    args.coins = args.coins or 12
+    run = args.run or train_demo_run(args.out, args.epochs)
+    result = explain_table(args, run)
+    print_explain(result)
+    (args.out / "explain.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+r"""`pipeline explain` and `pipeline classify`: which regions drive a match; ruler → type.
+
+Examples:
+    pipeline explain --run runs/tiny --query phone.jpg --method landmarks --epsilon 0.5
+    pipeline explain --run runs/trunc --query phone.jpg --against catalog/SIM-0003/obverse.jpg \
+        --method match --out explained/
+    pipeline explain --run runs/tiny --query phone.jpg --method occlusion --window 11
+    pipeline classify --data datasets/sawhill --model resnet-tiny --image-size 64 --epochs 10 \
+        --folds 5 --baseline sift --out runs/classify
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rig.cli_support import expected_errors, fail
+from training.cache import Preprocess, default_cache_dir
+from training.coinfind import crop_coin, find_coin
+from training.data import load_images, read_datasets, reference_records
+from training.errors import TrainingError
+from training.explain import METHODS, Explanation, explain_match
+from training.explain.overlay import save_explanation
+from training.hierarchy import (
+    ClassifierSettings,
+    load_labelled_images,
+    run_hierarchy_cv,
+    write_confusion_png,
+)
+from training.imageio import load_rgb
+from training.search import embed_crops, load_run_model
+from training.sift_baseline import run_sift_baseline_cv
+
+# result key, table column: what each row of the paper's table measures
+ROWS = (
+    ("reverse_only", "reverse only (type)"),
+    ("obverse_only", "obverse only (ruler)"),
+    ("hierarchy", "hierarchy (type)"),
+)
+
+
+def _crop(path: Path, size: int) -> np.ndarray:
+    """The coin in a photo, cropped and resized exactly as training preprocesses it."""
+    image = load_rgb(path)
+    return crop_coin(image, find_coin(image), size, margin=Preprocess().margin)
+
+
+def _best_catalog_match(
+    run: Path, model: Any, query: np.ndarray, size: int
+) -> tuple[np.ndarray, str]:
+    """The reference image of the run's datasets closest to the query, and its view name."""
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise fail(f"{run} records no datasets to match against; give --against IMAGE")
+    data = [Path(d) for d in json.loads(config_path.read_text())["data"]]
+    refs = list(reference_records(read_datasets(data)).values())
+    bank, _ = load_images(refs, Preprocess(image_size=size), default_cache_dir())
+    if not len(bank):
+        raise fail(f"no readable reference images in {', '.join(map(str, data))}")
+    gallery = embed_crops(model, [bank.pixels([i])[0] for i in range(len(bank))])
+    best = int(np.argmax(gallery @ embed_crops(model, [query])[0]))
+    return np.asarray(bank.pixels([best])[0]), bank.records[best].view
+
+
+def _explain_command(
+    run: Path = typer.Option(..., "--run", help="Training run (or checkpoint folder)."),
+    query: Path = typer.Option(..., "--query", help="Photo of the coin to explain."),
+    against: Path | None = typer.Option(
+        None, "--against", help="Matched image (default: the closest reference of the run's data)."
+    ),
+    method: str = typer.Option("landmarks", help=f"{' | '.join(METHODS)}."),
+    epsilon: float = typer.Option(0.5, help="Landmarks: allowed similarity drop (0.1-1.0)."),
+    window: int = typer.Option(21, help="Landmark window / occlusion and saliency patch, px."),
+    stride: int | None = typer.Option(None, help="Landmark window stride (default window/2)."),
+    superpixels: int | None = typer.Option(
+        None, help="Landmarks on about this many SLIC superpixels instead of windows."
+    ),
+    checkpoint: str = typer.Option("best", help="Checkpoint folder under RUN/checkpoints."),
+    out: Path | None = typer.Option(None, "--out", help="Folder (default RUN/explain/QUERY)."),
+) -> None:
+    """Show which regions of a coin drive its match: overlay PNGs (red = more) and the map as .npy.
+
+    Example: pipeline explain --run runs/tiny --query phone.jpg --method landmarks --epsilon 0.5
+    """
+    with expected_errors(TrainingError, ValueError):
+        if method not in METHODS:
+            raise fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        if not 0 <= epsilon <= 2:
+            raise fail(f"--epsilon must be in [0, 2] (a cosine similarity drop), got {epsilon}")
+        if window < 1 or (stride is not None and stride < 1):
+            raise fail("--window and --stride must be positive pixel counts")
+        loaded = load_run_model(run, checkpoint)
+        size = loaded.image_size
+        query_crop = _crop(query, size)
+        if against is not None:
+            against_crop, against_name = _crop(against, size), against.name
+        else:
+            against_crop, against_name = _best_catalog_match(run, loaded.model, query_crop, size)
+        result = explain_match(
+            loaded.model.cpu(),
+            query_crop,
+            against_crop,
+            method,
+            epsilon=epsilon,
+            window=window,
+            stride=stride,
+            superpixels=superpixels,
+        )
+        folder = out or run / "explain" / query.stem
+        written = _save(folder, result, query_crop, against_crop)
+    _report(result, against_name, written)
+
+
+def _save(folder: Path, result: Explanation, query: np.ndarray, against: np.ndarray) -> list[Path]:
+    png, npy = save_explanation(folder, f"{result.method}-query", query, result.heat)
+    written = [png, npy]
+    if result.against_heat is not None:
+        written.append(
+            save_explanation(folder, f"{result.method}-against", against, result.against_heat)[0]
+        )
+    return written
+
+
+def _report(result: Explanation, against_name: str, written: list[Path]) -> None:
+    parts = [f"{result.method} vs {against_name}: similarity {result.initial_score:.3f}"]
+    if result.fraction_kept is not None:
+        parts.append(
+            f"final score {result.score:.3f}, fraction kept {100 * result.fraction_kept:.1f}%"
+        )
+    parts.append(f"{result.iterations} iterations, {result.seconds:.2f} s")
+    typer.echo("; ".join(parts))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+def _classify_command(
+    data: list[Path] = typer.Option(..., "--data", help="Dataset directory (repeat for several)."),
+    model: str = typer.Option("resnet-tiny", help="Backbone of both classifiers."),
+    image_size: int = typer.Option(64, help="Square input side in pixels."),
+    epochs: int = typer.Option(10, help="Epochs per classifier and fold."),
+    batch_size: int = typer.Option(32, help="Images per step."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, cosine decay)."),
+    aug: str = typer.Option("tuned", help="Augmentation preset: standard | tuned | none."),
+    folds: int = typer.Option(5, help="Cross-validation folds (class-balanced, by coin)."),
+    per_side: int = typer.Option(4, help="Images per coin side used, at most."),
+    baseline: str = typer.Option("sift", help="sift | none: also run the dense-SIFT baseline."),
+    seed: int = typer.Option(0, help="Seed of the folds and of training."),
+    cache_dir: Path | None = typer.Option(None, help="Preprocessed-image cache."),
+    out: Path = typer.Option(Path("runs/classify"), "--out", help="Folder for results."),
+) -> None:
+    """Cross-validated ruler → type classification vs reverse-only, obverse-only and dense SIFT.
+
+    Writes OUT/results.json and OUT/{cnn,sift}-{reverse_only,obverse_only,hierarchy}.png.
+
+    Example: pipeline classify --data datasets/sawhill --epochs 10 --folds 5 --out runs/classify
+    """
+    with expected_errors(TrainingError, ValueError):
+        for d in data:
+            if not d.is_dir():
+                raise fail(f"dataset directory not found: {d}")
+        if baseline not in ("sift", "none"):
+            raise fail(f"--baseline must be sift or none, got {baseline!r}")
+        settings = ClassifierSettings(
+            model=model, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+            aug=aug, seed=seed,
+        )  # fmt: skip
+        images = load_labelled_images(data, image_size, cache_dir=cache_dir, per_side=per_side)
+
+        def warn(line: str) -> None:
+            typer.echo(f"warning: {line}", err=True)
+
+        results = {"cnn": run_hierarchy_cv(images, settings, folds=folds, seed=seed, warn=warn)}
+        if baseline == "sift":
+            results["sift"] = run_sift_baseline_cv(images, folds=folds, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, result in results.items():
+        for key, title in ROWS:
+            write_confusion_png(out / f"{name}-{key}.png", result[key], f"{name}: {title}")
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    first = results["cnn"]
+    table = Table(
+        "method",
+        *(title for _, title in ROWS),
+        title=f"Balanced accuracy, {folds}-fold CV, {first['coins']} coins, "
+        f"{first['types']} types, {first['rulers']} rulers",
+    )
+    for result in results.values():
+        table.add_row(
+            result["method"],
+            *(
+                f"{100 * result[k]['balanced_accuracy']:.1f}% ± {100 * result[k]['fold_std']:.1f}"
+                for k, _ in ROWS
+            ),
+        )
+    Console().print(table)
+    typer.echo(f"wrote {out / 'results.json'} and confusion matrices")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `explain` and `classify` to the pipeline command."""
+    app.command("explain")(_explain_command)
+    app.command("classify")(_classify_command)

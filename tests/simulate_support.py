@@ -1,0 +1,92 @@
+"""Helpers shared by the `rig simulate` tests: configs, plans, and checks of a dataset on disk."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from capture.checks import verify
+from capture.dataset import DatasetReader, image_name
+from capture.plan import Plan, expand
+
+ROOT = Path(__file__).resolve().parents[1]
+SIM = ROOT / "configs" / "sim.yaml"
+QUICK = ROOT / "configs" / "plans" / "quick.yaml"
+
+
+def write_config(path: Path, **sections: dict[str, Any]) -> Path:
+    """configs/sim.yaml with some sections updated (shallow merge per section)."""
+    data = yaml.safe_load(SIM.read_text())
+    for key, changes in sections.items():
+        data[key] = {**data[key], **changes}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def write_plan(path: Path, text: str) -> Path:
+    """A plan file."""
+    path.write_text(text)
+    return path
+
+
+def metadata_lines(root: Path) -> list[dict[str, Any]]:
+    """Every complete metadata line, raw (no superseding), in file order."""
+    text = (root / "metadata.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def planned_names(plan: Path, coins: list[str], ext: str = "png") -> set[str]:
+    """Every capture file a plan asks for."""
+    events = expand(Plan.load(plan))
+    return {image_name(c, e.side, e.index, ext) for c in coins for e in events}
+
+
+def assert_complete_once(root: Path, plan: Path, coins: list[str]) -> None:
+    """Every planned shot and both catalog images per coin on disk, each with exactly one line."""
+    counts = Counter(line["file_name"] for line in metadata_lines(root))
+    duplicates = {name: n for name, n in counts.items() if n > 1}
+    assert not duplicates, f"metadata lines repeated: {duplicates}"
+    catalog = {f"catalog/{c}/{side}.jpg" for c in coins for side in ("obverse", "reverse")}
+    assert set(counts) == planned_names(plan, coins) | catalog
+
+
+def verify_errors(root: Path) -> list[str]:
+    """verify()'s errors as text."""
+    return [str(p) for p in verify(root) if p.severity == "error"]
+
+
+def ground_truth_mismatches(root: Path) -> list[str]:
+    """Capture records whose coin, side, lights or angle differ from the twin's at grab time.
+
+    Also checks that the image content agrees with the angle: the coin's true rotation in the
+    frame minus the recorded turntable angle is one constant per coin (it neither slips on the
+    table nor turns when flipped), so the recorded angle really describes the picture.
+    """
+    problems: list[str] = []
+    offsets: dict[str, set[float]] = defaultdict(set)
+    for record in DatasetReader(root).records():
+        if record.get("role") != "capture":
+            continue
+        name, truth = record["file_name"], record.get("sim")
+        if not isinstance(truth, dict):
+            problems.append(f"{name}: no sim ground truth")
+            continue
+        if truth["coin"] != record["coin_id"] or truth["side"] != record["side"]:
+            problems.append(f"{name}: coin/side {truth['coin']}/{truth['side']} in the twin")
+        if truth["lights"] != record["lights"]:
+            problems.append(f"{name}: lights {truth['lights']} in the twin")
+        delta = (record["turntable_deg"] - truth["turntable_deg"]) % 360.0
+        if min(delta, 360.0 - delta) > 1e-3:
+            problems.append(
+                f"{name}: recorded {record['turntable_deg']}°, twin {truth['turntable_deg']}°"
+            )
+        offset = (truth["true_angle_deg"] - record["turntable_deg"]) % 360.0
+        offsets[record["coin_id"]].add(round(offset, 3) % 360.0)
+    for coin, values in offsets.items():
+        if len(values) > 1:
+            problems.append(f"{coin}: picture and recorded angle drift apart: {sorted(values)}")
+    return problems

@@ -1,0 +1,199 @@
+"""Crash safety of `rig simulate`: kill -9 at random moments, Ctrl-C, and a disk that fills up."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from simulate_support import (
+    QUICK,
+    ROOT,
+    assert_complete_once,
+    ground_truth_mismatches,
+    verify_errors,
+)
+from typer.testing import CliRunner
+
+import capture.dataset as ds
+from capture.checks import verify
+from capture.dataset import DatasetReader, read_jsonl
+from rig.cli import app
+
+RIG = Path(sys.executable).with_name("rig")
+COINS = [f"SIM-{i:04d}" for i in range(3)]
+
+
+def _rig_command(out: Path, coins: int) -> list[str]:
+    return [
+        str(RIG),
+        "simulate",
+        "--coins",
+        str(coins),
+        "--types",
+        "3",
+        "--image-size",
+        "64",
+        "--plan",
+        str(QUICK),
+        "--out",
+        str(out),
+    ]
+
+
+def _crash_damage(root: Path) -> list[str]:
+    """What a crash may not leave behind: anything but unfinished sessions and one orphan.
+
+    A kill between an image's rename and its metadata line leaves that image without a line
+    (an orphan the resume reshoots); the writer is one thread, so there is at most one. A killed
+    session's record still says `running` and lists no missing shots, so its untaken shots are
+    "not accounted for" until the resume takes them.
+    """
+    damage: list[str] = []
+    orphans = 0
+    for problem in verify(root):
+        text = str(problem)
+        if problem.severity == "warning" or "not accounted for" in text:
+            continue
+        if "orphan file" in text:
+            orphans += 1
+            continue
+        damage.append(text)
+    if orphans > 1:
+        damage.append(f"{orphans} orphan files")
+    return damage
+
+
+def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    command = _rig_command(out, coins=24)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    delays = random.Random(20261121)
+    landed = 0
+    for _ in range(40):  # bounded: stop once 12 kills have hit a running capture
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(delays.uniform(0.4, 2.4))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            landed += 1
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode in (0, -signal.SIGKILL), stderr.decode()
+        if (out / "dataset.json").exists():
+            assert _crash_damage(out) == []
+        if landed >= 12:
+            break
+    assert landed >= 12
+    final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert final.returncode == 0, final.stderr.decode()
+
+    coins = [f"SIM-{i:04d}" for i in range(24)]
+    assert_complete_once(out, QUICK, coins)
+    assert verify_errors(out) == []
+    # only the killed sessions' records remain unfinished; nothing else is amiss
+    warnings = [str(p) for p in verify(out) if p.severity == "warning"]
+    assert all("never finished" in w for w in warnings), warnings
+    assert ground_truth_mismatches(out) == []
+    assert not list(out.rglob(".*.tmp-*")) and not (out / ".lock").exists()
+    assert CliRunner().invoke(app, ["dataset", "verify", str(out)]).exit_code == 0
+
+
+def test_ctrl_c_exits_130_parked_and_resumable(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    command = _rig_command(out, coins=3)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # interrupt once shots are being written, not while the interpreter is still importing
+    deadline = time.monotonic() + 60
+    while len(read_jsonl(out / "metadata.jsonl").records) < 10:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert "rerun" in stderr.decode()
+    (session,) = DatasetReader(out).sessions()
+    assert session["status"] == "paused" and session["finish_reason"] == "interrupted"
+    assert verify_errors(out) == []  # a clean stop records what it did not take
+    final = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=120)
+    assert final.returncode == 0, final.stderr.decode()
+    assert_complete_once(out, QUICK, COINS)
+    assert [str(p) for p in verify(out)] == []
+
+
+class _Disk:
+    """A disk with room for `budget` more bytes of files (and, optionally, `fsyncs` fsyncs)."""
+
+    def __init__(self, budget: int, fsyncs: int | None = None) -> None:
+        self.budget = budget
+        self.fsyncs = fsyncs
+        self.full = False
+
+    def _enospc(self) -> OSError:
+        self.full = True
+        return OSError(errno.ENOSPC, "No space left on device")
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real_write = ds._write_bytes
+        real_fsync = os.fsync
+
+        def write_bytes(path: Path, data: bytes) -> None:
+            if len(data) > self.budget:
+                raise self._enospc()
+            self.budget -= len(data)
+            real_write(path, data)
+
+        def fsync(fd: int) -> None:
+            if self.fsyncs is not None:
+                if self.fsyncs <= 0:
+                    raise self._enospc()
+                self.fsyncs -= 1
+            real_fsync(fd)
+
+        # Only the dataset module sees the full disk: a proxy `os` whose fsync can fail.
+        proxy: Any = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if k[0] != "_"})
+        proxy.fsync = fsync
+        monkeypatch.setattr(ds, "_write_bytes", write_bytes)
+        monkeypatch.setattr(ds, "os", proxy)
+
+
+@pytest.mark.parametrize(
+    ("budget", "fsyncs"),
+    [
+        pytest.param(100_000, None, id="full-while-writing-catalog-images"),
+        pytest.param(450_000, None, id="full-while-writing-captures"),
+        pytest.param(10**9, 120, id="metadata-fsync-fails"),
+    ],
+)
+def test_disk_full_stops_cleanly_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int, fsyncs: int | None
+) -> None:
+    out = tmp_path / "sim"
+    args = ["simulate", "--coins", "3", "--types", "3", "--image-size", "64"]
+    args += ["--plan", str(QUICK), "--out", str(out)]
+    disk = _Disk(budget, fsyncs)
+    disk.install(monkeypatch)
+    result = CliRunner().invoke(app, args)
+    assert disk.full
+    assert result.exit_code == 3, result.output
+    assert "disk full" in result.output and "rerun" in result.output
+    monkeypatch.undo()  # space freed
+
+    # Nothing corrupt: no torn line, no temporary file, no lock, every line's file intact.
+    assert not read_jsonl(out / "metadata.jsonl").torn
+    assert not list(out.rglob(".*.tmp-*")) and not (out / ".lock").exists()
+    assert [p for p in verify_errors(out) if "not accounted for" not in p] == []
+    assert ground_truth_mismatches(out) == []
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert_complete_once(out, QUICK, COINS)
+    assert verify_errors(out) == []

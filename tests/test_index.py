@@ -1,0 +1,125 @@
+"""The catalog index: exact vs approximate agreement, persistence, incremental add, model refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.index import CatalogIndex, build_faiss, ivf_lists, resolve_kind, search_faiss
+from training.search_errors import IndexStoreError
+
+MODEL = {
+    "run": "/runs/a",
+    "checkpoint": "best",
+    "config": {"name": "resnet-tiny", "embedding_dim": 32},
+    "weights_sha256": "aa",
+}
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int = 32) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _items(n: int, start: int = 0) -> list[dict[str, object]]:
+    return [{"id": f"lot-{i}", "lot": i} for i in range(start, start + n)]
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_agrees_with_exact_on_small_data(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    data = _unit(rng, 3000)
+    queries = data[:100] + 0.3 * _unit(rng, 100)  # near copies, as a new photo of a catalog coin
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    flat, flat_settings = build_faiss(data, "flat")
+    approx, settings = build_faiss(data, kind)
+    assert settings["kind"] == kind
+    exact_scores, exact_rows = search_faiss(flat, flat_settings, data, queries, 5)
+    scores, rows = search_faiss(approx, settings, data, queries, 5)
+    assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.95
+    assert np.array_equal(exact_rows[:, 0], np.arange(100))
+    # Where the top-1 agrees, the approximate score is the exact cosine (rescored for IVF).
+    same = rows[:, 0] == exact_rows[:, 0]
+    np.testing.assert_allclose(scores[same, 0], exact_scores[same, 0], atol=1e-5)
+    brute = np.sort(queries @ data.T, axis=1)[:, ::-1][:, :5]
+    np.testing.assert_allclose(exact_scores, brute, atol=1e-5)
+
+
+def test_kind_resolution() -> None:
+    assert resolve_kind("auto", 10) == "flat"
+    assert resolve_kind("auto", 10_000_000) == "ivf"
+    assert resolve_kind("hnsw", 10) == "hnsw"
+    with pytest.raises(IndexStoreError, match="choose one of"):
+        resolve_kind("lsh", 10)
+    assert ivf_lists(100) == 2 and ivf_lists(1_000_000) == 4000
+
+
+def test_save_load_search_roundtrip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    data = _unit(rng, 50)
+    index = CatalogIndex(dim=32, model=MODEL)
+    index.add(data, _items(50))
+    index.save(tmp_path / "idx")
+    loaded = CatalogIndex.load(tmp_path / "idx")
+    (hits,) = loaded.search(data[7], 3)
+    assert hits[0].item == {"id": "lot-7", "lot": 7}
+    assert hits[0].rank == 1 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.rank for h in hits] == [1, 2, 3] and hits[1].score <= hits[0].score
+    info = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert info["dim"] == 32 and info["model"] == MODEL and info["count"] == 50
+    assert loaded.search(data[:2], 100)[0][-1].rank == 50  # k capped at the index size
+
+
+def test_incremental_add_keeps_old_embeddings(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    first, second = _unit(rng, 20), _unit(rng, 5)
+    index = CatalogIndex(dim=32, model=MODEL)
+    index.add(first, _items(20))
+    index.save(tmp_path)
+    grown = CatalogIndex.load(tmp_path)
+    grown.add(second, _items(5, start=20))
+    assert "lot-3" in grown and "lot-24" in grown and len(grown) == 25
+    np.testing.assert_array_equal(grown.embeddings[:20], first)
+    assert grown.search(second[4], 1)[0][0].item["id"] == "lot-24"
+    with pytest.raises(IndexStoreError, match="duplicate"):
+        grown.add(second[:1], _items(1, start=20))
+
+
+def test_growing_past_the_threshold_switches_to_ivf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("training.index.APPROXIMATE_FROM", 500)
+    rng = np.random.default_rng(3)
+    index = CatalogIndex(dim=32, model=MODEL)
+    index.add(_unit(rng, 400), _items(400))
+    assert index.settings["kind"] == "flat"
+    index.add(_unit(rng, 400), _items(400, start=400))
+    assert index.settings["kind"] == "ivf"
+    assert index.search(index.embeddings[650], 1)[0][0].item["id"] == "lot-650"
+    index.set_kind("flat")
+    assert index.settings["kind"] == "flat" and len(index) == 800
+
+
+def test_other_model_is_refused() -> None:
+    index = CatalogIndex(dim=32, model=MODEL)
+    index.check_model(dict(MODEL))
+    retrained = {**MODEL, "weights_sha256": "bb"}
+    with pytest.raises(IndexStoreError, match="cannot be compared"):
+        index.check_model(retrained)
+    other = {**MODEL, "config": {"name": "resnet18", "embedding_dim": 32}}
+    with pytest.raises(IndexStoreError, match="resnet18"):
+        index.check_model(other)
+    with pytest.raises(IndexStoreError, match="dims"):
+        index.search(np.zeros((1, 16), np.float32), 1)
+
+
+def test_missing_and_damaged_index(tmp_path: Path) -> None:
+    with pytest.raises(IndexStoreError, match="no catalog index"):
+        CatalogIndex.load(tmp_path / "nowhere")
+    index = CatalogIndex(dim=32, model=MODEL)
+    index.add(_unit(np.random.default_rng(4), 3), _items(3))
+    index.save(tmp_path)
+    (tmp_path / "items.jsonl").write_text('{"id": "lot-0"}\n')
+    with pytest.raises(IndexStoreError, match="damaged"):
+        CatalogIndex.load(tmp_path)

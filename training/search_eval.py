@@ -1,0 +1,133 @@
+"""The issue's end-to-end search figures on a dataset: closed-set top-1, open-set false matches.
+
+Held-out coins are split in two: the catalog images of one half are indexed (a), the other half
+is left out of the index (b). Captures of (a) should find their own coin and side at rank 1;
+captures of (b) have no right answer, so every `match` verdict on them is a false match. That
+open-set rate is the figure a provenance researcher lives with. A sample of (a) queries is also
+run through the robustness transforms (rotated, rescaled, off-centre, JPEG, grey).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.catalog import Source, entries_for
+from training.data import Record, read_datasets
+from training.detect import crop
+from training.imageio import load_rgb
+from training.index import CatalogIndex
+from training.robustness import top1_stability
+from training.search import Searcher, embed_crops, load_run_model
+from training.search_errors import SearchError
+from training.verdict import VERDICT_FILE, Verdict
+
+
+def _test_coins(run: Path, records: Sequence[Record]) -> list[str]:
+    """The run's test coins (split.json), else every coin of the data."""
+    split_path = run / "split.json"
+    if split_path.is_file():
+        return sorted(json.loads(split_path.read_text())["test"])
+    return sorted({r.coin_id for r in records})
+
+
+def _view(item: dict[str, Any]) -> str:
+    return f"{item.get('coin_id')}/{item.get('side')}"
+
+
+def search_report(
+    run: Path,
+    data: Sequence[Path],
+    *,
+    seed: int = 0,
+    max_queries: int = 400,
+    robustness_photos: int = 40,
+) -> dict[str, Any]:
+    """Top-1 on indexed coins, false-match rate on coins left out, robustness of the top-1.
+
+    Raises:
+        SearchError: no usable run, or too few held-out coins to split.
+    """
+    run_model = load_run_model(run)
+    records = read_datasets(list(data))
+    coins = _test_coins(run, records)
+    if len(coins) < 2:
+        raise SearchError(f"need at least 2 held-out coins to split, found {len(coins)}")
+    rng = random.Random(seed)
+    shuffled = rng.sample(coins, len(coins))
+    indexed, left_out = set(shuffled[: len(coins) // 2]), set(shuffled[len(coins) // 2 :])
+
+    index = CatalogIndex(
+        dim=int(run_model.model.config["embedding_dim"]), model=run_model.identity, kind="flat"
+    )
+    catalog = [r for r in records if r.coin_id in indexed and (r.role == "catalog" or r.reference)]
+    items, crops = [], []
+    for r in catalog:
+        image = load_rgb(r.path)
+        for entry in entries_for(
+            Source(r.path, r.file_name, {"coin_id": r.coin_id, "side": r.side}), image
+        ):
+            items.append(entry.item())
+            crops.append(crop(image, entry.coin, run_model.image_size))
+    index.add(embed_crops(run_model.model, crops), items)
+    verdict = Verdict.load(run) if (run / VERDICT_FILE).is_file() else None
+    searcher = Searcher(index, run_model, verdict)
+
+    def best(image: np.ndarray) -> dict[str, Any] | None:
+        try:
+            results = searcher.search_image(image, "query", 1)
+        except SearchError:
+            return None
+        main = max(results, key=lambda q: q.coin.r)  # the query's own coin, not a stray blob
+        if not main.candidates:
+            return None
+        c = main.candidates[0]
+        return {"view": _view(c.item), "label": c.label}
+
+    captures = [r for r in records if r.role == "capture" and not r.reference]
+    closed = rng.sample(
+        [r for r in captures if r.coin_id in indexed],
+        min(max_queries, sum(r.coin_id in indexed for r in captures)),
+    )
+    open_ = rng.sample(
+        [r for r in captures if r.coin_id in left_out],
+        min(max_queries, sum(r.coin_id in left_out for r in captures)),
+    )
+    closed_top = [best(load_rgb(r.path)) for r in closed]
+    open_top = [best(load_rgb(r.path)) for r in open_]
+    hits = [t is not None and t["view"] == r.view for t, r in zip(closed_top, closed, strict=True)]
+    report: dict[str, Any] = {
+        "indexed_coins": len(indexed),
+        "left_out_coins": len(left_out),
+        "catalog_entries": len(index),
+        "closed_set_queries": len(closed),
+        "closed_set_top1": float(np.mean(hits)) if hits else None,
+        "open_set_queries": len(open_),
+        "calibrated": verdict is not None,
+    }
+    if verdict is not None:
+        labels = [t["label"] if t else "no coin" for t in open_top]
+        report["open_set_false_match_rate"] = (
+            float(np.mean([x == "match" for x in labels])) if labels else None
+        )
+        report["open_set_possible_or_match_rate"] = (
+            float(np.mean([x in ("match", "possible") for x in labels])) if labels else None
+        )
+        closed_labels = [t["label"] if t else "no coin" for t in closed_top]
+        report["closed_set_match_rate"] = (
+            float(np.mean([x == "match" for x in closed_labels])) if closed_labels else None
+        )
+    photos = [load_rgb(r.path) for r in closed[:robustness_photos]]
+    if photos:
+
+        def top1(image: np.ndarray) -> str | None:
+            found = best(image)
+            return None if found is None else str(found["view"])
+
+        report["robustness_top1_unchanged"] = top1_stability(top1, photos)
+    return report
