@@ -92,15 +92,18 @@ def write_twin_dataset(root: Path, catalog: CoinCatalog, angles: list[float]) ->
 
 def train_demo_run(out: Path, epochs: int) -> Path:
     """Train resnet-tiny-truncated at 64 px on 24 twin coins with the project's trainer."""
+    from training.losses import LossSettings
     from training.train import TrainConfig, train
 
     data = write_twin_dataset(
         out / "twin-train", CoinCatalog(seed=0, coins=24), [0.0, 60.0, 120.0, 180.0, 240.0, 300.0]
     )
+    # the settings of the project's end-to-end test, which learns fast from scratch: a gentle
+    # ArcFace scale, de-rotation by the recorded angle, the standard augmentation
     cfg = TrainConfig(
         data=[str(data)], out=str(out / "run"), model="resnet-tiny-truncated", image_size=64,
-        epochs=epochs, batch_size=32, aug="tuned", train_on="captures", split="0.9,0.1,0.0",
-        cache_dir=str(out / "cache"),
+        epochs=epochs, batch_size=32, lr=3e-3, loss=LossSettings(scale=16.0), aug="standard",
+        derotate=True, train_on="captures", split="0.9,0.1,0.0", cache_dir=str(out / "cache"),
     )  # fmt: skip
     summary = train(cfg, show_progress=False)
     print(f"trained {cfg.out}: {summary['epoch']} epochs in {summary['seconds']:.0f} s")
@@ -113,13 +116,13 @@ def explain_table(args: argparse.Namespace, run: Path) -> dict[str, Any]:
     model, size = loaded.model.cpu(), loaded.image_size
     methods = [m for m in METHODS if m != "match" or model.keeps_grid]
     held_out = CoinCatalog(seed=args.seed, coins=args.coins)
-    rng = np.random.default_rng(args.seed)
     yy, xx = np.mgrid[0:size, 0:size]
     support = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2) <= size / 2 / (1 + MARGIN)
     rows: dict[str, list[Any]] = {m: [] for m in [*methods, "random"]}
     for n, coin in enumerate(held_out.coin_ids()):
         side: Side = "obverse" if n % 2 == 0 else "reverse"
-        angle = float(rng.uniform(0, 360))
+        # upright, as a de-rotated capture is; the raking light differs from the matched image's
+        angle = 0.0
         query = crop(render(held_out, coin, side, angle, "raking_n"), size)
         against = crop(render(held_out, coin, side, 0.0, "top"), size)
         truth = crop(identity_mask(held_out, coin, side, angle, RENDER), size)
@@ -130,12 +133,20 @@ def explain_table(args: argparse.Namespace, run: Path) -> dict[str, Any]:
             scores = score_map(result.heat, truth, args.fraction, support)
             rows[method].append((scores, result))
             if n < args.overlays:
-                save_explanation(args.out / "overlays", f"{coin}-{method}", query, result.heat)
+                save_explanation(
+                    args.out / "overlays",
+                    f"{coin}-{method}",
+                    query,
+                    result.heat,
+                    value_range=result.value_range,
+                )
         rows["random"].append(
             (random_baseline(truth, args.fraction, support=support, scale_px=args.window), None)
         )
         if n < args.overlays:
-            save_explanation(args.out / "overlays", f"{coin}-truth", query, truth)
+            save_explanation(
+                args.out / "overlays", f"{coin}-truth", query, truth, value_range=(0, 1)
+            )
     table = {}
     for method, items in rows.items():
         scores = [s for s, _ in items]
@@ -210,7 +221,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="a trained run (default: train one)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-explain"))
     parser.add_argument("--coins", type=int, default=None, help="held-out / classified coins")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--window", type=int, default=11)
     parser.add_argument("--epsilon", type=float, default=0.3)
     parser.add_argument("--fraction", type=float, default=0.1, help="top-ranked share of the coin")

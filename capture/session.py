@@ -333,8 +333,9 @@ class SessionRunner:
         reason = self.flatfield.reason_not_applied(frame.image, light)
         if reason is not None:
             note["reason"] = reason
-            if reason not in self._warnings:
-                self._warnings.append(f"flat field not applied: {reason}")
+            warning = f"flat field not applied: {reason}"
+            if warning not in self._warnings:
+                self._warnings.append(warning)
             return frame.image, note
         note.update(applied=True, gamma=self.flatfield.result.gamma)
         return self.flatfield.correct(frame.image, light), note

@@ -118,7 +118,9 @@ def _explain_command(
 
 
 def _save(folder: Path, result: Explanation, query: np.ndarray, against: np.ndarray) -> list[Path]:
-    png, npy = save_explanation(folder, f"{result.method}-query", query, result.heat)
+    png, npy = save_explanation(
+        folder, f"{result.method}-query", query, result.heat, value_range=result.value_range
+    )
     written = [png, npy]
     if result.against_heat is not None:
         written.append(

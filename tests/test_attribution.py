@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,17 @@ from training.explain.attribution import occlusion_map, saliency_map
 from training.explain.landmarks import WindowRegions, find_landmarks
 from training.explain.scoring import pointing_game
 from training.models.embedding import build_model
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    # two cores shared by many processes: a second intra-op thread only waits for a core
+    # (a 6× slowdown measured under load), so these small models run on one
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 SIZE = 48
 PATCH = (slice(30, 40), slice(8, 18))  # rows, cols of the planted patch

@@ -72,31 +72,48 @@ def _crash_damage(root: Path) -> list[str]:
     return damage
 
 
+def _lines_written(root: Path) -> int:
+    try:
+        return (root / "metadata.jsonl").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
+    """kill -9 a running `rig simulate` 12 times at seeded random moments, then let it finish.
+
+    Most kills wait for a random number of new metadata lines plus a random few milliseconds,
+    so they land while images and lines are being written (and every run makes progress);
+    every fourth is a plain random delay, which also hits start-up, locking and the emulators.
+    """
     out = tmp_path / "sim"
-    command = _rig_command(out, coins=24)
+    command = _rig_command(out, coins=6)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    delays = random.Random(20261121)
-    landed = 0
-    for _ in range(40):  # bounded: stop once 12 kills have hit a running capture
+    rng = random.Random(20261121)
+    for kill in range(12):
+        before = _lines_written(out)
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        time.sleep(delays.uniform(0.4, 2.4))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            landed += 1
+        if kill % 4 == 3:
+            time.sleep(rng.uniform(0.1, 1.5))
+        else:
+            target = before + rng.randint(1, 20)
+            deadline = time.monotonic() + 60
+            while _lines_written(out) < target and process.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.03))
+        assert process.poll() is None, "the run finished before its kill: use more coins"
+        process.send_signal(signal.SIGKILL)
         _, stderr = process.communicate(timeout=60)
-        assert process.returncode in (0, -signal.SIGKILL), stderr.decode()
+        assert process.returncode == -signal.SIGKILL, stderr.decode()
         if (out / "dataset.json").exists():
             assert _crash_damage(out) == []
-        if landed >= 12:
-            break
-    assert landed >= 12
     final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
     assert final.returncode == 0, final.stderr.decode()
 
-    coins = [f"SIM-{i:04d}" for i in range(24)]
+    coins = [f"SIM-{i:04d}" for i in range(6)]
     assert_complete_once(out, QUICK, coins)
     assert verify_errors(out) == []
     # only the killed sessions' records remain unfinished; nothing else is amiss

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from training.errors import SettingsError
 from training.hierarchy import (
@@ -19,6 +21,16 @@ from training.hierarchy import (
     run_hierarchy_cv,
     write_confusion_png,
 )
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    # two cores shared by many processes: a second intra-op thread only waits for a core
+    # (a 6× slowdown measured under load), so these small models run on one
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def synthetic_coins(

@@ -39,6 +39,19 @@ class Record:
     shot: int
     sha256: str | None
     reference: bool = False
+    session_id: str = ""
+    # from the session's turntable calibration, when it recorded one (rig calibrate turntable)
+    turntable_centre_px: tuple[float, float] | None = None
+    rotation_sign: int = 1
+
+    @property
+    def derotation_deg(self) -> float:
+        """How far the coin turned counter-clockwise in the image: the angle to undo.
+
+        The calibrated sense of rotation says which way the turntable turns in the image;
+        without a calibration the twin's and the usual rig's sense (+1) is assumed.
+        """
+        return self.rotation_sign * self.turntable_deg
 
     @property
     def path(self) -> Path:
@@ -102,7 +115,10 @@ def read_dataset(root: Path) -> Dataset:
     metadata_path = root / "metadata.jsonl"
     if not metadata_path.exists():
         raise DataError(f"dataset has no metadata.jsonl: {root}")
+    turntables = _session_turntables(root)
     for row in _read_jsonl(metadata_path):
+        session_id = str(row.get("session_id") or "")
+        centre, sign = turntables.get(session_id, (None, 1))
         try:
             dataset.records.append(
                 Record(
@@ -116,11 +132,35 @@ def read_dataset(root: Path) -> Dataset:
                     shot=int(row.get("shot") or 0),  # type: ignore[call-overload]
                     sha256=str(row["sha256"]) if row.get("sha256") else None,
                     reference=bool(row.get("reference", False)),
+                    session_id=session_id,
+                    turntable_centre_px=centre,
+                    rotation_sign=sign,
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{metadata_path}: bad metadata line {row!r:.80}: {e}") from e
     return dataset
+
+
+def _session_turntables(root: Path) -> dict[str, tuple[tuple[float, float] | None, int]]:
+    """Per session id, the turntable centre (pixels) and sense its record's calibration gives.
+
+    Session records written before calibration existed, or unreadable ones, give nothing: the
+    images are still usable, they just fall back to finding the coin and the default sense.
+    """
+    found: dict[str, tuple[tuple[float, float] | None, int]] = {}
+    for path in sorted((root / "sessions").glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            turntable = (record.get("calibration") or {}).get("turntable")
+            if not turntable:
+                continue
+            x, y = (float(v) for v in turntable["centre_px"])
+            sign = -1 if int(turntable.get("rotation_sign", 1)) < 0 else 1
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue
+        found[str(record.get("session_id") or path.stem)] = ((x, y), sign)
+    return found
 
 
 def read_datasets(roots: Sequence[Path]) -> list[Record]:
@@ -263,7 +303,7 @@ def load_images(
         by_root.setdefault(r.root, []).append(r)
     cached = {}
     for root, mine in by_root.items():
-        items = [CacheItem(r.path, r.file_name, r.sha256, r.turntable_deg) for r in mine]
+        items = [CacheItem(r.path, r.file_name, r.sha256, r.derotation_deg) for r in mine]
         result = load_cached(items, settings, cache_dir, strict=strict, warn=warn)
         cached[root] = result
         report.decoded += result.decoded

@@ -165,7 +165,26 @@ def calibrate_camera(
     spec = spec or BoardSpec()
     board = make_board(spec)
     views = views or default_views()
-    frames.prepare(rig)
+    with frames.calibrating(rig, config, stage):
+        detections, images, warnings = _shoot_views(rig, config, stage, spec, board, views)
+    if not images:
+        raise CalibrationError("the ChArUco board was not found in any view")
+    size = (int(images[0].shape[1]), int(images[0].shape[0]))
+    fit = fit_camera(detections, size, spec, max_rms_px=max_rms_px)
+    worst = int(np.argmax(fit.result.per_view_rms_px))
+    overlay = draw_overlay(images[worst], fit, worst)
+    return CameraRun(fit, len(views), overlay, warnings)
+
+
+def _shoot_views(
+    rig: Rig,
+    config: RigConfig,
+    stage: Stager,
+    spec: BoardSpec,
+    board: cv2.aruco.CharucoBoard,
+    views: list[BoardView],
+) -> tuple[list[Detection], list[np.ndarray], list[str]]:
+    """Place, turn and photograph the board for every view; keep the frames it is found in."""
     rig.lightbox.set_levels(frames.even_light(config))
     detections: list[Detection] = []
     warnings: list[str] = []
@@ -195,16 +214,7 @@ def calibrate_camera(
             continue
         detections.append(detection)
         images.append(frame.image)
-    rig.turntable.move_to_deg(0.0)
-    rig.lightbox.all_off()
-    stage(Placement("none"))
-    if not images:
-        raise CalibrationError("the ChArUco board was not found in any view")
-    size = (int(images[0].shape[1]), int(images[0].shape[0]))
-    fit = fit_camera(detections, size, spec, max_rms_px=max_rms_px)
-    worst = int(np.argmax(fit.result.per_view_rms_px))
-    overlay = draw_overlay(images[worst], fit, worst)
-    return CameraRun(fit, len(views), overlay, warnings)
+    return detections, images, warnings
 
 
 def draw_overlay(image: np.ndarray, fit: CameraFit, view: int) -> np.ndarray:

@@ -169,46 +169,43 @@ def calibrate_flatfield(
     unknown = [p for p in names if p not in known]
     if unknown or not names:
         raise CalibrationError(f"unknown light pattern(s) {unknown}; patterns are {sorted(known)}")
-    frames.prepare(rig)
-    stage(Placement("card"))
     gamma: float | None = None
     flats: dict[str, PatternFlat] = {}
     arrays: dict[str, np.ndarray] = {}
     taken = 0
     shape: tuple[int, ...] = ()
     before_after: list[np.ndarray] = []
-    for name in names:
-        rig.lightbox.set_pattern(name)
-        # the card's brightest part well below clipping: a clipped flat is a wrong flat
-        exposure, first = frames.auto_expose(rig, config, percentile=99.9, target=0.75)
-        taken += 1
-        if gamma is None:
-            rig.camera.configure(exposure_us=exposure / 2)
-            dim = rig.camera.grab()
-            rig.camera.configure(exposure_us=exposure)
+    with frames.calibrating(rig, config, stage):
+        stage(Placement("card"))
+        for name in names:
+            rig.lightbox.set_pattern(name)
+            # the card's brightest part well below clipping: a clipped flat is a wrong flat
+            exposure, first = frames.auto_expose(rig, config, percentile=99.9, target=0.75)
             taken += 1
-            gamma = measure_gamma(first.image, dim.image)
-        shots = [first.image] + [rig.camera.grab().image for _ in range(frames_per_pattern - 1)]
-        check = rig.camera.grab().image  # a fresh frame, not in the fit, to judge the correction
-        taken += frames_per_pattern
-        shape = check.shape
-        lights = [linear(s, gamma) for s in shots]
-        flat, gains, level = fit_flat(lights)
-        file = f"{stem}.{name}.npy"
-        arrays[file] = flat
-        corrected = _apply(linear(check, gamma), flat, gains)
-        flats[name] = PatternFlat(
-            array=file,
-            white_balance=gains,
-            exposure_us=exposure,
-            level=level,
-            nonuniformity_before_pct=nonuniformity_pct(lights[0]),
-            nonuniformity_after_pct=nonuniformity_pct(corrected),
-        )
-        if not before_after:
-            before_after = [lights[0], corrected]
-    rig.lightbox.all_off()
-    stage(Placement("none"))
+            if gamma is None:
+                rig.camera.configure(exposure_us=exposure / 2)
+                dim = rig.camera.grab()
+                rig.camera.configure(exposure_us=exposure)
+                taken += 1
+                gamma = measure_gamma(first.image, dim.image)
+            more = [rig.camera.grab().image for _ in range(frames_per_pattern)]
+            taken += frames_per_pattern
+            # the last frame is kept out of the fit, to judge the correction on fresh noise
+            shots, check = [first.image, *more[:-1]], more[-1]
+            shape = check.shape
+            lights = [linear(image, gamma) for image in shots]
+            flat, gains, level = fit_flat(lights)
+            arrays[f"{stem}.{name}.npy"] = flat
+            corrected = _apply(linear(check, gamma), flat, gains)
+            flats[name] = PatternFlat(
+                array=f"{stem}.{name}.npy",
+                white_balance=gains,
+                exposure_us=exposure,
+                level=level,
+                nonuniformity_before_pct=nonuniformity_pct(lights[0]),
+                nonuniformity_after_pct=nonuniformity_pct(corrected),
+            )
+            before_after = before_after or [lights[0], corrected]
     assert gamma is not None
     result = FlatFieldResult(
         width=int(shape[1]),

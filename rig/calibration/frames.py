@@ -6,10 +6,17 @@ with the camera driver; these helpers keep that plumbing (and automatic exposure
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
+from rig.calibration.staging import Placement, Stager
 from rig.config import RigConfig
 from rig.devices import Frame, Rig
+
+log = logging.getLogger(__name__)
 
 NOMINAL_GAMMA = 1 / 2.2  # for exposure decisions only; fits that need it measure it
 
@@ -44,12 +51,31 @@ def even_light(config: RigConfig) -> dict[str, float]:
     return dict.fromkeys(names, 1.0)
 
 
-def prepare(rig: Rig) -> None:
-    """Lights off, turntable homed, camera tilt at 0° (calibrations are made looking down)."""
+@contextmanager
+def calibrating(rig: Rig, config: RigConfig, stage: Stager) -> Iterator[None]:
+    """Ready the rig for a calibration, and always leave it parked, even after an error.
+
+    Ready: lights off, turntable homed, camera tilt at 0° (calibrations are made looking
+    down). Parked: lights off, turntable at 0°, the configured exposure back, target away.
+    """
     rig.lightbox.all_off()
     rig.turntable.home()
     if rig.tilt is not None:
         rig.tilt.tilt_to_deg(0.0)
+    try:
+        yield
+    finally:
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("lights off", rig.lightbox.all_off),
+            ("turntable to 0°", lambda: rig.turntable.move_to_deg(0.0)),
+            ("exposure", lambda: rig.camera.configure(exposure_us=config.camera.exposure_us)),
+            ("target away", lambda: stage(Placement("none"))),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception as exc:  # parking runs on the way out of errors: never mask them
+                log.error("parking after calibration: %s failed: %s", name, exc)
 
 
 def auto_expose(

@@ -69,6 +69,9 @@ def edge_points(gray: np.ndarray, rough: Circle) -> np.ndarray:
     profiles = cv2.remap(gray.astype(np.float32), xs, ys, cv2.INTER_LINEAR)
     inside = np.median(profiles[:, radii < 0.85 * rough.r])
     outside = np.median(profiles[:, radii > 1.15 * rough.r])
+    if inside < 1.15 * outside + 0.02:
+        # a lens's fall-off alone makes a bright round middle; a sphere stands out clearly
+        raise CalibrationError("no sphere found: nothing stands out from the background")
     half = 0.5 * (inside + outside)
     points = []
     for a, profile in zip(angles, profiles, strict=True):
@@ -220,50 +223,25 @@ def calibrate_lights(
         raise CalibrationError("the lightbox has no directional channel to calibrate")
     lens = camera.record.result if camera is not None else None
     lens = lens if isinstance(lens, CameraResult) else None
-    frames.prepare(rig)
-    stage(Placement("sphere", sphere_mm=sphere_mm, position_mm=position_mm))
-    rig.lightbox.set_levels(dict.fromkeys((c.name for c in config.lightbox.channels), 1.0))
-    _, outline = frames.auto_expose(rig, config, percentile=90.0, target=0.6)
-    gray = frames.to_gray(outline.image)
-    model = SphereModel(edge_points(gray, rough_circle(gray)), sphere_mm, lens)
-    channels: list[ChannelResult] = []
-    warnings: list[str] = []
-    taken = 1
-    ball = _ball_mask(gray.shape, model.circle)
-    highlights: list[tuple[str, np.ndarray, bool]] = []
-    for name in names:
-        rig.lightbox.set_levels({name: 1.0})
-        # the highlight must not clip: a clipped peak is flat and its centre ill-defined
-        _, frame = frames.auto_expose(rig, config, percentile=100.0, target=0.8, mask=ball)
-        taken += 1
-        vector, pixel = light_direction(frame.image, model)
-        azimuth, elevation = to_angles(vector)
-        channel = config.lightbox.channel(name)
-        assert channel.azimuth_deg is not None and channel.elevation_deg is not None
-        expected = from_angles(channel.azimuth_deg, channel.elevation_deg)
-        error = math.degrees(math.acos(float(np.clip(vector @ expected, -1.0, 1.0))))
-        ok = error <= tolerance_deg
-        if not ok:
-            warnings.append(
-                f"light {name}: measured azimuth {azimuth:.1f}°, elevation {elevation:.1f}° is "
-                f"{error:.1f}° from the configured {channel.azimuth_deg:g}°/"
-                f"{channel.elevation_deg:g}° (tolerance {tolerance_deg:g}°)"
-            )
-        channels.append(
-            ChannelResult(
-                name=name,
-                azimuth_deg=azimuth,
-                elevation_deg=elevation,
-                configured_azimuth_deg=channel.azimuth_deg,
-                configured_elevation_deg=channel.elevation_deg,
-                error_deg=error,
-                within_tolerance=ok,
-                highlight_px=(float(pixel[0]), float(pixel[1])),
-            )
-        )
-        highlights.append((name, pixel, ok))
-    rig.lightbox.all_off()
-    stage(Placement("none"))
+    with frames.calibrating(rig, config, stage):
+        stage(Placement("sphere", sphere_mm=sphere_mm, position_mm=position_mm))
+        rig.lightbox.set_levels(dict.fromkeys((c.name for c in config.lightbox.channels), 1.0))
+        _, outline = frames.auto_expose(rig, config, percentile=90.0, target=0.6)
+        gray = frames.to_gray(outline.image)
+        model = SphereModel(edge_points(gray, rough_circle(gray)), sphere_mm, lens)
+        channels: list[ChannelResult] = []
+        warnings: list[str] = []
+        taken = 1
+        ball = _ball_mask(gray.shape, model.circle)
+        highlights: list[tuple[str, np.ndarray, bool]] = []
+        for name in names:
+            rig.lightbox.set_levels({name: 1.0})
+            # the highlight must not clip: a clipped peak is flat and its centre ill-defined
+            _, frame = frames.auto_expose(rig, config, percentile=100.0, target=0.8, mask=ball)
+            taken += 1
+            channel = _measure(frame.image, model, config, name, tolerance_deg, warnings)
+            channels.append(channel)
+            highlights.append((name, np.array(channel.highlight_px), channel.within_tolerance))
     result = LightsResult(
         channels=channels,
         tolerance_deg=tolerance_deg,
@@ -273,6 +251,39 @@ def calibrate_lights(
         camera_calibration=camera.name if lens is not None and camera is not None else None,
     )
     return LightsRun(result, taken, draw_overlay(outline.image, model.circle, highlights), warnings)
+
+
+def _measure(
+    image: np.ndarray,
+    model: SphereModel,
+    config: RigConfig,
+    name: str,
+    tolerance_deg: float,
+    warnings: list[str],
+) -> ChannelResult:
+    """One channel's measured direction against its configured one (a warning if too far)."""
+    vector, pixel = light_direction(image, model)
+    azimuth, elevation = to_angles(vector)
+    channel = config.lightbox.channel(name)
+    assert channel.azimuth_deg is not None and channel.elevation_deg is not None
+    expected = from_angles(channel.azimuth_deg, channel.elevation_deg)
+    error = math.degrees(math.acos(float(np.clip(vector @ expected, -1.0, 1.0))))
+    if error > tolerance_deg:
+        warnings.append(
+            f"light {name}: measured azimuth {azimuth:.1f}°, elevation {elevation:.1f}° is "
+            f"{error:.1f}° from the configured {channel.azimuth_deg:g}°/"
+            f"{channel.elevation_deg:g}° (tolerance {tolerance_deg:g}°)"
+        )
+    return ChannelResult(
+        name=name,
+        azimuth_deg=azimuth,
+        elevation_deg=elevation,
+        configured_azimuth_deg=channel.azimuth_deg,
+        configured_elevation_deg=channel.elevation_deg,
+        error_deg=error,
+        within_tolerance=error <= tolerance_deg,
+        highlight_px=(float(pixel[0]), float(pixel[1])),
+    )
 
 
 def _ball_mask(shape: tuple[int, ...], circle: Circle) -> np.ndarray:

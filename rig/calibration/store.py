@@ -78,12 +78,18 @@ class CalibrationStore:
     ) -> StoredCalibration:
         """Write a record (and its arrays and overlay) atomically; returns where it went.
 
-        Arrays are named in the record by the file names this returns for them, so callers
-        pass the same names they used in the result (e.g. `flatfield-STAMP.diffuse.npy`).
+        Arrays are keyed by the file names the result refers to them by (e.g.
+        `flatfield-STAMP.diffuse.npy`), so the record and its arrays always agree.
+
+        Raises:
+            CalibrationError: a record of this kind and second already exists.
         """
         folder = self.folder / record.device.folder_name
         folder.mkdir(parents=True, exist_ok=True)
         stem = self.stem(record)
+        if (folder / f"{stem}.json").exists():
+            # file names carry the second: never overwrite a calibration someone may be using
+            raise CalibrationError(f"{folder / stem}.json exists; wait a second and run it again")
         for name, array in (arrays or {}).items():
             _atomic(folder / name, _npy_writer(array))
         if overlay is not None:

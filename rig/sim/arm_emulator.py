@@ -146,6 +146,22 @@ class GcodeArmEmulator(SerialEmulator):
         """Complete motions whose time is up and send the replies that waited for them."""
         self._advance()
 
+    def next_tick_s(self) -> float:
+        """Wake when the motion ends or a held-back reply is due, not up to a tick later.
+
+        The firmware answers the moment a move completes; a fixed 20 ms tick made every arm
+        reply ~10 ms late on average, which at time scale 1 showed up as orchestration overhead.
+        """
+        motion_ends = self._motion.deadline if self._motion is not None else None
+        due: list[float] = [] if motion_ends is None else [motion_ends]
+        head = self._deferred[0] if self._deferred else None
+        # a reply held until the motion ends is due then, however early its own deadline
+        if head is not None and not (head.after_motion and motion_ends is not None):
+            due.append(head.deadline)
+        if not due:
+            return 0.02
+        return min(0.02, max(0.001, min(due) - self.clock.now()))
+
     def _advance(self) -> None:
         self._current_xyz()
         self._flush_deferred()

@@ -153,7 +153,7 @@ class SerialEmulator:
                 time.sleep(0.01)
                 continue
             try:
-                ready, _, _ = select.select([self._master], [], [], 0.02)
+                ready, _, _ = select.select([self._master], [], [], self.next_tick_s())
             except (OSError, ValueError):
                 return
             if not ready:
@@ -178,3 +178,7 @@ class SerialEmulator:
 
     def tick(self) -> None:
         """Hook: called regularly; advance motions here."""
+
+    def next_tick_s(self) -> float:
+        """Hook: how long the serving loop may wait for input before the next tick()."""
+        return 0.02

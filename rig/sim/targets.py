@@ -146,16 +146,32 @@ def pinhole(width: int, height: int, optics: Optics, rig: TwinRig) -> Pinhole:
 
 
 def _rays(camera: Pinhole, supersample: int) -> np.ndarray:
-    """Unit ray directions (h·s, w·s, 3) in plane coordinates through each sub-pixel."""
-    normalized = _normalized_grid(
+    """Unit ray directions (h·s, w·s, 3) in plane coordinates through each sub-pixel (cached)."""
+    return _rays_for(
         camera.width,
         camera.height,
         supersample,
         tuple(camera.camera_matrix.ravel()),
         tuple(camera.distortion.ravel()),
+        tuple(camera.rotation.ravel()),
     )
-    rays = normalized @ camera.rotation.astype(np.float32)  # camera → plane (orthonormal)
-    return rays / np.linalg.norm(rays, axis=-1, keepdims=True)
+
+
+@lru_cache(maxsize=4)
+def _rays_for(
+    width: int,
+    height: int,
+    supersample: int,
+    matrix: tuple[float, ...],
+    distortion: tuple[float, ...],
+    rotation: tuple[float, ...],
+) -> np.ndarray:
+    normalized = _normalized_grid(width, height, supersample, matrix, distortion)
+    turn = np.array(rotation, np.float32).reshape(3, 3)
+    rays = normalized @ turn  # camera → plane (the rotation is orthonormal)
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+    rays.flags.writeable = False  # shared between frames
+    return rays
 
 
 @lru_cache(maxsize=8)
@@ -358,16 +374,22 @@ def _sphere_radiance(
     turntable_deg: float,
     optics: Optics,
 ) -> np.ndarray:
-    """Radiance (H, W, 3) of a chrome ball on the platter, before vignetting."""
+    """Radiance (H, W, 3) of a chrome ball on the lit platter, vignetting included."""
     centre = sphere_centre(sphere, scene.rig, turntable_deg)
     radius = sphere.diameter_mm / 2
-    rays = _rays(camera, SUPERSAMPLE)
+    s = SUPERSAMPLE
+    # only rays near the ball are traced: the box around its projection, with room for the lens
+    cx, cy = camera.project(centre[None])[0]
+    reach = camera.camera_matrix[0, 0] * radius / (WORKING_DISTANCE_MM - radius) * 1.1 + 6
+    x0, x1 = (int(np.clip(v, 0, camera.width)) for v in (cx - reach, cx + reach + 1))
+    y0, y1 = (int(np.clip(v, 0, camera.height)) for v in (cy - reach, cy + reach + 1))
+    rays = _rays(camera, s)[y0 * s : y1 * s, x0 * s : x1 * s].astype(np.float64)
     to_centre = camera.centre_mm - centre
     b = rays @ to_centre
     disc = b * b - (to_centre @ to_centre - radius * radius)
     inside = disc > 0
-    s = -b - np.sqrt(np.where(inside, disc, 0.0))
-    normal = (camera.centre_mm + s[..., None] * rays - centre) / radius
+    depth = -b - np.sqrt(np.where(inside, disc, 0.0))
+    normal = (camera.centre_mm + depth[..., None] * rays - centre) / radius
     # the mirror direction: where the ray goes after bouncing off the ball
     mirror = rays - 2 * np.sum(rays * normal, axis=-1, keepdims=True) * normal
     sigma = math.radians(sphere.lobe_deg)
@@ -381,16 +403,49 @@ def _sphere_radiance(
             dome += light.intensity
             continue
         direction = np.array(light_vector(light.azimuth_deg, light.elevation_deg))
-        cosine = mirror @ direction
-        glint += light.intensity * 6.0 * np.exp((cosine - 1.0) / (sigma * sigma))
+        glint += light.intensity * 6.0 * np.exp((mirror @ direction - 1.0) / (sigma * sigma))
         ambient += light.intensity
     # chrome reflects ~60 %: the LEDs' mirror images, the lit box interior, the dome above
     sky = np.clip(mirror[..., 2], 0.0, 1.0)
-    ball = 0.6 * (glint + 0.05 * ambient + dome * (0.25 + 0.5 * sky))
-    level = ambient * 0.34 + dome  # the platter around it, lit as the stage is
-    value = np.where(inside, ball, PLATTER_ALBEDO * level).astype(np.float32)
-    value = _downsample(value, camera.width, camera.height)
-    return value[..., None] * np.array(optics.light_colour, np.float32)
+    ball = np.where(inside, 0.6 * (glint + 0.05 * ambient + dome * (0.25 + 0.5 * sky)), 0.0)
+    box = (x1 - x0, y1 - y0)
+    cover = cv2.resize(inside.astype(np.float32), box, interpolation=cv2.INTER_AREA)
+    shine = cv2.resize(ball.astype(np.float32), box, interpolation=cv2.INTER_AREA)
+    # the platter is lit as the stage is; the ball covers part of it
+    radiance = PLATTER_ALBEDO * _illumination(lights, camera.width, camera.height, optics)
+    vignette = _vignette(camera.width, camera.height, optics)[y0:y1, x0:x1]
+    light_rgb = np.array(optics.light_colour, np.float32)
+    patch = radiance[y0:y1, x0:x1]
+    patch *= (1.0 - cover)[..., None]
+    patch += (shine * vignette)[..., None] * light_rgb
+    return radiance
+
+
+def _printed_albedo(
+    target: CharucoBoard | ArucoMarker | GreyCard,
+    rig: TwinRig,
+    camera: Pinhole,
+    turntable_deg: float,
+) -> np.ndarray:
+    """Albedo (H, W) of a flat printed target as the camera sees it."""
+    if isinstance(target, GreyCard):
+        return np.full((camera.height, camera.width), target.albedo, np.float32)
+    if isinstance(target, CharucoBoard):
+        ppmm = 40.0  # ~3 texture pixels per image pixel: sharp edges after supersampling
+        texture = _board_texture(
+            target.columns,
+            target.rows,
+            target.square_mm,
+            target.marker_mm,
+            target.dictionary,
+            ppmm,
+        )
+        frame = board_frame(target, rig, turntable_deg)
+        return _planar_albedo(camera, texture, ppmm, frame, PAPER_ALBEDO, 2.0)
+    side_px = 480
+    texture = _marker_texture(target.marker_id, target.dictionary, side_px)
+    frame = marker_frame(target, rig, turntable_deg)
+    return _planar_albedo(camera, texture, side_px / target.size_mm, frame, PAPER_ALBEDO, 1.5)
 
 
 def target_radiance(
@@ -404,31 +459,10 @@ def target_radiance(
     """Noise-free image radiance (H, W, 3) of a calibration target, like radiance_view's."""
     camera = pinhole(width, height, optics, scene.rig)
     target = scene.target
-    vignette = _vignette(width, height, optics)
     if isinstance(target, ChromeSphere):
         radiance = _sphere_radiance(target, scene, camera, lights, turntable_deg, optics)
-        radiance *= vignette[..., None]
     else:
-        if isinstance(target, GreyCard):
-            albedo = np.full((height, width), target.albedo, np.float32)
-        elif isinstance(target, CharucoBoard):
-            ppmm = 40.0
-            texture = _board_texture(
-                target.columns,
-                target.rows,
-                target.square_mm,
-                target.marker_mm,
-                target.dictionary,
-                ppmm,
-            )
-            frame = board_frame(target, scene.rig, turntable_deg)
-            albedo = _planar_albedo(camera, texture, ppmm, frame, PAPER_ALBEDO, 2.0)
-        else:
-            side_px = 480
-            texture = _marker_texture(target.marker_id, target.dictionary, side_px)
-            frame = marker_frame(target, scene.rig, turntable_deg)
-            ppmm = side_px / target.size_mm
-            albedo = _planar_albedo(camera, texture, ppmm, frame, PAPER_ALBEDO, 1.5)
+        albedo = _printed_albedo(target, scene.rig, camera, turntable_deg)
         radiance = albedo[..., None] * _illumination(lights, width, height, optics)
     sigma = optics.defocus * width
     if sigma > 0.25:

@@ -73,6 +73,7 @@ class Explanation:
     fraction_kept: float | None  # landmarks only
     iterations: int  # network evaluations
     seconds: float
+    value_range: tuple[float, float] | None = None  # fixed range of `heat`, if it has one
 
 
 def to_tensor(image: np.ndarray) -> Tensor:
@@ -126,7 +127,15 @@ def explain_match(
         )
         r = find_landmarks(target, q, regions, epsilon=epsilon)
         return Explanation(
-            method, r.mask, None, r.score, r.initial_score, r.fraction_kept, r.iterations, r.seconds
+            method,
+            r.mask,
+            None,
+            r.score,
+            r.initial_score,
+            r.fraction_kept,
+            r.iterations,
+            r.seconds,
+            value_range=(0.0, 1.0),  # the kept weight of each pixel
         )
     run = occlusion_map if method == "occlusion" else saliency_map
     result = run(target, q, patch=window)

@@ -1,0 +1,86 @@
+"""The twin's calibration targets: rendered through the camera path, consistent with its truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rig.calibration.camera import detect_board, make_board
+from rig.calibration.models import BoardSpec
+from rig.config import load_config
+from rig.sim.camera import SimCamera, pattern_lights
+from rig.sim.coins import CoinCatalog
+from rig.sim.shading import Optics
+from rig.sim.targets import (
+    ArucoMarker,
+    CharucoBoard,
+    GreyCard,
+    TargetScene,
+    TwinRig,
+    board_frame,
+    pinhole,
+    truth_card_flat,
+    truth_turntable,
+)
+from rig.sim.world import CoinPlacement, World
+
+CONFIG = load_config("configs/sim.yaml")
+
+
+@pytest.fixture
+def camera() -> tuple[SimCamera, World]:
+    world = World()
+    for name, light in pattern_lights(CONFIG.lightbox, {"dome": 1.0}).items():
+        world.set_light(name, light)
+    assert CONFIG.camera.driver == "sim"
+    cam = SimCamera(CONFIG.camera, world, CoinCatalog(coins=2))
+    cam.connect()
+    return cam, world
+
+
+def test_board_corners_land_where_the_true_camera_projects_them(
+    camera: tuple[SimCamera, World],
+) -> None:
+    cam, world = camera
+    rig = TwinRig()
+    board = CharucoBoard(wedge_deg=25.0, position_mm=(3.0, 1.0))
+    world.place_target(TargetScene(board, rig))
+    world.set_turntable_deg(70.0)
+    frame = cam.grab()
+    assert frame.sim is not None and frame.sim["target"] == "charuco"
+    found = detect_board(frame.image, make_board(BoardSpec()))
+    assert found is not None and len(found.ids) >= 20
+    origin, u, v = board_frame(board, rig, 70.0)
+    points = origin + found.object_points[:, :1] * u + found.object_points[:, 1:2] * v
+    truth = pinhole(512, 512, Optics(40.0, 20.0, 0.0), rig).project(points)
+    error = np.linalg.norm(truth - found.image_points, axis=1)
+    assert float(np.sqrt(np.mean(error**2))) < 0.15
+
+
+def test_a_target_hides_the_coin_and_leaves_with_it(camera: tuple[SimCamera, World]) -> None:
+    cam, world = camera
+    world.place_on_turntable(CoinPlacement("SIM-0000", "obverse"))
+    coin = cam.grab().image.astype(int)
+    world.place_target(TargetScene(ArucoMarker()))
+    marker = cam.grab().image.astype(int)
+    assert np.abs(coin - marker).mean() > 10
+    world.place_target(None)
+    assert np.abs(cam.grab().image.astype(int) - coin).mean() < 3
+
+
+def test_the_card_shows_the_stage_lighting(camera: tuple[SimCamera, World]) -> None:
+    cam, world = camera
+    world.place_target(TargetScene(GreyCard()))
+    image = cam.grab().image.astype(float)
+    lights = world.snapshot().lights
+    flat = truth_card_flat(lights, 512, 512, Optics(40.0, 20.0, 0.0)).mean(axis=2)
+    # the vignette seen in the frame is the truth's, up to noise and the gamma curve
+    ratio_frame = image[250:262, 250:262].mean() / image[10:22, 10:22].mean()
+    ratio_truth = (flat[250:262, 250:262].mean() / flat[10:22, 10:22].mean()) ** (1 / 2.2)
+    assert ratio_frame == pytest.approx(ratio_truth, rel=0.02)
+
+
+def test_turntable_truth_is_off_centre_by_design() -> None:
+    truth = truth_turntable(512, 512, Optics(40.0, 20.0, 0.0), TwinRig())
+    assert abs(truth["centre_x_px"] - 255.5) > 5 and abs(truth["centre_y_px"] - 255.5) > 5
+    assert truth["px_per_mm"] == pytest.approx(12.8)
