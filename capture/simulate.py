@@ -29,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from capture.cli import EXIT_PAUSED, check_twin_knows, open_writer, run_session
+from capture.cli import EXIT_PAUSED, open_writer, run_session
 from capture.dataset import (
     DatasetError,
     DatasetReader,
@@ -38,7 +38,7 @@ from capture.dataset import (
     ResumeIndex,
 )
 from capture.engine import CoinJob
-from capture.plan import Plan, Side, dry_run, expand
+from capture.plan import Plan, ShotEvent, Side, dry_run, expand
 from rig.cli_support import EXIT_INTERRUPTED, UserError, expected_errors
 from rig.config import RigConfig, SimCameraConfig, load_config, parse_config
 from rig.devices import Rig
@@ -93,6 +93,7 @@ def simulate(
             types=types,
             seed=seed,
             image_size=image_size,
+            time_scale=time_scale,
             fault_seed=_sessions_recorded(out),
         )
         plan = Plan.load(plan_path)
@@ -103,7 +104,13 @@ def simulate(
         check_same_simulation(out, catalog, config)
         batches = tray_batches(catalog.coin_ids(), _tray_slots(config))
     tally = SimTally()
-    physical_s = _capture_batches(config, plan, catalog, batches, out, faults, time_scale, tally)
+    physical_s: float | None = None
+    try:
+        physical_s = _capture_batches(config, plan, catalog, batches, out, faults, tally)
+    except KeyboardInterrupt:
+        # A session parks and records itself before this; elsewhere nothing was half-done.
+        typer.echo("interrupted: rig parked; rerun the same command to resume", err=True)
+        tally.exit_codes.append(EXIT_INTERRUPTED)
     _print_summary(out, tally, physical_s, time.monotonic() - started)
     raise typer.Exit(next((code for code in tally.exit_codes if code != 0), 0))
 
@@ -115,6 +122,7 @@ def simulation_config(
     types: int,
     seed: int,
     image_size: int | None,
+    time_scale: float | None = None,
     fault_seed: int = 0,
 ) -> RigConfig:
     """The rig config with the simulation section (and camera size) the command line asks for.
@@ -133,6 +141,8 @@ def simulation_config(
     sim = data["simulation"]
     # The catalog gives every ruler at least one type, so fewer types means fewer rulers.
     sim.update(seed=seed, coins=coins, types=types, rulers=min(sim["rulers"], types))
+    if time_scale is not None:
+        sim["time_scale"] = time_scale  # so the session's config snapshot tells the truth
     if image_size is not None:
         data["camera"].update(width=image_size, height=image_size)
     for device in ("turntable", "lightbox", "arm"):
@@ -264,14 +274,14 @@ def write_catalog_images(
     return queued
 
 
-def batch_complete(root: Path, jobs: Sequence[CoinJob], plan: Plan, ext: str) -> bool:
+def batch_complete(
+    index: ResumeIndex, jobs: Sequence[CoinJob], events: Sequence[ShotEvent], ext: str
+) -> bool:
     """Whether every shot and catalog image of a tray load is already on disk, intact.
 
     Raises:
         DatasetError: the folder holds shots of another plan under the same names.
     """
-    index = ResumeIndex(root)
-    events = expand(plan)
     for job in jobs:
         if index.todo(job.coin_id, events, ext):
             return False
@@ -297,7 +307,6 @@ def _capture_batches(
     batches: list[list[CoinJob]],
     out: Path,
     faults: str,
-    time_scale: float,
     tally: SimTally,
 ) -> float | None:
     """Run every unfinished tray load on one rig; stop at the first that does not finish."""
@@ -306,16 +315,15 @@ def _capture_batches(
     seed = catalog.seed
     ext = config.storage.image_format
     with expected_errors(DatasetError):
-        pending = [jobs for jobs in batches if not batch_complete(out, jobs, plan, ext)]
+        index, events = ResumeIndex(out), expand(plan)
+        pending = [jobs for jobs in batches if not batch_complete(index, jobs, events, ext)]
     tally.batches_skipped = len(batches) - len(pending)
     if not pending:
         typer.echo(f"{out}: every tray load is already captured; nothing to do")
         return 0.0
     with ExitStack() as stack:
         with expected_errors(DatasetError):
-            rig = stack.enter_context(
-                open_rig(config, faults=faults, time_scale=time_scale, catalog=catalog)
-            )
+            rig = stack.enter_context(open_rig(config, faults=faults, catalog=catalog))
         for number, jobs in enumerate(pending, start=1):
             typer.echo(f"tray load {number} of {len(pending)}: {len(jobs)} coin(s)")
             code = _capture_batch(rig, config, plan, catalog, jobs, out, seed, tally)
@@ -338,24 +346,20 @@ def _capture_batch(
     tally: SimTally,
 ) -> int:
     """Reference images, then the tray load through `rig capture --tray`'s session path."""
-    check_twin_knows(rig, jobs)
-    try:
-        with expected_errors(DatasetError), open_writer(out, config) as writer:
-            try:
-                tally.catalog_images += write_catalog_images(
-                    writer, catalog, [job.coin_id for job in jobs]
-                )
-            except DatasetWriteError as exc:
-                typer.echo(f"paused: {exc}; rerun the same command to resume", err=True)
-                return EXIT_PAUSED
-        stage_tray(rig, jobs, plan.sides[0], seed)
-        with expected_errors(DatasetError), open_writer(out, config) as writer:
-            code = run_session(rig, writer, config, plan, jobs)
-            tally.captures += sum(1 for r in writer.written if r.get("role") == "capture")
-        return code
-    except KeyboardInterrupt:
-        typer.echo("interrupted: rig parked; rerun the same command to resume", err=True)
-        return EXIT_INTERRUPTED
+    # Two writers: the session record's counts must be the session's own images only.
+    with expected_errors(DatasetError, OSError), open_writer(out, config) as writer:
+        try:
+            tally.catalog_images += write_catalog_images(
+                writer, catalog, [job.coin_id for job in jobs]
+            )
+        except DatasetWriteError as exc:
+            typer.echo(f"paused: {exc}; rerun the same command to resume", err=True)
+            return EXIT_PAUSED
+    stage_tray(rig, jobs, plan.sides[0], seed)
+    with expected_errors(DatasetError, OSError), open_writer(out, config) as writer:
+        code = run_session(rig, writer, config, plan, jobs)
+        tally.captures += sum(1 for r in writer.written if r.get("role") == "capture")
+    return code
 
 
 def _print_summary(out: Path, tally: SimTally, physical_s: float | None, wall_s: float) -> None:

@@ -181,6 +181,8 @@ def evaluate_command(
         f"MAP@R {100 * o['map_at_r']:.1f}% ({o['queries']} queries, {report['coins']} coins) "
         f"→ {run / f'eval-{protocol}'}"
     )
+    if "verdict" in report:
+        typer.echo(f"same-coin verdict (validation pairs, {run / 'roc.png'}):\n{report['verdict']}")
 
 
 @app.command("benchmark")
@@ -258,3 +260,15 @@ def _score(run: Path, data: list[Path], cache_dir: Path | None) -> dict[str, flo
 
 if __name__ == "__main__":
     app()
+
+
+def _mount_commands() -> None:
+    # search and explanations live in their own modules to keep this one small
+    from pipeline.cli_explain import register as register_explain
+    from pipeline.cli_search import register as register_search
+
+    register_search(app)
+    register_explain(app)
+
+
+_mount_commands()

@@ -14,7 +14,7 @@ from synthetic_dataset import Spec, write_dataset
 
 import training.cache
 from training.cache import Preprocess
-from training.coinfind import crop_coin, find_coin, find_coins
+from training.coinfind import crop_coin, find_coin
 from training.data import (
     catalog_protocol,
     load_images,
@@ -207,28 +207,11 @@ def test_derotation_undoes_the_turntable_angle(tmp_path: Path) -> None:
     assert np.abs(at0 - at90).mean() < 0.5 * np.abs(raw0 - raw90).mean()
 
 
-def test_find_coins_splits_touching_coins() -> None:
+def test_find_coin_separates_a_coin_from_what_touches_it() -> None:
+    # A coin touching a smaller round object (a second coin, a scale marker) merges with it in
+    # the foreground mask; the coin is still found with its own centre and radius.
     img = np.full((200, 300, 3), 230, np.uint8)
-    for cx, cy, r in ((100, 100, 50), (195, 100, 45), (250, 170, 20)):
-        cv2.circle(img, (cx, cy), r, (120, 80, 40), -1)
-    found = sorted((round(c.x), round(c.y), round(c.r)) for c in find_coins(img))
-    expected = [(100, 100, 50), (195, 100, 45), (250, 170, 20)]
-    assert len(found) == 3
-    for (x, y, r), (ex, ey, er) in zip(found, expected, strict=True):
-        assert abs(x - ex) <= 3 and abs(y - ey) <= 3 and abs(r - er) <= 4
-
-
-REAL_PHOTO = Path("/work/shared/realdata/euro-coin-photos/train_train_1.jpg")
-
-
-@pytest.mark.skipif(not REAL_PHOTO.exists(), reason="shared real photos not present")
-def test_find_coins_on_a_real_phone_photo() -> None:
-    # About 30 euro coins on white paper, some touching; silver and bimetal coins are the hard ones
-    # (close to the paper in colour), so not every coin is required, but no coin twice.
-    img = cv2.cvtColor(cv2.imread(str(REAL_PHOTO)), cv2.COLOR_BGR2RGB)
-    found = find_coins(img)
-    assert len(found) >= 22
-    for i, a in enumerate(found):
-        assert 40 < a.r < 160  # coin-sized: nothing the size of the sheet, no specks
-        for b in found[i + 1 :]:
-            assert np.hypot(a.x - b.x, a.y - b.y) > max(a.r, b.r), "one coin found twice"
+    cv2.circle(img, (120, 100), 60, (120, 80, 40), -1)
+    cv2.circle(img, (205, 110), 30, (120, 80, 40), -1)
+    circle = find_coin(img)
+    assert abs(circle.x - 120) <= 3 and abs(circle.y - 100) <= 3 and abs(circle.r - 60) <= 4

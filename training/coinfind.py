@@ -4,8 +4,10 @@ The rig puts one coin on a plain turntable, but not always centred, and the back
 darker (black velvet) or lighter (white paper) than the coin. So the background colour is
 estimated from the image border, the foreground is what differs from it (Otsu on the colour
 distance, which works for dark-on-light and light-on-dark alike), and the coin is the largest
-round blob. Hough circles are the fallback when segmentation finds nothing round (a coin that
-touches the border, strong glare); the centre square is the last resort.
+round blob; a blob that fills too little of its enclosing circle (the coin merged with a
+neighbour or a shadow) is split into inscribed circles. Hough circles are the fallback when
+segmentation finds nothing round (a coin that touches the border, strong glare); the centre
+square is the last resort. (Photos of many coins at once: training.detect.)
 """
 
 from __future__ import annotations
@@ -147,13 +149,6 @@ def _as_colour(image: np.ndarray) -> np.ndarray:
 def _upscale(circle: Circle, factor: float) -> Circle:
     """The same circle in full-size pixel coordinates."""
     return Circle(circle.x * factor, circle.y * factor, circle.r * factor, circle.method)
-
-
-def find_coins(image: np.ndarray) -> list[Circle]:
-    """Every coin-like round blob in a photo, largest first (for photos of several coins)."""
-    small, factor = _downscale(_as_colour(image))
-    blobs = sorted(_round_blobs(_foreground_mask(small)), key=lambda b: -b[0])
-    return [_upscale(circle, factor) for _, circle in blobs]
 
 
 def find_coin(image: np.ndarray) -> Circle:

@@ -36,6 +36,7 @@ from training.metrics import (
 )
 from training.models.embedding import EmbeddingModel
 from training.report import markdown_report, write_failures
+from training.verdict import write_verdict
 
 PROTOCOLS = ("catalog", "all")
 FAILURES_SHOWN = 8
@@ -228,6 +229,9 @@ def evaluate_run(
         genuine, impostor = genuine_impostor(val_result)
         np.savez_compressed(out / "verification_val.npz", genuine=genuine, impostor=impostor)
         report["verification"] = verification_summary(genuine, impostor)
+        # the run's same-coin verdict (verdict.json + roc.png) is what `pipeline search` labels by
+        verdict = write_verdict(run, genuine, impostor)
+        report["verdict"] = verdict.summary()
     gallery = [bank.records[i] for i in g_pos]
     failures = []
     for q, wrong, right in worst_failures(result, FAILURES_SHOWN):

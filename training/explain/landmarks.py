@@ -193,7 +193,7 @@ def find_landmarks(
                 since_best = 0
             if float(x.max()) == 0.0:
                 break
-            # d/dx of λ·|x|₁ (as a mean over regions) is λ wherever x > 0
+            # the subgradient of λ·|x|₁ on x >= 0, on the scale of the normalised loss pull
             direction = direction + sparsity * (x > 0).float()
         else:
             # back-projection: the loss alone until the constraint holds again
