@@ -44,7 +44,7 @@ EXIT_PAUSED = 3
 
 
 def register(app: typer.Typer) -> None:
-    """Add `capture` and the `dataset` sub-app to the `rig` command."""
+    """Add `capture`, `simulate` and the `dataset` sub-app to the `rig` command."""
     from capture.simulate import simulate  # imports this module: register it lazily
 
     app.command("capture")(capture)

@@ -229,10 +229,14 @@ class DatasetWriter:
                 atomic_write(info_path, (json.dumps(info, indent=2) + "\n").encode())
             for name in ("images", "catalog", "sessions"):
                 (self.root / name).mkdir(exist_ok=True)
+            # Temporary files of a crashed writer (we hold the lock, so no live writer's):
+            # never renamed, so never referenced. Session records and dataset.json are
+            # written the same way, so a kill can leave one in sessions/ or the root too.
+            temps = [*self.root.glob(".*.tmp-*"), *(self.root / "sessions").glob(".*.tmp-*")]
             for name in ("images", "catalog"):
-                # Temporary files of a crashed writer: never renamed, so never referenced.
-                for temp in (self.root / name).rglob(".*.tmp-*"):
-                    temp.unlink(missing_ok=True)
+                temps.extend((self.root / name).rglob(".*.tmp-*"))
+            for temp in temps:
+                temp.unlink(missing_ok=True)
             meta_path = self.root / "metadata.jsonl"
             content = read_jsonl(meta_path)
             if content.torn:

@@ -319,6 +319,10 @@ def _capture_batches(
         pending = [jobs for jobs in batches if not batch_complete(index, jobs, events, ext)]
     tally.batches_skipped = len(batches) - len(pending)
     if not pending:
+        # Opening a writer still takes the lock and tidies what a crash after the last shot
+        # can leave (a session record's temporary file).
+        with expected_errors(DatasetError, OSError), open_writer(out, config):
+            pass
         typer.echo(f"{out}: every tray load is already captured; nothing to do")
         return 0.0
     with ExitStack() as stack:

@@ -152,6 +152,7 @@ def _classify_command(
     folds: int = typer.Option(5, help="Cross-validation folds (class-balanced, by coin)."),
     per_side: int = typer.Option(4, help="Images per coin side used, at most."),
     baseline: str = typer.Option("sift", help="sift | none: also run the dense-SIFT baseline."),
+    derotate: bool = typer.Option(False, help="Undo the recorded turntable angle."),
     seed: int = typer.Option(0, help="Seed of the folds and of training."),
     cache_dir: Path | None = typer.Option(None, help="Preprocessed-image cache."),
     out: Path = typer.Option(Path("runs/classify"), "--out", help="Folder for results."),
@@ -172,7 +173,9 @@ def _classify_command(
             model=model, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
             aug=aug, seed=seed,
         )  # fmt: skip
-        images = load_labelled_images(data, image_size, cache_dir=cache_dir, per_side=per_side)
+        images = load_labelled_images(
+            data, image_size, cache_dir=cache_dir, per_side=per_side, derotate=derotate
+        )
 
         def warn(line: str) -> None:
             typer.echo(f"warning: {line}", err=True)

@@ -87,7 +87,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
     every fourth is a plain random delay, which also hits start-up, locking and the emulators.
     """
     out = tmp_path / "sim"
-    command = _rig_command(out, coins=6)
+    command = _rig_command(out, coins=10)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rng = random.Random(20261121)
     for kill in range(12):
@@ -98,7 +98,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
         if kill % 4 == 3:
             time.sleep(rng.uniform(0.1, 1.5))
         else:
-            target = before + rng.randint(1, 20)
+            target = before + rng.randint(1, 15)
             deadline = time.monotonic() + 60
             while _lines_written(out) < target and process.poll() is None:
                 assert time.monotonic() < deadline
@@ -113,7 +113,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
     final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
     assert final.returncode == 0, final.stderr.decode()
 
-    coins = [f"SIM-{i:04d}" for i in range(6)]
+    coins = [f"SIM-{i:04d}" for i in range(10)]
     assert_complete_once(out, QUICK, coins)
     assert verify_errors(out) == []
     # only the killed sessions' records remain unfinished; nothing else is amiss
@@ -214,3 +214,23 @@ def test_disk_full_stops_cleanly_and_resumes(
     assert result.exit_code == 0, result.output
     assert_complete_once(out, QUICK, COINS)
     assert verify_errors(out) == []
+
+
+def test_a_rerun_tidies_temporary_files_a_kill_left(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    args = ["simulate", "--coins", "1", "--image-size", "64", "--plan", str(QUICK)]
+    args += ["--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    # what a kill -9 inside atomic_write leaves: never renamed, so never referenced
+    litter = [
+        out / ".dataset.json.tmp-99999",
+        out / "sessions" / ".20260101T000000Z-abcdef.json.tmp-99999",
+        out / "images" / "SIM-0000" / "obverse" / ".0003.png.tmp-99999",
+    ]
+    for path in litter:
+        path.write_bytes(b"partial")
+    assert any("temporary" in str(p) for p in verify(out))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    assert not any(path.exists() for path in litter)
+    assert [str(p) for p in verify(out)] == []

@@ -28,6 +28,16 @@ def test_pointing_game_hit_and_miss() -> None:
     assert pointing_game(HEAT, TRUTH, support) == 0.0
 
 
+def test_pointing_game_tolerance() -> None:
+    truth = np.zeros((9, 9), np.float32)
+    truth[4, 4] = 1.0
+    heat = np.zeros((9, 9), np.float32)
+    heat[4, 6] = 1.0  # two pixels off the mark
+    assert pointing_game(heat, truth) == 0.0
+    assert pointing_game(heat, truth, tolerance_px=1) == 0.0
+    assert pointing_game(heat, truth, tolerance_px=2) == 1.0
+
+
 def test_ties_are_not_broken_by_position() -> None:
     truth = np.zeros((4, 4), np.float32)
     truth[3, :] = 1.0  # the bottom row

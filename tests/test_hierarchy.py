@@ -104,9 +104,10 @@ def test_hierarchy_beats_reverse_only_on_synthetic_coins(tmp_path: Path) -> None
     obv = result["obverse_only"]["balanced_accuracy"]
     hier = result["hierarchy"]["balanced_accuracy"]
     assert result["coins"] == 24 and result["types"] == 4 and result["rulers"] == 2
-    assert rev <= 0.6  # the reverse cannot tell the rulers' types apart
+    # the reverse cannot tell the two rulers' types apart: 0.5 expected, luck gives a little more
+    assert rev <= 0.7
     assert obv >= 0.9
-    assert hier >= rev + 0.3
+    assert hier >= 0.9 and hier >= rev + 0.25
     # every test coin counted exactly once over the folds
     assert np.sum(result["hierarchy"]["confusion"]) == 24
     write_confusion_png(tmp_path / "h.png", result["hierarchy"], "hierarchy")

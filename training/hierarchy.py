@@ -65,8 +65,11 @@ def load_labelled_images(
     *,
     cache_dir: Path | None = None,
     per_side: int = 4,
+    derotate: bool = False,
 ) -> list[LabelledImage]:
     """Cropped images with ruler and type from coins.jsonl; at most `per_side` per coin side.
+
+    `derotate` undoes each capture's recorded turntable angle, as `pipeline train --derotate`.
 
     Raises:
         DataError: a dataset is unreadable or no coin has both a ruler and a type.
@@ -86,7 +89,9 @@ def load_labelled_images(
     if not records:
         raise DataError("no coin has both a ruler and a type in coins.jsonl")
     bank, _ = load_images(
-        records, Preprocess(image_size=image_size), cache_dir or default_cache_dir()
+        records,
+        Preprocess(image_size=image_size, derotate=derotate),
+        cache_dir or default_cache_dir(),
     )
     return [
         LabelledImage(np.asarray(bank.pixels([i])[0]), *labels[r.coin_id], r.side, r.coin_id)
