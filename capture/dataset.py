@@ -177,7 +177,7 @@ class DatasetLock:
 @dataclass(frozen=True)
 class _Job:
     file_name: str
-    image: np.ndarray
+    image: np.ndarray | bytes  # bytes: already encoded, stored exactly as given
     pixel_format: str
     record: dict[str, Any]
 
@@ -289,31 +289,45 @@ class DatasetWriter:
         Raises:
             DatasetWriteError: an earlier write failed; the dataset takes nothing more.
         """
+        self._enqueue(_Job(file_name, image, fmt, {"file_name": file_name, **record}))
+
+    def _enqueue(self, job: _Job) -> None:
         self.check()
         if self._thread is None:
             raise DatasetError("the dataset writer is not open")
-        self._queue.put(_Job(file_name, image, fmt, {"file_name": file_name, **record}))
+        self._queue.put(job)
 
     def write_catalog_image(
         self,
         coin_id: str,
         side: str,
-        image: np.ndarray,
+        image: np.ndarray | bytes,
         *,
         ext: str = "jpg",
         pixel_format: str = "RGB8",
         **fields: Any,
     ) -> str:
-        """Queue a reference image (role catalog) as catalog/COIN_ID/SIDE.EXT; return its name."""
+        """Queue a reference image (role catalog) as catalog/COIN_ID/SIDE.EXT; return its name.
+
+        `image` is an array (encoded here) or the bytes of an already encoded file in the
+        format `ext` names, stored exactly as given (a catalog JPEG is not compressed twice);
+        the recorded sha256 is that of the stored bytes either way.
+
+        Raises:
+            ValueError: bad side or extension, or bytes that are not a decodable `ext` image.
+            InvalidCoinId: the coin id is not a valid id.
+            DatasetWriteError: an earlier write failed; the dataset takes nothing more.
+        """
         validate_coin_id(coin_id)
-        if side not in SIDES or ext not in ("jpg", "jpeg", "png", "tiff"):
+        if side not in SIDES or ext not in _SIGNATURES:
             raise ValueError(f"bad catalog side {side!r} or extension {ext!r}")
         file_name = f"catalog/{coin_id}/{side}.{ext}"
+        pixels = _decode_encoded(image, ext, file_name) if isinstance(image, bytes) else image
         record = {"coin_id": coin_id, "side": side, "role": "catalog", **fields}
-        height, width = image.shape[:2]
+        height, width = pixels.shape[:2]
         record.update(width=int(width), height=int(height), pixel_format=pixel_format)
         record.setdefault("captured_at", utc_now())
-        self.submit(file_name, image, record, pixel_format)
+        self._enqueue(_Job(file_name, image, pixel_format, {"file_name": file_name, **record}))
         return file_name
 
     def add_coin(self, coin_id: str, **info: Any) -> None:
@@ -357,7 +371,10 @@ class DatasetWriter:
 
     def _write(self, job: _Job) -> None:
         ext = job.file_name.rsplit(".", 1)[-1]
-        data = encode_image(job.image, ext, job.pixel_format, self.png_compression)
+        if isinstance(job.image, bytes):
+            data = job.image
+        else:
+            data = encode_image(job.image, ext, job.pixel_format, self.png_compression)
         record = {**job.record, "sha256": hashlib.sha256(data).hexdigest()}
         path = self.root / job.file_name
         try:
@@ -378,6 +395,29 @@ class DatasetWriter:
             raise _write_error(exc, "metadata.jsonl") from exc
         with self._guard:
             self.written.append(record)
+
+
+#: the first bytes of each image format a catalog image may be stored as
+_SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "jpg": (b"\xff\xd8\xff",),
+    "jpeg": (b"\xff\xd8\xff",),
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "tiff": (b"II*\x00", b"MM\x00*"),
+}
+
+
+def _decode_encoded(data: bytes, ext: str, file_name: str) -> np.ndarray:
+    """Decode already encoded image bytes, checking they are the format `ext` names.
+
+    Raises:
+        ValueError: the bytes are another format, or do not decode.
+    """
+    if not data.startswith(_SIGNATURES[ext]):
+        raise ValueError(f"{file_name}: the bytes given are not a {ext} file")
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ValueError(f"{file_name}: the {ext} bytes given do not decode")
+    return pixels
 
 
 def _json_default(value: Any) -> Any:

@@ -155,6 +155,20 @@ class SessionDone(Event):
     message: str = ""
 
 
+@dataclass(frozen=True)
+class SessionRecordFailed(Event):
+    """sessions/SESSION_ID.json could not be updated (a full disk?).
+
+    The file still holds the last record that was written (often `running`); `state` and
+    `reason` are how the session really ended, so the event log tells the truth.
+    """
+
+    session_id: str
+    state: RunState
+    reason: FinishReason | None
+    error: str
+
+
 Listener = Callable[[Event], None]
 
 

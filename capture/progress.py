@@ -22,6 +22,7 @@ from capture.events import (
     Event,
     SessionDone,
     SessionPaused,
+    SessionRecordFailed,
     ShotDone,
     ShotRetry,
     ShotSkipped,
@@ -108,6 +109,11 @@ def _describe(event: Event) -> str:
         return f"paused ({event.reason}): {event.message}"
     if isinstance(event, SessionDone):
         return f"session {event.state}: {event.taken} taken, {event.skipped} skipped"
+    if isinstance(event, SessionRecordFailed):
+        return (
+            f"warning: sessions/{event.session_id}.json not updated ({event.error}); "
+            f"the session ended {event.state} ({event.reason})"
+        )
     return ""
 
 

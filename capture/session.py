@@ -45,6 +45,7 @@ from capture.events import (
     RunStatus,
     SessionDone,
     SessionPaused,
+    SessionRecordFailed,
     SessionStarted,
     ShotDone,
     ShotRetry,
@@ -200,14 +201,22 @@ class SessionRunner:
             pending = exc
         finally:
             final, reason, message = self._finish(final, reason, message)
-            self._record(final, reason, message, started_at, started, physical_before)
+            unrecorded = self._record(final, reason, message, started_at, started, physical_before)
             self._set_state(final, reason, message)
+            if unrecorded is not None:
+                # The record on disk still says what its last good write said (`running`):
+                # put the real ending in the event log.
+                self._emitter.emit(SessionRecordFailed(self.session_id, final, reason, unrecorded))
             if final is RunState.PAUSED:
                 self._emitter.emit(SessionPaused(reason, message))
             status = self.status()
             self._emitter.emit(
                 SessionDone(final, reason, status.taken, status.skipped, message=message)
             )
+            if unrecorded is not None:
+                # One more try once everything else is done: a full disk may have room again
+                # (another process's temporary files, a quota); an honest record is worth it.
+                self._record(final, reason, message, started_at, started, physical_before)
         if pending is not None:
             raise pending
         return self.status()
@@ -388,7 +397,8 @@ class SessionRunner:
         started_at: str,
         started: float,
         physical_before: float | None,
-    ) -> None:
+    ) -> str | None:
+        """Write sessions/SESSION_ID.json; return None, or why it could not be written."""
         clock = self.rig.extras.get("clock")
         physical_now = _physical(clock)
         todo = [e for events in self._todo.values() for e in events]
@@ -434,6 +444,8 @@ class SessionRunner:
             self.writer.write_session(self.session_id, record)
         except DatasetWriteError as exc:
             log.error("could not write the session record: %s", exc)
+            return str(exc)
+        return None
 
     def _set_state(
         self, state: RunState, reason: FinishReason | None = None, message: str = ""

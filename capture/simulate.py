@@ -260,11 +260,12 @@ def write_catalog_images(
             name = f"catalog/{coin_id}/{side}.jpg"
             if index.intact(name):
                 continue
-            image, _ = render_catalog_image(catalog, coin_id, side)
+            # the twin's own JPEG, stored as it is: an auction photo is compressed once
+            _, jpeg = render_catalog_image(catalog, coin_id, side)
             writer.write_catalog_image(
                 coin_id,
                 side,
-                image,
+                jpeg,
                 ext="jpg",
                 source="rig.sim.catalog_style",
                 catalog_ref=info["catalog_ref"],

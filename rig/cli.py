@@ -10,12 +10,11 @@ Examples:
 from __future__ import annotations
 
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import typer
 
-from rig.cli_support import expected_errors, set_debug
+from rig.cli_support import expected_errors, print_version, set_debug
 from rig.config import config_json_schema, load_config
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -25,20 +24,15 @@ config_app = typer.Typer(
 app.add_typer(config_app, name="config")
 
 
-def _version(value: bool) -> None:
-    if value:
-        try:
-            typer.echo(f"coinrig {version('coinrig')}")
-        except PackageNotFoundError:
-            typer.echo("coinrig (not installed)")
-        raise typer.Exit()
-
-
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for expected errors."),
     show_version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        callback=print_version,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
 ) -> None:
     """Drive the coin-imaging rig, its emulators and its digital twin."""

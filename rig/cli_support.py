@@ -1,10 +1,11 @@
-"""Shared command-line plumbing: one-line errors with exit code 2, --debug for tracebacks."""
+"""Shared command-line plumbing: one-line errors with exit code 2, --debug, --version."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
@@ -49,3 +50,17 @@ def set_debug(value: bool) -> None:
     settings.debug = value
     if value:
         sys.tracebacklimit = 1000
+
+
+def print_version(value: bool) -> None:
+    """The eager `--version` callback: print `coinrig X.Y.Z` and exit.
+
+    Raises:
+        typer.Exit: always, once the version is printed (when the option is given).
+    """
+    if value:
+        try:
+            typer.echo(f"coinrig {version('coinrig')}")
+        except PackageNotFoundError:
+            typer.echo("coinrig (not installed)")
+        raise typer.Exit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import string
@@ -260,6 +261,38 @@ def test_catalog_images_and_orphans(tmp_path: Path) -> None:
     # the next writer removes the crashed temporary file, never a real one
     assert not (tmp_path / "images/C1/obverse/.0043.png.tmp-1").exists()
     assert (tmp_path / "images/C1/obverse/0042.png").exists()
+
+
+def test_catalog_image_given_as_encoded_bytes_is_stored_as_is(tmp_path: Path) -> None:
+    ok, buffer = cv2.imencode(".jpg", _image(7), [cv2.IMWRITE_JPEG_QUALITY, 60])
+    assert ok
+    jpeg = buffer.tobytes()
+    with DatasetWriter(tmp_path) as writer:
+        writer.add_coin("C1")
+        name = writer.write_catalog_image("C1", "reverse", jpeg, ext="jpg", source="twin")
+    assert (tmp_path / name).read_bytes() == jpeg
+    (record,) = DatasetReader(tmp_path).images_of("C1", role="catalog")
+    assert record["sha256"] == hashlib.sha256(jpeg).hexdigest()
+    assert (record["width"], record["height"], record["source"]) == (8, 8, "twin")
+    assert verify(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "ext", "message"),
+    [
+        (b"\xff\xd8\xff\xe0 not really a jpeg", "jpg", "do not decode"),
+        (b"\x89PNG\r\n\x1a\n", "jpg", "not a jpg file"),
+        (b"", "png", "not a png file"),
+    ],
+    ids=["truncated-jpeg", "png-signature-as-jpg", "empty"],
+)
+def test_catalog_image_bytes_that_do_not_decode_are_refused(
+    tmp_path: Path, data: bytes, ext: str, message: str
+) -> None:
+    with DatasetWriter(tmp_path) as writer, pytest.raises(ValueError, match=message):
+        writer.write_catalog_image("C1", "obverse", data, ext=ext)
+    assert not (tmp_path / f"catalog/C1/obverse.{ext}").exists()
+    assert DatasetReader(tmp_path).images_of("C1", role="catalog") == []
 
 
 def test_summary_and_contact_sheet(tmp_path: Path) -> None:

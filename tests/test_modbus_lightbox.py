@@ -15,7 +15,7 @@ from rig.errors import ConfigError, DeviceFault, DeviceTimeout, SafetyError, Tra
 from rig.lightbox.modbus import ModbusLightbox, contiguous_runs
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
-from rig.sim.modbus_emulator import ModbusLightboxEmulator
+from rig.sim.modbus_lights import ModbusLightboxEmulator
 from rig.sim.world import LightState, World
 
 RETRIES = 2

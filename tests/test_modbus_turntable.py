@@ -15,7 +15,7 @@ from rig.modbus_link import ModbusRegisterLink
 from rig.motion import trapezoid_duration_s
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
-from rig.sim.modbus_emulator import ModbusTurntableEmulator
+from rig.sim.modbus_drive import ModbusTurntableEmulator
 from rig.sim.world import World
 from rig.turntable import modbus_codec as codec
 from rig.turntable.modbus import ModbusTurntable

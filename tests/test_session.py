@@ -25,8 +25,10 @@ from capture.engine import CoinJob, OperatorRequest
 from capture.events import (
     Event,
     FinishReason,
+    JsonlLog,
     RunState,
     SessionDone,
+    SessionRecordFailed,
     ShotDone,
     ShotRetry,
     ShotSkipped,
@@ -283,6 +285,67 @@ def test_disk_full_during_session_pauses(tmp_path: Path, monkeypatch: pytest.Mon
     _assert_parked(fake)
     monkeypatch.undo()
     assert _errors(tmp_path) == [] and len(DatasetReader(tmp_path).records()) == 4
+
+
+def _disk_full_after_four_images(
+    monkeypatch: pytest.MonkeyPatch, session_writes_that_fail: set[int]
+) -> None:
+    """Images fail from the fifth on; the Nth session record write (1-based) fails if listed."""
+    import errno
+
+    import capture.dataset as ds
+
+    real = ds._write_bytes
+    count = {"png": 0, "json": 0}
+
+    def full(path: Path, data: bytes) -> None:
+        if ".png" in path.name:
+            count["png"] += 1
+            if count["png"] > 4:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        elif path.parent.name == "sessions":
+            count["json"] += 1
+            if count["json"] in session_writes_that_fail:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(ds, "_write_bytes", full)
+
+
+def test_a_session_record_refused_by_a_full_disk_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _disk_full_after_four_images(monkeypatch, session_writes_that_fail={2})  # 1: running
+    runner, events = _run(tmp_path, make_rig())
+    record = _session_record(tmp_path, runner)
+    assert (record["status"], record["finish_reason"]) == ("paused", "disk_full")
+    (failed,) = [e for e in events if isinstance(e, SessionRecordFailed)]
+    assert (failed.state, failed.reason) == (RunState.PAUSED, FinishReason.DISK_FULL)
+    assert "disk full" in failed.error
+
+
+def test_a_session_record_that_stays_stale_is_corrected_in_the_event_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _disk_full_after_four_images(monkeypatch, session_writes_that_fail={2, 3})
+    fake = make_rig()
+    runner, writer, _ = _runner(tmp_path, fake)
+    log = JsonlLog(tmp_path / "events.jsonl")  # outside the dataset: a log on another disk
+    runner.add_listener(log)
+    try:
+        runner.run()
+    finally:
+        writer.close()
+        log.close()
+    assert runner.status().reason is FinishReason.DISK_FULL
+    _assert_parked(fake)
+    # the record keeps its last good write; the log says how the session really ended
+    assert _session_record(tmp_path, runner)["status"] == "running"
+    lines = read_jsonl(tmp_path / "events.jsonl").records
+    (failed,) = [line for line in lines if line["event"] == "SessionRecordFailed"]
+    assert failed["session_id"] == runner.session_id
+    assert (failed["state"], failed["reason"]) == ("paused", "disk_full")
+    assert lines[-1]["event"] == "SessionDone"
 
 
 def test_listener_errors_never_stop_a_session(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from capture.dataset import DatasetReader
 from capture.engine import CaptureEngine
 from capture.simulate import tray_batches, tray_spin_deg
 from rig.cli import app
+from rig.sim.catalog_style import render_catalog_image
 from rig.sim.coins import CoinCatalog
 
 COINS = ["SIM-0000", "SIM-0001", "SIM-0002"]
@@ -74,6 +76,10 @@ def test_simulate_quick_plan_end_to_end(tmp_path: Path) -> None:
         for side in ("obverse", "reverse"):
             (ref,) = [r for r in records if r["file_name"] == f"catalog/{coin_id}/{side}.jpg"]
             assert ref["role"] == "catalog" and ref["catalog_ref"] == truth["catalog_ref"]
+            # stored exactly as the twin's auction-style JPEG: compressed once, not re-encoded
+            _, jpeg = render_catalog_image(catalog, coin_id, side)
+            assert (out / ref["file_name"]).read_bytes() == jpeg
+            assert ref["sha256"] == hashlib.sha256(jpeg).hexdigest()
 
     (session,) = DatasetReader(out).sessions()
     assert session["status"] == "done" and session["timings"]["physical_s"] > 60

@@ -23,7 +23,7 @@ from training.coinfind import crop_coin, find_coin
 from training.errors import DataError
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
 # The turntable turns the coin counter-clockwise in the image for a positive angle, so undoing
 # it rotates by the negative angle.
 DEROTATE_SIGN = -1.0
@@ -36,6 +36,11 @@ class Preprocess:
     image_size: int = 224
     derotate: bool = False
     margin: float = 0.04
+    # Replace the background around the coin's outline by a fixed colour (coinfind.BACKGROUND_RGB):
+    # catalog photos on white, grey or black card and captures on the dark turntable then differ
+    # only in the coin itself. Runs trained before this option existed did not mask (see
+    # evaluate.load_run).
+    mask_background: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,12 @@ def preprocess(item: CacheItem, settings: Preprocess) -> np.ndarray:
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     angle = DEROTATE_SIGN * item.turntable_deg if settings.derotate else 0.0
     return crop_coin(
-        rgb, find_coin(rgb), settings.image_size, margin=settings.margin, rotate_deg=angle
+        rgb,
+        find_coin(rgb),
+        settings.image_size,
+        margin=settings.margin,
+        rotate_deg=angle,
+        mask_background=settings.mask_background,
     )
 
 

@@ -27,6 +27,13 @@ MIN_CIRCULARITY = 0.55
 MIN_FILL = 0.7
 # Blobs smaller than this fraction of the image are dust, scratches or noise.
 MIN_AREA_FRACTION = 0.002
+# What replaces the background when crops are masked: ImageNet's mean colour, which the input
+# normalisation maps to zero. Catalog photos sit on white, grey or black card and rig captures on
+# the turntable's dark grey; a fixed fill removes that difference (a cue no coin carries) while
+# the flan outline, which does identify a coin, stays.
+BACKGROUND_RGB = (124, 116, 104)
+# Masks are segmented on crops at least this large (then resized to the requested size).
+MASK_WORK_PX = 192
 
 
 @dataclass(frozen=True)
@@ -172,12 +179,27 @@ def crop_coin(
     *,
     margin: float = 0.04,
     rotate_deg: float = 0.0,
+    mask_background: bool = False,
 ) -> np.ndarray:
     """A size×size crop centred on the coin, optionally rotated by rotate_deg (counter-clockwise).
 
     Parts of the square outside the photo are filled with the border colour, so an off-centre coin
-    near the edge still ends up centred on a plain background.
+    near the edge still ends up centred on a plain background. With mask_background, everything
+    outside the coin's own outline (the segmented flan, not the fitted circle) becomes
+    BACKGROUND_RGB: see mask_outside_coin.
     """
+    if mask_background:
+        # Segment at a working size of at least MASK_WORK_PX (the morphology needs a few pixels
+        # per flan irregularity), then area-average down so the outline stays anti-aliased.
+        work = max(size, MASK_WORK_PX)
+        # The fitted circle spans 1 / (1 + margin) of the crop; allow half the margin beyond it.
+        big = mask_outside_coin(
+            crop_coin(image, circle, work, margin=margin, rotate_deg=rotate_deg),
+            radius_fraction=(1 + margin / 2) / (1 + margin),
+        )
+        if work == size:
+            return big
+        return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
     colour = _as_colour(image)
     fill = tuple(float(c) for c in _border_colour(colour))
     scale = size / (2 * circle.r * (1 + margin))
@@ -198,3 +220,35 @@ def crop_coin(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=fill,
     )
+
+
+def mask_outside_coin(crop: np.ndarray, radius_fraction: float = 1.0) -> np.ndarray:
+    """A centred coin crop with every pixel outside the coin's outline set to BACKGROUND_RGB.
+
+    The coin is the foreground blob (colour distance to the border, Otsu) under the crop's
+    centre, else the largest one, with holes filled: a dark die detail inside a bright flan stays
+    coin. Nothing beyond radius_fraction of the half side counts (shadows and the crop's edge).
+    If segmentation finds nothing plausible (under a quarter of the disc the crop was cut
+    for), the crop's inscribed disc stands in, so a hard photo still gets a clean background.
+    """
+    h, w = crop.shape[:2]
+    mask = _foreground_mask(crop)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+    coin = np.zeros((h, w), np.uint8)
+    if count > 1:
+        centre_label = int(labels[h // 2, w // 2])
+        if centre_label == 0:
+            centre_label = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        contours, _ = cv2.findContours(
+            (labels == centre_label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(coin, contours, -1, 1, cv2.FILLED)
+    disc = np.zeros((h, w), np.uint8)
+    cv2.circle(disc, (w // 2, h // 2), round(radius_fraction * min(h, w) / 2), 1, cv2.FILLED)
+    coin &= disc
+    if coin.sum() < 0.25 * math.pi * (min(h, w) / 2) ** 2:
+        coin = disc
+    out = np.empty_like(crop)
+    out[:] = BACKGROUND_RGB
+    np.copyto(out, crop, where=coin[..., None].astype(bool))
+    return out

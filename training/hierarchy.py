@@ -379,16 +379,22 @@ def write_confusion_png(path: Path, summary: dict[str, Any], title: str) -> None
     confusion = np.asarray(summary["confusion"], float)
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     labels = [str(label)[:24] for label in summary["labels"]]
-    side = 2.5 + 0.45 * len(labels)
+    side = max(4.5, 2.5 + 0.45 * len(labels))
     figure = Figure(figsize=(side + 1, side))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     shown = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
+    if len(labels) <= 12:  # counts stay legible up to a dozen classes
+        for (i, j), count in np.ndenumerate(confusion):
+            colour = "white" if rows[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{count:.0f}", ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{title}: balanced accuracy {100 * summary['balanced_accuracy']:.1f}%")
+    ax.set_title(
+        f"{title}\nbalanced accuracy {100 * summary['balanced_accuracy']:.1f}%", fontsize=9
+    )
     figure.colorbar(shown, ax=ax, fraction=0.046)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -309,23 +309,20 @@ class GcodeArm:
             self.move_to(Pose(x_mm=here.x_mm, y_mm=here.y_mm, z_mm=z_mm))
 
     def _pick_at(self, pose: Pose) -> None:
-        above = _above(pose, self.config.clearance_mm)
-        codec.check_pose(self.config.workspace, pose)
-        codec.check_pose(self.config.workspace, above)
-        self._lift_to(above.z_mm)
-        self.move_to(above)
-        self.move_to(pose)
-        self.suction(True)
-        self.move_to(above)
+        self._descend_and_suction(pose, on=True)
 
     def _place_at(self, pose: Pose) -> None:
+        self._descend_and_suction(pose, on=False)
+
+    def _descend_and_suction(self, pose: Pose, *, on: bool) -> None:
+        """Check both poses, rise, go above `pose`, descend, switch suction, rise again."""
         above = _above(pose, self.config.clearance_mm)
         codec.check_pose(self.config.workspace, pose)
         codec.check_pose(self.config.workspace, above)
         self._lift_to(above.z_mm)
         self.move_to(above)
         self.move_to(pose)
-        self.suction(False)
+        self.suction(on)
         self.move_to(above)
 
     def pick_from_slot(self, slot: int) -> None:

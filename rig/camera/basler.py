@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any, get_args
 
 from rig.camera.pixels import to_image
+from rig.camera.settings import check_exposure_gain, require_open
 from rig.config import BaslerCameraConfig, PixelFormat
 from rig.devices import DeviceIdentity, DeviceStatus, Frame
 from rig.errors import (
@@ -129,7 +130,13 @@ class BaslerCamera:
         """
         if self._camera is not None:
             return
-        self._check_limits(self.config.exposure_us, self.config.gain_db)
+        check_exposure_gain(
+            self.config,
+            self.config.exposure_us,
+            self.config.gain_db,
+            name=self._name,
+            max_gain_db=self.config.max_gain_db,
+        )
         pylon, _ = load_pylon(emulated=self.config.emulated)
         with pylon_errors(self._name, "enumerating cameras"):
             factory = pylon.TlFactory.GetInstance()
@@ -208,11 +215,6 @@ class BaslerCamera:
         with contextlib.suppress(genicam.GenericException):
             camera.DestroyDevice()
 
-    def _require_open(self) -> Any:
-        if self._camera is None:
-            raise NotConnected(f"{self._name}: not connected (call connect() first)")
-        return self._camera
-
     # ------------------------------------------------------------------ who and how
 
     def identity(self) -> DeviceIdentity:
@@ -221,7 +223,7 @@ class BaslerCamera:
         Raises:
             NotConnected: the camera is not open.
         """
-        self._require_open()
+        require_open(self._camera, self._name)
         return DeviceIdentity(
             kind="camera",
             driver="basler",
@@ -252,21 +254,6 @@ class BaslerCamera:
 
     # ------------------------------------------------------------------ settings
 
-    def _check_limits(self, exposure_us: float | None, gain_db: float | None) -> None:
-        limits = self.config
-        if exposure_us is not None and not (
-            limits.min_exposure_us <= exposure_us <= limits.max_exposure_us
-        ):
-            raise SafetyError(
-                f"{self._name}: exposure {exposure_us} µs is outside the configured limits "
-                f"{limits.min_exposure_us}..{limits.max_exposure_us} µs; nothing was sent"
-            )
-        if gain_db is not None and not (0.0 <= gain_db <= limits.max_gain_db):
-            raise SafetyError(
-                f"{self._name}: gain {gain_db} dB is outside the configured limits "
-                f"0..{limits.max_gain_db} dB; nothing was sent"
-            )
-
     def configure(
         self,
         *,
@@ -288,8 +275,10 @@ class BaslerCamera:
             DeviceFault: the camera refused a value.
             TransportError: pylon failed to talk to the camera.
         """
-        camera = self._require_open()
-        self._check_limits(exposure_us, gain_db)
+        camera = require_open(self._camera, self._name)
+        check_exposure_gain(
+            self.config, exposure_us, gain_db, name=self._name, max_gain_db=self.config.max_gain_db
+        )
         with pylon_errors(self._name, "configuring"):
             if pixel_format is not None:
                 # Before exposure and gain: their ranges can depend on the pixel format.
@@ -373,7 +362,7 @@ class BaslerCamera:
             DeviceTimeout: the camera was not ready for a trigger, or no frame came, in time.
             TransportError: the frame arrived damaged (incomplete transfer), or pylon failed.
         """
-        camera = self._require_open()
+        camera = require_open(self._camera, self._name)
         timeout = self.default_timeout_s() if timeout_s is None else timeout_s
         if timeout < 0:
             raise ConfigError(f"{self._name}: grab timeout must be >= 0 s, got {timeout}")

@@ -30,9 +30,10 @@ import cv2
 import numpy as np
 
 from rig.camera.pixels import bgr_to_rgb
+from rig.camera.settings import check_exposure_gain, require_open
 from rig.config import OpenCvCameraConfig
 from rig.devices import DeviceIdentity, DeviceStatus, Frame
-from rig.errors import ConfigError, DeviceTimeout, NotConnected, SafetyError, TransportError
+from rig.errors import ConfigError, DeviceTimeout, NotConnected, TransportError
 
 # Backend name → microseconds per CAP_PROP_EXPOSURE unit, for backends where that unit is known.
 _EXPOSURE_UNIT_US = {"V4L2": 100.0}
@@ -132,7 +133,7 @@ class OpenCvCamera:
         explicit = self.config.model_fields_set
         exposure = self.config.exposure_us if "exposure_us" in explicit else None
         gain = self.config.gain_db if "gain_db" in explicit else None
-        self._check_limits(exposure)
+        check_exposure_gain(self.config, exposure, None, name=self._name)
         source = self._source
         is_file = isinstance(source, str) and "://" not in source and "%" not in source
         if is_file and not Path(str(source)).exists():
@@ -195,11 +196,6 @@ class OpenCvCamera:
             worker.submit(capture.release)
             worker.shutdown(wait=False)
 
-    def _require_open(self) -> cv2.VideoCapture:
-        if self._capture is None:
-            raise NotConnected(f"{self._name}: not connected (call connect() first)")
-        return self._capture
-
     # ------------------------------------------------------------------ who and how
 
     def identity(self) -> DeviceIdentity:
@@ -208,7 +204,7 @@ class OpenCvCamera:
         Raises:
             NotConnected: the source is not open.
         """
-        self._require_open()
+        require_open(self._capture, self._name)
         return DeviceIdentity(
             kind="camera", driver="opencv", model=self._backend, endpoint=str(self._source)
         )
@@ -233,14 +229,6 @@ class OpenCvCamera:
 
     # ------------------------------------------------------------------ settings
 
-    def _check_limits(self, exposure_us: float | None) -> None:
-        low, high = self.config.min_exposure_us, self.config.max_exposure_us
-        if exposure_us is not None and not low <= exposure_us <= high:
-            raise SafetyError(
-                f"{self._name}: exposure {exposure_us} µs is outside the configured limits "
-                f"{low}..{high} µs; nothing was sent"
-            )
-
     def configure(
         self,
         *,
@@ -256,8 +244,9 @@ class OpenCvCamera:
             ConfigError: the backend cannot set exposure, a non-zero gain or any pixel format
                 was asked for, or the camera did not take the exposure.
         """
-        capture = self._require_open()
-        self._check_limits(exposure_us)
+        capture = require_open(self._capture, self._name)
+        # gain is not checked here: OpenCV cannot set it at all (ConfigError below)
+        check_exposure_gain(self.config, exposure_us, None, name=self._name)
         if pixel_format is not None:
             raise ConfigError(
                 f"{self._name}: pixel format cannot be chosen through OpenCV "
@@ -303,7 +292,7 @@ class OpenCvCamera:
             DeviceTimeout: no frame within the timeout (or an earlier read is still blocked).
             TransportError: the source ended (end of a file or sequence) or the camera failed.
         """
-        self._require_open()
+        require_open(self._capture, self._name)
         assert self._worker is not None
         timeout = self.config.grab_timeout_s if timeout_s is None else timeout_s
         if timeout < 0:

@@ -13,14 +13,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from rig.config import LightChannel, ModbusLightboxConfig, ModbusRtu, ModbusTcp
-from rig.devices import DeviceIdentity, DeviceStatus, LightGeometry
+from rig.devices import DeviceStatus, LightGeometry
 from rig.errors import ConfigError, DeviceFault, SafetyError
-from rig.modbus_link import (
-    MAX_READ_REGISTERS,
-    MAX_WRITE_REGISTERS,
-    ModbusRegisterLink,
-    describe_endpoint,
-)
+from rig.modbus_device import ModbusDevice
+from rig.modbus_link import MAX_READ_REGISTERS, MAX_WRITE_REGISTERS
 
 
 @dataclass(frozen=True)
@@ -62,8 +58,11 @@ def raw_to_intensity(channel: LightChannel, raw: int) -> float:
     return raw / channel.full_scale
 
 
-class ModbusLightbox:
+class ModbusLightbox(ModbusDevice):
     """Named LED channels on a Modbus controller; implements `rig.devices.Lightbox`."""
+
+    kind = "lightbox"
+    default_model = "Modbus LED controller"
 
     def __init__(
         self,
@@ -77,24 +76,12 @@ class ModbusLightbox:
         Raises:
             ConfigError: neither `link` nor config.link names an endpoint.
         """
-        endpoint = link or config.link
-        if endpoint is None:
-            raise ConfigError("modbus lightbox: no link given (config.link or link=)")
+        super().__init__(config, link=link, sleep=sleep)
         self.config = config
-        self.endpoint = endpoint
-        self._sleep = sleep
-        self._link = ModbusRegisterLink(
-            endpoint,
-            unit_id=config.unit_id,
-            timeout_s=config.timeout_s,
-            retries=config.retries,
-            name="lightbox",
-        )
         self._runs = contiguous_runs(
             config.channels, longest=min(MAX_READ_REGISTERS, MAX_WRITE_REGISTERS)
         )
         self._last_raw: dict[str, int] | None = None
-        self._identification: dict[str, str] = {}
 
     # ------------------------------------------------------------------ Device
     def connect(self) -> None:
@@ -105,33 +92,12 @@ class ModbusLightbox:
             DeviceTimeout: the controller does not answer.
             DeviceFault: the controller refuses a channel's register (wrong map?).
         """
-        self._link.open()
-        try:
-            try:
-                self._identification = self._link.read_identification()
-            except DeviceFault:
-                self._identification = {}  # optional in Modbus ("illegal function")
-            self.all_off()
-        except BaseException:
-            self._link.close()
-            raise
+        self._open(self.all_off)
 
     def close(self) -> None:
         """Close the link (idempotent); lights stay as they are."""
-        self._link.close()
+        super().close()
         self._last_raw = None
-
-    def identity(self) -> DeviceIdentity:
-        """Vendor/product/revision as the controller reports them (read at connect)."""
-        info = self._identification
-        return DeviceIdentity(
-            kind="lightbox",
-            driver="modbus",
-            model=" ".join(v for v in (info.get("vendor"), info.get("product_code")) if v)
-            or "Modbus LED controller",
-            firmware=info.get("revision", ""),
-            endpoint=f"{describe_endpoint(self.endpoint)} unit {self.config.unit_id}",
-        )
 
     def status(self) -> DeviceStatus:
         """`lit` or `dark`, with every channel's level.

@@ -102,7 +102,7 @@ def start_backend(
         backend.emulators["turntable"] = grbl
         backend.serial_ports["turntable"] = grbl.port
     elif isinstance(turntable, ModbusTurntableConfig) and turntable.emulate is not None:
-        from rig.sim.modbus_emulator import ModbusTurntableEmulator
+        from rig.sim.modbus_drive import ModbusTurntableEmulator
 
         drive = ModbusTurntableEmulator(
             turntable, world=world, clock=clock, faults=injector(turntable.emulate, _MODBUS_FAULTS)
@@ -119,7 +119,7 @@ def start_backend(
                 LightState(0.0, channel.azimuth_deg, channel.elevation_deg, channel.diffuse),
             )
         if lightbox.emulate is not None:
-            from rig.sim.modbus_emulator import ModbusLightboxEmulator
+            from rig.sim.modbus_lights import ModbusLightboxEmulator
 
             lights = ModbusLightboxEmulator(
                 lightbox,

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rig.camera.settings import check_exposure_gain
 from rig.config import ModbusLightboxConfig, SimCameraConfig
 from rig.devices import DeviceIdentity, DeviceStatus, Frame
-from rig.errors import ConfigError, NotConnected, SafetyError
+from rig.errors import ConfigError, NotConnected
 from rig.sim.clock import SimClock
 from rig.sim.coins import CoinCatalog, stable_rng
 from rig.sim.relief import coin_surface
@@ -142,14 +143,7 @@ class SimCamera:
             ConfigError: a pixel format the simulated camera does not offer.
         """
         self._require_open()
-        low, high = self.config.min_exposure_us, self.config.max_exposure_us
-        if exposure_us is not None and not low <= exposure_us <= high:
-            raise SafetyError(
-                f"{self._name}: exposure {exposure_us} µs is outside the configured limits "
-                f"{low}..{high} µs"
-            )
-        if gain_db is not None and not 0.0 <= gain_db <= 48.0:
-            raise SafetyError(f"{self._name}: gain {gain_db} dB is outside 0..48 dB")
+        check_exposure_gain(self.config, exposure_us, gain_db, name=self._name)
         if pixel_format is not None and pixel_format not in PIXEL_FORMATS:
             raise ConfigError(
                 f"{self._name}: pixel format {pixel_format!r} is not offered; "

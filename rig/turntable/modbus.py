@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 
 from rig.config import ModbusRtu, ModbusTcp, ModbusTurntableConfig
-from rig.devices import DeviceIdentity, DeviceStatus
-from rig.errors import ConfigError, DeviceFault, DeviceTimeout, NotConnected, SafetyError
-from rig.modbus_link import MAX_READ_REGISTERS, ModbusRegisterLink, describe_endpoint
+from rig.devices import DeviceStatus
+from rig.errors import DeviceFault, DeviceTimeout, SafetyError
+from rig.modbus_device import ModbusDevice
+from rig.modbus_link import MAX_READ_REGISTERS
 from rig.motion import check_within, motion_timeout_s
 from rig.turntable import modbus_codec as codec
 
@@ -23,8 +24,11 @@ from rig.turntable import modbus_codec as codec
 _START_GRACE_POLLS = 3
 
 
-class ModbusTurntable:
+class ModbusTurntable(ModbusDevice):
     """Turntable driven by a Modbus stepper/servo drive; implements `rig.devices.Turntable`."""
+
+    kind = "turntable"
+    default_model = "Modbus stepper drive"
 
     def __init__(
         self,
@@ -38,20 +42,8 @@ class ModbusTurntable:
         Raises:
             ConfigError: neither `link` nor config.link names an endpoint.
         """
-        endpoint = link or config.link
-        if endpoint is None:
-            raise ConfigError("modbus turntable: no link given (config.link or link=)")
+        super().__init__(config, link=link, sleep=sleep)
         self.config = config
-        self.endpoint = endpoint
-        self._sleep = sleep
-        self._link = ModbusRegisterLink(
-            endpoint,
-            unit_id=config.unit_id,
-            timeout_s=config.timeout_s,
-            retries=config.retries,
-            name="turntable",
-        )
-        self._identification: dict[str, str] = {}
 
     # ------------------------------------------------------------------ Device
     def connect(self) -> None:
@@ -62,29 +54,11 @@ class ModbusTurntable:
             DeviceTimeout: the drive does not answer.
             DeviceFault: the drive refuses to be enabled.
         """
-        self._link.open()
-        try:
-            self._identification = self._read_identification()
-            self._link.write_registers(self.config.registers.enable, [1])
-        except BaseException:
-            self._link.close()
-            raise
+        self._open(self._enable)
 
     def close(self) -> None:
         """Close the link (idempotent); the drive stays enabled, holding its position."""
-        self._link.close()
-
-    def identity(self) -> DeviceIdentity:
-        """Vendor/product/revision as the drive reports them (read at connect)."""
-        info = self._identification
-        return DeviceIdentity(
-            kind="turntable",
-            driver="modbus",
-            model=" ".join(v for v in (info.get("vendor"), info.get("product_code")) if v)
-            or "Modbus stepper drive",
-            firmware=info.get("revision", ""),
-            endpoint=f"{describe_endpoint(self.endpoint)} unit {self.config.unit_id}",
-        )
+        super().close()
 
     def status(self) -> DeviceStatus:
         """`fault`, `moving` or `idle`, with the position and the raw status word.
@@ -251,16 +225,8 @@ class ModbusTurntable:
         state = codec.decode_status(status_word, busy_bit=regs.busy_bit, fault_bit=regs.fault_bit)
         return state, codec.decode_position(actual)
 
-    def _read_identification(self) -> dict[str, str]:
-        # identification is optional in Modbus: a drive without it answers "illegal function"
-        try:
-            return self._link.read_identification()
-        except DeviceFault:
-            return {}
-
-    def _require_open(self) -> None:
-        if not self._link.is_open:
-            raise NotConnected("turntable: not connected (call connect() first)")
+    def _enable(self) -> None:
+        self._link.write_registers(self.config.registers.enable, [1])
 
     def _to_deg(self, steps: int) -> float:
         return codec.steps_to_deg(steps, self.config.steps_per_deg)

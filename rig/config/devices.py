@@ -1,85 +1,24 @@
-"""Rig configuration: pydantic v2 models, one per device, a `driver` field choosing the class.
+"""Per-device configuration models: turntables, arm and tray, lightbox, cameras.
 
-Units are in field names. Bounds are validated at load, unknown keys are errors, and
-`load_config` turns any problem into one ConfigError line naming the field and the bad value.
+Each device kind is a discriminated union on its `driver` field; units are in field names.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from rig.config.common import (
+    EmulatorConfig,
+    ModbusLink,
+    RegisterAddress,
+    SerialPort,
+    StrictModel,
+    require_one_endpoint,
+)
 from rig.errors import ConfigError
-
-
-class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------- fault injection (emulators)
-
-FaultKind = Literal[
-    "lost_reply", "late_reply", "garbage", "error", "alarm", "modbus_exception", "disconnect"
-]
-
-
-class FaultRule(StrictModel):
-    """One injected fault: what, how often, and (for codes) which code."""
-
-    kind: FaultKind
-    probability: float = Field(0.0, ge=0.0, le=1.0, description="chance per command")
-    after_commands: int | None = Field(
-        None, ge=0, description="fire once, deterministically, at this command count"
-    )
-    code: int | None = Field(None, ge=0, le=255, description="error:N / ALARM:N / Modbus code")
-
-
-class EmulatorConfig(StrictModel):
-    """Start an emulator for this device in-process and connect the real driver to it."""
-
-    faults: tuple[FaultRule, ...] = ()
-    seed: int = 0
-
-
-# ---------------------------------------------------------------- transports
-
-
-class SerialPort(StrictModel):
-    """A serial line: a device path, a pty, or any pyserial URL (socket://, loop://)."""
-
-    kind: Literal["serial"] = "serial"
-    port: str = Field(min_length=1)
-    baudrate: int = Field(115200, ge=300, le=4_000_000)
-
-
-class ModbusTcp(StrictModel):
-    """Modbus TCP endpoint."""
-
-    kind: Literal["tcp"] = "tcp"
-    host: str = Field(min_length=1)
-    port: int = Field(502, ge=1, le=65535)
-
-
-class ModbusRtu(StrictModel):
-    """Modbus RTU over a serial line."""
-
-    kind: Literal["rtu"] = "rtu"
-    port: str = Field(min_length=1)
-    baudrate: int = Field(19200, ge=300, le=4_000_000)
-    parity: Literal["N", "E", "O"] = "E"
-    stopbits: Literal[1, 2] = 1
-
-
-ModbusLink = Annotated[ModbusTcp | ModbusRtu, Field(discriminator="kind")]
-
-RegisterAddress = Annotated[int, Field(ge=0, le=65535)]
-
 
 # ---------------------------------------------------------------- turntables
 
@@ -128,7 +67,7 @@ class GrblTurntableConfig(StrictModel):
 
     @model_validator(mode="after")
     def _endpoint(self) -> GrblTurntableConfig:
-        _require_one_endpoint(self.link, self.emulate)
+        require_one_endpoint(self.link, self.emulate)
         if self.speed_deg_per_s > self.limits.max_speed_deg_per_s:
             raise ValueError(
                 f"speed_deg_per_s {self.speed_deg_per_s} exceeds limits.max_speed_deg_per_s "
@@ -172,7 +111,7 @@ class ModbusTurntableConfig(StrictModel):
 
     @model_validator(mode="after")
     def _endpoint(self) -> ModbusTurntableConfig:
-        _require_one_endpoint(self.link, self.emulate)
+        require_one_endpoint(self.link, self.emulate)
         return self
 
 
@@ -279,7 +218,7 @@ class GcodeArmConfig(StrictModel):
 
     @model_validator(mode="after")
     def _poses_inside(self) -> GcodeArmConfig:
-        _require_one_endpoint(self.link, self.emulate)
+        require_one_endpoint(self.link, self.emulate)
         named = {
             "safe_pose": self.safe_pose,
             "turntable_pose": self.turntable_pose,
@@ -338,7 +277,7 @@ class ModbusLightboxConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusLightboxConfig:
-        _require_one_endpoint(self.link, self.emulate)
+        require_one_endpoint(self.link, self.emulate)
         names = [c.name for c in self.channels]
         if len(set(names)) != len(names):
             raise ValueError("channel names must be unique")
@@ -423,132 +362,3 @@ class SimCameraConfig(CameraSettings):
 CameraConfig = Annotated[
     BaslerCameraConfig | OpenCvCameraConfig | SimCameraConfig, Field(discriminator="driver")
 ]
-
-
-# ---------------------------------------------------------------- storage, simulation, rig
-
-
-class StorageConfig(StrictModel):
-    """Where datasets go and how images are written."""
-
-    root: Path = Path("data")
-    image_format: Literal["png", "tiff"] = "png"
-    writer_queue: int = Field(8, ge=1, le=1024, description="images buffered while the rig moves")
-    png_compression: int = Field(1, ge=0, le=9)
-
-
-class SimulationConfig(StrictModel):
-    """The simulation backend: the twin's world and the emulators' clock."""
-
-    seed: int = 0
-    rulers: int = Field(3, ge=1, le=1000)
-    types: int = Field(6, ge=1, le=10000)
-    coins: int = Field(24, ge=1, le=100000)
-    dies_per_design: int = Field(2, ge=1, le=20)
-    time_scale: float = Field(0.0, ge=0.0, le=100.0, description="0 = no waiting, 1 = real time")
-    coin_diameter_mm: float = Field(20.0, gt=1, le=100)
-
-
-class CalibrationPolicy(StrictModel):
-    """Where calibrations live and when one counts as stale."""
-
-    folder: Path = Path("calibration")
-    max_age_days: float = Field(30.0, gt=0, le=3650)
-
-
-class RigConfig(StrictModel):
-    """The whole rig: one section per device plus storage, simulation and calibration."""
-
-    name: str = Field("coinrig", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    turntable: TurntableConfig
-    arm: ArmConfig | None = None
-    lightbox: LightboxConfig
-    camera: CameraConfig
-    tray: TrayConfig | None = None
-    storage: StorageConfig = StorageConfig()
-    simulation: SimulationConfig | None = None
-    calibration: CalibrationPolicy = CalibrationPolicy()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RigConfig:
-        if self.arm is not None and self.tray is None:
-            raise ValueError("an arm needs a tray section (where it picks coins from)")
-        if self.arm is not None and self.tray is not None:
-            for slot in range(self.tray.slots):
-                pose = self.tray.slot_pose(slot)
-                lifted = Pose(
-                    x_mm=pose.x_mm, y_mm=pose.y_mm, z_mm=pose.z_mm + self.arm.clearance_mm
-                )
-                if not (self.arm.workspace.contains(pose) and self.arm.workspace.contains(lifted)):
-                    raise ValueError(f"tray slot {slot} lies outside the arm workspace")
-        emulated = (
-            any(
-                getattr(device, "emulate", None) is not None
-                for device in (self.turntable, self.arm, self.lightbox)
-            )
-            or self.camera.driver == "sim"
-        )
-        if emulated and self.simulation is None:
-            raise ValueError("emulated devices need a `simulation:` section")
-        return self
-
-
-def _require_one_endpoint(link: object, emulate: object) -> None:
-    if (link is None) == (emulate is None):
-        raise ValueError("give exactly one of `link` (real hardware) or `emulate` (simulation)")
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line naming the first bad field, its value and what is wrong."""
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        return f"{location}: unknown key"
-    value = first.get("input")
-    shown = repr(value)
-    if len(shown) > 60 or isinstance(value, dict):
-        return f"{location}: {message}"
-    return f"{location}: {message} (got {shown})"
-
-
-def parse_config(data: Any, *, source: str = "config") -> RigConfig:
-    """Validate a parsed YAML/JSON mapping into a RigConfig.
-
-    Raises:
-        ConfigError: one line naming the bad field and value.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    try:
-        return RigConfig.model_validate(data)
-    except ValidationError as exc:
-        extra = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {describe_validation_error(exc)}{extra}") from exc
-
-
-def load_config(path: Path | str) -> RigConfig:
-    """Read and validate a YAML rig configuration file.
-
-    Raises:
-        ConfigError: the file is missing, not YAML, or invalid (one line).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from exc
-    return parse_config(data, source=str(path))
-
-
-def config_json_schema() -> dict[str, Any]:
-    """The JSON schema of RigConfig."""
-    return RigConfig.model_json_schema()

@@ -1,0 +1,310 @@
+"""The Modbus TCP emulator base: a pymodbus server on 127.0.0.1 that injects faults.
+
+Each emulator is a real pymodbus server (a `SimDevice` datastore whose `action` hook runs the
+device model) in a background thread with its own event loop, so the real driver connects to
+`.endpoint` exactly as it would to hardware. The device models live in
+`rig.sim.modbus_drive` (turntable drive) and `rig.sim.modbus_lights` (lightbox controller).
+Faults are injected per request, in a request handler that replaces pymodbus's own for each
+connection:
+
+- `modbus_exception` (or `error`): an exception response with the rule's code (default 4);
+- `lost_reply`: the request is carried out, the reply never sent;
+- `late_reply`: carried out, answered after `late_reply_s` (past the driver's timeout);
+- `garbage`: carried out, answered with a frame whose PDU cannot be decoded;
+- `disconnect`: the connection is closed without an answer (new connections are accepted);
+- `alarm` (turntable only): the drive latches its fault bit and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.mei_message import ReadDeviceInformationResponse
+from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+from pymodbus.simulator import SimDevice
+
+from rig.config import (
+    EmulatorConfig,
+    FaultKind,
+    FaultRule,
+    ModbusLightboxConfig,
+    ModbusTcp,
+    ModbusTurntableConfig,
+)
+from rig.errors import TransportError
+from rig.sim.clock import SimClock
+from rig.sim.faults import FaultInjector
+
+# Modbus function codes served
+READ_COILS, READ_HOLDING, WRITE_COIL, WRITE_REGISTER = 1, 3, 5, 6
+WRITE_COILS, WRITE_REGISTERS, DEVICE_INFO = 15, 16, 0x2B
+WRITE_FUNCTIONS = frozenset({WRITE_COIL, WRITE_REGISTER, WRITE_COILS, WRITE_REGISTERS})
+
+
+@dataclass(frozen=True)
+class ModbusRequest:
+    """One request as the emulator received it, and the fault it drew (if any)."""
+
+    function_code: int
+    address: int | None
+    count: int
+    values: tuple[int, ...]
+    fault: FaultKind | None
+
+    @property
+    def is_write(self) -> bool:
+        """Whether the request writes registers or coils."""
+        return self.function_code in WRITE_FUNCTIONS
+
+
+class _FaultyRequestHandler(ServerRequestHandler):
+    """pymodbus's per-connection handler, with the emulator's faults applied to each request."""
+
+    async def handle_request(self) -> None:
+        # pymodbus overwrites last_pdu when the next request arrives; a late reply must still
+        # answer the request it belongs to, so take both now.
+        pdu, addr = self.last_pdu, self.last_addr
+        if pdu is None:
+            return
+        emulator: ModbusEmulator = self.server.emulator
+        fault = emulator.draw_fault(pdu)
+        kind = fault.kind if fault is not None else None
+        if kind == "disconnect":
+            self.close()
+            return
+        if kind in ("modbus_exception", "error"):
+            code = fault.code if fault is not None and fault.code else ExcCodes.DEVICE_FAILURE
+            response: ModbusPDU = ExceptionResponse(pdu.function_code, int(code))
+        else:
+            if kind == "alarm":
+                emulator.on_alarm(fault.code if fault is not None else None)
+            response = await self._execute(pdu, emulator)
+        response.transaction_id = pdu.transaction_id
+        response.dev_id = pdu.dev_id
+        if kind == "lost_reply":
+            return
+        if kind == "late_reply":
+            await asyncio.sleep(emulator.late_reply_s)
+        if kind == "garbage":
+            self.send(emulator.garbage_frame(pdu))
+            return
+        self.server_send(response, addr)
+
+    async def _execute(self, pdu: ModbusPDU, emulator: ModbusEmulator) -> ModbusPDU:
+        refused = emulator.check_request(pdu)
+        if refused is not None:
+            return ExceptionResponse(pdu.function_code, refused)
+        if pdu.function_code == DEVICE_INFO:
+            # pymodbus answers this from a process-wide singleton; two emulators in one
+            # process must each tell their own identity, so answer it here.
+            return ReadDeviceInformationResponse(
+                read_code=getattr(pdu, "read_code", None), information=emulator.identity()
+            )
+        try:
+            return await pdu.datastore_update(self.server.context, pdu.dev_id)
+        except Exception:  # a model bug must look like a device failure, not kill the server
+            emulator.internal_errors += 1
+            return ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+
+
+class _EmulatorServer(ModbusTcpServer):
+    """A ModbusTcpServer whose connections use the fault-injecting handler."""
+
+    def __init__(self, device: SimDevice, emulator: ModbusEmulator, **kwargs: Any) -> None:
+        self.emulator = emulator
+        super().__init__(device, **kwargs)
+
+    def callback_new_connection(self) -> ServerRequestHandler:
+        """Handle a new client connection with the fault-injecting handler."""
+        return _FaultyRequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
+class ModbusEmulator:
+    """Base: a pymodbus TCP server on a free loopback port, in a daemon thread."""
+
+    allowed_faults: tuple[FaultKind, ...] = (
+        "lost_reply",
+        "late_reply",
+        "garbage",
+        "error",
+        "modbus_exception",
+        "disconnect",
+    )
+
+    def __init__(
+        self,
+        config: ModbusTurntableConfig | ModbusLightboxConfig,
+        *,
+        name: str,
+        clock: SimClock | None,
+        faults: FaultInjector | None,
+        late_reply_s: float | None,
+    ) -> None:
+        """Serve `config`'s unit; faults default to config.emulate's, late replies to 2x timeout."""
+        self.name = name
+        self.unit_id = config.unit_id
+        self.clock = clock or SimClock(0.0)
+        self.faults = faults or _faults_from(config.emulate)
+        self.late_reply_s = late_reply_s if late_reply_s is not None else 2.0 * config.timeout_s
+        self.internal_errors = 0
+        self._lock = threading.RLock()
+        self._requests: list[ModbusRequest] = []
+        self._random = random.Random(0)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def endpoint(self) -> ModbusTcp:
+        """Where the driver connects (only while running).
+
+        Raises:
+            TransportError: the emulator is not running.
+        """
+        if self._port is None:
+            raise TransportError(f"{self.name} emulator is not running")
+        return ModbusTcp(host="127.0.0.1", port=self._port)
+
+    def start(self) -> ModbusEmulator:
+        """Start serving; returns self once the port is listening.
+
+        Raises:
+            TransportError: the server could not start.
+        """
+        if self._thread is not None:
+            return self
+        self._ready.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"emu-modbus-{self.name}", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout=10.0) or self._port is None:
+            self.stop()
+            raise TransportError(
+                f"{self.name} emulator failed to start: {self._startup_error}"
+            ) from self._startup_error
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and the listener, and end the thread (idempotent)."""
+        loop, event, thread = self._loop, self._stop_event, self._thread
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(event.set)
+        if thread is not None:
+            thread.join(timeout=5.0)
+        self._thread = self._loop = self._stop_event = None
+        self._port = None
+
+    def __enter__(self) -> ModbusEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to start(); a thread must not die silently
+            self._startup_error = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        server = _EmulatorServer(
+            self.build_device(),
+            self,
+            address=("127.0.0.1", 0),  # port 0: the OS picks a free one
+        )
+        await server.serve_forever(background=True)
+        sockets: list[Any] = list(getattr(server.transport, "sockets", None) or [])
+        self._port = int(sockets[0].getsockname()[1])
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._ready.set()
+        try:
+            await self._stop_event.wait()
+        finally:
+            await server.shutdown()
+
+    # ------------------------------------------------------------------ faults and log
+    def draw_fault(self, pdu: ModbusPDU) -> FaultRule | None:
+        """Count one request, log it, and return the fault to inject for it (if any)."""
+        fault = self.faults.next_fault(self.allowed_faults)
+        values = tuple(int(v) for v in (pdu.registers or pdu.bits or ()))
+        with self._lock:
+            self._requests.append(
+                ModbusRequest(
+                    function_code=pdu.function_code,
+                    address=getattr(pdu, "address", None),
+                    count=int(getattr(pdu, "count", 0) or len(values)),
+                    values=values,
+                    fault=fault.kind if fault is not None else None,
+                )
+            )
+        return fault
+
+    def requests(self) -> list[ModbusRequest]:
+        """Every request received so far (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    def writes(self) -> list[ModbusRequest]:
+        """Every write request received so far."""
+        return [r for r in self.requests() if r.is_write]
+
+    def garbage_frame(self, pdu: ModbusPDU) -> bytes:
+        """A well-framed MBAP reply whose PDU no decoder understands (function code 0)."""
+        noise = bytes(self._random.randrange(256) for _ in range(4))
+        payload = b"\x00" + noise
+        return (
+            pdu.transaction_id.to_bytes(2, "big")
+            + b"\x00\x00"
+            + (len(payload) + 1).to_bytes(2, "big")
+            + pdu.dev_id.to_bytes(1, "big")
+            + payload
+        )
+
+    def on_alarm(self, code: int | None) -> None:
+        """Hook: an injected `alarm` fault (only devices with a fault state use it)."""
+
+    # ------------------------------------------------------------------ device model hooks
+    def build_device(self) -> SimDevice:
+        """The pymodbus datastore for this device."""
+        raise NotImplementedError
+
+    def identity(self) -> dict[int, bytes]:
+        """Basic device identification objects: 0 vendor, 1 product code, 2 revision."""
+        return {0: b"coinrig-sim", 1: self.name.upper().encode("ascii"), 2: b"1.0"}
+
+    def check_request(self, pdu: ModbusPDU) -> ExcCodes | None:
+        """Refuse a request before it touches the datastore (function or address not served)."""
+        return None
+
+
+def request_span(pdu: ModbusPDU) -> tuple[int, int]:
+    """(address, count) of a register or coil request."""
+    address = int(getattr(pdu, "address", 0))
+    if pdu.function_code in (WRITE_REGISTER, WRITE_REGISTERS):
+        return address, len(pdu.registers)
+    if pdu.function_code in (WRITE_COIL, WRITE_COILS):
+        return address, int(pdu.count) if pdu.function_code == WRITE_COILS else 1
+    return address, int(pdu.count)
+
+
+def _faults_from(emulate: EmulatorConfig | None) -> FaultInjector:
+    if emulate is None:
+        return FaultInjector((), seed=0)
+    return FaultInjector(emulate.faults, seed=emulate.seed)
