@@ -74,6 +74,7 @@ def build_devices(config: RigConfig, backend: Any = None) -> Rig:
             backend.catalog,
             backend.clock,
             coin_diameter_mm=config.simulation.coin_diameter_mm,
+            axis_offset_mm=config.simulation.turntable_axis_offset_mm,
         )
     else:  # pragma: no cover
         raise ConfigError(f"unsupported camera driver {cam!r}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rig.config import SimCameraConfig, load_config
+from rig.config import SimCameraConfig, SimulationConfig, load_config
 from rig.devices import Camera
 from rig.errors import ConfigError, NotConnected, SafetyError
 from rig.sim.camera import SimCamera, pattern_lights
 from rig.sim.clock import SimClock
 from rig.sim.coins import CoinCatalog
-from rig.sim.shading import render_view
+from rig.sim.relief import coin_surface
+from rig.sim.shading import Optics, coverage_view, render_view
 from rig.sim.world import CoinPlacement, LightState, World
 
 CONFIG = SimCameraConfig(driver="sim", width=128, height=96, exposure_us=20000)
@@ -117,3 +118,36 @@ def test_lights_change_the_image(rig: tuple[SimCamera, World, SimClock]) -> None
     world.set_light("north", LightState(1.0, 90.0, 20.0, False))
     raking = camera.grab().image.astype(int)
     assert np.abs(lit - raking).mean() > 5
+
+
+def _centroid(weights: np.ndarray) -> np.ndarray:
+    ys, xs = np.indices(weights.shape)
+    return np.array([(xs * weights).sum(), (ys * weights).sum()]) / weights.sum()
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 90.0, 233.0])
+def test_coins_turn_about_the_configured_turntable_axis(angle_deg: float) -> None:
+    surface = coin_surface(CoinCatalog(seed=0, coins=2), "SIM-0001", "obverse", 64)
+    centre = np.array([(128 - 1) / 2, (96 - 1) / 2])
+    ppmm = 128 / Optics().field_of_view_mm
+    on_axis = coverage_view(surface, angle_deg, 128, 96, Optics())
+    assert _centroid(on_axis) == pytest.approx(centre, abs=0.3)
+    # the coin lies centred on the axis: wherever the table turns, it stays there
+    offset = Optics(axis_offset_mm=(4.0, -2.5))
+    shifted = coverage_view(surface, angle_deg, 128, 96, offset)
+    assert _centroid(shifted) == pytest.approx(centre + ppmm * np.array([4.0, -2.5]), abs=0.3)
+
+
+def test_sim_camera_renders_the_coin_at_the_turntable_axis(
+    rig: tuple[SimCamera, World, SimClock],
+) -> None:
+    camera, world, _ = rig
+    world.place_on_turntable(CoinPlacement("SIM-0002", "obverse"))
+    world.set_turntable_deg(45.0)
+    offset = SimCamera(CONFIG, world, CoinCatalog(seed=0, coins=8), axis_offset_mm=(5.0, 0.0))
+    offset.connect()
+    bright = [f.image.astype(float).sum(axis=2) for f in (camera.grab(), offset.grab())]
+    centroids = [_centroid(np.where(b > b.mean(), b, 0.0)) for b in bright]
+    ppmm = CONFIG.width / CONFIG.field_of_view_mm
+    assert centroids[1] - centroids[0] == pytest.approx([5.0 * ppmm, 0.0], abs=1.0)
+    assert SimulationConfig().turntable_axis_offset_mm == (0.0, 0.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -29,6 +29,9 @@ class StorageConfig(StrictModel):
     png_compression: int = Field(1, ge=0, le=9)
 
 
+OffsetMm = Annotated[float, Field(ge=-100.0, le=100.0)]
+
+
 class SimulationConfig(StrictModel):
     """The simulation backend: the twin's world and the emulators' clock."""
 
@@ -39,6 +42,11 @@ class SimulationConfig(StrictModel):
     dies_per_design: int = Field(2, ge=1, le=20)
     time_scale: float = Field(0.0, ge=0.0, le=100.0, description="0 = no waiting, 1 = real time")
     coin_diameter_mm: float = Field(20.0, gt=1, le=100)
+    turntable_axis_offset_mm: tuple[OffsetMm, OffsetMm] = Field(
+        (0.0, 0.0),
+        description="where the turntable axis (and the coin on it) lies, in mm from the optical "
+        "axis (x right, y down in the image); coins turn about it",
+    )
 
 
 class CalibrationPolicy(StrictModel):

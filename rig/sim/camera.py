@@ -68,12 +68,15 @@ class SimCamera:
         clock: SimClock | None = None,
         *,
         coin_diameter_mm: float = COIN_DIAMETER_MM,
+        axis_offset_mm: tuple[float, float] = (0.0, 0.0),
     ) -> None:
+        """Render `world` as `config` describes; coins turn about `axis_offset_mm` (plane mm)."""
         self.config = config
         self.world = world
         self.catalog = catalog
         self.clock = clock or SimClock(0.0)
         self.coin_diameter_mm = coin_diameter_mm
+        self.axis_offset_mm = axis_offset_mm
         self._exposure_us = config.exposure_us
         self._gain_db = config.gain_db
         self._pixel_format = pixel_format_for(config.color, config.bit_depth)
@@ -176,6 +179,7 @@ class SimCamera:
             field_of_view_mm=self.config.field_of_view_mm,
             coin_diameter_mm=self.coin_diameter_mm,
             tilt_deg=snap.tilt_deg,
+            axis_offset_mm=self.axis_offset_mm,
         )
         placement = snap.on_turntable
         angle = snap.turntable_deg + (placement.spin_deg if placement is not None else 0.0)

@@ -52,6 +52,9 @@ class Optics:
     shadows: bool = True
     vignetting: float = 0.25  # relative fall-off at the image corners
     defocus: float = 0.0012  # blur sigma as a fraction of the image width
+    # where the turntable's rotation axis (and the coin centred on it) lies on the plane,
+    # in mm from the optical axis (x right, y down): the coin turns about it
+    axis_offset_mm: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def _tilt_homography(optics: Optics) -> np.ndarray:
 def view_transform(
     width: int, height: int, grid_size: int, angle_deg: float, optics: Optics
 ) -> np.ndarray:
-    """3×3 map from coin-grid pixels to image pixels (turntable rotation, scale, tilt)."""
+    """3×3 map from coin-grid pixels to image pixels (turntable rotation, axis, scale, tilt)."""
     mm_per_unit = optics.coin_diameter_mm / 2
     unit_per_px = 2 * EXTENT / grid_size
     a = math.radians(angle_deg)
@@ -136,6 +139,9 @@ def view_transform(
     )
     to_mm = np.diag([unit_per_px * mm_per_unit] * 2 + [1.0]) @ to_mm
     rotate = np.array([[math.cos(a), math.sin(a), 0], [-math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    # the coin lies centred on the turntable axis: turned about it, then moved there
+    axis_x, axis_y = optics.axis_offset_mm
+    rotate = np.array([[1, 0, axis_x], [0, 1, axis_y], [0, 0, 1]], np.float64) @ rotate
     ppmm = width / optics.field_of_view_mm
     to_px = np.array([[ppmm, 0, width / 2 - 0.5], [0, ppmm, height / 2 - 0.5], [0, 0, 1]])
     return to_px @ _tilt_homography(optics) @ rotate @ to_mm
