@@ -20,6 +20,8 @@ demo: venv
 	$(VENV)/bin/rig probe --config configs/sim.yaml
 
 test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q
 
 lint: venv

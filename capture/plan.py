@@ -141,7 +141,9 @@ def _serpentine(values: Sequence[float | None], reverse: bool) -> list[float | N
 def expand(plan: Plan) -> list[ShotEvent]:
     """The plan's shots in the order that minimises physical time; indices follow that order."""
     angles = plan.angles()
-    tilts: list[float | None] = list(plan.tilts_deg) or [None]
+    # Sorted, like the angles: a serpentine over a monotone list never crosses back over itself,
+    # whatever order the plan's author wrote the tilts in.
+    tilts: list[float | None] = list(sorted(plan.tilts_deg)) or [None]
     exposures: list[float | None] = list(plan.exposures_us) or [None]
     order: list[tuple[Side, float, float | None, str, float | None, bool, OnFailure]] = []
     tilt_flip = light_flip = False

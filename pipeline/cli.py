@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rig.cli_support import expected_errors, fail, set_debug
+from rig.cli_support import expected_errors, fail, print_version, set_debug
 from training.data import load_images, read_datasets
 from training.errors import TrainingError
 from training.evaluate import (
@@ -40,23 +39,18 @@ from training.train import TrainConfig, train
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
-def _version(value: bool) -> None:
-    if value:
-        try:
-            typer.echo(f"coinrig {version('coinrig')}")
-        except PackageNotFoundError:
-            typer.echo("coinrig (not installed)")
-        raise typer.Exit()
-
-
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for expected errors."),
     show_version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        callback=print_version,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
 ) -> None:
-    """Train, evaluate and benchmark coin-identification models on coinrig datasets."""
+    """Train, evaluate, search and explain coin-identification models on coinrig datasets."""
     set_debug(debug)
 
 

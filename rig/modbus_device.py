@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from rig.config import ModbusRtu, ModbusTcp
 from rig.devices import DeviceIdentity
@@ -43,8 +43,11 @@ class ModbusDeviceSettings(Protocol):
         ...
 
 
-class ModbusDevice:
-    """Base of the Modbus drivers: owns the register link and the device identification."""
+SettingsT = TypeVar("SettingsT", bound=ModbusDeviceSettings)
+
+
+class ModbusDevice(Generic[SettingsT]):
+    """Base of the Modbus drivers: owns the config, the register link and the identification."""
 
     #: the device kind, as in `DeviceIdentity.kind` and in error messages
     kind: ClassVar[str]
@@ -53,27 +56,27 @@ class ModbusDevice:
 
     def __init__(
         self,
-        settings: ModbusDeviceSettings,
+        config: SettingsT,
         *,
         link: ModbusTcp | ModbusRtu | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """Resolve the endpoint (`link` overrides settings.link) and build the register link.
+        """Create the driver; `link` overrides config.link, `sleep` waits (between polls, LEDs).
 
         Raises:
-            ConfigError: neither `link` nor settings.link names an endpoint.
+            ConfigError: neither `link` nor config.link names an endpoint.
         """
-        endpoint = link or settings.link
+        endpoint = link or config.link
         if endpoint is None:
             raise ConfigError(f"modbus {self.kind}: no link given (config.link or link=)")
+        self.config = config
         self.endpoint = endpoint
-        self._unit_id = settings.unit_id
         self._sleep = sleep
         self._link = ModbusRegisterLink(
             endpoint,
-            unit_id=settings.unit_id,
-            timeout_s=settings.timeout_s,
-            retries=settings.retries,
+            unit_id=config.unit_id,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
             name=self.kind,
         )
         self._identification: dict[str, str] = {}
@@ -91,7 +94,7 @@ class ModbusDevice:
             model=" ".join(v for v in (info.get("vendor"), info.get("product_code")) if v)
             or self.default_model,
             firmware=info.get("revision", ""),
-            endpoint=f"{describe_endpoint(self.endpoint)} unit {self._unit_id}",
+            endpoint=f"{describe_endpoint(self.endpoint)} unit {self.config.unit_id}",
         )
 
     def _open(self, setup: Callable[[], None]) -> None:

@@ -49,6 +49,7 @@ class AugmentPreset:
     blur_p: float
     resample_scale: tuple[float, float]
     resample_p: float
+    white_balance: float = 0.0
 
 
 PRESETS: dict[str, AugmentPreset | None] = {
@@ -69,21 +70,61 @@ PRESETS: dict[str, AugmentPreset | None] = {
     ),
     "tuned": AugmentPreset(
         rotation_deg=180.0,
-        translate=0.08,
-        scale=(0.85, 1.15),
-        perspective=0.2,
-        perspective_p=0.5,
-        brightness=0.4,
-        contrast=0.4,
-        saturation=0.3,
-        hue=0.03,
-        blur_sigma=(0.1, 1.5),
-        blur_p=0.3,
-        resample_scale=(0.4, 1.0),
-        resample_p=0.4,
+        translate=0.02,
+        scale=(0.95, 1.05),
+        perspective=0.1,
+        perspective_p=0.3,
+        brightness=0.25,
+        contrast=0.3,
+        saturation=0.15,
+        hue=0.0,
+        blur_sigma=(0.1, 0.8),
+        blur_p=0.2,
+        resample_scale=(0.6, 1.0),
+        resample_p=0.3,
+        white_balance=0.08,
     ),
     "none": None,
 }
+
+
+class RandomWhiteBalance(nn.Module):
+    """Multiply each colour channel by its own factor in [1 - strength, 1 + strength].
+
+    A camera's white balance scales the channels independently; hue rotation (ColorJitter's hue)
+    would instead move every colour round the wheel, toning included, which identifies a coin.
+    """
+
+    def __init__(self, strength: float):
+        super().__init__()
+        self.strength = strength
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale the channels of every image by random gains (clamped to [0, 1])."""
+        if self.strength <= 0 or not self.training:
+            return x
+        gains = 1 + self.strength * (2 * torch.rand(x.shape[0], x.shape[1], 1, 1, device=x.device) - 1)
+        return (x * gains).clamp_(0, 1)
+
+
+class BorderFilledPerspective(nn.Module):
+    """kornia's RandomPerspective, with the corners it uncovers filled by the image's own corner
+    colour instead of black (kornia pads perspective warps with zeros only).
+
+    A constant channel of ones travels through the same warp and marks what the warp uncovered.
+    """
+
+    def __init__(self, distortion: float, p: float):
+        super().__init__()
+        self.warp = K.RandomPerspective(distortion, resample="bilinear", p=p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Warp a random subset of the batch; uncovered pixels take the top-left pixel's colour."""
+        ones = torch.ones_like(x[:, :1])
+        out = self.warp(torch.cat([x, ones], dim=1))
+        warped, covered = out[:, :-1], out[:, -1:]
+        corner = x[:, :, :1, :1]
+        return warped + (1 - covered) * corner
 
 
 class RandomResample(nn.Module):
@@ -129,7 +170,7 @@ def build_augment(name: str) -> nn.Module:
             padding_mode="border",
             p=1.0,
         ),
-        K.RandomPerspective(preset.perspective, resample="bilinear", p=preset.perspective_p),
+        BorderFilledPerspective(preset.perspective, preset.perspective_p),
         K.ColorJitter(
             brightness=preset.brightness,
             contrast=preset.contrast,
@@ -137,6 +178,7 @@ def build_augment(name: str) -> nn.Module:
             hue=preset.hue,
             p=1.0,
         ),
+        RandomWhiteBalance(preset.white_balance),
         K.RandomGaussianBlur((blur_kernel, blur_kernel), preset.blur_sigma, p=preset.blur_p),
         RandomResample(preset.resample_scale, preset.resample_p),
     )

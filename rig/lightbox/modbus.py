@@ -58,7 +58,7 @@ def raw_to_intensity(channel: LightChannel, raw: int) -> float:
     return raw / channel.full_scale
 
 
-class ModbusLightbox(ModbusDevice):
+class ModbusLightbox(ModbusDevice[ModbusLightboxConfig]):
     """Named LED channels on a Modbus controller; implements `rig.devices.Lightbox`."""
 
     kind = "lightbox"
@@ -77,7 +77,6 @@ class ModbusLightbox(ModbusDevice):
             ConfigError: neither `link` nor config.link names an endpoint.
         """
         super().__init__(config, link=link, sleep=sleep)
-        self.config = config
         self._runs = contiguous_runs(
             config.channels, longest=min(MAX_READ_REGISTERS, MAX_WRITE_REGISTERS)
         )

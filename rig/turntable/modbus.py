@@ -9,9 +9,8 @@ polls status until the busy bit clears, within a timeout computed from the dista
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
-from rig.config import ModbusRtu, ModbusTcp, ModbusTurntableConfig
+from rig.config import ModbusTurntableConfig
 from rig.devices import DeviceStatus
 from rig.errors import DeviceFault, DeviceTimeout, SafetyError
 from rig.modbus_device import ModbusDevice
@@ -24,26 +23,11 @@ from rig.turntable import modbus_codec as codec
 _START_GRACE_POLLS = 3
 
 
-class ModbusTurntable(ModbusDevice):
+class ModbusTurntable(ModbusDevice[ModbusTurntableConfig]):
     """Turntable driven by a Modbus stepper/servo drive; implements `rig.devices.Turntable`."""
 
     kind = "turntable"
     default_model = "Modbus stepper drive"
-
-    def __init__(
-        self,
-        config: ModbusTurntableConfig,
-        *,
-        link: ModbusTcp | ModbusRtu | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        """Create the driver; `link` overrides config.link (the sim backend's emulator endpoint).
-
-        Raises:
-            ConfigError: neither `link` nor config.link names an endpoint.
-        """
-        super().__init__(config, link=link, sleep=sleep)
-        self.config = config
 
     # ------------------------------------------------------------------ Device
     def connect(self) -> None:
