@@ -48,7 +48,14 @@ ROWS = (
 def _crop(path: Path, size: int) -> np.ndarray:
     """The coin in a photo, cropped and resized exactly as training preprocesses it."""
     image = load_rgb(path)
-    return crop_coin(image, find_coin(image), size, margin=Preprocess().margin)
+    settings = Preprocess()
+    return crop_coin(
+        image,
+        find_coin(image),
+        size,
+        margin=settings.margin,
+        mask_background=settings.mask_background,
+    )
 
 
 def _best_catalog_match(

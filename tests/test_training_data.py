@@ -14,7 +14,7 @@ from synthetic_dataset import Spec, write_dataset
 
 import training.cache
 from training.cache import Preprocess
-from training.coinfind import crop_coin, find_coin
+from training.coinfind import BACKGROUND_RGB, crop_coin, find_coin
 from training.data import (
     catalog_protocol,
     load_images,
@@ -189,6 +189,19 @@ def test_find_coin_off_centre_on_light_and_dark(
     coin_level = 60 if dark_coin_on_light else 190
     assert abs(int(crop[32, 32].mean()) - coin_level) < 80
     assert abs(int(crop[1, 1].mean()) - (220 if dark_coin_on_light else 25)) < 30
+
+
+@pytest.mark.parametrize("dark_coin_on_light", [True, False])
+def test_masked_crop_has_one_background_whatever_the_card(dark_coin_on_light: bool) -> None:
+    # Catalog photos on white card and captures on a dark turntable must not differ around the
+    # coin: the mask replaces the background by one fixed colour and keeps the coin itself.
+    img = _disc_photo(240, 320, 160, 120, 60, dark_coin_on_light=dark_coin_on_light)
+    crop = crop_coin(img, find_coin(img), 64, mask_background=True)
+    assert crop.shape == (64, 64, 3)
+    assert np.abs(crop[1, 1].astype(int) - BACKGROUND_RGB).max() <= 2
+    assert np.abs(crop[62, 2].astype(int) - BACKGROUND_RGB).max() <= 2
+    coin_level = 60 if dark_coin_on_light else 190
+    assert abs(int(crop[32, 10].mean()) - coin_level) < 40  # inside the flan, not masked
 
 
 def test_derotation_undoes_the_turntable_angle(tmp_path: Path) -> None:

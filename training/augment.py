@@ -3,14 +3,21 @@
 `standard` is the generic recipe used for photos with a canonical orientation: small rotations
 (±15°), mild colour jitter, a little blur, perspective and translation.
 
-`tuned` is for coins on a rig, and differs in what the rig actually varies:
+`tuned` is for coins on a rig, and differs in what the rig actually varies and in what
+identifies a coin (checked by looking at augmented batches, not only by scores):
 - full 360° rotation, because a coin has no canonical orientation on a turntable (and die axes
   differ between coins), so the embedding must not depend on it;
-- stronger brightness and contrast jitter, because raking light changes a coin's appearance more
-  than anything else (highlights and shadows of the relief move with the light);
-- more saturation and a touch of hue, because auction catalogs use another white balance;
-- stronger perspective, because the arm may put a coin down tilted and catalog cameras differ;
-- more blur and stronger down-and-up resampling, because catalog images are small JPEGs.
+- little translation and scaling (±2 %, 0.95-1.05): the flan outline identifies a coin, and
+  `standard`'s ±5-10 % pushes it out of the tight crop;
+- stronger contrast jitter, because raking light changes a coin's appearance more than anything
+  else (highlights and shadows of the relief move with the light);
+- per-channel gains (white balance, ±8 %) instead of hue rotation and less saturation jitter:
+  catalogs use another white balance, but toning colour identifies a coin and a hue shift
+  repaints it;
+- mild blur and down-and-up resampling (sigma ≤ 0.8, factor ≥ 0.6): catalog images are small
+  JPEGs, but scratches and nicks are a pixel or two wide at demo sizes; stronger settings
+  erased them and training stalled;
+- perspective with the uncovered corners filled with the background colour (kornia fills black).
 
 `none` returns the batch unchanged (for evaluation-like training and for benchmarks).
 Every geometric warp resamples bilinearly and pads with the border colour, so rotated corners
@@ -103,15 +110,17 @@ class RandomWhiteBalance(nn.Module):
         """Scale the channels of every image by random gains (clamped to [0, 1])."""
         if self.strength <= 0 or not self.training:
             return x
-        gains = 1 + self.strength * (2 * torch.rand(x.shape[0], x.shape[1], 1, 1, device=x.device) - 1)
+        gains = 1 + self.strength * (
+            2 * torch.rand(x.shape[0], x.shape[1], 1, 1, device=x.device) - 1
+        )
         return (x * gains).clamp_(0, 1)
 
 
 class BorderFilledPerspective(nn.Module):
-    """kornia's RandomPerspective, with the corners it uncovers filled by the image's own corner
-    colour instead of black (kornia pads perspective warps with zeros only).
+    """kornia's RandomPerspective, filling the corners it uncovers with the image's corner colour.
 
-    A constant channel of ones travels through the same warp and marks what the warp uncovered.
+    kornia pads perspective warps with zeros only, which draws black wedges that no photo has
+    (and, with masked crops, a second background colour). A constant channel of ones travels through the same warp and marks what the warp uncovered.
     """
 
     def __init__(self, distortion: float, p: float):
