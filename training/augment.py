@@ -17,7 +17,9 @@ identifies a coin (checked by looking at augmented batches, not only by scores):
 - mild blur and down-and-up resampling (sigma ≤ 0.8, factor ≥ 0.6): catalog images are small
   JPEGs, but scratches and nicks are a pixel or two wide at demo sizes; stronger settings
   erased them and training stalled;
-- perspective with the uncovered corners filled with the background colour (kornia fills black).
+- perspective with the uncovered corners filled with the background colour (kornia fills black);
+- one image in ten turned grey: old auction catalogs and archive photos are often black and
+  white, and a query in grey must still find its coin, so colour cannot be the only cue.
 
 `none` returns the batch unchanged (for evaluation-like training and for benchmarks).
 Every geometric warp resamples bilinearly and pads with the border colour, so rotated corners
@@ -57,6 +59,7 @@ class AugmentPreset:
     resample_scale: tuple[float, float]
     resample_p: float
     white_balance: float = 0.0
+    grayscale_p: float = 0.0
 
 
 PRESETS: dict[str, AugmentPreset | None] = {
@@ -90,6 +93,7 @@ PRESETS: dict[str, AugmentPreset | None] = {
         resample_scale=(0.6, 1.0),
         resample_p=0.3,
         white_balance=0.08,
+        grayscale_p=0.1,
     ),
     "none": None,
 }
@@ -188,6 +192,7 @@ def build_augment(name: str) -> nn.Module:
             p=1.0,
         ),
         RandomWhiteBalance(preset.white_balance),
+        K.RandomGrayscale(p=preset.grayscale_p),
         K.RandomGaussianBlur((blur_kernel, blur_kernel), preset.blur_sigma, p=preset.blur_p),
         RandomResample(preset.resample_scale, preset.resample_p),
     )

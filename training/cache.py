@@ -51,6 +51,9 @@ class CacheItem:
     file_name: str
     sha256: str | None
     turntable_deg: float
+    # the calibrated turntable centre in this image's pixels, when the session recorded one: the
+    # coin lies on the turntable, so that is where to look for it
+    centre_px: tuple[float, float] | None = None
 
 
 @dataclass
@@ -84,7 +87,10 @@ def cache_key(items: Sequence[CacheItem], settings: Preprocess) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({**asdict(settings), "version": PREPROCESS_VERSION}).encode())
     for item in items:
-        h.update(f"{item.file_name}\0{_fingerprint(item)}\n".encode())
+        # the angle and the turntable centre change the crop (de-rotation, coin prior) too
+        h.update(
+            f"{item.file_name}\0{_fingerprint(item)}\0{item.turntable_deg:g}\0{item.centre_px}\n".encode()
+        )
     return h.hexdigest()[:32]
 
 
@@ -104,7 +110,7 @@ def preprocess(item: CacheItem, settings: Preprocess) -> np.ndarray:
     angle = DEROTATE_SIGN * item.turntable_deg if settings.derotate else 0.0
     return crop_coin(
         rgb,
-        find_coin(rgb),
+        find_coin(rgb, near_px=item.centre_px),
         settings.image_size,
         margin=settings.margin,
         rotate_deg=angle,

@@ -168,17 +168,32 @@ def _upscale(circle: Circle, factor: float) -> Circle:
     return Circle(circle.x * factor, circle.y * factor, circle.r * factor, circle.method)
 
 
-def find_coin(image: np.ndarray) -> Circle:
-    """The one coin in a rig photo: largest round blob, else a Hough circle, else the centre."""
+def find_coin(image: np.ndarray, *, near_px: tuple[float, float] | None = None) -> Circle:
+    """The one coin in a rig photo: largest round blob, else a Hough circle, else the centre.
+
+    With `near_px` (the calibrated turntable centre), the coin is the round blob nearest that
+    point (the one lying on the turntable, not the largest thing in view, such as a tool or a
+    second coin at the frame's edge), and the last resort is a circle there, not mid-image.
+    """
     small, factor = _downscale(_as_colour(image))
     blobs = _round_blobs(_foreground_mask(small))
     if blobs:
-        _, best = max(blobs, key=lambda b: b[0])
+        if near_px is None:
+            _, best = max(blobs, key=lambda b: b[0])
+        else:
+            px, py = near_px[0] / factor, near_px[1] / factor
+            # distance from the turntable centre to the blob's rim (0 inside it), then size
+            _, best = min(
+                blobs,
+                key=lambda b: (max(0.0, math.hypot(b[1].x - px, b[1].y - py) - b[1].r), -b[0]),
+            )
         return _upscale(best, factor)
     hough = _hough(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
     if hough is not None:
         return _upscale(hough, factor)
     h, w = image.shape[:2]
+    if near_px is not None:
+        return Circle(near_px[0], near_px[1], min(h, w) / 4, "turntable")
     return Circle(w / 2, h / 2, min(h, w) / 2, "centre")
 
 

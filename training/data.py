@@ -303,7 +303,10 @@ def load_images(
         by_root.setdefault(r.root, []).append(r)
     cached = {}
     for root, mine in by_root.items():
-        items = [CacheItem(r.path, r.file_name, r.sha256, r.derotation_deg) for r in mine]
+        items = [
+            CacheItem(r.path, r.file_name, r.sha256, r.derotation_deg, r.turntable_centre_px)
+            for r in mine
+        ]
         result = load_cached(items, settings, cache_dir, strict=strict, warn=warn)
         cached[root] = result
         report.decoded += result.decoded

@@ -9,6 +9,7 @@ between two models' embeddings mean nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,10 @@ import numpy as np
 import torch
 
 from training.augment import normalize
+from training.cache import Preprocess
 from training.catalog import Entry, already_indexed, find_sources, load_entries, read_meta_csv
 from training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_meta
+from training.coinfind import Circle, crop_coin
 from training.detect import Coin, crop, detect_coins
 from training.imageio import load_rgb
 from training.index import INFO_FILE, CatalogIndex, Hit
@@ -44,6 +47,28 @@ class RunModel:
     def image_size(self) -> int:
         """Square input side the model was trained at."""
         return int(self.model.config["image_size"])
+
+    @property
+    def mask_background(self) -> bool:
+        """Whether the run was trained on crops with the background outside the flan masked."""
+        config_path = self.run / "config.json"
+        if not config_path.is_file():
+            return False  # a bare checkpoint folder: crop as runs from before masking did
+        return bool(json.loads(config_path.read_text()).get("mask_background", False))
+
+    def crop(self, image: np.ndarray, coin: Coin) -> np.ndarray:
+        """The coin cropped exactly as the run's training preprocessed it (margin, masking).
+
+        A query must look like what the model learned from: the same margin around the flan and,
+        for masked runs, the same flat colour outside its outline, whatever the photo's background.
+        """
+        return crop_coin(
+            image,
+            Circle(coin.x, coin.y, coin.r, coin.method),
+            self.image_size,
+            margin=Preprocess().margin,
+            mask_background=self.mask_background,
+        )
 
 
 def load_run_model(run: Path, checkpoint: str = "best") -> RunModel:
@@ -140,7 +165,7 @@ def index_folder(
             warn(f"skipped: {e}")
             continue
         entries.extend(found)
-        crops.extend(crop(image, e.coin, run_model.image_size) for e in found)
+        crops.extend(run_model.crop(image, e.coin) for e in found)
     if entries:
         index.add(embed_crops(run_model.model, crops), [e.item() for e in entries])
     report.added = len(entries)
@@ -237,7 +262,7 @@ class Searcher:
         coins = detect_coins(image)
         if not coins:
             raise NoCoinFound(f"{name}: no coin found in the photo")
-        crops = [crop(image, c, self.run_model.image_size) for c in coins]
+        crops = [self.run_model.crop(image, c) for c in coins]
         hits = self.index.search(embed_crops(self.run_model.model, crops), top)
         return [
             QueryResult(

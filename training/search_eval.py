@@ -19,7 +19,6 @@ import numpy as np
 
 from training.catalog import Source, entries_for
 from training.data import Record, read_datasets
-from training.detect import crop
 from training.imageio import load_rgb
 from training.index import CatalogIndex
 from training.robustness import top1_stability
@@ -73,7 +72,7 @@ def search_report(
             Source(r.path, r.file_name, {"coin_id": r.coin_id, "side": r.side}), image
         ):
             items.append(entry.item())
-            crops.append(crop(image, entry.coin, run_model.image_size))
+            crops.append(run_model.crop(image, entry.coin))
     index.add(embed_crops(run_model.model, crops), items)
     verdict = Verdict.load(run) if (run / VERDICT_FILE).is_file() else None
     searcher = Searcher(index, run_model, verdict)
