@@ -172,6 +172,7 @@ def evaluate_command(
             strict=strict,
         )
     o = report["overall"]
+    Console().print(_accuracy_table(report))
     typer.echo(
         f"{run} [{protocol}]: top-1 {100 * o['top1']:.1f}%, top-5 {100 * o['top5']:.1f}%, "
         f"MAP@R {100 * o['map_at_r']:.1f}% ({o['queries']} queries, {report['coins']} coins) "
@@ -179,6 +180,26 @@ def evaluate_command(
     )
     if "verdict" in report:
         typer.echo(f"same-coin verdict (validation pairs, {run / 'roc.png'}):\n{report['verdict']}")
+
+
+def _accuracy_table(report: dict[str, Any]) -> Table:
+    """Top-1/top-5 overall and by light, angle and side: what a person reads first."""
+    o = report["overall"]
+    table = Table(
+        title=f"{report['protocol']} protocol, {report['coins']} held-out coins, {o['queries']} queries"
+    )
+    for column in ("", "queries", "top-1", "top-5"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row("all", str(o["queries"]), f"{100 * o['top1']:.1f}%", f"{100 * o['top5']:.1f}%")
+    for kind, rows in report["breakdown"].items():
+        for value, m in rows.items():
+            table.add_row(
+                f"{kind} {value}",
+                str(m["queries"]),
+                f"{100 * m['top1']:.1f}%",
+                f"{100 * m['top5']:.1f}%",
+            )
+    return table
 
 
 @app.command("benchmark")
