@@ -138,6 +138,18 @@ def _serpentine(values: Sequence[float | None], reverse: bool) -> list[float | N
     return list(reversed(values)) if reverse else list(values)
 
 
+def _lights_from(lights: Sequence[str], current: str | None) -> list[str]:
+    """The plan's lights in cyclic order starting with the one already on (no switch to begin).
+
+    Starting each pose from the light left on saves one switch per pose, as a serpentine does,
+    and also when a reference shot or the previous side left another light on.
+    """
+    if current is None or current not in lights:
+        return list(lights)
+    start = list(lights).index(current)
+    return [*lights[start:], *lights[:start]]
+
+
 def expand(plan: Plan) -> list[ShotEvent]:
     """The plan's shots in the order that minimises physical time; indices follow that order."""
     angles = plan.angles()
@@ -146,31 +158,40 @@ def expand(plan: Plan) -> list[ShotEvent]:
     tilts: list[float | None] = list(sorted(plan.tilts_deg)) or [None]
     exposures: list[float | None] = list(plan.exposures_us) or [None]
     order: list[tuple[Side, float, float | None, str, float | None, bool, OnFailure]] = []
-    tilt_flip = light_flip = False
+    tilt_flip = False
     for side_number, side in enumerate(plan.sides):
         # Serpentine: the second side runs the angles backwards from where the first ended.
         side_angles = _serpentine(angles, reverse=side_number % 2 == 1)
-        reference_done = plan.reference is None
+        reference = _reference_row(plan, side) if plan.reference is not None else None
         ascending = side_number % 2 == 0
         for angle in side_angles:
             assert angle is not None
             # The reference view goes where the turntable passes its angle on this side's sweep.
-            if not reference_done and plan.reference is not None:
-                ref = plan.reference.turntable_deg
-                if (ascending and angle >= ref) or (not ascending and angle <= ref):
-                    order.append(_reference_row(plan, side))
-                    reference_done = True
+            if reference is not None:
+                ref = reference[1]
+                passing = (ascending and angle >= ref) or (not ascending and angle <= ref)
+                # unless it can join this pose's loop, it needs its own pose or light anyway
+                joins_loop = ref == angle and reference[3] in plan.lights and reference[2] in tilts
+                if passing and not joins_loop:
+                    order.append(reference)
+                    reference = None
             for tilt in _serpentine(tilts, tilt_flip):
-                for light in _serpentine(list(range(len(plan.lights))), light_flip):
-                    assert light is not None
+                current = order[-1][3] if order else None
+                for light in _lights_from(plan.lights, current):
                     for exposure in exposures:
-                        row = (side, angle, tilt, plan.lights[int(light)], exposure)
-                        order.append((*row, False, plan.on_failure))
-                # Alternating the light order means the last light stays on for the next pose.
-                light_flip = not light_flip
+                        order.append((side, angle, tilt, light, exposure, False, plan.on_failure))
+                    if (
+                        reference is not None
+                        and reference[1] == angle
+                        and reference[2] == tilt
+                        and reference[3] == light
+                    ):
+                        # same pose, same light: the reference costs no move and no switch here
+                        order.append(reference)
+                        reference = None
             tilt_flip = not tilt_flip
-        if not reference_done:
-            order.append(_reference_row(plan, side))  # beyond the last angle of the sweep
+        if reference is not None:
+            order.append(reference)  # beyond the last angle of the sweep
     return [
         ShotEvent(
             index=i,
