@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class RunModel:
         """Square input side the model was trained at."""
         return int(self.model.config["image_size"])
 
-    @property
+    @cached_property
     def mask_background(self) -> bool:
         """Whether the run was trained on crops with the background outside the flan masked."""
         config_path = self.run / "config.json"
