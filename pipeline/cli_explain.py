@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import typer
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rig.cli_support import expected_errors, fail
-from training.cache import Preprocess, default_cache_dir
+from training.cache import default_cache_dir
 from training.coinfind import crop_coin, find_coin
 from training.data import load_images, read_datasets, reference_records
 from training.errors import TrainingError
@@ -34,7 +33,7 @@ from training.hierarchy import (
     write_confusion_png,
 )
 from training.imageio import load_rgb
-from training.search import embed_crops, load_run_model
+from training.search import RunModel, embed_crops, load_run_model
 from training.sift_baseline import run_sift_baseline_cv
 
 # result key, table column: what each row of the paper's table measures
@@ -45,33 +44,31 @@ ROWS = (
 )
 
 
-def _crop(path: Path, size: int) -> np.ndarray:
-    """The coin in a photo, cropped and resized exactly as training preprocesses it."""
+def _crop(path: Path, loaded: RunModel) -> np.ndarray:
+    """The coin in a photo, cropped and resized exactly as the run's training preprocessed it."""
     image = load_rgb(path)
-    settings = Preprocess()
+    settings = loaded.preprocess
     return crop_coin(
         image,
         find_coin(image),
-        size,
+        settings.image_size,
         margin=settings.margin,
         mask_background=settings.mask_background,
     )
 
 
-def _best_catalog_match(
-    run: Path, model: Any, query: np.ndarray, size: int
-) -> tuple[np.ndarray, str]:
+def _best_catalog_match(run: Path, loaded: RunModel, query: np.ndarray) -> tuple[np.ndarray, str]:
     """The reference image of the run's datasets closest to the query, and its view name."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise fail(f"{run} records no datasets to match against; give --against IMAGE")
     data = [Path(d) for d in json.loads(config_path.read_text())["data"]]
     refs = list(reference_records(read_datasets(data)).values())
-    bank, _ = load_images(refs, Preprocess(image_size=size), default_cache_dir())
+    bank, _ = load_images(refs, loaded.preprocess, default_cache_dir())
     if not len(bank):
         raise fail(f"no readable reference images in {', '.join(map(str, data))}")
-    gallery = embed_crops(model, [bank.pixels([i])[0] for i in range(len(bank))])
-    best = int(np.argmax(gallery @ embed_crops(model, [query])[0]))
+    gallery = embed_crops(loaded.model, [bank.pixels([i])[0] for i in range(len(bank))])
+    best = int(np.argmax(gallery @ embed_crops(loaded.model, [query])[0]))
     return np.asarray(bank.pixels([best])[0]), bank.records[best].view
 
 
@@ -103,12 +100,11 @@ def _explain_command(
         if window < 1 or (stride is not None and stride < 1):
             raise fail("--window and --stride must be positive pixel counts")
         loaded = load_run_model(run, checkpoint)
-        size = loaded.image_size
-        query_crop = _crop(query, size)
+        query_crop = _crop(query, loaded)
         if against is not None:
-            against_crop, against_name = _crop(against, size), against.name
+            against_crop, against_name = _crop(against, loaded), against.name
         else:
-            against_crop, against_name = _best_catalog_match(run, loaded.model, query_crop, size)
+            against_crop, against_name = _best_catalog_match(run, loaded, query_crop)
         result = explain_match(
             loaded.model.cpu(),
             query_crop,

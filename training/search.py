@@ -50,12 +50,15 @@ class RunModel:
         return int(self.model.config["image_size"])
 
     @cached_property
-    def mask_background(self) -> bool:
-        """Whether the run was trained on crops with the background outside the flan masked."""
+    def preprocess(self) -> Preprocess:
+        """How the run's training turned photos into model inputs (size, margin, masking)."""
         config_path = self.run / "config.json"
-        if not config_path.is_file():
-            return False  # a bare checkpoint folder: crop as runs from before masking did
-        return bool(json.loads(config_path.read_text()).get("mask_background", False))
+        # a bare checkpoint folder records no training settings: crop as runs before masking did
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        return Preprocess(
+            image_size=self.image_size,
+            mask_background=bool(config.get("mask_background", False)),
+        )
 
     def crop(self, image: np.ndarray, coin: Coin) -> np.ndarray:
         """The coin cropped exactly as the run's training preprocessed it (margin, masking).
@@ -67,8 +70,8 @@ class RunModel:
             image,
             Circle(coin.x, coin.y, coin.r, coin.method),
             self.image_size,
-            margin=Preprocess().margin,
-            mask_background=self.mask_background,
+            margin=self.preprocess.margin,
+            mask_background=self.preprocess.mask_background,
         )
 
 
