@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -134,64 +134,55 @@ class ShotEvent:
     on_failure: OnFailure = "pause"
 
 
+T = TypeVar("T")
+
+
 def _serpentine(values: Sequence[float | None], reverse: bool) -> list[float | None]:
     return list(reversed(values)) if reverse else list(values)
 
 
-def _lights_from(lights: Sequence[str], current: str | None) -> list[str]:
-    """The plan's lights in cyclic order starting with the one already on (no switch to begin).
+def _loop_order(values: Sequence[T], current: T | None, last: T | None = None) -> list[T]:
+    """`values` starting with the one already set and, when given, ending with `last`.
 
-    Starting each pose from the light left on saves one switch per pose, as a serpentine does,
-    and also when a reference shot or the previous side left another light on.
+    Starting each loop from the light (or exposure) left on saves one switch per pose, as a
+    serpentine does, also when the previous side left another one set. Ending with the setting
+    of a reference shot taken right after the loop saves another.
     """
-    if current is None or current not in lights:
-        return list(lights)
-    start = list(lights).index(current)
-    return [*lights[start:], *lights[:start]]
+    order = list(values)
+    kept_first = current is not None and current in order
+    if current is not None and kept_first:
+        start = order.index(current)
+        order = [*order[start:], *order[:start]]
+    if last is not None and last in order[1 if kept_first else 0 :]:
+        order.remove(last)
+        order.append(last)
+    return order
+
+
+_Row = tuple[Side, float, float | None, str, float | None, bool, OnFailure]
+_Pose = tuple[Side, float, float | None]
 
 
 def expand(plan: Plan) -> list[ShotEvent]:
     """The plan's shots in the order that minimises physical time; indices follow that order."""
-    angles = plan.angles()
-    # Sorted, like the angles: a serpentine over a monotone list never crosses back over itself,
-    # whatever order the plan's author wrote the tilts in.
-    tilts: list[float | None] = list(sorted(plan.tilts_deg)) or [None]
-    exposures: list[float | None] = list(plan.exposures_us) or [None]
-    order: list[tuple[Side, float, float | None, str, float | None, bool, OnFailure]] = []
-    tilt_flip = False
-    for side_number, side in enumerate(plan.sides):
-        # Serpentine: the second side runs the angles backwards from where the first ended.
-        side_angles = _serpentine(angles, reverse=side_number % 2 == 1)
-        reference = _reference_row(plan, side) if plan.reference is not None else None
-        ascending = side_number % 2 == 0
-        for angle in side_angles:
-            assert angle is not None
-            # The reference view goes where the turntable passes its angle on this side's sweep.
-            if reference is not None:
-                ref = reference[1]
-                passing = (ascending and angle >= ref) or (not ascending and angle <= ref)
-                # unless it can join this pose's loop, it needs its own pose or light anyway
-                joins_loop = ref == angle and reference[3] in plan.lights and reference[2] in tilts
-                if passing and not joins_loop:
-                    order.append(reference)
-                    reference = None
-            for tilt in _serpentine(tilts, tilt_flip):
-                current = order[-1][3] if order else None
-                for light in _lights_from(plan.lights, current):
-                    for exposure in exposures:
-                        order.append((side, angle, tilt, light, exposure, False, plan.on_failure))
-                    if (
-                        reference is not None
-                        and reference[1] == angle
-                        and reference[2] == tilt
-                        and reference[3] == light
-                    ):
-                        # same pose, same light: the reference costs no move and no switch here
-                        order.append(reference)
-                        reference = None
-            tilt_flip = not tilt_flip
-        if reference is not None:
-            order.append(reference)  # beyond the last angle of the sweep
+    order = _regular_order(plan, {})
+    if plan.reference is not None:
+        references = [_reference_row(plan, side) for side in plan.sides]
+        first = order
+        for row in references:
+            first = _insert_cheapest(first, row)
+        # Second pass: the pose each reference follows ends its loop on the reference's light
+        # and exposure, so the reference costs no switch there.
+        ends: dict[_Pose, tuple[str, float | None]] = {}
+        for position, row in enumerate(first):
+            before = first[position - 1] if position > 0 else None
+            if row[5] and before is not None and not before[5] and before[0] == row[0]:
+                ends[before[:3]] = (row[3], row[4])
+        second = _regular_order(plan, ends)
+        for row in references:
+            second = _insert_cheapest(second, row)
+        kinematics = Kinematics()
+        order = min((first, second), key=lambda rows: _rows_duration_s(rows, kinematics))
     return [
         ShotEvent(
             index=i,
@@ -206,6 +197,61 @@ def expand(plan: Plan) -> list[ShotEvent]:
         )
         for i, (side, angle, tilt, light, exposure, reference, on_failure) in enumerate(order)
     ]
+
+
+def _regular_order(plan: Plan, ends: dict[_Pose, tuple[str, float | None]]) -> list[_Row]:
+    """The plan's regular shots: serpentine sweeps, lights and exposures in the inner loops.
+
+    `ends` names poses whose loop must finish on a given light and exposure (a reference
+    shot follows them).
+    """
+    angles = plan.angles()
+    # Sorted, like the angles: a serpentine over a monotone list never crosses back over itself,
+    # whatever order the plan's author wrote the tilts in.
+    tilts: list[float | None] = list(sorted(plan.tilts_deg)) or [None]
+    exposures: list[float | None] = list(plan.exposures_us) or [None]
+    order: list[_Row] = []
+    tilt_flip = False
+    for side_number, side in enumerate(plan.sides):
+        # Serpentine: the second side runs the angles backwards from where the first ended.
+        for angle in _serpentine(angles, reverse=side_number % 2 == 1):
+            assert angle is not None
+            for tilt in _serpentine(tilts, tilt_flip):
+                end_light, end_exposure = ends.get((side, angle, tilt), (None, None))
+                lights = _loop_order(plan.lights, order[-1][3] if order else None, end_light)
+                for light in lights:
+                    last = end_exposure if light == lights[-1] else None
+                    for exposure in _loop_order(exposures, order[-1][4] if order else None, last):
+                        order.append((side, angle, tilt, light, exposure, False, plan.on_failure))
+            tilt_flip = not tilt_flip
+    return order
+
+
+def _insert_cheapest(order: list[_Row], row: _Row) -> list[_Row]:
+    """`order` with `row` inserted among its side's shots where it adds the least physical time.
+
+    The reference view usually lands beside a shot with the very same settings (costing nothing
+    but its exposure), else where the sweep passes its angle; `Kinematics()`'s relative costs
+    decide, which holds for any rig whose motions are slower than its light switches.
+    """
+    kinematics = Kinematics()
+    states = [_RigState.start()]
+    for r in order:
+        states.append(states[-1].after(r))
+    best_position, best_cost = len(order), math.inf
+    for position in range(len(order) + 1):
+        before = order[position - 1][0] if position > 0 else row[0]
+        after = order[position][0] if position < len(order) else row[0]
+        if row[0] not in (before, after):
+            continue  # only among (or at the edges of) its own side's shots
+        added = states[position].step_s(row, kinematics)
+        if position < len(order):
+            follower = order[position]
+            added += states[position].after(row).step_s(follower, kinematics)
+            added -= states[position].step_s(follower, kinematics)
+        if added < best_cost - 1e-12:
+            best_position, best_cost = position, added
+    return [*order[:best_position], row, *order[best_position:]]
 
 
 def _reference_row(
@@ -306,6 +352,56 @@ class Kinematics:
         )
 
 
+@dataclass(frozen=True)
+class _RigState:
+    """What the rig has set between two shots: the costs of the next shot depend on it."""
+
+    side: Side | None
+    angle: float
+    tilt: float
+    light: str | None
+    exposure: float | None
+
+    @classmethod
+    def start(cls, start_deg: float = 0.0) -> _RigState:
+        """A freshly homed rig: nothing lit, no exposure set, no coin side yet."""
+        return cls(side=None, angle=start_deg, tilt=0.0, light=None, exposure=None)
+
+    def after(self, row: _Row) -> _RigState:
+        """The rig's state right after shooting `row` from this one (no tilt: tilt stays)."""
+        side, angle, tilt, light, exposure = row[:5]
+        tilt = self.tilt if tilt is None else tilt
+        return _RigState(side=side, angle=angle, tilt=tilt, light=light, exposure=exposure)
+
+    def step_s(self, row: _Row, k: Kinematics) -> float:
+        """Seconds from this state to `row` shot: flip, moves, switches, exposure and readout."""
+        side, angle, tilt, light, exposure = row[:5]
+        total = k.flip_s if self.side is not None and side != self.side else 0.0
+        total += trapezoid_duration_s(
+            angle - self.angle, k.turntable_speed_deg_per_s, k.turntable_accel_deg_per_s2
+        )
+        if tilt is not None:
+            total += abs(tilt - self.tilt) / k.tilt_speed_deg_per_s
+        if light != self.light:
+            total += k.light_switch_s
+        if exposure != self.exposure:
+            total += k.camera_config_s
+        exposure_us = exposure if exposure is not None else k.default_exposure_us
+        return total + exposure_us / 1e6 + k.readout_s
+
+
+def _row(event: ShotEvent) -> _Row:
+    return (
+        event.side,
+        event.turntable_deg,
+        event.tilt_deg,
+        event.light,
+        event.exposure_us,
+        event.reference,
+        event.on_failure,
+    )
+
+
 def estimate_duration_s(
     events: Sequence[ShotEvent], kinematics: Kinematics, *, start_deg: float = 0.0
 ) -> float:
@@ -314,31 +410,17 @@ def estimate_duration_s(
     Motions happen one after the other (the engine never moves two axes at once), a light or
     exposure change costs its switch time, and every change of side costs a flip.
     """
-    if not events:
+    return _rows_duration_s([_row(event) for event in events], kinematics, start_deg=start_deg)
+
+
+def _rows_duration_s(rows: Sequence[_Row], kinematics: Kinematics, start_deg: float = 0.0) -> float:
+    if not rows:
         return 0.0
-    k = kinematics
-    total = k.load_s + k.unload_s
-    angle, tilt, light, exposure = start_deg, 0.0, None, None
-    side = events[0].side
-    for event in events:
-        if event.side != side:
-            total += k.flip_s
-            side = event.side
-        total += trapezoid_duration_s(
-            event.turntable_deg - angle, k.turntable_speed_deg_per_s, k.turntable_accel_deg_per_s2
-        )
-        angle = event.turntable_deg
-        if event.tilt_deg is not None:
-            total += abs(event.tilt_deg - tilt) / k.tilt_speed_deg_per_s
-            tilt = event.tilt_deg
-        if event.light != light:
-            total += k.light_switch_s
-            light = event.light
-        if event.exposure_us != exposure:
-            total += k.camera_config_s
-            exposure = event.exposure_us
-        exposure_us = event.exposure_us if event.exposure_us is not None else k.default_exposure_us
-        total += exposure_us / 1e6 + k.readout_s
+    total = kinematics.load_s + kinematics.unload_s
+    state = _RigState.start(start_deg)
+    for row in rows:
+        total += state.step_s(row, kinematics)
+        state = state.after(row)
     return total
 
 
