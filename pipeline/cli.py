@@ -80,6 +80,9 @@ def train_command(
     split: str = typer.Option("0.7,0.1,0.2", help="train,val,test fractions of coins."),
     seed: int = typer.Option(0, help="Seed of the coin split and of training."),
     derotate: bool = typer.Option(False, help="Undo the recorded turntable angle."),
+    rotations: int = typer.Option(
+        8, help="Embed every image at this many rotations and average (1 = off; 4 = exact)."
+    ),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     weights: Path | None = typer.Option(
         None, help="torchvision-style backbone .pth to start from."
@@ -124,6 +127,7 @@ def train_command(
                 split=split,
                 seed=seed,
                 derotate=derotate,
+                rotations=rotations,
                 weights=str(weights) if weights else None,
                 compile=compile_model,
                 strict=strict,

@@ -49,7 +49,7 @@ def test_round_trip_gives_identical_embeddings(tmp_path: Path, name: str, bn_nec
 
 
 def test_meta_json_carries_config_and_extra(tmp_path: Path) -> None:
-    model = build_model("resnet-tiny", embedding_dim=8)
+    model = build_model("resnet-tiny", embedding_dim=8, rotations=4)
     save_checkpoint(tmp_path, model, {"step": 3})
     meta = read_checkpoint_meta(tmp_path)
     assert meta["config"] == {
@@ -58,7 +58,9 @@ def test_meta_json_carries_config_and_extra(tmp_path: Path) -> None:
         "image_size": 224,
         "in_channels": 3,
         "bn_neck": False,
+        "rotations": 4,
     }
+    assert load_checkpoint(tmp_path).rotations == 4
     assert meta["extra"] == {"step": 3}
 
 

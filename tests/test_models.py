@@ -22,6 +22,7 @@ from training.models import (
     resnet50,
     resnet_tiny,
 )
+from training.models.embedding import rotated_copies
 
 FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_state_dicts.json"
 META = torch.device("meta")
@@ -133,6 +134,7 @@ def test_every_model_embeds_to_batch_by_dim_on_meta(name: str) -> None:
         "image_size": 299 if name == "inception-v3" else 224,
         "in_channels": 3,
         "bn_neck": False,
+        "rotations": 1,
     }
 
 
@@ -147,6 +149,46 @@ def test_tiny_models_give_unit_embeddings_on_cpu(name: str) -> None:
     assert emb.shape == (4, 16)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(4))
     torch.testing.assert_close(emb, again)
+
+
+@pytest.mark.parametrize("name", ["resnet-tiny", "resnet-tiny-truncated"])
+def test_quarter_turn_pooling_makes_embeddings_rotation_invariant(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, embedding_dim=16, image_size=64, bn_neck=True, rotations=4).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        upright = model(x)
+        turned = [model(torch.rot90(x, k, dims=(2, 3))) for k in (1, 2, 3)]
+        single = model.embed_spatial(model.spatial_features(x))
+    for t in turned:
+        torch.testing.assert_close(t, upright, atol=1e-5, rtol=0)
+    torch.testing.assert_close(upright.norm(dim=1), torch.ones(2))
+    assert not torch.allclose(single, upright, atol=1e-3)  # pooling really changed the embedding
+
+
+def test_eight_way_pooling_is_nearly_invariant_to_a_45_degree_turn() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet-tiny", embedding_dim=16, image_size=64, rotations=8).eval()
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disc = (((yy - 31.5) ** 2 + (xx - 31.5) ** 2) < 30**2).float()
+    x = torch.randn(2, 3, 64, 64) * disc  # a coin-like disc on a plain backdrop
+    turned = torch.stack([torch.rot90(img, 1, dims=(1, 2)) for img in x])
+    rotated_45 = rotated_copies(x, 8)[1]
+    unpooled = build_model("resnet-tiny", embedding_dim=16, image_size=64).eval()
+    unpooled.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        pooled_cos = (model(x) * model(rotated_45)).sum(dim=1)
+        plain_cos = (unpooled(x) * unpooled(rotated_45)).sum(dim=1)
+        exact_cos = (model(x) * model(turned)).sum(dim=1)
+    assert torch.all(exact_cos > 0.999)
+    assert torch.all(pooled_cos > plain_cos) and torch.all(pooled_cos > 0.95)
+
+
+def test_training_mode_embeds_a_single_rotation() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet-tiny", embedding_dim=8, image_size=64, rotations=8).train()
+    x = torch.randn(4, 3, 64, 64)
+    torch.testing.assert_close(model(x), model.embed_spatial(model.spatial_features(x)))
 
 
 def test_grid_model_rejects_other_input_sizes() -> None:
@@ -172,6 +214,8 @@ def test_output_size_matches_the_real_grid(size: int) -> None:
 
 
 def test_build_model_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="rotations"):
+        build_model("resnet-tiny", rotations=0)
     with pytest.raises(ValueError, match="unknown model"):
         build_model("resnet-huge")
     with pytest.raises(ValueError, match="image_size >= 75"):

@@ -23,7 +23,7 @@ from training.coinfind import crop_coin, find_coin
 from training.errors import DataError
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
-PREPROCESS_VERSION = 4
+PREPROCESS_VERSION = 5
 # The turntable turns the coin counter-clockwise in the image for a positive angle, so undoing
 # it rotates by the negative angle.
 DEROTATE_SIGN = -1.0

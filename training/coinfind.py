@@ -50,32 +50,60 @@ class Circle:
     method: str
 
 
-def _border_colour(image: np.ndarray) -> np.ndarray:
-    """Median colour of a thin frame around the image: the background, whatever its shade."""
+def _frame(image: np.ndarray) -> np.ndarray:
+    """The pixels of a thin frame around the image (a 25th of its side), one per row."""
     h, w = image.shape[:2]
     b = max(1, min(h, w) // 25)
-    frame = np.concatenate(
+    channels = image.shape[2] if image.ndim == 3 else 1
+    return np.concatenate(
         [
-            image[:b].reshape(-1, 3),
-            image[-b:].reshape(-1, 3),
-            image[:, :b].reshape(-1, 3),
-            image[:, -b:].reshape(-1, 3),
+            image[:b].reshape(-1, channels),
+            image[-b:].reshape(-1, channels),
+            image[:, :b].reshape(-1, channels),
+            image[:, -b:].reshape(-1, channels),
         ]
     )
-    return np.median(frame, axis=0).astype(np.float32)
 
 
-def _foreground_mask(image: np.ndarray) -> np.ndarray:
-    """Binary mask of pixels that differ from the border colour (Otsu on the distance)."""
+def _border_colour(image: np.ndarray) -> np.ndarray:
+    """Median colour of a thin frame around the image: the background, whatever its shade."""
+    return np.median(_frame(image), axis=0).astype(np.float32)
+
+
+# Least colour distance from the background that marks a coin's outline inside a crop: above
+# JPEG and sensor noise on a plain backdrop, below a pale coin's rim on white card.
+MIN_OUTLINE_DISTANCE = 8.0
+
+
+def _foreground_mask(image: np.ndarray, *, outline: bool = False) -> np.ndarray:
+    """Binary mask of pixels that differ from the border colour (Otsu on the distance).
+
+    With `outline` (segmenting a coin already centred in its crop), the threshold drops to just
+    above the backdrop's own noise where that is lower than Otsu's: Otsu splits a pale coin on
+    white card inside the coin, between its shaded and its highlit parts, and bites them away.
+    """
     blurred = cv2.GaussianBlur(image, (5, 5), 0).astype(np.float32)
     distance = np.linalg.norm(blurred - _border_colour(image), axis=2)
     span = float(distance.max() - distance.min()) or 1.0
     distance_u8 = ((distance - distance.min()) * (255 / span)).astype(np.uint8)
-    _, mask = cv2.threshold(distance_u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    otsu, mask = cv2.threshold(distance_u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if outline:
+        # The crop's corners lie outside the coin's circle: pure backdrop, unlike the frame's
+        # middles, which the coin touches.
+        h, w = distance.shape
+        yy, xx = np.mgrid[:h, :w]
+        corners = (yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2 > (0.55 * min(h, w)) ** 2
+        noise = float(np.percentile(distance[corners], 99))
+        low = max(MIN_OUTLINE_DISTANCE, 1.5 * noise)
+        threshold = min(distance.min() + otsu * span / 255, low)
+        mask = np.where(distance > threshold, 255, 0).astype(np.uint8)
     # Closing bridges dark die details inside a bright coin; opening removes speckle and noise.
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    if outline:
+        # the blur spread the coin about a pixel into the backdrop: no halo of card around it
+        mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
     return mask
 
 
@@ -261,7 +289,7 @@ def mask_outside_coin(crop: np.ndarray, radius_fraction: float = 1.0) -> np.ndar
     for), that disc stands in, so a hard photo still gets a clean background and keeps its coin.
     """
     h, w = crop.shape[:2]
-    mask = _foreground_mask(crop)
+    mask = _foreground_mask(crop, outline=True)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
     coin = np.zeros((h, w), np.uint8)
     if count > 1:

@@ -96,6 +96,9 @@ class TrainConfig:
     # BatchNorm1d on the embedding before L2 normalisation: centres the features, whose mean
     # (post-ReLU, all positive) otherwise dominates every embedding and makes all cosines ≈ 1.
     bn_neck: bool = True
+    # Eval-mode rotation pooling (training.models.embedding): 8 turns of 45° lifted demo top-1
+    # by about 9 points over none, at 8× the cost of embedding an image (not of a train step).
+    rotations: int = 8
     weights: str | None = None
     compile: bool = False
     strict: bool = False
@@ -286,6 +289,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             image_size=cfg.image_size,
             weights=Path(cfg.weights) if cfg.weights else None,
             bn_neck=cfg.bn_neck,
+            rotations=cfg.rotations,
         )
     except ValueError as e:
         raise SettingsError(str(e)) from e

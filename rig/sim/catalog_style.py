@@ -8,6 +8,8 @@ photographer's own resolution, little noise, and JPEG compression.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -35,13 +37,27 @@ def softbox(azimuth_deg: float = 135.0, elevation_deg: float = 45.0) -> dict[str
     return lights
 
 
+@dataclass(frozen=True)
+class CatalogPhoto:
+    """An auction-style photograph with the ground truth of where the coin lies in it."""
+
+    rgb: np.ndarray  # what a reader of the JPEG gets, compression artefacts included
+    jpeg: bytes
+    coverage: np.ndarray  # float32 (H, W), 1 on the coin, 0 on the backdrop
+
+
 def render_catalog_image(
     catalog: CoinCatalog, coin_id: str, side: Side, *, quality: int | None = None
 ) -> tuple[np.ndarray, bytes]:
-    """An auction-style photograph: (decoded RGB uint8 array, its JPEG bytes).
+    """An auction-style photograph: (decoded RGB uint8 array, its JPEG bytes)."""
+    photo = render_catalog_photo(catalog, coin_id, side, quality=quality)
+    return photo.rgb, photo.jpeg
 
-    The array is what a reader of the JPEG gets, compression artefacts included.
-    """
+
+def render_catalog_photo(
+    catalog: CoinCatalog, coin_id: str, side: Side, *, quality: int | None = None
+) -> CatalogPhoto:
+    """An auction-style photograph of one coin side, with its coverage mask."""
     coin = catalog.coin(coin_id)
     rng = stable_rng(catalog.seed, "catalog-photo", coin_id, side)
     size = int(_RESOLUTIONS[int(rng.integers(0, len(_RESOLUTIONS)))])
@@ -76,5 +92,4 @@ def render_catalog_image(
     if back is None:  # pragma: no cover - OpenCV always encodes a valid uint8 image
         raise RuntimeError("JPEG encoding failed")
     decoded = cv2.cvtColor(back, cv2.COLOR_BGR2RGB)
-    data = encoded.tobytes()
-    return decoded, data
+    return CatalogPhoto(rgb=decoded, jpeg=encoded.tobytes(), coverage=alpha)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from kornia.geometry.transform import rotate
 from torch import Tensor, nn
 
 from training.models.convnext import ConvNeXt, convnext_tiny
@@ -112,9 +113,40 @@ class EmbeddingModel(nn.Module):
             emb = self.bn(emb)
         return F.normalize(emb, dim=1)
 
+    @property
+    def rotations(self) -> int:
+        """How many evenly spaced rotations of each image the eval-mode embedding averages."""
+        return int(self.config.get("rotations", 1))
+
     def forward(self, x: Tensor) -> Tensor:
-        """Embed ImageNet-normalised B×C×H×W images as B×D unit vectors."""
-        return self.embed_spatial(self.spatial_features(x))
+        """Embed ImageNet-normalised B×C×H×W images as B×D unit vectors.
+
+        In eval mode with `rotations` > 1, the embedding is the normalised mean over that many
+        rotations of the image: a coin has no upright in a rig photo, and pooling over rotations
+        makes the answer the same whichever way the coin lies (training learns the rest by
+        augmentation, at a single rotation per image to keep steps cheap).
+        """
+        if self.training or self.rotations == 1:
+            return self.embed_spatial(self.spatial_features(x))
+        total = torch.zeros((), device=x.device)
+        for turned in rotated_copies(x, self.rotations):
+            total = total + self.embed_spatial(self.spatial_features(turned))
+        return F.normalize(total, dim=1)
+
+
+def rotated_copies(x: Tensor, count: int) -> list[Tensor]:
+    """`count` copies of B×C×H×W images turned by multiples of 360°/count.
+
+    Quarter turns are exact pixel permutations (torch.rot90); other angles are resampled
+    bilinearly, the corners filled by replicating the border (the crop's backdrop).
+    """
+    if 4 % count == 0:
+        return [torch.rot90(x, k * 4 // count, dims=(2, 3)) for k in range(count)]
+    copies = [x]
+    for k in range(1, count):
+        angle = torch.full((x.shape[0],), 360.0 * k / count, device=x.device, dtype=x.dtype)
+        copies.append(rotate(x, angle, padding_mode="border"))
+    return copies
 
 
 def build_model(
@@ -125,6 +157,7 @@ def build_model(
     in_channels: int = 3,
     image_size: int | None = None,
     bn_neck: bool = False,
+    rotations: int = 1,
 ) -> EmbeddingModel:
     """Build a named embedding model; `weights` is a torchvision-style backbone `.pth` file.
 
@@ -136,6 +169,7 @@ def build_model(
         image_size: square input side; fixes the grid of grid-keeping models. Default: the
             backbone's native size (299 for inception-v3, else 224).
         bn_neck: add BatchNorm1d after the embedding Linear.
+        rotations: eval-mode rotation pooling (1 = none; 4 = quarter turns; 8 = every 45°).
 
     Raises:
         ValueError: unknown name, bad sizes, or weights that do not fit the backbone.
@@ -146,6 +180,8 @@ def build_model(
         raise ValueError(
             f"embedding_dim and in_channels must be >= 1, got {embedding_dim}, {in_channels}"
         )
+    if not 1 <= rotations <= 36:
+        raise ValueError(f"rotations must be between 1 and 36, got {rotations}")
     spec = _SPECS[name]
     size = spec.image_size if image_size is None else image_size
     # Inception's valid (unpadded) convs and pools need at least 75 px; the others need 32.
@@ -165,6 +201,7 @@ def build_model(
         "image_size": size,
         "in_channels": in_channels,
         "bn_neck": bn_neck,
+        "rotations": rotations,
     }
     return EmbeddingModel(
         backbone, embedding_dim=embedding_dim, grid_size=grid_size, bn_neck=bn_neck, config=config
