@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -19,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.coinfind import crop_coin, find_coin
+from training.coinfind import Circle, crop_coin, find_coin
 from training.errors import DataError
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
-PREPROCESS_VERSION = 5
+PREPROCESS_VERSION = 6
 # The turntable turns the coin counter-clockwise in the image for a positive angle, so undoing
 # it rotates by the negative angle.
 DEROTATE_SIGN = -1.0
@@ -54,6 +55,8 @@ class CacheItem:
     # the calibrated turntable centre in this image's pixels, when the session recorded one: the
     # coin lies on the turntable, so that is where to look for it
     centre_px: tuple[float, float] | None = None
+    # frames sharing a pose show the coin lying still; see shared_circles
+    pose: str | None = None
 
 
 @dataclass
@@ -87,15 +90,17 @@ def cache_key(items: Sequence[CacheItem], settings: Preprocess) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({**asdict(settings), "version": PREPROCESS_VERSION}).encode())
     for item in items:
-        # the angle and the turntable centre change the crop (de-rotation, coin prior) too
+        # the angle, the turntable centre and the pose change the crop (de-rotation, coin
+        # prior, shared circle) too
         h.update(
-            f"{item.file_name}\0{_fingerprint(item)}\0{item.turntable_deg:g}\0{item.centre_px}\n".encode()
+            f"{item.file_name}\0{_fingerprint(item)}\0{item.turntable_deg:g}\0{item.centre_px}"
+            f"\0{item.pose}\n".encode()
         )
     return h.hexdigest()[:32]
 
 
-def preprocess(item: CacheItem, settings: Preprocess) -> np.ndarray:
-    """Read one file, check its checksum, find and crop the coin; raises ValueError if unusable."""
+def decode(item: CacheItem) -> np.ndarray:
+    """Read one file as RGB, checking its checksum; raises ValueError if unusable."""
     try:
         data = item.path.read_bytes()
     except OSError as e:
@@ -106,16 +111,58 @@ def preprocess(item: CacheItem, settings: Preprocess) -> np.ndarray:
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError("not a decodable image")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def crop(item: CacheItem, rgb: np.ndarray, circle: Circle, settings: Preprocess) -> np.ndarray:
+    """The training image of one decoded photo, its coin at `circle`."""
     angle = DEROTATE_SIGN * item.turntable_deg if settings.derotate else 0.0
     return crop_coin(
         rgb,
-        find_coin(rgb, near_px=item.centre_px),
+        circle,
         settings.image_size,
         margin=settings.margin,
         rotate_deg=angle,
         mask_background=settings.mask_background,
     )
+
+
+# Least radius, relative to the pose's median, of a circle another frame may borrow: a shadow
+# inflates a circle by up to ~20%, a coin found only in part shrinks it far more.
+MIN_SHARED_RADIUS = 0.75
+
+
+def shared_circles(circles: Sequence[Circle]) -> list[Circle]:
+    """Per frame of one pose, the coin circle to crop it by.
+
+    A raking light's shadow on the backdrop joins the coin's blob and inflates its circle (by
+    up to 20% on the twin), shifting and shrinking the crop under that light only. The coin
+    lies still within a pose, and shadows only ever add, so the smallest plausible circle of
+    the pose is the coin's own: each frame takes it where it lies inside the frame's own circle
+    (else the coin moved, and the frame keeps its own).
+    """
+    if len(circles) < 2:
+        return list(circles)
+    median_r = float(np.median([c.r for c in circles]))
+    plausible = [c for c in circles if c.r >= MIN_SHARED_RADIUS * median_r]
+    tightest = min(plausible, key=lambda c: c.r)
+    out = []
+    for own in circles:
+        inside = math.hypot(tightest.x - own.x, tightest.y - own.y) + tightest.r <= own.r * 1.02
+        out.append(tightest if inside else own)
+    return out
+
+
+def _pose_groups(items: Sequence[CacheItem]) -> list[list[int]]:
+    """Row numbers grouped by pose, in file order; frames without a pose stand alone."""
+    groups: dict[str, list[int]] = {}
+    alone: list[list[int]] = []
+    for row, item in enumerate(items):
+        if item.pose is None:
+            alone.append([row])
+        else:
+            groups.setdefault(item.pose, []).append(row)
+    return sorted([*groups.values(), *alone], key=lambda g: g[0])
 
 
 def warn_stderr(message: str) -> None:
@@ -157,17 +204,22 @@ def load_cached(
     )
     rows: dict[str, int] = {}
     skipped: dict[str, str] = {}
-    for row, item in enumerate(items):
-        try:
-            array[row] = preprocess(item, settings)
-        except ValueError as e:
-            if strict:
-                tmp.unlink(missing_ok=True)
-                raise DataError(f"unreadable image {item.file_name}: {e}") from e
-            warn(f"skipped {item.file_name}: {e}")
-            skipped[item.file_name] = str(e)
-            continue
-        rows[item.file_name] = row
+    for group in _pose_groups(items):
+        decoded: list[tuple[int, np.ndarray]] = []
+        for row in group:
+            item = items[row]
+            try:
+                decoded.append((row, decode(item)))
+            except ValueError as e:
+                if strict:
+                    tmp.unlink(missing_ok=True)
+                    raise DataError(f"unreadable image {item.file_name}: {e}") from e
+                warn(f"skipped {item.file_name}: {e}")
+                skipped[item.file_name] = str(e)
+        circles = [find_coin(rgb, near_px=items[row].centre_px) for row, rgb in decoded]
+        for (row, rgb), circle in zip(decoded, shared_circles(circles), strict=True):
+            array[row] = crop(items[row], rgb, circle, settings)
+            rows[items[row].file_name] = row
     array.flush()
     del array
     # The array lands before its index, and the index marks the cache complete: a crash between

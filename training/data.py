@@ -43,6 +43,17 @@ class Record:
     # from the session's turntable calibration, when it recorded one (rig calibrate turntable)
     turntable_centre_px: tuple[float, float] | None = None
     rotation_sign: int = 1
+    tilt_deg: float | None = None
+
+    @property
+    def pose(self) -> str | None:
+        """Frames with the same pose show the coin lying still (only lights or exposure changed).
+
+        None for catalog photographs, each its own picture.
+        """
+        if self.role != "capture":
+            return None
+        return f"{self.session_id}|{self.coin_id}|{self.side}|{self.turntable_deg:g}|{self.tilt_deg}"
 
     @property
     def derotation_deg(self) -> float:
@@ -135,6 +146,7 @@ def read_dataset(root: Path) -> Dataset:
                     session_id=session_id,
                     turntable_centre_px=centre,
                     rotation_sign=sign,
+                    tilt_deg=None if row.get("tilt_deg") is None else float(row["tilt_deg"]),  # type: ignore[arg-type]
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -304,7 +316,9 @@ def load_images(
     cached = {}
     for root, mine in by_root.items():
         items = [
-            CacheItem(r.path, r.file_name, r.sha256, r.derotation_deg, r.turntable_centre_px)
+            CacheItem(
+                r.path, r.file_name, r.sha256, r.derotation_deg, r.turntable_centre_px, r.pose
+            )
             for r in mine
         ]
         result = load_cached(items, settings, cache_dir, strict=strict, warn=warn)
