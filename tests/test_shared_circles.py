@@ -30,7 +30,10 @@ def test_a_shadowed_frame_is_cropped_like_its_pose_s_diffuse_frame(tmp_path: Pat
 
     settings_ = Preprocess(image_size=64, mask_background=True)
     shared = load_cached(items, settings_, tmp_path / "shared")
-    diffuse, raking = shared.array[shared.rows["diffuse.png"]], shared.array[shared.rows["raking.png"]]
+    diffuse, raking = (
+        shared.array[shared.rows["diffuse.png"]],
+        shared.array[shared.rows["raking.png"]],
+    )
     assert np.abs(diffuse.astype(int) - raking.astype(int)).mean() < 2.0
 
     alone = [CacheItem(i.path, i.file_name, None, 0.0) for i in items]

@@ -53,7 +53,9 @@ class Record:
         """
         if self.role != "capture":
             return None
-        return f"{self.session_id}|{self.coin_id}|{self.side}|{self.turntable_deg:g}|{self.tilt_deg}"
+        return (
+            f"{self.session_id}|{self.coin_id}|{self.side}|{self.turntable_deg:g}|{self.tilt_deg}"
+        )
 
     @property
     def derotation_deg(self) -> float:
