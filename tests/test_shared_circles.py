@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.cache import CacheItem, Preprocess, load_cached, shared_circles
+from training.cache import SHARED_SLACK, CacheItem, Preprocess, load_cached, shared_circles
 from training.coinfind import Circle, find_coin
 
 
@@ -67,6 +67,6 @@ circles = st.builds(
 def test_a_shared_circle_always_lies_within_the_frame_s_own(found: list[Circle]) -> None:
     for own, used in zip(found, shared_circles(found), strict=True):
         assert used == own or (
-            np.hypot(used.x - own.x, used.y - own.y) + used.r <= own.r * 1.02 + 1e-9
-            and used.r <= own.r * 1.02
+            np.hypot(used.x - own.x, used.y - own.y) + used.r <= own.r * SHARED_SLACK + 1e-9
+            and used.r <= own.r * SHARED_SLACK
         )

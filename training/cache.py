@@ -24,7 +24,7 @@ from training.coinfind import Circle, crop_coin, find_coin
 from training.errors import DataError
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
-PREPROCESS_VERSION = 6
+PREPROCESS_VERSION = 7
 # The turntable turns the coin counter-clockwise in the image for a positive angle, so undoing
 # it rotates by the negative angle.
 DEROTATE_SIGN = -1.0
@@ -130,6 +130,10 @@ def crop(item: CacheItem, rgb: np.ndarray, circle: Circle, settings: Preprocess)
 # Least radius, relative to the pose's median, of a circle another frame may borrow: a shadow
 # inflates a circle by up to ~20%, a coin found only in part shrinks it far more.
 MIN_SHARED_RADIUS = 0.75
+# How far (relative to a frame's own radius) a borrowed circle may stick out of the frame's own:
+# an irregular flan's enclosing circle pokes a few percent out of the shadowed blob's; a coin
+# that was picked up and put down again has moved much further.
+SHARED_SLACK = 1.06
 
 
 def shared_circles(circles: Sequence[Circle]) -> list[Circle]:
@@ -139,7 +143,7 @@ def shared_circles(circles: Sequence[Circle]) -> list[Circle]:
     up to 20% on the twin), shifting and shrinking the crop under that light only. The coin
     lies still within a pose, and shadows only ever add, so the smallest plausible circle of
     the pose is the coin's own: each frame takes it where it lies inside the frame's own circle
-    (else the coin moved, and the frame keeps its own).
+    (give or take SHARED_SLACK; else the coin moved, and the frame keeps its own).
     """
     if len(circles) < 2:
         return list(circles)
@@ -148,7 +152,7 @@ def shared_circles(circles: Sequence[Circle]) -> list[Circle]:
     tightest = min(plausible, key=lambda c: c.r)
     out = []
     for own in circles:
-        inside = math.hypot(tightest.x - own.x, tightest.y - own.y) + tightest.r <= own.r * 1.02
+        inside = math.hypot(tightest.x - own.x, tightest.y - own.y) + tightest.r <= own.r * SHARED_SLACK
         out.append(tightest if inside else own)
     return out
 
