@@ -152,7 +152,9 @@ def shared_circles(circles: Sequence[Circle]) -> list[Circle]:
     tightest = min(plausible, key=lambda c: c.r)
     out = []
     for own in circles:
-        inside = math.hypot(tightest.x - own.x, tightest.y - own.y) + tightest.r <= own.r * SHARED_SLACK
+        inside = (
+            math.hypot(tightest.x - own.x, tightest.y - own.y) + tightest.r <= own.r * SHARED_SLACK
+        )
         out.append(tightest if inside else own)
     return out
 
