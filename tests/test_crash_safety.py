@@ -131,7 +131,15 @@ def test_ctrl_c_exits_130_parked_and_resumable(tmp_path: Path) -> None:
     # signal that arrives while the finished process exits is rightly ignored).
     coins = [f"SIM-{i:04d}" for i in range(10)]
     command = _rig_command(out, coins=len(coins))
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # As from a terminal: a child inherits an ignored SIGINT (something earlier in a long
+        # pytest run can leave it so), and Python then never raises KeyboardInterrupt.
+        preexec_fn=_default_sigint,
+    )
     # interrupt once shots are being written, not while the interpreter is still importing
     deadline = time.monotonic() + 60
     while _captures_written(out) < 10:
@@ -148,6 +156,10 @@ def test_ctrl_c_exits_130_parked_and_resumable(tmp_path: Path) -> None:
     assert final.returncode == 0, final.stderr.decode()
     assert_complete_once(out, QUICK, coins)
     assert [str(p) for p in verify(out)] == []
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _captures_written(out: Path) -> int:
