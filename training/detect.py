@@ -50,6 +50,9 @@ PLAIN_BORDER_STD = 14.0
 MIN_BLOB_CONTRAST = 30.0
 # Share of a plain-backdrop blob that separate Hough circles must cover to make it a heap.
 GROUP_COVER = 0.3
+# A blob filling more of its enclosing circle than this is one coin, not a heap: one worn flan
+# fills 0.85-1, while touching coins leave gaps (two fill 0.5, a packed heap of seven ~0.75).
+SINGLE_COIN_FILL = 0.82
 # Hull circularity (4πA/P²): a worn polygonal flan is above 0.9, a square (a pasted photo,
 # a label) 0.785.
 MIN_CIRCULARITY = 0.85
@@ -147,7 +150,19 @@ def _plain_blobs(small: np.ndarray) -> list[tuple[float, float, float, float]] |
             return None  # something non-round (a hand, a label): not a studio shot
         (x, y), r = cv2.minEnclosingCircle(contour)
         blobs.append((x, y, r, area))
-    return blobs
+    return _drop_nested_blobs(blobs)
+
+
+def _drop_nested_blobs(
+    blobs: list[tuple[float, float, float, float]],
+) -> list[tuple[float, float, float, float]]:
+    """Blobs whose centre lies inside a bigger blob's circle are a part Otsu split off a coin."""
+    by_size = sorted(blobs, key=lambda b: -b[2])
+    kept: list[tuple[float, float, float, float]] = []
+    for blob in by_size:
+        if not any(math.dist(blob[:2], big[:2]) < big[2] for big in kept):
+            kept.append(blob)
+    return [b for b in blobs if b in kept]
 
 
 # -- general path: Hough circles and what coins on a table cannot be --------------------------
@@ -288,6 +303,8 @@ def _any_group(blobs: list[tuple[float, float, float, float]], small: np.ndarray
     Separate circles covering a good part of the blob mean a heap; a single coin's round die
     details (a border of dots, a shield) are nested or small and cover little of it.
     """
+    if all(area >= SINGLE_COIN_FILL * math.pi * r**2 for _, _, r, area in blobs):
+        return False  # the Hough circles inside are die details (a figure, a wreath)
     circles = _hough_coins(small, MIN_RADIUS_FRACTION / 2)  # heap coins can be small
     for x, y, r, area in blobs:
         inside = [c for c in circles if math.dist((x, y), c[:2]) < r and c[2] < 0.8 * r]
