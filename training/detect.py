@@ -48,6 +48,12 @@ PLAIN_BORDER_STD = 14.0
 # A blob must differ from the backdrop by this much (mean colour distance, 0-255 units), or it
 # is a fold in the paper or a shadow that Otsu split off from an otherwise empty picture.
 MIN_BLOB_CONTRAST = 30.0
+# Weight of darkening along the backdrop's own colour (a shadow) in the colour distance.
+SHADOW_WEIGHT = 0.5
+# Least radius, relative to the plain blob's, of a blob found with shadows discounted.
+MIN_UNSHADOWED_RADIUS = 0.75
+# ... and how far it may poke out of the plain blob's circle (irregular flans, blur).
+UNSHADOWED_SLACK = 1.06
 # Share of a plain-backdrop blob that separate Hough circles must cover to make it a heap.
 GROUP_COVER = 0.3
 # A blob filling more of its enclosing circle than this is one coin, not a heap: one worn flan
@@ -117,13 +123,55 @@ def _coin(x: float, y: float, r: float, shape: tuple[int, ...], method: str) -> 
 # -- plain-backdrop fast path ---------------------------------------------------------------
 
 
-def _plain_blobs(small: np.ndarray) -> list[tuple[float, float, float, float]] | None:
-    """Round blobs (x, y, r, area) standing out from a plain border, or None if not plain."""
+def _shadow_weighted_distance(pixels: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
+    """Colour distance of each pixel from the backdrop, darkening along the backdrop's colour halved.
+
+    A shadow is the backdrop's own colour, darker. Counted in full, a raking light's shadow on a
+    dark backdrop sits right at Otsu's threshold, and a mere JPEG round trip tipped it into the
+    coin's blob (circles 15 % too big, off-centre). Halving that one component keeps shadows
+    below the threshold while any change of hue, and any brightening, still counts in full.
+    """
+    norm2 = float(backdrop @ backdrop)
+    difference = pixels - backdrop
+    if norm2 < 1.0:
+        return np.linalg.norm(difference, axis=-1)  # a black backdrop shows no shadows
+    along = (difference @ backdrop) / math.sqrt(norm2)  # signed change along the backdrop colour
+    across2 = np.maximum((difference**2).sum(axis=-1) - along**2, 0)
+    along = np.where(along < 0, SHADOW_WEIGHT * along, along)
+    return np.sqrt(across2 + along**2)
+
+
+Blob = tuple[float, float, float, float]
+
+
+def _plain_blobs(small: np.ndarray) -> list[Blob] | None:
+    """Round blobs (x, y, r, area) standing out from a plain border, or None if not plain.
+
+    Blobs are found twice: by plain colour distance, and with shadows discounted. The second
+    wins only where it finds the same coins, each inside the first's circle and not much
+    smaller (a shadow inflates a circle by up to ~25 %): a pale coin on card of its own hue
+    would otherwise lose its darker parts as "shadow".
+    """
     border = _border(small)
     if float(border.std(axis=0).max()) > PLAIN_BORDER_STD:
         return None
     blurred = cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
-    distance = np.linalg.norm(blurred - np.median(border, axis=0), axis=2)
+    backdrop = np.median(border, axis=0)
+    full = _blobs(np.linalg.norm(blurred - backdrop, axis=2))
+    unshadowed = _blobs(_shadow_weighted_distance(blurred, backdrop))
+    if full is None or unshadowed is None or len(full) != len(unshadowed):
+        return full
+    pairs = zip(sorted(full), sorted(unshadowed), strict=True)
+    inside = all(
+        math.dist(f[:2], u[:2]) + u[2] <= UNSHADOWED_SLACK * f[2]
+        and u[2] >= MIN_UNSHADOWED_RADIUS * f[2]
+        for f, u in pairs
+    )
+    return unshadowed if inside else full
+
+
+def _blobs(distance: np.ndarray) -> list[Blob] | None:
+    """Round blobs above Otsu's threshold of a distance-from-backdrop map (None: not round)."""
     span = float(distance.max()) or 1.0
     _, mask = cv2.threshold(
         (distance * (255 / span)).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
@@ -153,12 +201,10 @@ def _plain_blobs(small: np.ndarray) -> list[tuple[float, float, float, float]] |
     return _drop_nested_blobs(blobs)
 
 
-def _drop_nested_blobs(
-    blobs: list[tuple[float, float, float, float]],
-) -> list[tuple[float, float, float, float]]:
+def _drop_nested_blobs(blobs: list[Blob]) -> list[Blob]:
     """Blobs whose centre lies inside a bigger blob's circle are a part Otsu split off a coin."""
     by_size = sorted(blobs, key=lambda b: -b[2])
-    kept: list[tuple[float, float, float, float]] = []
+    kept: list[Blob] = []
     for blob in by_size:
         if not any(math.dist(blob[:2], big[:2]) < big[2] for big in kept):
             kept.append(blob)
