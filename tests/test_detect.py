@@ -210,3 +210,19 @@ def test_twin_catalog_photos_show_exactly_one_coin() -> None:
         true_r = math.sqrt(len(xs) / math.pi)
         assert math.dist((found[0].x, found[0].y), (xs.mean(), ys.mean())) < 0.1 * true_r
         assert 0.9 * true_r < found[0].r < 1.2 * true_r, (coin_id, side, found[0].r, true_r)
+
+
+@pytest.mark.parametrize("quality", [None, 30])
+def test_raking_light_shadow_on_a_dark_backdrop_is_not_coin(quality: int | None) -> None:
+    # A rig capture under raking light: the coin casts a dark crescent on the dark turntable.
+    # Counted in full it straddles Otsu's threshold, and a JPEG round trip tipped it into the coin.
+    image = np.full((256, 256, 3), 36, np.uint8)
+    cv2.circle(image, (144, 136), 64, (5, 5, 5), -1)
+    image = cv2.GaussianBlur(image, (0, 0), 3)
+    draw_coin(image, 128, 128, 62, np.random.default_rng(3), (120, 100, 80))  # a dull bronze
+    if quality is not None:
+        _, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    (coin,) = detect_coins(image)
+    # counted in full, the shadow pulled the circle to (135, 132) with radius 71
+    assert math.dist((coin.x, coin.y), (128, 128)) < 3 and abs(coin.r - 62) < 4, coin
