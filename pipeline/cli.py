@@ -75,7 +75,9 @@ def train_command(
     scale: float = typer.Option(
         16.0, help="ArcFace logit scale (64 suits thousands of classes; 16 a few hundred)."
     ),
-    aug: str = typer.Option("tuned", help="Augmentation preset: standard | tuned | archive | none."),
+    aug: str = typer.Option(
+        "tuned", help="Augmentation preset: standard | tuned | archive | none."
+    ),
     train_on: str = typer.Option("both", help="captures | catalog | both."),
     split: str = typer.Option("0.7,0.1,0.2", help="train,val,test fractions of coins."),
     seed: int = typer.Option(0, help="Seed of the coin split and of training."),

@@ -151,7 +151,9 @@ def _classify_command(
     epochs: int = typer.Option(10, help="Epochs per classifier and fold."),
     batch_size: int = typer.Option(32, help="Images per step."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, cosine decay)."),
-    aug: str = typer.Option("tuned", help="Augmentation preset: standard | tuned | archive | none."),
+    aug: str = typer.Option(
+        "tuned", help="Augmentation preset: standard | tuned | archive | none."
+    ),
     folds: int = typer.Option(5, help="Cross-validation folds (class-balanced, by coin)."),
     per_side: int = typer.Option(4, help="Images per coin side used, at most."),
     baseline: str = typer.Option("sift", help="sift | none: also run the dense-SIFT baseline."),
