@@ -1,5 +1,6 @@
 """Augmentation presets: shapes and ranges kept, and each transform does what its preset says."""
 
+import kornia.augmentation as K
 import pytest
 import torch
 
@@ -53,6 +54,7 @@ def test_archive_compresses_some_images_as_jpeg_without_wrecking_them() -> None:
     preset = PRESETS["archive"]
     assert preset is not None and preset.jpeg_p > 0
     jpeg = build_augment("archive")[-1].train()
+    assert isinstance(jpeg, K.RandomJPEG)  # the step under test, not the resampling before it
     torch.manual_seed(2)
     x = _coins(400)
     y = jpeg(x)
