@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.coinfind import Circle, crop_coin, find_coin
+from training.coinfind import Circle, crop_coin, crop_pose, find_coin, find_coin_in_pose
 from training.errors import DataError
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
-PREPROCESS_VERSION = 7
+PREPROCESS_VERSION = 8
 # The turntable turns the coin counter-clockwise in the image for a positive angle, so undoing
 # it rotates by the negative angle.
 DEROTATE_SIGN = -1.0
@@ -55,7 +55,7 @@ class CacheItem:
     # the calibrated turntable centre in this image's pixels, when the session recorded one: the
     # coin lies on the turntable, so that is where to look for it
     centre_px: tuple[float, float] | None = None
-    # frames sharing a pose show the coin lying still; see shared_circles
+    # frames sharing a pose show the coin lying still; see crop_frames
     pose: str | None = None
 
 
@@ -114,15 +114,45 @@ def decode(item: CacheItem) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _rotation(item: CacheItem, settings: Preprocess) -> float:
+    """How far to turn this photo's crop (counter-clockwise degrees): de-rotation, if asked."""
+    return DEROTATE_SIGN * item.turntable_deg if settings.derotate else 0.0
+
+
 def crop(item: CacheItem, rgb: np.ndarray, circle: Circle, settings: Preprocess) -> np.ndarray:
     """The training image of one decoded photo, its coin at `circle`."""
-    angle = DEROTATE_SIGN * item.turntable_deg if settings.derotate else 0.0
     return crop_coin(
         rgb,
         circle,
         settings.image_size,
         margin=settings.margin,
-        rotate_deg=angle,
+        rotate_deg=_rotation(item, settings),
+        mask_background=settings.mask_background,
+    )
+
+
+def crop_frames(
+    items: Sequence[CacheItem], images: Sequence[np.ndarray], settings: Preprocess
+) -> list[np.ndarray]:
+    """Training images of the frames of one pose (or of one lone photo), in order.
+
+    The frames show the coin lying still, so it is found once in all of them together and cut
+    out by one circle and one outline (coinfind.find_coin_in_pose); only if that finds nothing
+    round is each frame searched alone and the circles reconciled (shared_circles).
+    """
+    near = items[0].centre_px
+    circle = find_coin_in_pose(images, near_px=near) if len(images) > 1 else None
+    if circle is None:
+        circles = shared_circles(
+            [find_coin(rgb, near_px=i.centre_px) for i, rgb in zip(items, images, strict=True)]
+        )
+        return [crop(i, rgb, c, settings) for i, rgb, c in zip(items, images, circles, strict=True)]
+    return crop_pose(
+        images,
+        circle,
+        settings.image_size,
+        margin=settings.margin,
+        rotate_deg=_rotation(items[0], settings),  # one pose, one turntable angle
         mask_background=settings.mask_background,
     )
 
@@ -222,9 +252,12 @@ def load_cached(
                     raise DataError(f"unreadable image {item.file_name}: {e}") from e
                 warn(f"skipped {item.file_name}: {e}")
                 skipped[item.file_name] = str(e)
-        circles = [find_coin(rgb, near_px=items[row].centre_px) for row, rgb in decoded]
-        for (row, rgb), circle in zip(decoded, shared_circles(circles), strict=True):
-            array[row] = crop(items[row], rgb, circle, settings)
+        if not decoded:
+            continue
+        pose_items = [items[row] for row, _ in decoded]
+        crops = crop_frames(pose_items, [rgb for _, rgb in decoded], settings)
+        for (row, _), image in zip(decoded, crops, strict=True):
+            array[row] = image
             rows[items[row].file_name] = row
     array.flush()
     del array

@@ -13,6 +13,7 @@ square is the last resort. (Photos of many coins at once: training.detect.)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -73,17 +74,70 @@ def _border_colour(image: np.ndarray) -> np.ndarray:
 # Least colour distance from the background that marks a coin's outline inside a crop: above
 # JPEG and sensor noise on a plain backdrop, below a pale coin's rim on white card.
 MIN_OUTLINE_DISTANCE = 8.0
+# How much darkening along the backdrop's own colour (a shadow) counts: see
+# shadow_weighted_distance.
+SHADOW_WEIGHT = 0.5
+
+
+def backdrop_components(pixels: np.ndarray, backdrop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's difference from the backdrop colour: (signed change along it, squared rest).
+
+    Along the backdrop's colour is brighter (+) or darker (-) backdrop, such as a shadow; the
+    rest is a change of hue. A black backdrop has no direction: everything counts as hue.
+    """
+    difference = pixels - backdrop
+    norm2 = float(backdrop @ backdrop)
+    if norm2 < 1.0:
+        return np.zeros(pixels.shape[:-1], np.float32), (difference**2).sum(axis=-1)
+    along = (difference @ backdrop) / math.sqrt(norm2)
+    return along, np.maximum((difference**2).sum(axis=-1) - along**2, 0)
+
+
+def shadow_weighted_distance(pixels: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
+    """Colour distance of each pixel from the backdrop, darkening along the backdrop's colour halved.
+
+    A shadow is the backdrop's own colour, darker. Counted in full, a raking light's shadow on a
+    dark backdrop sits right at Otsu's threshold, and a mere JPEG round trip tipped it into the
+    coin's blob (circles 15 % too big, off-centre). Halving that one component keeps shadows
+    below the threshold while any change of hue, and any brightening, still counts in full.
+    """
+    along, across2 = backdrop_components(pixels, backdrop)
+    along = np.where(along < 0, SHADOW_WEIGHT * along, along)
+    return np.sqrt(across2 + along**2)
+
+
+def _pose_distance(images: Sequence[np.ndarray]) -> np.ndarray:
+    """One distance-from-backdrop map for aligned frames of a coin lying still (float32).
+
+    Brightening and change of hue count from whichever frame shows them most; darkening only
+    as far as every frame shows it. A raking light leaves the coin's far side as dark as the
+    turntable and casts a shadow beside it; both are transient (another light lights that side,
+    and finds plain backdrop where the shadow was), while a dark coin on pale card is darker in
+    every frame. One frame: the plain colour distance.
+    """
+    parts = []
+    for image in images:
+        blurred = cv2.GaussianBlur(image, (5, 5), 0).astype(np.float32)
+        parts.append(backdrop_components(blurred, _border_colour(image)))
+    along = np.stack([a for a, _ in parts])
+    brighter = np.maximum(along.max(axis=0), 0)
+    darker = np.maximum(-along, 0).min(axis=0)
+    hue2 = np.max([h for _, h in parts], axis=0)
+    return np.sqrt(hue2 + brighter**2 + darker**2).astype(np.float32)
 
 
 def _foreground_mask(image: np.ndarray, *, outline: bool = False) -> np.ndarray:
-    """Binary mask of pixels that differ from the border colour (Otsu on the distance).
+    """Binary mask of pixels that differ from the border colour (Otsu on the distance)."""
+    return _threshold_distance(_pose_distance([image]), outline=outline)
+
+
+def _threshold_distance(distance: np.ndarray, *, outline: bool = False) -> np.ndarray:
+    """Binary mask of a distance-from-backdrop map: Otsu's threshold, then morphology.
 
     With `outline` (segmenting a coin already centred in its crop), the threshold drops to just
     above the backdrop's own noise where that is lower than Otsu's: Otsu splits a pale coin on
     white card inside the coin, between its shaded and its highlit parts, and bites them away.
     """
-    blurred = cv2.GaussianBlur(image, (5, 5), 0).astype(np.float32)
-    distance = np.linalg.norm(blurred - _border_colour(image), axis=2)
     span = float(distance.max() - distance.min()) or 1.0
     distance_u8 = ((distance - distance.min()) * (255 / span)).astype(np.uint8)
     otsu, mask = cv2.threshold(distance_u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -196,6 +250,22 @@ def _upscale(circle: Circle, factor: float) -> Circle:
     return Circle(circle.x * factor, circle.y * factor, circle.r * factor, circle.method)
 
 
+def _pick_blob(
+    blobs: list[tuple[float, Circle]], near_px: tuple[float, float] | None, factor: float
+) -> Circle:
+    """The coin among round blobs: the largest, or the one nearest the turntable centre."""
+    if near_px is None:
+        _, best = max(blobs, key=lambda b: b[0])
+    else:
+        px, py = near_px[0] / factor, near_px[1] / factor
+        # distance from the turntable centre to the blob's rim (0 inside it), then size
+        _, best = min(
+            blobs,
+            key=lambda b: (max(0.0, math.hypot(b[1].x - px, b[1].y - py) - b[1].r), -b[0]),
+        )
+    return _upscale(best, factor)
+
+
 def find_coin(image: np.ndarray, *, near_px: tuple[float, float] | None = None) -> Circle:
     """The one coin in a rig photo: largest round blob, else a Hough circle, else the centre.
 
@@ -206,16 +276,7 @@ def find_coin(image: np.ndarray, *, near_px: tuple[float, float] | None = None) 
     small, factor = _downscale(_as_colour(image))
     blobs = _round_blobs(_foreground_mask(small))
     if blobs:
-        if near_px is None:
-            _, best = max(blobs, key=lambda b: b[0])
-        else:
-            px, py = near_px[0] / factor, near_px[1] / factor
-            # distance from the turntable centre to the blob's rim (0 inside it), then size
-            _, best = min(
-                blobs,
-                key=lambda b: (max(0.0, math.hypot(b[1].x - px, b[1].y - py) - b[1].r), -b[0]),
-            )
-        return _upscale(best, factor)
+        return _pick_blob(blobs, near_px, factor)
     hough = _hough(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
     if hough is not None:
         return _upscale(hough, factor)
@@ -223,6 +284,23 @@ def find_coin(image: np.ndarray, *, near_px: tuple[float, float] | None = None) 
     if near_px is not None:
         return Circle(near_px[0], near_px[1], min(h, w) / 4, "turntable")
     return Circle(w / 2, h / 2, min(h, w) / 2, "centre")
+
+
+def find_coin_in_pose(
+    images: Sequence[np.ndarray], *, near_px: tuple[float, float] | None = None
+) -> Circle | None:
+    """The coin in several frames of one pose (same placement, other lights), or None.
+
+    Segmented once on the frames' combined distance map (see _pose_distance), so a raking
+    light's dark side and shadow cannot shrink, inflate or shift the circle. None when the
+    frames differ in size or nothing round stands out: then find each frame's coin alone.
+    """
+    if not images or len({i.shape[:2] for i in images}) > 1:
+        return None
+    small = [_downscale(_as_colour(i)) for i in images]
+    factor = small[0][1]
+    blobs = _round_blobs(_threshold_distance(_pose_distance([s for s, _ in small])))
+    return _pick_blob(blobs, near_px, factor) if blobs else None
 
 
 def crop_coin(
@@ -239,20 +317,50 @@ def crop_coin(
     Parts of the square outside the photo are filled with the border colour, so an off-centre coin
     near the edge still ends up centred on a plain background. With mask_background, everything
     outside the coin's own outline (the segmented flan, not the fitted circle) becomes
-    BACKGROUND_RGB: see mask_outside_coin.
+    BACKGROUND_RGB: see coin_outline.
     """
-    if mask_background:
-        # Segment at a working size of at least MASK_WORK_PX (the morphology needs a few pixels
-        # per flan irregularity), then area-average down so the outline stays anti-aliased.
-        work = max(size, MASK_WORK_PX)
-        # The fitted circle spans 1 / (1 + margin) of the crop; allow half the margin beyond it.
-        big = mask_outside_coin(
-            crop_coin(image, circle, work, margin=margin, rotate_deg=rotate_deg),
-            radius_fraction=(1 + margin / 2) / (1 + margin),
-        )
-        if work == size:
-            return big
-        return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+    return crop_pose(
+        [image], circle, size, margin=margin, rotate_deg=rotate_deg, mask_background=mask_background
+    )[0]
+
+
+def crop_pose(
+    images: Sequence[np.ndarray],
+    circle: Circle,
+    size: int,
+    *,
+    margin: float = 0.04,
+    rotate_deg: float = 0.0,
+    mask_background: bool = False,
+) -> list[np.ndarray]:
+    """crop_coin for aligned frames of one pose: one circle and, if masking, one outline for all.
+
+    The outline comes from all frames together (coin_outline), so a raking light's dark side,
+    which matches the turntable, is not cut out of the coin in that light's frame.
+    """
+    if not mask_background:
+        return [_square_crop(i, circle, size, margin, rotate_deg) for i in images]
+    # Segment at a working size of at least MASK_WORK_PX (the morphology needs a few pixels
+    # per flan irregularity), then area-average down so the outline stays anti-aliased.
+    work = max(size, MASK_WORK_PX)
+    big = [_square_crop(i, circle, work, margin, rotate_deg) for i in images]
+    # The fitted circle spans 1 / (1 + margin) of the crop; allow half the margin beyond it.
+    coin = coin_outline(big, radius_fraction=(1 + margin / 2) / (1 + margin))
+    out = []
+    for crop in big:
+        masked = np.empty_like(crop)
+        masked[:] = BACKGROUND_RGB
+        np.copyto(masked, crop, where=coin[..., None])
+        if work != size:
+            masked = cv2.resize(masked, (size, size), interpolation=cv2.INTER_AREA)
+        out.append(masked)
+    return out
+
+
+def _square_crop(
+    image: np.ndarray, circle: Circle, size: int, margin: float, rotate_deg: float
+) -> np.ndarray:
+    """The unmasked size×size crop of crop_coin."""
     colour = _as_colour(image)
     fill = tuple(float(c) for c in _border_colour(colour))
     scale = size / (2 * circle.r * (1 + margin))
@@ -279,17 +387,18 @@ def crop_coin(
 MIN_OUTLINE_FILL = 0.6
 
 
-def mask_outside_coin(crop: np.ndarray, radius_fraction: float = 1.0) -> np.ndarray:
-    """A centred coin crop with every pixel outside the coin's outline set to BACKGROUND_RGB.
+def coin_outline(crops: Sequence[np.ndarray], radius_fraction: float = 1.0) -> np.ndarray:
+    """Boolean mask of the coin in centred crops of one pose (one crop: a single photo).
 
-    The coin is the foreground blob (colour distance to the border, Otsu) under the crop's
-    centre, else the largest one, with holes filled: a dark die detail inside a bright flan stays
-    coin. Nothing beyond radius_fraction of the half side counts (shadows and the crop's edge).
-    If segmentation finds nothing plausible (under MIN_OUTLINE_FILL of the disc the crop was cut
-    for), that disc stands in, so a hard photo still gets a clean background and keeps its coin.
+    The coin is the foreground blob (colour distance to the border, see _pose_distance) under
+    the crop's centre, else the largest one, with holes filled: a dark die detail inside a bright
+    flan stays coin. Nothing beyond radius_fraction of the half side counts (shadows and the
+    crop's edge). If segmentation finds nothing plausible (under MIN_OUTLINE_FILL of the disc the
+    crop was cut for), that disc stands in, so a hard photo still gets a clean background and
+    keeps its coin.
     """
-    h, w = crop.shape[:2]
-    mask = _foreground_mask(crop, outline=True)
+    h, w = crops[0].shape[:2]
+    mask = _threshold_distance(_pose_distance(crops), outline=True)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
     coin = np.zeros((h, w), np.uint8)
     if count > 1:
@@ -308,7 +417,4 @@ def mask_outside_coin(crop: np.ndarray, radius_fraction: float = 1.0) -> np.ndar
     # and masking by it would cut the coin itself away: the fitted disc is the safer outline.
     if coin.sum() < MIN_OUTLINE_FILL * disc.sum():
         coin = disc
-    out = np.empty_like(crop)
-    out[:] = BACKGROUND_RGB
-    np.copyto(out, crop, where=coin[..., None].astype(bool))
-    return out
+    return coin.astype(bool)

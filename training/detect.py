@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from training.coinfind import shadow_weighted_distance
 from training.search_errors import NoCoinFound
 
 # Circles are looked for on a copy whose longer side is this long: coins in phone photos of a
@@ -48,8 +49,6 @@ PLAIN_BORDER_STD = 14.0
 # A blob must differ from the backdrop by this much (mean colour distance, 0-255 units), or it
 # is a fold in the paper or a shadow that Otsu split off from an otherwise empty picture.
 MIN_BLOB_CONTRAST = 30.0
-# Weight of darkening along the backdrop's own colour (a shadow) in the colour distance.
-SHADOW_WEIGHT = 0.5
 # Least radius, relative to the plain blob's, of a blob found with shadows discounted.
 MIN_UNSHADOWED_RADIUS = 0.75
 # ... and how far it may poke out of the plain blob's circle (irregular flans, blur).
@@ -123,24 +122,6 @@ def _coin(x: float, y: float, r: float, shape: tuple[int, ...], method: str) -> 
 # -- plain-backdrop fast path ---------------------------------------------------------------
 
 
-def _shadow_weighted_distance(pixels: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
-    """Colour distance of each pixel from the backdrop, darkening along the backdrop's colour halved.
-
-    A shadow is the backdrop's own colour, darker. Counted in full, a raking light's shadow on a
-    dark backdrop sits right at Otsu's threshold, and a mere JPEG round trip tipped it into the
-    coin's blob (circles 15 % too big, off-centre). Halving that one component keeps shadows
-    below the threshold while any change of hue, and any brightening, still counts in full.
-    """
-    norm2 = float(backdrop @ backdrop)
-    difference = pixels - backdrop
-    if norm2 < 1.0:
-        return np.linalg.norm(difference, axis=-1)  # a black backdrop shows no shadows
-    along = (difference @ backdrop) / math.sqrt(norm2)  # signed change along the backdrop colour
-    across2 = np.maximum((difference**2).sum(axis=-1) - along**2, 0)
-    along = np.where(along < 0, SHADOW_WEIGHT * along, along)
-    return np.sqrt(across2 + along**2)
-
-
 Blob = tuple[float, float, float, float]
 
 
@@ -158,7 +139,7 @@ def _plain_blobs(small: np.ndarray) -> list[Blob] | None:
     blurred = cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
     backdrop = np.median(border, axis=0)
     full = _blobs(np.linalg.norm(blurred - backdrop, axis=2))
-    unshadowed = _blobs(_shadow_weighted_distance(blurred, backdrop))
+    unshadowed = _blobs(shadow_weighted_distance(blurred, backdrop))
     if full is None or unshadowed is None or len(full) != len(unshadowed):
         return full
     pairs = zip(sorted(full), sorted(unshadowed), strict=True)
