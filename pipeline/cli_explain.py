@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rig.cli_support import expected_errors, fail
-from training.cache import default_cache_dir
-from training.coinfind import crop_coin, find_coin
+from training.cache import crop_photo, default_cache_dir
+from training.coinfind import find_coin
 from training.data import load_images, read_datasets, reference_records
 from training.errors import TrainingError
 from training.explain import METHODS, Explanation, explain_match
@@ -47,14 +47,7 @@ ROWS = (
 def _crop(path: Path, loaded: RunModel) -> np.ndarray:
     """The coin in a photo, cropped and resized exactly as the run's training preprocessed it."""
     image = load_rgb(path)
-    settings = loaded.preprocess
-    return crop_coin(
-        image,
-        find_coin(image),
-        settings.image_size,
-        margin=settings.margin,
-        mask_background=settings.mask_background,
-    )
+    return crop_photo(image, find_coin(image), loaded.preprocess)
 
 
 def _best_catalog_match(run: Path, loaded: RunModel, query: np.ndarray) -> tuple[np.ndarray, str]:

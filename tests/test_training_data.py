@@ -228,3 +228,10 @@ def test_find_coin_separates_a_coin_from_what_touches_it() -> None:
     cv2.circle(img, (205, 110), 30, (120, 80, 40), -1)
     circle = find_coin(img)
     assert abs(circle.x - 120) <= 3 and abs(circle.y - 100) <= 3 and abs(circle.r - 60) <= 4
+
+
+def test_runs_trained_before_masking_are_preprocessed_as_they_were() -> None:
+    old = Preprocess.of_run({"image_size": 64, "derotate": False})
+    assert not old.mask_background and old.image_size == 64
+    current = Preprocess.of_run({"image_size": 64, "mask_background": True}, image_size=96)
+    assert current.mask_background and current.image_size == 96

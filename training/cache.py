@@ -13,9 +13,10 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -42,6 +43,19 @@ class Preprocess:
     # only in the coin itself. Runs trained before this option existed did not mask (see
     # evaluate.load_run).
     mask_background: bool = True
+
+    @classmethod
+    def of_run(cls, config: Mapping[str, Any], image_size: int | None = None) -> Preprocess:
+        """The preprocessing a run trained with, from its config.json.
+
+        Settings a run's config lacks were added after it was trained, which then did without
+        them: a run from before background masking was trained on unmasked crops.
+        """
+        return cls(
+            image_size=int(image_size if image_size is not None else config["image_size"]),
+            derotate=bool(config.get("derotate", False)),
+            mask_background=bool(config.get("mask_background", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -121,12 +135,19 @@ def _rotation(item: CacheItem, settings: Preprocess) -> float:
 
 def crop(item: CacheItem, rgb: np.ndarray, circle: Circle, settings: Preprocess) -> np.ndarray:
     """The training image of one decoded photo, its coin at `circle`."""
+    return crop_photo(rgb, circle, settings, rotate_deg=_rotation(item, settings))
+
+
+def crop_photo(
+    image: np.ndarray, circle: Circle, settings: Preprocess, *, rotate_deg: float = 0.0
+) -> np.ndarray:
+    """One photo's coin cropped as `settings` say (size, margin, masking)."""
     return crop_coin(
-        rgb,
+        image,
         circle,
         settings.image_size,
         margin=settings.margin,
-        rotate_deg=_rotation(item, settings),
+        rotate_deg=rotate_deg,
         mask_background=settings.mask_background,
     )
 

@@ -71,12 +71,7 @@ def load_run(run: Path, checkpoint: str = "best") -> TrainedRun:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return TrainedRun(
         data=[Path(d) for d in config["data"]],
-        # Runs from before background masking existed were trained on unmasked crops.
-        preprocess=Preprocess(
-            image_size=config["image_size"],
-            derotate=config["derotate"],
-            mask_background=config.get("mask_background", False),
-        ),
+        preprocess=Preprocess.of_run(config),
         cache_dir=Path(config["cache_dir"]) if config.get("cache_dir") else default_cache_dir(),
         split=json.loads((run / "split.json").read_text()),
         model=load_checkpoint(folder, device=device),

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from training.augment import normalize
-from training.cache import Preprocess
+from training.cache import Preprocess, crop_photo
 from training.catalog import Entry, already_indexed, find_sources, load_entries, read_meta_csv
 from training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_meta
-from training.coinfind import Circle, crop_coin
+from training.coinfind import Circle
 from training.detect import Coin, crop, detect_coins
 from training.imageio import load_rgb
 from training.index import INFO_FILE, CatalogIndex, Hit
@@ -55,10 +55,7 @@ class RunModel:
         config_path = self.run / "config.json"
         # a bare checkpoint folder records no training settings: crop as runs before masking did
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        return Preprocess(
-            image_size=self.image_size,
-            mask_background=bool(config.get("mask_background", False)),
-        )
+        return Preprocess.of_run(config, image_size=self.image_size)
 
     def crop(self, image: np.ndarray, coin: Coin) -> np.ndarray:
         """The coin cropped exactly as the run's training preprocessed it (margin, masking).
@@ -66,13 +63,7 @@ class RunModel:
         A query must look like what the model learned from: the same margin around the flan and,
         for masked runs, the same flat colour outside its outline, whatever the photo's background.
         """
-        return crop_coin(
-            image,
-            Circle(coin.x, coin.y, coin.r, coin.method),
-            self.image_size,
-            margin=self.preprocess.margin,
-            mask_background=self.preprocess.mask_background,
-        )
+        return crop_photo(image, Circle(coin.x, coin.y, coin.r, coin.method), self.preprocess)
 
 
 def load_run_model(run: Path, checkpoint: str = "best") -> RunModel:
