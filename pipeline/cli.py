@@ -85,6 +85,9 @@ def train_command(
     rotations: int = typer.Option(
         8, help="Embed every image at this many rotations and average (1 = off; 4 = exact)."
     ),
+    ema_decay: float = typer.Option(
+        0.0, help="Validate and keep a moving average of the weights (e.g. 0.999; 0 = off)."
+    ),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     weights: Path | None = typer.Option(
         None, help="torchvision-style backbone .pth to start from."
@@ -130,6 +133,7 @@ def train_command(
                 seed=seed,
                 derotate=derotate,
                 rotations=rotations,
+                ema_decay=ema_decay,
                 weights=str(weights) if weights else None,
                 compile=compile_model,
                 strict=strict,

@@ -97,3 +97,39 @@ def test_optimizer_round_trip_restores_adam_moments(tmp_path: Path) -> None:
     for index, state in want["state"].items():
         for key, value in state.items():
             torch.testing.assert_close(got["state"][index][key], value, rtol=0, atol=0)
+
+
+def test_a_resumed_weight_average_goes_on_averaging(tmp_path: Path) -> None:
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from training.losses import LossSettings, build_loss
+    from training.train import _load_state, _save_state
+
+    def setup() -> tuple[EmbeddingModel, torch.nn.Module, torch.optim.Optimizer, AveragedModel]:
+        model = build_model("resnet-tiny", embedding_dim=8, image_size=32)
+        loss = build_loss(LossSettings(), 4, 8)
+        opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()])
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+        return model, loss, opt, ema
+
+    torch.manual_seed(0)
+    model, loss, opt, ema = setup()
+    ema.update_parameters(model)
+    _trained_step(model, opt)
+    ema.update_parameters(model)  # now 0.9 · initial + 0.1 · trained
+    _save_state(tmp_path, model, loss, opt, {"epoch": 1, "step": 1}, ema)
+    assert (tmp_path / "ema" / WEIGHTS_FILE).exists()
+
+    torch.manual_seed(1)
+    resumed_model, resumed_loss, resumed_opt, resumed_ema = setup()
+    state = _load_state(tmp_path, resumed_model, resumed_loss, resumed_opt, resumed_ema)
+    assert state["step"] == 1
+    saved = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    for key, value in resumed_ema.module.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+    # the next update averages (a fresh average would copy the weights instead)
+    _trained_step(resumed_model, resumed_opt)
+    resumed_ema.update_parameters(resumed_model)
+    weight = "backbone.conv1.weight"
+    want = 0.9 * saved[weight] + 0.1 * resumed_model.state_dict()[weight]
+    torch.testing.assert_close(resumed_ema.module.state_dict()[weight], want)

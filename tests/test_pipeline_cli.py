@@ -43,6 +43,7 @@ def test_no_arguments_shows_help() -> None:
         (["--loss", "contrastive"], "unknown loss"),
         (["--aug", "heavy"], "unknown augmentation"),
         (["--train-on", "everything"], "unknown --train-on"),
+        (["--ema-decay", "1.0"], "--ema-decay must be in [0, 1)"),
     ],
 )
 def test_train_bad_settings(data: Path, tmp_path: Path, extra: list[str], expected: str) -> None:
