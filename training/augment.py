@@ -25,10 +25,11 @@ identifies a coin (checked by looking at augmented batches, not only by scores):
 images in ten grey instead of one, and a quarter through a JPEG round trip (quality 30-80).
 Toning colour is the easiest cue, so with `tuned` a grey query kept its colour top-1 answer in
 only about a quarter of cases, and grey and colour embeddings of one crop had cosine 0.35; with
-`archive` they agree (cosine 0.92) and the answer survives grey and JPEG in 95 % of cases. The price is
-accuracy on colour photos (84.6 % vs 92.6 % top-1 on the demo's held-out coins), and it needs
-96-px inputs: at 64 px, once colour is unreliable, too little of the relief, scratches and
-flan outline is left to tell coins of one die apart (validation 77 % vs 93 % at 96 px).
+`archive` they agree (cosine 0.92) and the answer survives grey and JPEG in 95 % of cases. The
+price is accuracy on colour photos (84.6 % vs 92.6 % top-1 on 32 held-out coins of a 160-coin
+twin set), and it needs 96-px inputs: at 64 px, once colour is unreliable, too little of the
+relief, scratches and flan outline is left to tell coins of one die apart (validation 77 % vs
+93 % at 96 px).
 
 `none` returns the batch unchanged (for evaluation-like training and for benchmarks).
 Every geometric warp resamples bilinearly and pads with the border colour, so rotated corners
