@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -224,7 +224,7 @@ def _save_state(
     """Loss centres, optimizer, average, then the model with the loop state (written last)."""
     folder.mkdir(parents=True, exist_ok=True)
     if ema is not None:
-        save_checkpoint(folder / EMA_FOLDER, ema.module)
+        save_checkpoint(folder / EMA_FOLDER, cast(EmbeddingModel, ema.module))
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in loss.state_dict().items()},
         str(folder / LOSS_FILE),
@@ -351,7 +351,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
         if cfg.ema_decay > 0
         else None
     )
-    evaluated: EmbeddingModel = ema.module if ema is not None else model  # type: ignore[assignment]
+    evaluated = cast(EmbeddingModel, ema.module) if ema is not None else model
 
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_top1": None, "best_epoch": None}
     checkpoints = run / "checkpoints"
