@@ -88,6 +88,11 @@ def train_command(
     ema_decay: float = typer.Option(
         0.0, help="Validate and keep a moving average of the weights (e.g. 0.999; 0 = off)."
     ),
+    single_photo_p: float = typer.Option(
+        0.0,
+        help="Share of captures shown cut out alone, as a single photo would be (0-1; 0.5 for "
+        "models that will search single photos).",
+    ),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     weights: Path | None = typer.Option(
         None, help="torchvision-style backbone .pth to start from."
@@ -134,6 +139,7 @@ def train_command(
                 derotate=derotate,
                 rotations=rotations,
                 ema_decay=ema_decay,
+                single_photo_p=single_photo_p,
                 weights=str(weights) if weights else None,
                 compile=compile_model,
                 strict=strict,

@@ -44,6 +44,7 @@ def test_no_arguments_shows_help() -> None:
         (["--aug", "heavy"], "unknown augmentation"),
         (["--train-on", "everything"], "unknown --train-on"),
         (["--ema-decay", "1.0"], "--ema-decay must be in [0, 1)"),
+        (["--single-photo-p", "1.5"], "--single-photo-p must be in [0, 1]"),
     ],
 )
 def test_train_bad_settings(data: Path, tmp_path: Path, extra: list[str], expected: str) -> None:

@@ -13,7 +13,7 @@ from rig.sim.coins import CoinCatalog
 from rig.sim.relief import coin_surface
 from rig.sim.shading import Optics, coverage_view, grid_size_for, render_view
 from rig.sim.world import LightState
-from training.cache import CacheItem, Preprocess, crop_frames
+from training.cache import CacheItem, Preprocess, crop_frames, load_cached
 from training.coinfind import (
     BACKGROUND_RGB,
     _border_colour,
@@ -22,6 +22,7 @@ from training.coinfind import (
     find_coin,
     find_coin_in_pose,
 )
+from training.data import ImageBank
 
 SIZE = 64
 MARGIN = 0.04
@@ -117,3 +118,38 @@ def test_pose_distance_of_one_frame_is_the_plain_distance_and_order_free(
     np.testing.assert_allclose(
         _pose_distance([first, second]), _pose_distance([second, first]), atol=1e-3
     )
+
+
+def test_the_cache_keeps_every_pose_frame_cut_out_alone_as_well(tmp_path: Path) -> None:
+    # a raking frame whose far side is as dark as the backdrop, and its pose's diffuse frame
+    lit = np.full((240, 240, 3), 40, np.uint8)
+    cv2.circle(lit, (120, 120), 80, (190, 160, 90), -1)
+    raking = lit.copy()
+    cv2.circle(raking, (120, 120), 80, (42, 41, 40), -1)
+    cv2.ellipse(raking, (120, 120), (80, 80), 0, 0, 270, (190, 160, 90), -1)  # a quarter dark
+    catalog = lit.copy()
+    names = ("diffuse.png", "raking.png", "catalog.png")
+    for name, image in zip(names, (lit, raking, catalog), strict=True):
+        cv2.imwrite(str(tmp_path / name), image[..., ::-1])
+    items = [
+        CacheItem(tmp_path / n, n, None, 0.0, pose=None if n == "catalog.png" else "p")
+        for n in names
+    ]
+    cached = load_cached(items, Preprocess(image_size=SIZE), tmp_path / "cache")
+    with_pose, alone = ({n: a[cached.rows[n]] for n in names} for a in (cached.array, cached.alone))
+    # together, the raking frame keeps the whole coin; alone, its dark quarter is cut away
+    assert _kept(with_pose["raking.png"]).sum() > 0.95 * _kept(with_pose["diffuse.png"]).sum()
+    assert _kept(alone["raking.png"]).sum() < 0.85 * _kept(with_pose["raking.png"]).sum()
+    np.testing.assert_array_equal(alone["catalog.png"], with_pose["catalog.png"])
+    # a second load reads both from disk
+    again = load_cached(items, Preprocess(image_size=SIZE), tmp_path / "cache")
+    assert again.decoded == 0
+    np.testing.assert_array_equal(again.alone, cached.alone)
+
+    bank = ImageBank(
+        [], [(cached.array, cached.rows[n]) for n in names], [cached.alone] * len(names)
+    )
+    picked = bank.pixels([1, 1, 2], alone=[False, True, True])
+    np.testing.assert_array_equal(picked[0], with_pose["raking.png"])
+    np.testing.assert_array_equal(picked[1], alone["raking.png"])
+    np.testing.assert_array_equal(picked[2], with_pose["catalog.png"])

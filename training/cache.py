@@ -25,7 +25,7 @@ from training.coinfind import Circle, crop_coin, crop_pose, find_coin, find_coin
 from training.errors import DataError
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
-PREPROCESS_VERSION = 8
+PREPROCESS_VERSION = 9
 # The turntable turns the coin counter-clockwise in the image for a positive angle, so undoing
 # it rotates by the negative angle.
 DEROTATE_SIGN = -1.0
@@ -75,12 +75,18 @@ class CacheItem:
 
 @dataclass
 class CachedImages:
-    """Preprocessed images of one dataset: pixels, row per file, skipped files, decode count."""
+    """Preprocessed images of one dataset: pixels, row per file, skipped files, decode count.
+
+    `alone` holds every photo cut out by itself, without the other frames of its pose (see
+    crop_frames): what a single photo of the coin, such as a search query, looks like. For
+    photos without a pose it equals `array`.
+    """
 
     array: np.ndarray
     rows: dict[str, int]
     skipped: dict[str, str]
     decoded: int
+    alone: np.ndarray
 
 
 def default_cache_dir() -> Path:
@@ -150,6 +156,11 @@ def crop_photo(
         rotate_deg=rotate_deg,
         mask_background=settings.mask_background,
     )
+
+
+def crop_alone(item: CacheItem, rgb: np.ndarray, settings: Preprocess) -> np.ndarray:
+    """The training image of one photo found and cut out by itself, as a single photo would be."""
+    return crop(item, rgb, find_coin(rgb, near_px=item.centre_px), settings)
 
 
 def crop_frames(
@@ -251,13 +262,15 @@ def load_cached(
             raise DataError(f"unreadable image {name}: {reason}")
         for name, reason in known_bad.items():
             warn(f"skipped {name}: {reason}")
-        return CachedImages(np.load(array_path, mmap_mode="r"), index["rows"], known_bad, 0)
+        both = np.load(array_path, mmap_mode="r")
+        return CachedImages(both[0], index["rows"], known_bad, 0, both[1])
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     size = settings.image_size
     tmp = cache_dir / f"{key}.{os.getpid()}.tmp.npy"
+    # [0]: crops as the pose's frames together give them; [1]: each photo cut out alone
     array = np.lib.format.open_memmap(
-        tmp, mode="w+", dtype=np.uint8, shape=(len(items), size, size, 3)
+        tmp, mode="w+", dtype=np.uint8, shape=(2, len(items), size, size, 3)
     )
     rows: dict[str, int] = {}
     skipped: dict[str, str] = {}
@@ -277,8 +290,10 @@ def load_cached(
             continue
         pose_items = [items[row] for row, _ in decoded]
         crops = crop_frames(pose_items, [rgb for _, rgb in decoded], settings)
-        for (row, _), image in zip(decoded, crops, strict=True):
-            array[row] = image
+        for (row, rgb), image in zip(decoded, crops, strict=True):
+            array[0, row] = image
+            alone = len(decoded) == 1
+            array[1, row] = image if alone else crop_alone(items[row], rgb, settings)
             rows[items[row].file_name] = row
     array.flush()
     del array
@@ -288,4 +303,5 @@ def load_cached(
     index_tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
     index_tmp.write_text(json.dumps({"rows": rows, "skipped": skipped}))
     os.replace(index_tmp, index_path)
-    return CachedImages(np.load(array_path, mmap_mode="r"), rows, skipped, len(items))
+    both = np.load(array_path, mmap_mode="r")
+    return CachedImages(both[0], rows, skipped, len(items), both[1])

@@ -280,18 +280,34 @@ def catalog_protocol(
 
 
 class ImageBank:
-    """Preprocessed uint8 images (N×S×S×3, memory-mapped) aligned with a list of records."""
+    """Preprocessed uint8 images (N×S×S×3, memory-mapped) aligned with a list of records.
 
-    def __init__(self, records: list[Record], sources: list[tuple[np.ndarray, int]]):
+    Each image also exists cut out alone (cache.CachedImages.alone), for training on what
+    single photos look like.
+    """
+
+    def __init__(
+        self,
+        records: list[Record],
+        sources: list[tuple[np.ndarray, int]],
+        alone: list[np.ndarray] | None = None,
+    ):
         self.records = records
         self._sources = sources
+        self._alone = alone if alone is not None else [a for a, _ in sources]
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def pixels(self, indices: Sequence[int]) -> np.ndarray:
-        """Stacked uint8 images for the given positions."""
-        return np.stack([self._sources[i][0][self._sources[i][1]] for i in indices])
+    def pixels(self, indices: Sequence[int], alone: Sequence[bool] | None = None) -> np.ndarray:
+        """Stacked uint8 images for the given positions (cut out alone where `alone` says)."""
+        flags = alone if alone is not None else [False] * len(indices)
+        return np.stack(
+            [
+                (self._alone[i] if single else self._sources[i][0])[self._sources[i][1]]
+                for i, single in zip(indices, flags, strict=True)
+            ]
+        )
 
 
 @dataclass
@@ -329,7 +345,7 @@ def load_images(
         report.skipped.update({str(root / k): v for k, v in result.skipped.items()})
     kept = [r for r in records if r.file_name in cached[r.root].rows]
     sources = [(cached[r.root].array, cached[r.root].rows[r.file_name]) for r in kept]
-    return ImageBank(kept, sources), report
+    return ImageBank(kept, sources, [cached[r.root].alone for r in kept]), report
 
 
 def to_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
