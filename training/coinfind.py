@@ -126,11 +126,6 @@ def _pose_distance(images: Sequence[np.ndarray]) -> np.ndarray:
     return np.sqrt(hue2 + brighter**2 + darker**2).astype(np.float32)
 
 
-def _foreground_mask(image: np.ndarray, *, outline: bool = False) -> np.ndarray:
-    """Binary mask of pixels that differ from the border colour (Otsu on the distance)."""
-    return _threshold_distance(_pose_distance([image]), outline=outline)
-
-
 def _threshold_distance(distance: np.ndarray, *, outline: bool = False) -> np.ndarray:
     """Binary mask of a distance-from-backdrop map: Otsu's threshold, then morphology.
 
@@ -274,7 +269,7 @@ def find_coin(image: np.ndarray, *, near_px: tuple[float, float] | None = None) 
     second coin at the frame's edge), and the last resort is a circle there, not mid-image.
     """
     small, factor = _downscale(_as_colour(image))
-    blobs = _round_blobs(_foreground_mask(small))
+    blobs = _round_blobs(_threshold_distance(_pose_distance([small])))
     if blobs:
         return _pick_blob(blobs, near_px, factor)
     hough = _hough(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
