@@ -101,13 +101,24 @@ def test_empty_stage(catalog: CoinCatalog) -> None:
     assert with_coin[centre].mean() > image[centre].mean() + 20
 
 
+STANDARD_PATTERNS = {
+    "raking_n": raking(90),
+    "raking_e": raking(0),
+    "raking_s": raking(270),
+    "raking_w": raking(180),
+    "top": TOP,
+    "diffuse": DOME,
+}
+
+
 def test_identity_lives_in_the_coin_not_the_noise() -> None:
     """Same coin under other light beats other coins of its type under the same light.
 
-    With flan, strike, wear, damage and toning variation switched off, coins struck from the
-    same dies become identical, so the gap closes (here: reverses).
+    Averaged over every pair of the standard plan's six light patterns (opposite raking lights
+    included, the hardest pairs). With flan, strike, wear, damage and toning variation switched
+    off, coins struck from the same dies become identical, so the gap closes (here: reverses).
     """
-    pairs = [(TOP, DOME), (raking(90), TOP)]
+    names = list(STANDARD_PATTERNS)
 
     def gap(variation: Variation) -> float:
         catalog = CoinCatalog(
@@ -116,22 +127,29 @@ def test_identity_lives_in_the_coin_not_the_noise() -> None:
         ids = catalog.coins_of_type(0)[:4]
         assert len(ids) == 4
         renders = {
-            (c, k): grey(render_view(catalog, c, "obverse", 0.0, light, size=SIZE, seed_noise=k))
+            (c, name): grey(
+                render_view(
+                    catalog, c, "obverse", 0.0, STANDARD_PATTERNS[name], size=SIZE, seed_noise=k
+                )
+            )
             for c in ids
-            for k, light in enumerate([TOP, DOME, raking(90)])
+            for k, name in enumerate(names)
         }
-        index = {id(TOP): 0, id(DOME): 1}
-        same_coin, same_type = [], []
-        for first, second in pairs:
-            i, j = index.get(id(first), 2), index.get(id(second), 2)
-            same_coin += [ncc(renders[c, i], renders[c, j]) for c in ids]
-            for a, b in itertools.combinations(ids, 2):
-                same_type += [ncc(renders[a, i], renders[b, i]), ncc(renders[a, j], renders[b, j])]
+        same_coin = [
+            ncc(renders[c, first], renders[c, second])
+            for c in ids
+            for first, second in itertools.combinations(names, 2)
+        ]
+        same_type = [
+            ncc(renders[a, name], renders[b, name])
+            for name in names
+            for a, b in itertools.combinations(ids, 2)
+        ]
         return float(np.mean(same_coin) - np.mean(same_type))
 
     with_identity = gap(Variation())
     without = gap(Variation.none())
-    assert with_identity > 0.03
+    assert with_identity > 0.02
     assert without < with_identity - 0.05
 
 
