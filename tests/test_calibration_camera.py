@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 from rig.backend import open_rig
 from rig.calibration.camera import BoardView, calibrate_camera, distort_px, undistort_px
 from rig.calibration.cli import register
-from rig.calibration.staging import stager_for
+from rig.calibration.staging import Stager, stager_for
 from rig.calibration.store import CalibrationError
 from rig.config import load_config
+from rig.devices import Rig
 from rig.sim.shading import Optics
 from rig.sim.targets import TwinRig, truth_intrinsics
 
@@ -22,16 +23,28 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_config(ROOT / "configs/sim.yaml")
 
 
-def test_fit_recovers_the_twin_lens() -> None:
+def staged(rig: Rig, twin: TwinRig | None = None) -> Stager:
+    """The twin placing targets (the sim backend always has one)."""
+    stage = stager_for(rig, twin)
+    assert stage is not None
+    return stage
+
+
+@pytest.mark.parametrize(
+    "twin",
+    [TwinRig(), TwinRig(principal_offset_px=(7.0, -4.5))],
+    ids=["centred", "off-centre"],  # coin renders have the first; the second tests the fit
+)
+def test_fit_recovers_the_twin_lens(twin: TwinRig) -> None:
     with open_rig(CONFIG) as rig:
-        run = calibrate_camera(rig, CONFIG, stager_for(rig))
+        run = calibrate_camera(rig, CONFIG, staged(rig, twin))
     result = run.fit.result
     assert result.rms_px < 0.5 and result.views_used >= 15 and not run.warnings
-    matrix, distortion = truth_intrinsics(512, 512, Optics(40.0, 20.0, 0.0), TwinRig())
+    matrix, distortion = truth_intrinsics(512, 512, Optics(40.0, 20.0, 0.0), twin)
     fitted = np.array(result.camera_matrix)
     assert fitted[0, 0] == pytest.approx(matrix[0, 0], rel=0.01)
     assert fitted[1, 1] == pytest.approx(matrix[1, 1], rel=0.01)
-    assert np.hypot(*(fitted[:2, 2] - matrix[:2, 2])) < 4.0  # the principal point, off-centre
+    assert np.hypot(*(fitted[:2, 2] - matrix[:2, 2])) < 4.0  # the principal point
     assert result.distortion[0] == pytest.approx(distortion[0], abs=0.15)
     # the fitted lens moves image corners as the true one does, to a fraction of a pixel
     corners = np.array([[0.0, 0.0], [511.0, 0.0], [0.0, 511.0], [511.0, 511.0]])
@@ -43,7 +56,7 @@ def test_fit_recovers_the_twin_lens() -> None:
 
 def test_too_few_views_is_refused() -> None:
     with open_rig(CONFIG) as rig, pytest.raises(CalibrationError, match="at least 6"):
-        calibrate_camera(rig, CONFIG, stager_for(rig), views=[BoardView(0.0, 0.0)] * 3)
+        calibrate_camera(rig, CONFIG, staged(rig), views=[BoardView(0.0, 0.0)] * 3)
 
 
 def test_command_refuses_a_fit_above_the_threshold(tmp_path: Path) -> None:

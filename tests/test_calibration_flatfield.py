@@ -20,6 +20,7 @@ from rig.calibration.staging import Placement, stager_for
 from rig.calibration.store import CalibrationStore
 from rig.config import load_config
 from rig.sim.shading import LED_WHITE, SENSOR_RESPONSE
+from rig.sim.targets import TwinRig
 
 CONFIG = load_config("configs/sim.yaml")
 TRUE_GAMMA = 1 / 2.2
@@ -65,3 +66,40 @@ def test_flat_field_corrects_a_fresh_card_frame(tmp_path: Path) -> None:
     assert np.ptp(centre) / centre.mean() < 0.015  # neutral after white balance
     assert corrector.reason_not_applied(frame.image, "top") is not None
     assert corrector.reason_not_applied(frame.image[:100], "raking_n") is not None
+
+
+def test_each_pattern_gets_its_own_flat_when_raking_lights_fall_off(tmp_path: Path) -> None:
+    # lights 300 mm away: a raking light lights its own side of the card ~40 % more than the
+    # far side, so the north and east flats differ and only a pattern's own flat corrects it
+    near = TwinRig(light_distance_mm=300.0)
+    store = CalibrationStore(tmp_path)
+    created = utc_now()
+    stem = f"flatfield-{created.strftime('%Y%m%dT%H%M%SZ')}"
+    with open_rig(CONFIG) as rig:
+        stage = stager_for(rig, near)
+        assert stage is not None
+        run = calibrate_flatfield(
+            rig, CONFIG, stage, stem=stem, patterns=["raking_n", "raking_e"], frames_per_pattern=3
+        )
+        record = CalibrationRecord(
+            kind="flatfield",
+            created=created,
+            device=DeviceKey(rig=CONFIG.name, camera_serial="SIM-0001"),
+            result=run.result,
+        )
+        corrector = FlatFieldCorrector(store.read(store.save(record, run.arrays).path))
+        stage(Placement("card"))
+        rig.lightbox.set_pattern("raking_n")
+        rig.camera.configure(exposure_us=run.result.patterns["raking_n"].exposure_us)
+        frame = rig.camera.grab()
+    for name, flat in run.result.patterns.items():
+        assert flat.nonuniformity_before_pct > 40.0, name  # gradient and lens fall-off
+        assert flat.nonuniformity_after_pct < 2.0, name
+    north = corrector.stored.array(run.result.patterns["raking_n"].array).mean(axis=2)
+    assert north[5].mean() / north[-6].mean() > 1.25  # the top (north) of the card is brighter
+    gamma = run.result.gamma
+    own = np.power(as_channels(corrector.correct(frame.image, "raking_n")), 1 / gamma)
+    assert nonuniformity_pct(own) < 2.0
+    # the east light's flat on a north-lit frame leaves both gradients in: per pattern matters
+    wrong = np.power(as_channels(corrector.correct(frame.image, "raking_e")), 1 / gamma)
+    assert nonuniformity_pct(wrong) > 20.0

@@ -11,18 +11,27 @@ from rig.backend import open_rig
 from rig.calibration.camera import calibrate_camera
 from rig.calibration.lights import calibrate_lights
 from rig.calibration.models import CalibrationRecord, DeviceKey, utc_now
-from rig.calibration.staging import stager_for
+from rig.calibration.staging import Stager, stager_for
 from rig.calibration.store import CalibrationError, StoredCalibration
 from rig.config import RigConfig, load_config, parse_config
+from rig.devices import Rig
+from rig.sim.targets import TwinRig
 
 CONFIG = load_config("configs/sim.yaml")
+
+
+def staged(rig: Rig, twin: TwinRig | None = None) -> Stager:
+    """The twin placing targets (the sim backend always has one)."""
+    stage = stager_for(rig, twin)
+    assert stage is not None
+    return stage
 
 
 @pytest.fixture(scope="module")
 def lens() -> StoredCalibration:
     """A camera calibration fitted from twin frames (the lights fit's perspective model)."""
     with open_rig(CONFIG) as rig:
-        run = calibrate_camera(rig, CONFIG, stager_for(rig))
+        run = calibrate_camera(rig, CONFIG, staged(rig))
     record = CalibrationRecord(
         kind="camera",
         created=utc_now(),
@@ -42,7 +51,7 @@ def with_channel(config: RigConfig, name: str, **change: Any) -> RigConfig:
 
 def test_directions_match_the_twin_with_a_camera_calibration(lens: StoredCalibration) -> None:
     with open_rig(CONFIG) as rig:
-        run = calibrate_lights(rig, CONFIG, stager_for(rig), camera=lens)
+        run = calibrate_lights(rig, CONFIG, staged(rig), camera=lens)
     channels = {c.name: c for c in run.result.channels}
     assert set(channels) == {"north", "east", "south", "west", "top"}  # the dome is diffuse
     # the twin lights exactly as configured, so the configured direction is the truth
@@ -53,7 +62,7 @@ def test_directions_match_the_twin_with_a_camera_calibration(lens: StoredCalibra
 
 def test_orthographic_fallback_stays_within_tolerance() -> None:
     with open_rig(CONFIG) as rig:
-        run = calibrate_lights(rig, CONFIG, stager_for(rig))
+        run = calibrate_lights(rig, CONFIG, staged(rig))
     assert max(c.error_deg for c in run.result.channels) < 2.0
     assert run.result.camera_calibration is None
 
@@ -61,7 +70,7 @@ def test_orthographic_fallback_stays_within_tolerance() -> None:
 def test_a_misconfigured_light_is_reported(lens: StoredCalibration) -> None:
     wrong = with_channel(CONFIG, "north", azimuth_deg=100.0)  # the twin's light is at 90°
     with open_rig(CONFIG) as rig:
-        run = calibrate_lights(rig, wrong, stager_for(rig), camera=lens)
+        run = calibrate_lights(rig, wrong, staged(rig), camera=lens)
     north = next(c for c in run.result.channels if c.name == "north")
     assert not north.within_tolerance and north.configured_azimuth_deg == 100.0
     assert north.azimuth_deg == pytest.approx(90.0, abs=1.0)

@@ -158,8 +158,11 @@ def calibrate_camera(
 ) -> CameraRun:
     """Photograph the board in every view through the rig, detect it, fit the camera.
 
+    The fit is returned whatever its RMS (it carries `max_rms_px`): the caller shows the figures
+    and refuses to save a fit above the threshold, as `rig calibrate camera` does.
+
     Raises:
-        CalibrationError: too few views with the board, or an RMS above `max_rms_px`.
+        CalibrationError: too few views with the board.
         RigError: a device failed.
     """
     spec = spec or BoardSpec()

@@ -3,10 +3,19 @@
 The coin renderer (shading.py) maps the turntable plane into the image with a scale and the
 tilt homography; calibration needs more than that to be worth fitting, so targets are ray-cast
 through a full pinhole camera that agrees with the coin renderer's geometry (focal length =
-working distance × pixels per millimetre, camera tilted about the image x axis) and adds a lens:
-a principal-point offset and radial distortion. The turntable's rotation axis is deliberately off
-the optical axis and its zero is turned against the image, so every fit has something to find.
-`TwinRig` holds those hidden values; the `truth_*` functions give what a perfect fit would report.
+working distance × pixels per millimetre, camera tilted about the image x axis, optical axis
+through the image centre) and adds a lens: radial distortion and, optionally, a principal-point
+offset. The turntable's rotation axis is where the coin renderer puts it (`Optics.axis_offset_mm`,
+from the rig config's `simulation.turntable_axis_offset_mm`): one setting for coins and targets,
+so the centre a turntable calibration finds is the centre coin frames turn about. The platter's
+zero mark is turned against the image, so every fit has something to find. `TwinRig` holds the
+hidden values that only targets show; the `truth_*` functions give what a perfect fit would report.
+
+What coin frames do not share (so the lens a camera calibration finds is the targets' alone):
+the distortion (k1 moves a point at the coin's rim ~0.25 px), a non-zero `principal_offset_px`
+(default 0: it would shift targets against coins), a `rotation_sense` of -1 (coins always turn
+counter-clockwise), and a finite `light_distance_mm` (default None: lights at infinity, as the
+coin renderer has them; set it to give raking lights a gradient across the card).
 
 Frames go through the same lights (the stage illumination of `radiance_view`, vignetting
 included), defocus blur and sensor (`expose`) as coin frames. Conventions (shading.py): image x
@@ -37,11 +46,14 @@ INK_ALBEDO = 0.04
 class TwinRig:
     """The hidden geometry of the twin's rig: what calibration should recover."""
 
-    axis_offset_mm: tuple[float, float] = (0.9, -0.65)  # turntable axis vs the optical axis
     zero_offset_deg: float = 17.0  # image angle of the platter's zero mark at driver 0°
     rotation_sense: int = 1  # +1: positive driver angles turn counter-clockwise in the image
-    principal_offset_px: tuple[float, float] = (7.0, -4.5)  # from the image centre
+    # from the image centre; coin renders have their optical axis there, so 0 keeps them aligned
+    principal_offset_px: tuple[float, float] = (0.0, 0.0)
     distortion: tuple[float, float, float, float, float] = (1.2, 0.0, 0.0, 0.0, 0.0)  # OpenCV
+    # directional lights this far from the plane's origin (a fall-off across the field);
+    # None: at infinity, as the coin renderer has them
+    light_distance_mm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -208,9 +220,12 @@ def _platter_rotation_deg(rig: TwinRig, turntable_deg: float) -> float:
     return rig.zero_offset_deg + rig.rotation_sense * turntable_deg
 
 
-def _on_platter(rig: TwinRig, turntable_deg: float, xy_mm: tuple[float, float]) -> np.ndarray:
+def _on_platter(
+    rig: TwinRig, axis_mm: tuple[float, float], turntable_deg: float, xy_mm: tuple[float, float]
+) -> np.ndarray:
     """Plane coordinates (x, y) of a point given in platter coordinates."""
-    return rig_axis(rig) + _turn(_platter_rotation_deg(rig, turntable_deg)) @ np.asarray(xy_mm)
+    turn = _turn(_platter_rotation_deg(rig, turntable_deg))
+    return np.asarray(axis_mm, np.float64) + turn @ np.asarray(xy_mm)
 
 
 def _turn(angle_deg: float) -> np.ndarray:
@@ -219,13 +234,14 @@ def _turn(angle_deg: float) -> np.ndarray:
     return np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
 
 
-def rig_axis(rig: TwinRig) -> np.ndarray:
-    """Plane coordinates (x, y) of the turntable's rotation axis."""
-    return np.asarray(rig.axis_offset_mm, np.float64)
+def platter_axis(optics: Optics) -> tuple[float, float]:
+    """Plane coordinates (x, y) of the turntable's rotation axis: the one coins turn about too."""
+    x, y = optics.axis_offset_mm
+    return float(x), float(y)
 
 
 def board_frame(
-    board: CharucoBoard, rig: TwinRig, turntable_deg: float
+    board: CharucoBoard, rig: TwinRig, turntable_deg: float, *, axis_mm: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plane coordinates of the board's origin (its top-left corner) and unit axes u, v."""
     turn = _turn(_platter_rotation_deg(rig, turntable_deg))
@@ -234,7 +250,7 @@ def board_frame(
     u_axis = np.array([*(turn @ np.array([1.0, 0.0])), 0.0])
     v_flat = turn @ np.array([0.0, math.cos(w)])
     v_axis = np.array([*v_flat, -math.sin(w)])
-    centre_xy = _on_platter(rig, turntable_deg, board.position_mm)
+    centre_xy = _on_platter(rig, axis_mm, turntable_deg, board.position_mm)
     centre = np.array([*centre_xy, board.lift_mm])
     half_u = board.columns * board.square_mm / 2
     half_v = board.rows * board.square_mm / 2
@@ -243,21 +259,23 @@ def board_frame(
 
 
 def marker_frame(
-    marker: ArucoMarker, rig: TwinRig, turntable_deg: float
+    marker: ArucoMarker, rig: TwinRig, turntable_deg: float, *, axis_mm: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plane coordinates of the marker's top-left corner and unit axes u, v."""
     turn = _turn(_platter_rotation_deg(rig, turntable_deg))
     u_axis = np.array([*(turn @ np.array([1.0, 0.0])), 0.0])
     v_axis = np.array([*(turn @ np.array([0.0, 1.0])), 0.0])
-    centre = np.array([*_on_platter(rig, turntable_deg, marker.position_mm), 0.0])
+    centre = np.array([*_on_platter(rig, axis_mm, turntable_deg, marker.position_mm), 0.0])
     origin = centre - marker.size_mm / 2 * (u_axis + v_axis)
     return origin, u_axis, v_axis
 
 
-def sphere_centre(sphere: ChromeSphere, rig: TwinRig, turntable_deg: float) -> np.ndarray:
+def sphere_centre(
+    sphere: ChromeSphere, rig: TwinRig, turntable_deg: float, *, axis_mm: tuple[float, float]
+) -> np.ndarray:
     """Plane coordinates of the sphere's centre."""
     radius = sphere.diameter_mm / 2
-    return np.array([*_on_platter(rig, turntable_deg, sphere.position_mm), radius])
+    return np.array([*_on_platter(rig, axis_mm, turntable_deg, sphere.position_mm), radius])
 
 
 # ---------------------------------------------------------------- textures
@@ -338,18 +356,47 @@ def _planar_albedo(
 
 
 def _illumination(
-    lights: Mapping[str, LightState], width: int, height: int, optics: Optics
+    lights: Mapping[str, LightState], width: int, height: int, optics: Optics, rig: TwinRig
 ) -> np.ndarray:
-    """Light falling on a white plane (H, W, 3): the stage lighting of radiance_view, unblurred."""
-    white = Optics(
-        field_of_view_mm=optics.field_of_view_mm,
-        background=(1.0, 1.0, 1.0),
-        light_colour=optics.light_colour,
-        shadows=False,
-        vignetting=optics.vignetting,
-        defocus=0.0,
-    )
-    return radiance_view(None, lights, 0.0, width, height, white)
+    """Light falling on a white plane (H, W, 3): the stage lighting of radiance_view, unblurred.
+
+    With `rig.light_distance_mm` each directional light is a point that far away, so the plane
+    gets its inverse-square and incidence fall-off, scaled to the infinite light's level at the
+    plane's origin.
+    """
+    if rig.light_distance_mm is None:
+        white = Optics(
+            field_of_view_mm=optics.field_of_view_mm,
+            background=(1.0, 1.0, 1.0),
+            light_colour=optics.light_colour,
+            shadows=False,
+            vignetting=optics.vignetting,
+            defocus=0.0,
+        )
+        return radiance_view(None, lights, 0.0, width, height, white)
+    distance = rig.light_distance_mm
+    points = _plane_points(pinhole(width, height, optics, rig))
+    level = np.zeros((height, width), np.float32)
+    for light in lights.values():
+        if light.intensity <= 0:
+            continue
+        if light.diffuse or light.azimuth_deg is None or light.elevation_deg is None:
+            level += light.intensity
+            continue
+        source = distance * np.array(light_vector(light.azimuth_deg, light.elevation_deg))
+        rel = source.astype(np.float32) - points
+        # irradiance ∝ cos(incidence) / r² = z / r³, relative to the plane's origin
+        falloff = rel[..., 2] / np.linalg.norm(rel, axis=-1) ** 3 * distance**3 / source[2]
+        level += light.intensity * math.sin(math.radians(light.elevation_deg)) * falloff
+    light_rgb = np.array(optics.light_colour, np.float32)
+    return (level * _vignette(width, height, optics))[..., None] * light_rgb
+
+
+def _plane_points(camera: Pinhole) -> np.ndarray:
+    """Plane coordinates (H, W, 3) where each pixel's central ray meets the plane z = 0."""
+    rays = _rays(camera, 1)
+    eye = camera.centre_mm.astype(np.float32)
+    return eye + (-eye[2] / rays[..., 2])[..., None] * rays
 
 
 def _vignette(width: int, height: int, optics: Optics) -> np.ndarray:
@@ -375,7 +422,7 @@ def _sphere_radiance(
     optics: Optics,
 ) -> np.ndarray:
     """Radiance (H, W, 3) of a chrome ball on the lit platter, vignetting included."""
-    centre = sphere_centre(sphere, scene.rig, turntable_deg)
+    centre = sphere_centre(sphere, scene.rig, turntable_deg, axis_mm=platter_axis(optics))
     radius = sphere.diameter_mm / 2
     s = SUPERSAMPLE
     # only rays near the ball are traced: the box around its projection, with room for the lens
@@ -412,7 +459,9 @@ def _sphere_radiance(
     cover = cv2.resize(inside.astype(np.float32), box, interpolation=cv2.INTER_AREA)
     shine = cv2.resize(ball.astype(np.float32), box, interpolation=cv2.INTER_AREA)
     # the platter is lit as the stage is; the ball covers part of it
-    radiance = PLATTER_ALBEDO * _illumination(lights, camera.width, camera.height, optics)
+    radiance = PLATTER_ALBEDO * _illumination(
+        lights, camera.width, camera.height, optics, scene.rig
+    )
     vignette = _vignette(camera.width, camera.height, optics)[y0:y1, x0:x1]
     light_rgb = np.array(optics.light_colour, np.float32)
     patch = radiance[y0:y1, x0:x1]
@@ -426,6 +475,7 @@ def _printed_albedo(
     rig: TwinRig,
     camera: Pinhole,
     turntable_deg: float,
+    axis_mm: tuple[float, float],
 ) -> np.ndarray:
     """Albedo (H, W) of a flat printed target as the camera sees it."""
     if isinstance(target, GreyCard):
@@ -440,11 +490,11 @@ def _printed_albedo(
             target.dictionary,
             ppmm,
         )
-        frame = board_frame(target, rig, turntable_deg)
+        frame = board_frame(target, rig, turntable_deg, axis_mm=axis_mm)
         return _planar_albedo(camera, texture, ppmm, frame, PAPER_ALBEDO, 2.0)
     side_px = 480
     texture = _marker_texture(target.marker_id, target.dictionary, side_px)
-    frame = marker_frame(target, rig, turntable_deg)
+    frame = marker_frame(target, rig, turntable_deg, axis_mm=axis_mm)
     return _planar_albedo(camera, texture, side_px / target.size_mm, frame, PAPER_ALBEDO, 1.5)
 
 
@@ -462,8 +512,8 @@ def target_radiance(
     if isinstance(target, ChromeSphere):
         radiance = _sphere_radiance(target, scene, camera, lights, turntable_deg, optics)
     else:
-        albedo = _printed_albedo(target, scene.rig, camera, turntable_deg)
-        radiance = albedo[..., None] * _illumination(lights, width, height, optics)
+        albedo = _printed_albedo(target, scene.rig, camera, turntable_deg, platter_axis(optics))
+        radiance = albedo[..., None] * _illumination(lights, width, height, optics, scene.rig)
     sigma = optics.defocus * width
     if sigma > 0.25:
         radiance = cv2.GaussianBlur(radiance, (0, 0), sigma)
@@ -482,9 +532,12 @@ def truth_intrinsics(
 
 
 def truth_turntable(width: int, height: int, optics: Optics, rig: TwinRig) -> dict[str, float]:
-    """Where the turntable axis appears (pixels, lens included), its sense, zero and scale."""
+    """Where the turntable axis appears (pixels, lens included), its sense, zero and scale.
+
+    The axis is `optics.axis_offset_mm`, as the coin renderer has it.
+    """
     camera = pinhole(width, height, optics, rig)
-    axis = np.array([[*rig_axis(rig), 0.0]])
+    axis = np.array([[*platter_axis(optics), 0.0]])
     cx, cy = camera.project(axis)[0]
     return {
         "centre_x_px": float(cx),
@@ -496,7 +549,11 @@ def truth_turntable(width: int, height: int, optics: Optics, rig: TwinRig) -> di
 
 
 def truth_card_flat(
-    lights: Mapping[str, LightState], width: int, height: int, optics: Optics
+    lights: Mapping[str, LightState],
+    width: int,
+    height: int,
+    optics: Optics,
+    rig: TwinRig | None = None,
 ) -> np.ndarray:
     """The true illumination × lens fall-off (H, W, 3) a grey card shows, before the sensor."""
-    return _illumination(lights, width, height, optics)
+    return _illumination(lights, width, height, optics, rig or TwinRig())
