@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from rig.cli_support import expected_errors, fail
-from rig.config import load_config
+from rig.config import (
+    ModbusLightboxConfig,
+    ModbusRtu,
+    ModbusTcp,
+    ModbusTurntableConfig,
+    RigConfig,
+    load_config,
+)
 
 DEFAULT_CONFIG = Path("configs/sim.yaml")
 console = Console()
@@ -108,12 +115,20 @@ def serve(
     duration_s: float | None = typer.Option(
         None, help="Stop after this many seconds (default: Ctrl-C)."
     ),
+    modbus: str | None = typer.Option(
+        None,
+        "--modbus",
+        help="Emulated Modbus devices speak tcp (a loopback port) or rtu (a pseudo-terminal "
+        "serial line); default: each device's `emulate.framing`.",
+    ),
 ) -> None:
     """Start the emulators of every emulated device and print their endpoints until Ctrl-C.
 
     Point a config's `link:` at the printed endpoints to drive them from another process.
 
-    Example: rig sim serve --config configs/sim.yaml --time-scale 1
+    Examples:
+        rig sim serve --config configs/sim.yaml --time-scale 1
+        rig sim serve --modbus rtu
     """
     from rig.sim.backend import start_backend
 
@@ -121,25 +136,48 @@ def serve(
         rig_config = load_config(config)
         if rig_config.simulation is None:
             raise fail(f"{config}: no `simulation:` section, nothing to emulate")
+        if modbus is not None:
+            if modbus not in ("tcp", "rtu"):
+                raise fail(f"--modbus must be tcp or rtu, got {modbus!r}")
+            rig_config = with_modbus_framing(rig_config, modbus)
         stop = threading.Event()
         with ExitStack() as stack:
             backend = start_backend(rig_config, stack, faults=faults, time_scale=time_scale)
-            table = Table(title="emulators")
-            table.add_column("device")
-            table.add_column("protocol")
-            table.add_column("endpoint (use as `link:`)")
-            for name, port in backend.serial_ports.items():
-                table.add_row(name, "serial G-code", f"{{kind: serial, port: {port}}}")
+            # plain lines, not a table: a wrapped `link:` could not be copied into a config
+            rows = [
+                (name, "serial G-code", f"{{kind: serial, port: {port}}}")
+                for name, port in backend.serial_ports.items()
+            ]
             for name, endpoint in backend.modbus_endpoints.items():
-                table.add_row(
-                    name,
-                    "Modbus TCP",
-                    f"{{kind: tcp, host: {endpoint.host}, port: {endpoint.port}}}",
-                )
-            console.print(table)
+                unit = getattr(getattr(rig_config, name), "unit_id", "?")
+                rows.append((name, f"Modbus unit {unit}", _link_yaml(endpoint)))
+            typer.echo("emulators (point a config's `link:` at them):")
+            for name, protocol, link in rows:
+                typer.echo(f"  {name:<10} {protocol:<14} link: {link}")
             console.print("serving; press Ctrl-C to stop", style="dim")
             previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
             try:
                 stop.wait(timeout=duration_s)
             finally:
                 signal.signal(signal.SIGINT, previous)
+
+
+def _link_yaml(endpoint: ModbusTcp | ModbusRtu) -> str:
+    """A Modbus endpoint as the `link:` YAML that reaches it."""
+    if isinstance(endpoint, ModbusTcp):
+        return f"{{kind: tcp, host: {endpoint.host}, port: {endpoint.port}}}"
+    return (
+        f"{{kind: rtu, port: {endpoint.port}, baudrate: {endpoint.baudrate}, "
+        f"parity: {endpoint.parity}}}"
+    )
+
+
+def with_modbus_framing(config: RigConfig, framing: str) -> RigConfig:
+    """The config with every emulated Modbus device speaking `framing` (tcp or rtu)."""
+    updates: dict[str, object] = {}
+    for name in ("turntable", "lightbox"):
+        device = getattr(config, name)
+        if isinstance(device, ModbusTurntableConfig | ModbusLightboxConfig) and device.emulate:
+            emulate = device.emulate.model_copy(update={"framing": framing})
+            updates[name] = device.model_copy(update={"emulate": emulate})
+    return config.model_copy(update=updates)

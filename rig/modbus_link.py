@@ -1,4 +1,4 @@
-"""Modbus register transport: the only module that imports the pymodbus client.
+"""Modbus register transport (with `rig.modbus_line`, the only user of the pymodbus client).
 
 A `ModbusRegisterLink` reads and writes holding registers and coils of one unit over Modbus TCP
 or RTU, with a reply timeout and an explicit retry count. pymodbus reports device errors as
@@ -9,21 +9,29 @@ error tree here, so no driver ever checks a pymodbus result:
   → `DeviceFault(code=exception_code)`; code 6 (busy) is retried, the others are not;
 - no (complete) reply in time → `DeviceTimeout`; a reply that cannot be decoded or a closed
   connection → `TransportError`; both are retried on a fresh connection;
-- a port that refuses the connection or does not exist → `TransportError` at once.
+- a port that refuses the connection or does not exist → `TransportError` at once;
+- a reply to another request (RTU has no transaction ids, so a late reply can arrive while
+  the next request waits) → `TransportError`, retried.
+
+Over RTU, bytes that never make a valid frame (a CRC error, line noise) are a `TransportError`
+("garbled"), silence a `DeviceTimeout`. Several units on one serial line (an RS-485 bus: a
+drive and an LED controller on the same adapter) share one open port, and their requests take
+turns on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
 
 from rig.config import ModbusRtu, ModbusTcp
 from rig.errors import DeviceFault, DeviceTimeout, NotConnected, TransportError
+from rig.modbus_line import LineClient, SharedLine, shared_line
 from rig.retry import with_retries
 
 T = TypeVar("T")
@@ -43,6 +51,10 @@ EXCEPTION_NAMES: dict[int, str] = {
     11: "gateway target device failed to respond",
 }
 DEVICE_BUSY = 6
+
+# Function codes the link sends; a reply must carry the same one (or it with bit 7 set).
+READ_COILS, READ_HOLDING, WRITE_COIL, WRITE_REGISTER = 0x01, 0x03, 0x05, 0x06
+WRITE_COILS, WRITE_REGISTERS, DEVICE_INFORMATION = 0x0F, 0x10, 0x2B
 
 #: Most registers a single read (0x03) may ask for, and a single write (0x10) may carry.
 MAX_READ_REGISTERS = 125
@@ -80,6 +92,8 @@ class ModbusRegisterLink:
         self.name = name
         self.backoff_s = backoff_s
         self._client: ModbusTcpClient | ModbusSerialClient | None = None
+        self._line: SharedLine | None = None
+        self._received = 0  # bytes that arrived during the current attempt
 
     @property
     def description(self) -> str:
@@ -96,6 +110,7 @@ class ModbusRegisterLink:
 
         Raises:
             TransportError: the connection is refused, or the serial port cannot be opened.
+            ConfigError: another unit on the same serial port uses other line settings.
         """
         if self._client is not None:
             return
@@ -131,6 +146,7 @@ class ModbusRegisterLink:
         _check_span(address, count, MAX_READ_REGISTERS)
         response = self._execute(
             f"read {count} holding register(s) at {address}",
+            READ_HOLDING,
             lambda c: c.read_holding_registers(address, count=count, device_id=self.unit_id),
         )
         registers = list(response.registers)
@@ -159,12 +175,16 @@ class ModbusRegisterLink:
         if len(words) == 1:
             self._execute(
                 f"write register {address} = {words[0]}",
+                WRITE_REGISTER,
                 lambda c: c.write_register(address, words[0], device_id=self.unit_id),
+                address=address,
             )
         else:
             self._execute(
                 f"write {len(words)} registers at {address}",
+                WRITE_REGISTERS,
                 lambda c: c.write_registers(address, words, device_id=self.unit_id),
+                address=address,
             )
 
     def read_coils(self, address: int, count: int) -> list[bool]:
@@ -179,6 +199,7 @@ class ModbusRegisterLink:
         _check_span(address, count, 2000)
         response = self._execute(
             f"read {count} coil(s) at {address}",
+            READ_COILS,
             lambda c: c.read_coils(address, count=count, device_id=self.unit_id),
         )
         # the reply is padded to whole bytes: keep only what was asked for
@@ -201,7 +222,9 @@ class ModbusRegisterLink:
         """
         self._execute(
             f"write coil {address} = {value}",
+            WRITE_COIL,
             lambda c: c.write_coil(address, bool(value), device_id=self.unit_id),
+            address=address,
         )
 
     def write_coils(self, address: int, values: Sequence[bool]) -> None:
@@ -220,7 +243,9 @@ class ModbusRegisterLink:
             return
         self._execute(
             f"write {len(bits)} coils at {address}",
+            WRITE_COILS,
             lambda c: c.write_coils(address, bits, device_id=self.unit_id),
+            address=address,
         )
 
     def read_identification(self) -> dict[str, str]:
@@ -234,6 +259,7 @@ class ModbusRegisterLink:
         """
         response = self._execute(
             "read device identification",
+            DEVICE_INFORMATION,
             lambda c: c.read_device_information(device_id=self.unit_id),
         )
         names = {0: "vendor", 1: "product_code", 2: "revision"}
@@ -260,55 +286,46 @@ class ModbusRegisterLink:
                 retries=0,
                 name=self.name,
             )
-        return ModbusSerialClient(
-            self.endpoint.port,
-            framer=FramerType.RTU,
-            baudrate=self.endpoint.baudrate,
-            parity=self.endpoint.parity,
-            stopbits=self.endpoint.stopbits,
-            bytesize=8,
+        self._line = shared_line(self.endpoint)
+        return LineClient(
+            self._line,
             timeout=self.timeout_s,
             retries=0,
             name=self.name,
+            trace_packet=self._trace_packet,
         )
 
-    def _execute(self, what: str, request: Callable[[Any], Any]) -> Any:
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        # over RTU pymodbus drops a frame with a bad CRC and waits on until its timeout, as if
+        # nothing had come; counting what arrived tells line noise apart from silence (over
+        # TCP pymodbus tells them apart itself)
+        if not sending:
+            self._received = max(self._received, len(data))
+        return data
+
+    def _execute(
+        self, what: str, function_code: int, request: Callable[[Any], Any], **echo: int
+    ) -> Any:
         if self._client is None:
             raise NotConnected(f"{self.name}: link to {self.description} is not open")
         return with_retries(
-            lambda: self._attempt(what, request),
+            lambda: self._attempt(what, function_code, request, echo),
             attempts=self.retries + 1,
             backoff_s=self.backoff_s,
             retry_on=(DeviceTimeout, TransportError, _DeviceBusy),
             on_retry=self._on_retry,
         )
 
-    def _attempt(self, what: str, request: Callable[[Any], Any]) -> Any:
+    def _attempt(
+        self, what: str, function_code: int, request: Callable[[Any], Any], echo: dict[str, int]
+    ) -> Any:
         client = self._client
         if client is None:
             raise NotConnected(f"{self.name}: link to {self.description} is not open")
-        try:
-            response = request(client)
-        except ConnectionException as exc:
-            raise TransportError(
-                f"{self.name}: {what}: connection to {self.description} lost or refused"
-            ) from exc
-        except ModbusIOException as exc:
-            # pymodbus raises this both for silence and for a frame it could not decode;
-            # only the former says "no response" (checked on the message, the only way to
-            # tell them apart in pymodbus 3.x).
-            if "no response" in str(exc).lower():
-                raise DeviceTimeout(
-                    f"{self.name}: {what}: no reply from {self.description} "
-                    f"within {self.timeout_s:g} s"
-                ) from exc
-            raise TransportError(f"{self.name}: {what}: bad reply: {exc}") from exc
-        except ModbusException as exc:
-            raise TransportError(f"{self.name}: {what}: {exc}") from exc
-        except OSError as exc:
-            raise TransportError(f"{self.name}: {what}: {exc}") from exc
-        if response is None:
-            raise DeviceTimeout(f"{self.name}: {what}: no reply from {self.description}")
+        # units sharing a serial line take turns; a TCP link has its own connection
+        with self._line.lock if self._line is not None else contextlib.nullcontext():
+            self._received = 0
+            response = self._send(what, request, client)
         if response.isError():
             code = getattr(response, "exception_code", None)
             if code is None:
@@ -320,6 +337,37 @@ class ModbusRegisterLink:
                 f"{code} ({meaning})",
                 code=int(code),
             )
+        _check_reply(self.name, what, response, function_code, echo)
+        return response
+
+    def _send(self, what: str, request: Callable[[Any], Any], client: Any) -> Any:
+        """One request and its reply, with pymodbus's exceptions turned into the rig's."""
+        try:
+            response = request(client)
+        except ConnectionException as exc:
+            raise TransportError(
+                f"{self.name}: {what}: connection to {self.description} lost or refused"
+            ) from exc
+        except ModbusIOException as exc:
+            # pymodbus raises this both for silence and for a frame it could not decode;
+            # only the former says "no response" (checked on the message, the only way to
+            # tell them apart in pymodbus 3.x)
+            if "no response" not in str(exc).lower():
+                raise TransportError(f"{self.name}: {what}: bad reply: {exc}") from exc
+            if self._received:
+                raise TransportError(
+                    f"{self.name}: {what}: garbled reply from {self.description} "
+                    f"({self._received} bytes, no valid frame)"
+                ) from exc
+            raise DeviceTimeout(
+                f"{self.name}: {what}: no reply from {self.description} within {self.timeout_s:g} s"
+            ) from exc
+        except ModbusException as exc:
+            raise TransportError(f"{self.name}: {what}: {exc}") from exc
+        except OSError as exc:
+            raise TransportError(f"{self.name}: {what}: {exc}") from exc
+        if response is None:
+            raise DeviceTimeout(f"{self.name}: {what}: no reply from {self.description}")
         return response
 
     def _on_retry(self, attempt: int, exc: BaseException) -> None:
@@ -328,6 +376,29 @@ class ModbusRegisterLink:
         if isinstance(exc, TransportError) and self._client is not None:
             self._client.close()
         log.info("%s: retry %d after: %s", self.name, attempt, exc)
+
+
+def _check_reply(
+    name: str, what: str, response: Any, function_code: int, echo: dict[str, int]
+) -> None:
+    """A reply must answer this request: same function, and a write echoes its address.
+
+    Raises:
+        TransportError: the reply belongs to another request (a late one, on RTU).
+    """
+    got = int(getattr(response, "function_code", function_code))
+    if got != function_code:
+        raise TransportError(
+            f"{name}: {what}: the reply is for function 0x{got:02x}, not 0x{function_code:02x} "
+            "(a late reply to an earlier request?)"
+        )
+    for field, expected in echo.items():
+        value = getattr(response, field, expected)
+        if value != expected:
+            raise TransportError(
+                f"{name}: {what}: the reply echoes {field} {value}, not {expected} "
+                "(a late reply to an earlier request?)"
+            )
 
 
 def _check_span(address: int, count: int, most: int) -> None:

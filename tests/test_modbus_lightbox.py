@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rig.config import EmulatorConfig, ModbusLightboxConfig, ModbusTcp
+from rig.config import ModbusEmulatorConfig, ModbusLightboxConfig, ModbusTcp
 from rig.devices import Lightbox, LightGeometry
 from rig.errors import ConfigError, DeviceFault, DeviceTimeout, SafetyError, TransportError
 from rig.lightbox.modbus import ModbusLightbox, contiguous_runs
@@ -38,7 +38,7 @@ PATTERNS = {
 def make_config(**overrides: object) -> ModbusLightboxConfig:
     settings: dict[str, object] = {
         "driver": "modbus",
-        "emulate": EmulatorConfig(),
+        "emulate": ModbusEmulatorConfig(),
         "channels": CHANNELS,
         "patterns": PATTERNS,
         "timeout_s": 0.15,

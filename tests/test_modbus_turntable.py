@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rig.config import EmulatorConfig, ModbusRtu, ModbusTcp, ModbusTurntableConfig
+from rig.config import ModbusEmulatorConfig, ModbusRtu, ModbusTcp, ModbusTurntableConfig
 from rig.devices import Turntable
 from rig.errors import DeviceFault, DeviceTimeout, NotConnected, SafetyError, TransportError
 from rig.modbus_link import ModbusRegisterLink
@@ -26,7 +26,7 @@ RETRIES = 2
 def make_config(**overrides: object) -> ModbusTurntableConfig:
     settings: dict[str, object] = {
         "driver": "modbus",
-        "emulate": EmulatorConfig(),
+        "emulate": ModbusEmulatorConfig(),
         "timeout_s": 0.15,
         "retries": RETRIES,
         "poll_interval_s": 0.001,

@@ -38,6 +38,16 @@ class EmulatorConfig(StrictModel):
     seed: int = 0
 
 
+class ModbusEmulatorConfig(EmulatorConfig):
+    """An emulated Modbus device: its faults, and which framing its emulator speaks."""
+
+    framing: Literal["tcp", "rtu"] = Field(
+        "tcp",
+        description="tcp: a Modbus TCP server on 127.0.0.1; rtu: Modbus RTU on a pseudo-terminal "
+        "(emulated RTU devices of one rig share one serial line when their unit ids differ)",
+    )
+
+
 # ---------------------------------------------------------------- transports
 
 

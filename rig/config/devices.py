@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from rig.config.common import (
     EmulatorConfig,
+    ModbusEmulatorConfig,
     ModbusLink,
     RegisterAddress,
     SerialPort,
@@ -99,7 +100,7 @@ class ModbusTurntableConfig(StrictModel):
 
     driver: Literal["modbus"]
     link: ModbusLink | None = None
-    emulate: EmulatorConfig | None = None
+    emulate: ModbusEmulatorConfig | None = None
     unit_id: int = Field(1, ge=0, le=247)
     registers: ModbusTurntableRegisters = ModbusTurntableRegisters()
     steps_per_deg: float = Field(100.0, gt=0, le=1e6)
@@ -267,7 +268,7 @@ class ModbusLightboxConfig(StrictModel):
 
     driver: Literal["modbus"]
     link: ModbusLink | None = None
-    emulate: EmulatorConfig | None = None
+    emulate: ModbusEmulatorConfig | None = None
     unit_id: int = Field(1, ge=0, le=247)
     channels: tuple[LightChannel, ...] = Field(min_length=1)
     patterns: dict[str, dict[str, Intensity]] = Field(default_factory=dict)

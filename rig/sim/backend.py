@@ -16,6 +16,7 @@ from rig.config import (
     GcodeArmConfig,
     GrblTurntableConfig,
     ModbusLightboxConfig,
+    ModbusRtu,
     ModbusTcp,
     ModbusTurntableConfig,
     RigConfig,
@@ -40,7 +41,7 @@ class SimBackend:
     catalog: Any
     emulators: dict[str, Any] = field(default_factory=dict)
     serial_ports: dict[str, str] = field(default_factory=dict)
-    modbus_endpoints: dict[str, ModbusTcp] = field(default_factory=dict)
+    modbus_endpoints: dict[str, ModbusTcp | ModbusRtu] = field(default_factory=dict)
 
 
 def fault_rules(
@@ -91,6 +92,8 @@ def start_backend(
     def injector(emulate: EmulatorConfig, allowed: set[str]) -> FaultInjector:
         return FaultInjector(fault_rules(emulate, faults, allowed), seed=emulate.seed + sim.seed)
 
+    rtu_bus = _shared_rtu_bus(config, stack)
+
     turntable = config.turntable
     if isinstance(turntable, GrblTurntableConfig) and turntable.emulate is not None:
         from rig.sim.grbl_emulator import GrblEmulator
@@ -105,7 +108,11 @@ def start_backend(
         from rig.sim.modbus_drive import ModbusTurntableEmulator
 
         drive = ModbusTurntableEmulator(
-            turntable, world=world, clock=clock, faults=injector(turntable.emulate, _MODBUS_FAULTS)
+            turntable,
+            world=world,
+            clock=clock,
+            faults=injector(turntable.emulate, _MODBUS_FAULTS),
+            bus=rtu_bus,
         )
         stack.enter_context(drive)
         backend.emulators["turntable"] = drive
@@ -126,6 +133,7 @@ def start_backend(
                 world=world,
                 clock=clock,
                 faults=injector(lightbox.emulate, _MODBUS_FAULTS),
+                bus=rtu_bus,
             )
             stack.enter_context(lights)
             backend.emulators["lightbox"] = lights
@@ -147,3 +155,23 @@ def start_backend(
         backend.emulators["arm"] = arm_emulator
         backend.serial_ports["arm"] = arm_emulator.port
     return backend
+
+
+def _shared_rtu_bus(config: RigConfig, stack: ExitStack) -> Any:
+    """One serial line for the emulated RTU devices when their unit ids differ, else None.
+
+    That is an RS-485 bus, as a real rig wires a drive and an LED controller; with equal unit
+    ids (or one RTU device) each emulator gets a line of its own.
+    """
+    units = [
+        device.unit_id
+        for device in (config.turntable, config.lightbox)
+        if isinstance(device, ModbusTurntableConfig | ModbusLightboxConfig)
+        and device.emulate is not None
+        and device.emulate.framing == "rtu"
+    ]
+    if len(units) < 2 or len(set(units)) < len(units):
+        return None
+    from rig.sim.modbus_bus import SerialBus
+
+    return stack.enter_context(SerialBus("rtu-bus"))

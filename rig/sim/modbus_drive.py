@@ -1,4 +1,4 @@
-"""Modbus TCP emulator of an integrated stepper/servo drive (the Modbus turntable)."""
+"""Modbus emulator (TCP or RTU) of an integrated stepper/servo drive (the Modbus turntable)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from rig.config import ModbusTurntableConfig
 from rig.motion import trapezoid_duration_s
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
+from rig.sim.modbus_bus import SerialBus
 from rig.sim.modbus_server import (
     DEVICE_INFO,
     READ_HOLDING,
     WRITE_REGISTER,
     WRITE_REGISTERS,
+    Framing,
     ModbusEmulator,
 )
 from rig.sim.world import World
@@ -41,9 +43,17 @@ class ModbusTurntableEmulator(ModbusEmulator):
         clock: SimClock | None = None,
         faults: FaultInjector | None = None,
         late_reply_s: float | None = None,
+        framing: Framing | None = None,
+        bus: SerialBus | None = None,
     ) -> None:
         super().__init__(
-            config, name="turntable", clock=clock, faults=faults, late_reply_s=late_reply_s
+            config,
+            name="turntable",
+            clock=clock,
+            faults=faults,
+            late_reply_s=late_reply_s,
+            framing=framing,
+            bus=bus,
         )
         self.config = config
         self.world = world

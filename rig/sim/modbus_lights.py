@@ -1,4 +1,4 @@
-"""Modbus TCP emulator of an LED/PWM controller (the Modbus lightbox)."""
+"""Modbus emulator (TCP or RTU) of an LED/PWM controller (the Modbus lightbox)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from rig.config import ModbusLightboxConfig
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
+from rig.sim.modbus_bus import SerialBus
 from rig.sim.modbus_server import (
     DEVICE_INFO,
     READ_COILS,
@@ -19,6 +20,7 @@ from rig.sim.modbus_server import (
     WRITE_COILS,
     WRITE_REGISTER,
     WRITE_REGISTERS,
+    Framing,
     ModbusEmulator,
     request_span,
 )
@@ -36,9 +38,17 @@ class ModbusLightboxEmulator(ModbusEmulator):
         clock: SimClock | None = None,
         faults: FaultInjector | None = None,
         late_reply_s: float | None = None,
+        framing: Framing | None = None,
+        bus: SerialBus | None = None,
     ) -> None:
         super().__init__(
-            config, name="lightbox", clock=clock, faults=faults, late_reply_s=late_reply_s
+            config,
+            name="lightbox",
+            clock=clock,
+            faults=faults,
+            late_reply_s=late_reply_s,
+            framing=framing,
+            bus=bus,
         )
         self.config = config
         self.world = world

@@ -1,18 +1,23 @@
-"""The Modbus TCP emulator base: a pymodbus server on 127.0.0.1 that injects faults.
+"""The Modbus emulator base: a pymodbus server, over TCP on 127.0.0.1 or RTU on a pty, injecting faults.
 
 Each emulator is a real pymodbus server (a `SimDevice` datastore whose `action` hook runs the
 device model) in a background thread with its own event loop, so the real driver connects to
-`.endpoint` exactly as it would to hardware. The device models live in
-`rig.sim.modbus_drive` (turntable drive) and `rig.sim.modbus_lights` (lightbox controller).
-Faults are injected per request, in a request handler that replaces pymodbus's own for each
-connection:
+`.endpoint` exactly as it would to hardware: a `ModbusTcp` loopback port, or (framing `rtu`) a
+`ModbusRtu` pseudo-terminal path on a `SerialBus`, which several emulators may share as units on
+one RS-485 line. The device models live in `rig.sim.modbus_drive` (turntable drive) and
+`rig.sim.modbus_lights` (lightbox controller). Faults are injected per request, in a request
+handler that replaces pymodbus's own:
 
 - `modbus_exception` (or `error`): an exception response with the rule's code (default 4);
 - `lost_reply`: the request is carried out, the reply never sent;
 - `late_reply`: carried out, answered after `late_reply_s` (past the driver's timeout);
-- `garbage`: carried out, answered with a frame whose PDU cannot be decoded;
-- `disconnect`: the connection is closed without an answer (new connections are accepted);
+- `garbage`: carried out, answered with bytes no decoder accepts (TCP: a frame whose PDU is
+  function 0; RTU: the real reply with a broken CRC, as line noise leaves it);
+- `disconnect`: TCP: the connection is closed without an answer (new ones are accepted); RTU
+  has no connection to close: the line goes dead for the request (not carried out, no reply);
 - `alarm` (turntable only): the drive latches its fault bit and stops.
+
+Over RTU an emulator ignores requests for other unit ids, as a device on a shared bus must.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ import contextlib
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Self
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.mei_message import ReadDeviceInformationResponse
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import SimDevice
 
@@ -36,12 +41,19 @@ from rig.config import (
     FaultKind,
     FaultRule,
     ModbusLightboxConfig,
+    ModbusRtu,
     ModbusTcp,
     ModbusTurntableConfig,
 )
 from rig.errors import TransportError
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
+from rig.sim.modbus_bus import SerialBus
+
+Framing = Literal["tcp", "rtu"]
+
+#: the emulated serial line's speed (a pty ignores it; drivers are told it all the same)
+RTU_BAUDRATE = 19200
 
 # Modbus function codes served
 READ_COILS, READ_HOLDING, WRITE_COIL, WRITE_REGISTER = 1, 3, 5, 6
@@ -75,10 +87,14 @@ class _FaultyRequestHandler(ServerRequestHandler):
         if pdu is None:
             return
         emulator: ModbusEmulator = self.server.emulator
+        rtu = emulator.framing == "rtu"
+        if rtu and pdu.dev_id != emulator.unit_id:
+            return  # another unit on the bus is addressed: stay silent
         fault = emulator.draw_fault(pdu)
         kind = fault.kind if fault is not None else None
         if kind == "disconnect":
-            self.close()
+            if not rtu:  # a serial line has no connection to drop; it just goes quiet
+                self.close()
             return
         if kind in ("modbus_exception", "error"):
             code = fault.code if fault is not None and fault.code else ExcCodes.DEVICE_FAILURE
@@ -94,7 +110,7 @@ class _FaultyRequestHandler(ServerRequestHandler):
         if kind == "late_reply":
             await asyncio.sleep(emulator.late_reply_s)
         if kind == "garbage":
-            self.send(emulator.garbage_frame(pdu))
+            self.send(emulator.garbage_frame(pdu, self.framer.buildFrame(response)))
             return
         self.server_send(response, addr)
 
@@ -115,7 +131,7 @@ class _FaultyRequestHandler(ServerRequestHandler):
             return ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
 
 
-class _EmulatorServer(ModbusTcpServer):
+class _TcpServer(ModbusTcpServer):
     """A ModbusTcpServer whose connections use the fault-injecting handler."""
 
     def __init__(self, device: SimDevice, emulator: ModbusEmulator, **kwargs: Any) -> None:
@@ -127,8 +143,20 @@ class _EmulatorServer(ModbusTcpServer):
         return _FaultyRequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
 
+class _RtuServer(ModbusSerialServer):
+    """A ModbusSerialServer (RTU framing) whose line uses the fault-injecting handler."""
+
+    def __init__(self, device: SimDevice, emulator: ModbusEmulator, **kwargs: Any) -> None:
+        self.emulator = emulator
+        super().__init__(device, **kwargs)
+
+    def callback_new_connection(self) -> ServerRequestHandler:
+        """Serve the serial line with the fault-injecting handler."""
+        return _FaultyRequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
 class ModbusEmulator:
-    """Base: a pymodbus TCP server on a free loopback port, in a daemon thread."""
+    """Base: a pymodbus server (TCP on a free loopback port, or RTU on a pty) in a daemon thread."""
 
     allowed_faults: tuple[FaultKind, ...] = (
         "lost_reply",
@@ -147,9 +175,22 @@ class ModbusEmulator:
         clock: SimClock | None,
         faults: FaultInjector | None,
         late_reply_s: float | None,
+        framing: Framing | None = None,
+        bus: SerialBus | None = None,
     ) -> None:
-        """Serve `config`'s unit; faults default to config.emulate's, late replies to 2x timeout."""
+        """Serve `config`'s unit; faults and framing default to config.emulate's.
+
+        Late replies default to twice the driver's timeout. An RTU emulator joins `bus` (a line
+        shared with other units) or, without one, gets a line of its own.
+        """
         self.name = name
+        emulate = config.emulate
+        self.framing: Framing = framing or (emulate.framing if emulate is not None else "tcp")
+        if bus is not None and self.framing != "rtu":
+            raise ValueError(f"{name} emulator: a serial bus needs framing 'rtu'")
+        self._bus = bus
+        self._own_bus: SerialBus | None = None
+        self._device_port: str | None = None
         self.unit_id = config.unit_id
         self.clock = clock or SimClock(0.0)
         self.faults = faults or _faults_from(config.emulate)
@@ -167,17 +208,23 @@ class ModbusEmulator:
 
     # ------------------------------------------------------------------ lifecycle
     @property
-    def endpoint(self) -> ModbusTcp:
-        """Where the driver connects (only while running).
+    def endpoint(self) -> ModbusTcp | ModbusRtu:
+        """Where the driver connects (only while running): a loopback port or a pty path.
 
         Raises:
             TransportError: the emulator is not running.
         """
+        if self.framing == "rtu":
+            bus = self._bus or self._own_bus
+            if bus is None or self._device_port is None:
+                raise TransportError(f"{self.name} emulator is not running")
+            # a pty carries no parity bit (Linux refuses to set PARENB twice on one): 8N1
+            return ModbusRtu(port=bus.port, baudrate=RTU_BAUDRATE, parity="N", stopbits=1)
         if self._port is None:
             raise TransportError(f"{self.name} emulator is not running")
         return ModbusTcp(host="127.0.0.1", port=self._port)
 
-    def start(self) -> ModbusEmulator:
+    def start(self) -> Self:
         """Start serving; returns self once the port is listening.
 
         Raises:
@@ -185,12 +232,16 @@ class ModbusEmulator:
         """
         if self._thread is not None:
             return self
+        if self.framing == "rtu":
+            if self._bus is None:
+                self._own_bus = SerialBus(f"rtu-{self.name}").start()
+            self._device_port = (self._bus or self._own_bus).attach()  # type: ignore[union-attr]
         self._ready.clear()
         self._thread = threading.Thread(
             target=self._run, name=f"emu-modbus-{self.name}", daemon=True
         )
         self._thread.start()
-        if not self._ready.wait(timeout=10.0) or self._port is None:
+        if not self._ready.wait(timeout=10.0) or self._loop is None:
             self.stop()
             raise TransportError(
                 f"{self.name} emulator failed to start: {self._startup_error}"
@@ -207,8 +258,13 @@ class ModbusEmulator:
             thread.join(timeout=5.0)
         self._thread = self._loop = self._stop_event = None
         self._port = None
+        if self._device_port is not None and self._bus is not None:
+            self._bus.detach(self._device_port)
+        if self._own_bus is not None:
+            self._own_bus.stop()
+        self._own_bus = self._device_port = None
 
-    def __enter__(self) -> ModbusEmulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -223,14 +279,27 @@ class ModbusEmulator:
             self._ready.set()
 
     async def _serve(self) -> None:
-        server = _EmulatorServer(
-            self.build_device(),
-            self,
-            address=("127.0.0.1", 0),  # port 0: the OS picks a free one
-        )
-        await server.serve_forever(background=True)
-        sockets: list[Any] = list(getattr(server.transport, "sockets", None) or [])
-        self._port = int(sockets[0].getsockname()[1])
+        server: _TcpServer | _RtuServer
+        if self.framing == "rtu":
+            server = _RtuServer(
+                self.build_device(),
+                self,
+                port=self._device_port or "",
+                baudrate=RTU_BAUDRATE,
+                parity="N",
+                stopbits=1,
+                ignore_missing_devices=True,  # other units share the line
+            )
+            await server.serve_forever(background=True)
+        else:
+            server = _TcpServer(
+                self.build_device(),
+                self,
+                address=("127.0.0.1", 0),  # port 0: the OS picks a free one
+            )
+            await server.serve_forever(background=True)
+            sockets: list[Any] = list(getattr(server.transport, "sockets", None) or [])
+            self._port = int(sockets[0].getsockname()[1])
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._ready.set()
@@ -265,8 +334,14 @@ class ModbusEmulator:
         """Every write request received so far."""
         return [r for r in self.requests() if r.is_write]
 
-    def garbage_frame(self, pdu: ModbusPDU) -> bytes:
-        """A well-framed MBAP reply whose PDU no decoder understands (function code 0)."""
+    def garbage_frame(self, pdu: ModbusPDU, reply: bytes) -> bytes:
+        """Bytes in place of the reply frame `reply` that no decoder accepts.
+
+        TCP: a well-framed MBAP reply whose PDU is function code 0. RTU: the reply with its CRC
+        broken, as noise on the line leaves it.
+        """
+        if self.framing == "rtu":
+            return reply[:-2] + bytes(b ^ 0xA5 for b in reply[-2:])
         noise = bytes(self._random.randrange(256) for _ in range(4))
         payload = b"\x00" + noise
         return (

@@ -1,0 +1,158 @@
+"""A serial line made of pseudo-terminals, for Modbus RTU emulators (an RS-485 bus in software).
+
+A driver opens `SerialBus.port` with pyserial exactly as it would open /dev/ttyUSB0; each
+emulator `attach()`es and serves its own pty path with pymodbus's serial server. A forwarding
+thread copies bytes between the ptys' master sides, as `socat` or a null-modem cable would:
+what the driver sends reaches every attached device (a multi-drop bus, where each device
+answers only its own unit id), and what a device sends reaches the driver. Bytes that nobody
+reads are dropped, as on a real line, so a closed port never blocks the bus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import select
+import threading
+import tty
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass
+class _PtyEnd:
+    """One pseudo-terminal: the master side the bus reads and writes, and the slave's path."""
+
+    master: int
+    slave: int  # held open so the master never reads EIO while nobody has the path open
+    path: str
+
+    @classmethod
+    def open(cls) -> _PtyEnd:
+        master, slave = pty.openpty()
+        tty.setraw(slave)  # no echo, no CR/LF translation, no XON/XOFF: every byte passes
+        os.set_blocking(master, False)
+        return cls(master=master, slave=slave, path=os.ttyname(slave))
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class SerialBus:
+    """Pseudo-terminals joined into one serial line: `port` for the driver, `attach()` per device."""
+
+    def __init__(self, name: str = "rtu-bus") -> None:
+        self.name = name
+        self._host = _PtyEnd.open()
+        self._devices: dict[str, _PtyEnd] = {}
+        self._lock = threading.Lock()
+        self._wake_read, self._wake_write = os.pipe()  # interrupts select() on attach and stop
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._traffic: deque[tuple[str, bytes]] = deque(maxlen=1024)
+
+    @property
+    def port(self) -> str:
+        """The path a driver opens (the host side of the line)."""
+        return self._host.path
+
+    def attach(self) -> str:
+        """Add a device to the line; returns the pty path the device's server opens."""
+        end = _PtyEnd.open()
+        with self._lock:
+            self._devices[end.path] = end
+        self._wake()
+        return end.path
+
+    def detach(self, path: str) -> None:
+        """Take a device off the line (idempotent); its pty is closed."""
+        with self._lock:
+            end = self._devices.pop(path, None)
+        self._wake()
+        if end is not None:
+            end.close()
+
+    def traffic(self) -> list[tuple[str, bytes]]:
+        """The latest chunks seen on the line: ("host", bytes) sent by the driver, ("device", ...)."""
+        with self._lock:
+            return list(self._traffic)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> SerialBus:
+        """Start forwarding in a daemon thread; returns self."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"emu-{self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop forwarding and close every pty (idempotent)."""
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            ends, self._devices = list(self._devices.values()), {}
+        for end in (*ends, self._host):
+            end.close()
+        for fd in (self._wake_read, self._wake_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> SerialBus:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ forwarding
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"\0")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                devices = list(self._devices.values())
+            watched = [self._wake_read, self._host.master, *(d.master for d in devices)]
+            try:
+                ready, _, _ = select.select(watched, [], [], 0.5)
+            except (OSError, ValueError):  # a pty closed under us: stop() is on its way
+                return
+            for fd in ready:
+                if fd == self._wake_read:
+                    with contextlib.suppress(OSError):
+                        os.read(fd, 64)
+                    continue
+                data = _read(fd)
+                if not data:
+                    continue
+                with self._lock:
+                    self._traffic.append(("host" if fd == self._host.master else "device", data))
+                if fd == self._host.master:
+                    for device in devices:  # multi-drop: every device hears the master
+                        _write(device.master, data)
+                else:
+                    _write(self._host.master, data)
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EAGAIN (raced), or EIO while a pty is being closed
+        return b""
+
+
+def _write(fd: int, data: bytes) -> None:
+    # a full input queue (EAGAIN) means nobody reads that end: the bytes are lost, as on a line
+    with contextlib.suppress(OSError):
+        os.write(fd, data)

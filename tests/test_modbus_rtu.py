@@ -1,0 +1,412 @@
+"""Modbus RTU end to end: the real drivers open a pseudo-terminal with pyserial, pymodbus's RTU
+serial server answers on another, and a forwarding thread joins them into one serial line.
+
+Covers the Modbus turntable and lightbox over RTU (happy path, every injected fault), several
+units sharing one RS-485 line, and what RTU's lack of transaction ids means for late replies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from pymodbus.framer import FramerRTU
+from typer.testing import CliRunner
+
+from rig.backend import open_rig
+from rig.cli import app
+from rig.config import (
+    ModbusEmulatorConfig,
+    ModbusLightboxConfig,
+    ModbusRtu,
+    ModbusTurntableConfig,
+    RigConfig,
+)
+from rig.errors import ConfigError, DeviceFault, DeviceTimeout, TransportError
+from rig.lightbox.modbus import ModbusLightbox
+from rig.modbus_link import ModbusRegisterLink
+from rig.sim.clock import SimClock
+from rig.sim.faults import FaultInjector
+from rig.sim.modbus_bus import SerialBus
+from rig.sim.modbus_drive import ModbusTurntableEmulator
+from rig.sim.modbus_lights import ModbusLightboxEmulator
+from rig.sim.world import World
+from rig.turntable.modbus import ModbusTurntable
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+RETRIES = 2
+TIMEOUT_S = 0.1
+RTU = ModbusEmulatorConfig(framing="rtu")
+
+
+def turntable_config(**overrides: object) -> ModbusTurntableConfig:
+    settings: dict[str, object] = {
+        "driver": "modbus",
+        "emulate": RTU,
+        "unit_id": 1,
+        "timeout_s": TIMEOUT_S,
+        "retries": RETRIES,
+        "poll_interval_s": 0.002,
+    }
+    return ModbusTurntableConfig.model_validate(settings | overrides)
+
+
+def lightbox_config(**overrides: object) -> ModbusLightboxConfig:
+    settings: dict[str, object] = {
+        "driver": "modbus",
+        "emulate": RTU,
+        "unit_id": 2,
+        "timeout_s": TIMEOUT_S,
+        "retries": RETRIES,
+        "settle_ms": 0.0,
+        "channels": [
+            {"name": "north", "address": 0, "azimuth_deg": 90, "elevation_deg": 20},
+            {"name": "east", "address": 1, "azimuth_deg": 0, "elevation_deg": 20},
+            {"name": "dome", "address": 0, "kind": "coil", "diffuse": True},
+        ],
+        "patterns": {"raking_n": {"north": 1.0}, "soft": {"east": 0.25, "dome": 1.0}},
+    }
+    return ModbusLightboxConfig.model_validate(settings | overrides)
+
+
+class Turntable:
+    """A drive emulator on its own RTU line and a connected driver."""
+
+    def __init__(self, scale: float = 0.0) -> None:
+        self.config = turntable_config()
+        self.world = World()
+        self.faults = FaultInjector()
+        self.emulator = ModbusTurntableEmulator(
+            self.config, world=self.world, clock=SimClock(scale), faults=self.faults
+        ).start()
+        self.driver = ModbusTurntable(self.config, link=self.emulator.endpoint)
+        self.driver.connect()
+
+    def close(self) -> None:
+        self.driver.close()
+        self.emulator.stop()
+
+
+@pytest.fixture
+def table() -> Iterator[Turntable]:
+    bench = Turntable()
+    yield bench
+    bench.close()
+
+
+@pytest.fixture
+def bus() -> Iterator[SerialBus]:
+    with SerialBus("test-rs485") as line:
+        yield line
+
+
+def crc_ok(frame: bytes) -> bool:
+    return FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big"))
+
+
+# ---------------------------------------------------------------- happy path
+
+
+def test_turntable_moves_over_rtu_and_polls_status_until_still() -> None:
+    bench = Turntable(scale=0.05)  # a 90 degree move lasts ~0.09 s of wall time
+    try:
+        endpoint = bench.emulator.endpoint
+        assert isinstance(endpoint, ModbusRtu) and endpoint.port.startswith("/dev/")
+        assert bench.driver.identity().endpoint.startswith(f"rtu://{endpoint.port}")
+        status_reads_before = _status_reads(bench)
+        assert bench.driver.move_to_deg(90.0) == pytest.approx(90.0)
+        assert _status_reads(bench) - status_reads_before >= 3  # polled while busy
+        assert bench.driver.position_deg() == pytest.approx(90.0)
+        assert bench.world.snapshot().turntable_deg == pytest.approx(90.0)
+        assert bench.driver.status().state == "idle"
+    finally:
+        bench.close()
+
+
+def _status_reads(bench: Turntable) -> int:
+    status = bench.config.registers.status
+    return sum(
+        1
+        for r in bench.emulator.requests()
+        if r.function_code == 3 and r.address is not None and r.address <= status
+    )
+
+
+def test_the_line_carries_rtu_frames(table: Turntable) -> None:
+    # the host side of the line: unit 1, function 0x03/0x06/0x10, a valid CRC-16 on every frame
+    table.driver.move_to_deg(-12.5)
+    bus = table.emulator._own_bus
+    assert bus is not None
+    sent = [data for side, data in bus.traffic() if side == "host"]
+    answers = [data for side, data in bus.traffic() if side == "device"]
+    assert sent and answers
+    assert all(frame[0] == 1 and crc_ok(frame) for frame in sent + answers)
+    assert {frame[1] for frame in sent} >= {0x03, 0x10}
+
+
+def test_lightbox_sets_a_pattern_over_rtu_and_reads_it_back() -> None:
+    config = lightbox_config()
+    world = World()
+    with ModbusLightboxEmulator(config, world=world, clock=SimClock(0)) as emulator:
+        driver = ModbusLightbox(config, link=emulator.endpoint, sleep=lambda s: None)
+        driver.connect()
+        try:
+            levels = driver.set_pattern("soft")
+            assert levels == {"north": 0.0, "east": 0.25, "dome": 1.0}
+            assert emulator.levels() == levels
+            assert driver.levels() == levels
+            assert world.snapshot().lights["dome"].intensity == 1.0
+            driver.all_off()
+            assert set(emulator.levels().values()) == {0.0}
+        finally:
+            driver.close()
+
+
+# ---------------------------------------------------------------- one RS-485 line, two units
+
+
+def test_drive_and_led_controller_share_one_serial_line(bus: SerialBus) -> None:
+    tt_config, lb_config = turntable_config(), lightbox_config()
+    world = World()
+    drive = ModbusTurntableEmulator(tt_config, world=world, bus=bus)
+    lights = ModbusLightboxEmulator(lb_config, world=world, bus=bus)
+    with drive, lights:
+        assert drive.endpoint == lights.endpoint  # one port, as on a real adapter
+        turntable = ModbusTurntable(tt_config, link=drive.endpoint)
+        lightbox = ModbusLightbox(lb_config, link=lights.endpoint, sleep=lambda s: None)
+        turntable.connect()
+        lightbox.connect()  # the port is already open: borrowed, not opened twice
+        try:
+            errors: list[BaseException] = []
+
+            def spin() -> None:
+                try:
+                    for angle in (10.0, 20.0, 30.0, 40.0):
+                        turntable.move_to_deg(angle)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            worker = threading.Thread(target=spin, name="test-spin")
+            worker.start()
+            for _ in range(4):  # meanwhile the lights switch, on the same wires
+                lightbox.set_pattern("raking_n")
+                lightbox.set_pattern("soft")
+            worker.join(timeout=10.0)
+            assert errors == []
+            assert world.snapshot().turntable_deg == pytest.approx(40.0)
+            assert lights.levels()["dome"] == 1.0
+            # each device saw only its own requests
+            assert drive.requests() and lights.requests()
+            lightbox.close()  # the port stays open for the unit still using it
+            assert turntable.move_to_deg(5.0) == pytest.approx(5.0)
+        finally:
+            turntable.close()
+            lightbox.close()
+
+
+def test_units_on_one_port_must_agree_on_line_settings(bus: SerialBus) -> None:
+    first = ModbusRegisterLink(
+        ModbusRtu(port=bus.port, parity="N"), unit_id=1, timeout_s=0.1, retries=0
+    )
+    second = ModbusRegisterLink(
+        ModbusRtu(port=bus.port, baudrate=9600, parity="N"), unit_id=2, timeout_s=0.1, retries=0
+    )
+    with first, pytest.raises(ConfigError, match="different line settings"):
+        second.open()
+
+
+def test_a_request_for_another_unit_goes_unanswered(table: Turntable) -> None:
+    endpoint = table.emulator.endpoint
+    assert isinstance(endpoint, ModbusRtu)
+    before = len(table.emulator.requests())
+    with (
+        ModbusRegisterLink(endpoint, unit_id=7, timeout_s=0.1, retries=0) as stranger,
+        pytest.raises(DeviceTimeout),
+    ):
+        stranger.read_holding(0, 1)
+    assert len(table.emulator.requests()) == before
+
+
+# ---------------------------------------------------------------- injected faults
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("lost_reply", None),
+        ("late_reply", None),
+        ("garbage", None),
+        ("disconnect", None),
+        ("modbus_exception", 6),
+    ],
+)
+def test_transient_fault_is_retried_and_the_move_completes(
+    table: Turntable, kind: str, code: int | None
+) -> None:
+    table.faults.arm(kind, code=code)  # type: ignore[arg-type]
+    assert table.driver.move_to_deg(45.0) == pytest.approx(45.0)
+    assert [k for _, k in table.faults.fired] == [kind]
+    assert table.emulator.position_deg() == pytest.approx(45.0)
+    assert table.world.snapshot().turntable_deg == pytest.approx(45.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "error", "attempts"),
+    [
+        ("lost_reply", None, DeviceTimeout, RETRIES + 1),
+        # noise breaks the CRC: pymodbus drops the frame, the link tells it from silence
+        ("garbage", None, TransportError, RETRIES + 1),
+        # a serial line has no connection to lose: a dead line is silence
+        ("disconnect", None, DeviceTimeout, RETRIES + 1),
+        ("modbus_exception", 6, DeviceFault, RETRIES + 1),
+        ("modbus_exception", 4, DeviceFault, 1),
+    ],
+)
+def test_persistent_fault_raises_typed_error_then_the_link_recovers(
+    table: Turntable, kind: str, code: int | None, error: type[Exception], attempts: int
+) -> None:
+    table.driver.move_to_deg(30.0)
+    table.faults.arm(kind, code=code, times=RETRIES + 1)  # type: ignore[arg-type]
+    before = len(table.emulator.requests())
+    with pytest.raises(error) as caught:
+        table.driver.position_deg()
+    if error is TransportError:
+        assert not isinstance(caught.value, DeviceTimeout)
+        assert "garbled" in str(caught.value)
+    if code is not None:
+        assert isinstance(caught.value, DeviceFault) and caught.value.code == code
+    assert len(table.emulator.requests()) - before == attempts
+    table.faults.clear()
+    assert table.driver.position_deg() == pytest.approx(30.0)
+    assert table.driver.move_to_deg(12.0) == pytest.approx(12.0)
+
+
+def test_lightbox_faults_over_rtu_end_typed_and_verified() -> None:
+    config = lightbox_config()
+    faults = FaultInjector()
+    with ModbusLightboxEmulator(config, clock=SimClock(0), faults=faults) as emulator:
+        driver = ModbusLightbox(config, link=emulator.endpoint, sleep=lambda s: None)
+        driver.connect()
+        try:
+            faults.arm("garbage")  # once: retried, and the levels still verified
+            assert driver.set_pattern("soft")["east"] == 0.25
+            faults.arm("modbus_exception", code=2)  # illegal data address: not retried
+            with pytest.raises(DeviceFault) as caught:
+                driver.set_pattern("raking_n")
+            assert caught.value.code == 2
+            faults.arm("lost_reply", times=RETRIES + 1)
+            with pytest.raises(DeviceTimeout):
+                driver.levels()
+            faults.clear()
+            assert driver.set_pattern("raking_n") == emulator.levels()
+        finally:
+            driver.close()
+
+
+def test_drive_fault_over_rtu_is_reported_and_cleared(table: Turntable) -> None:
+    table.faults.arm("alarm", code=9)
+    with pytest.raises(DeviceFault, match="fault"):
+        table.driver.move_to_deg(90.0)
+    assert table.driver.status().state == "fault"
+    table.driver.recover()
+    assert table.driver.move_to_deg(90.0) == pytest.approx(90.0)
+
+
+# ---------------------------------------------------------------- late replies: no transaction ids
+
+
+def test_a_late_reply_answers_the_identical_retry(table: Turntable) -> None:
+    # RTU cannot tell the first request's late answer from the retry's: same unit, same
+    # function, same registers, so the (slightly older) values are taken and nothing fails
+    table.driver.move_to_deg(30.0)
+    table.faults.arm("late_reply", times=RETRIES + 1)
+    assert table.driver.position_deg() == pytest.approx(30.0)
+
+
+def test_a_late_reply_is_not_taken_for_the_answer_to_another_request() -> None:
+    config = turntable_config()
+    faults = FaultInjector()
+    emulator = ModbusTurntableEmulator(config, faults=faults, late_reply_s=2 * TIMEOUT_S)
+    with emulator:
+        endpoint = emulator.endpoint
+        assert isinstance(endpoint, ModbusRtu)
+        with ModbusRegisterLink(endpoint, unit_id=1, timeout_s=1.5 * TIMEOUT_S, retries=0) as link:
+            faults.arm("late_reply")
+            with pytest.raises(DeviceTimeout):
+                link.read_holding(config.registers.status, 1)  # its reply comes 0.05 s late
+            faults.arm("lost_reply")  # the next request is never answered ...
+            started = time.monotonic()
+            with pytest.raises(TransportError, match="late reply") as caught:
+                # ... but the stale read reply arrives while it waits
+                link.write_registers(config.registers.speed, [600])
+            assert not isinstance(caught.value, DeviceTimeout)
+            assert time.monotonic() - started < 1.5 * TIMEOUT_S + 0.5
+            faults.clear()
+            time.sleep(0.05)
+            link.write_registers(config.registers.speed, [600])  # and the line is usable
+
+
+# ---------------------------------------------------------------- simulation backend and CLI
+
+
+def rtu_rig_config() -> RigConfig:
+    """configs/sim.yaml with a Modbus drive (unit 1) and the lightbox (unit 2) emulated over RTU."""
+    data = yaml.safe_load((ROOT / "configs" / "sim.yaml").read_text())
+    data["turntable"] = {"driver": "modbus", "emulate": {"framing": "rtu"}, "unit_id": 1}
+    data["lightbox"]["emulate"] = {"framing": "rtu"}
+    data["lightbox"]["unit_id"] = 2
+    return RigConfig.model_validate(data)
+
+
+def test_backend_puts_both_rtu_units_on_one_line() -> None:
+    with open_rig(rtu_rig_config()) as rig:
+        endpoints = {rig.turntable.identity().endpoint, rig.lightbox.identity().endpoint}
+        ports = {e.split("?")[0] for e in endpoints}
+        assert len(ports) == 1 and ports.pop().startswith("rtu:///dev/")
+        assert rig.turntable.move_to_deg(33.0) == pytest.approx(33.0)
+        assert rig.lightbox.set_pattern("raking_e")["east"] == 1.0
+        world = rig.extras["world"]
+        assert world.snapshot().turntable_deg == pytest.approx(33.0)
+        assert world.snapshot().lights["east"].intensity == 1.0
+
+
+def test_probe_over_rtu(tmp_path: Path) -> None:
+    path = tmp_path / "rtu.yaml"
+    path.write_text(yaml.safe_dump(rtu_rig_config().model_dump(mode="json", exclude_none=True)))
+    result = runner.invoke(app, ["probe", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
+    assert "modbus" in rows["turntable"] and "idle" in rows["turntable"]
+    assert "modbus" in rows["lightbox"] and "dark" in rows["lightbox"]
+    assert "rtu:///dev" in rows["turntable"] and "rtu:///dev" in rows["lightbox"]
+
+
+def test_sim_serve_offers_rtu() -> None:
+    sim = str(ROOT / "configs" / "sim.yaml")
+    result = runner.invoke(
+        app, ["sim", "serve", "-c", sim, "--modbus", "rtu", "--duration-s", "0.1"]
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.output.splitlines() if "lightbox" in x]
+    assert "link: {kind: rtu, port: /dev/" in line and "parity: N}" in line
+    bad = runner.invoke(app, ["sim", "serve", "-c", sim, "--modbus", "udp", "--duration-s", "0.1"])
+    assert bad.exit_code == 2 and bad.output.strip().splitlines() == [
+        "error: --modbus must be tcp or rtu, got 'udp'"
+    ]
+
+
+def test_probe_missing_rtu_port_is_one_line(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "configs" / "sim.yaml").read_text())
+    data["lightbox"].pop("emulate")
+    data["lightbox"]["link"] = {"kind": "rtu", "port": str(tmp_path / "ttyUSB7")}
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["probe", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "ttyUSB7" in line and "Traceback" not in result.output
