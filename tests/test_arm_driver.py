@@ -339,3 +339,31 @@ def test_full_sequence_survives_random_link_faults() -> None:
         snap = b.world.snapshot()
         assert snap.tray[2] == COIN and snap.on_turntable is None and snap.held is None
         assert b.emulator.faults.fired, "the seed should have injected some faults"
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_late_reply_without_retries_times_out_and_is_not_taken_later(dialect: str) -> None:
+    # at 0.3 x real time the move below lasts ~0.3 s of wall time
+    with bench(dialect, retries=0, scale=0.3, real_sleep=True) as b:
+        b.emulator.faults.arm("late_reply")
+        with pytest.raises(DeviceTimeout):
+            b.arm.position()  # the position reply comes 0.45 s late, past the 0.3 s timeout
+        # the stale reply (the old pose) lands while this move polls for its completion
+        target = Pose(x_mm=-50.0, y_mm=220.0, z_mm=80.0)
+        started = time.monotonic()
+        b.arm.move_to(target)
+        assert time.monotonic() - started > 0.2  # so the move was still running at 0.45 s
+        assert b.arm.position() == target
+        assert b.world.snapshot().arm_xyz_mm == xyz(target)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_late_ack_of_a_move_is_not_taken_for_its_completion(dialect: str) -> None:
+    # the move's `ok` comes 0.45 s late: it is resent, and the straggler must not end M400
+    # (DexArm) early; at 0.6 x real time the arm is still travelling then (~0.65 s)
+    with bench(dialect, scale=0.6, real_sleep=True) as b:
+        b.emulator.faults.arm("late_reply")
+        target = Pose(x_mm=-50.0, y_mm=220.0, z_mm=80.0)
+        b.arm.move_to(target)
+        assert b.world.snapshot().arm_xyz_mm == xyz(target)
+        assert b.arm.position() == target

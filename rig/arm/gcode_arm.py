@@ -76,6 +76,7 @@ class GcodeArm:
         self._firmware = ""
         self._pose: Pose | None = None
         self._suction = False
+        self._owed = False  # a command timed out: its reply may still be on its way
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
@@ -160,9 +161,13 @@ class GcodeArm:
         seq = next(self._seq) if self.dialect.numbered else None
         if not self.dialect.numbered:
             # without sequence numbers a late reply to an earlier command is indistinguishable
-            # from this one's: drop whatever is already queued before asking
-            for stale in link.drain():
+            # from this one's: drop whatever is already queued before asking, and after a
+            # timeout first give the overdue reply a reply timeout's time to arrive (as the
+            # GRBL link does), so its `ok` is not taken for this command's
+            quiet_s = self.config.reply_timeout_s if self._owed else 0.0
+            for stale in link.drain(quiet_s):
                 log.debug("arm: dropped stale line %r", stale)
+        self._owed = False
         link.write(codec.encode_command(self.dialect, command, seq))
         deadline = time.monotonic() + timeout_s
         data: list[str] = []
@@ -171,6 +176,7 @@ class GcodeArm:
             try:
                 raw = link.read_line(deadline - time.monotonic())
             except DeviceTimeout as exc:
+                self._owed = True
                 if error is not None:  # Marlin's closing `ok` got lost; the error stands
                     raise self._fault(command, error) from exc
                 raise DeviceTimeout(
