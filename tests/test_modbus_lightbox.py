@@ -210,6 +210,7 @@ def test_transient_fault_is_retried_and_levels_verified(
     ("kind", "code", "error"),
     [
         ("lost_reply", None, DeviceTimeout),
+        ("late_reply", None, DeviceTimeout),
         ("garbage", None, TransportError),
         ("disconnect", None, TransportError),
         ("modbus_exception", 4, DeviceFault),

@@ -11,6 +11,8 @@ The models live in `rig.config.common` (base model, faults, transports), `rig.co
 from __future__ import annotations
 
 from rig.config.common import (
+    MODBUS_FAULTS,
+    SERIAL_FAULTS,
     EmulatorConfig,
     FaultKind,
     FaultRule,
@@ -60,6 +62,8 @@ from rig.config.rig_config import (
 )
 
 __all__ = [
+    "MODBUS_FAULTS",
+    "SERIAL_FAULTS",
     "ArmConfig",
     "BaslerCameraConfig",
     "CalibrationPolicy",

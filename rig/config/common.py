@@ -20,6 +20,26 @@ FaultKind = Literal[
 ]
 
 
+#: the faults a serial G-code emulator (GRBL, arms) can inject; `alarm` is GRBL's ALARM:N (an
+#: arm answers it as a refused command)
+SERIAL_FAULTS: tuple[FaultKind, ...] = (
+    "lost_reply",
+    "late_reply",
+    "garbage",
+    "error",
+    "alarm",
+    "disconnect",
+)
+#: the faults a Modbus emulator can inject (a drive adds `alarm`: it latches its fault bit)
+MODBUS_FAULTS: tuple[FaultKind, ...] = (
+    "lost_reply",
+    "late_reply",
+    "garbage",
+    "modbus_exception",
+    "disconnect",
+)
+
+
 class FaultRule(StrictModel):
     """One injected fault: what, how often, and (for codes) which code."""
 
@@ -80,6 +100,24 @@ class ModbusRtu(StrictModel):
 ModbusLink = Annotated[ModbusTcp | ModbusRtu, Field(discriminator="kind")]
 
 RegisterAddress = Annotated[int, Field(ge=0, le=65535)]
+
+
+def check_fault_kinds(
+    emulate: EmulatorConfig | None, allowed: tuple[FaultKind, ...], device: str
+) -> None:
+    """Check that every configured fault is one this device's emulator can inject.
+
+    Raises:
+        ValueError: a rule names another wire's fault (pydantic reports it as a validation error).
+    """
+    if emulate is None:
+        return
+    for rule in emulate.faults:
+        if rule.kind not in allowed:
+            raise ValueError(
+                f"emulate.faults: {rule.kind!r} does not apply to {device}; "
+                f"choose from {list(allowed)}"
+            )
 
 
 def require_one_endpoint(link: object, emulate: object) -> None:

@@ -11,12 +11,15 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from rig.config.common import (
+    MODBUS_FAULTS,
+    SERIAL_FAULTS,
     EmulatorConfig,
     ModbusEmulatorConfig,
     ModbusLink,
     RegisterAddress,
     SerialPort,
     StrictModel,
+    check_fault_kinds,
     require_one_endpoint,
 )
 from rig.errors import ConfigError
@@ -69,6 +72,7 @@ class GrblTurntableConfig(StrictModel):
     @model_validator(mode="after")
     def _endpoint(self) -> GrblTurntableConfig:
         require_one_endpoint(self.link, self.emulate)
+        check_fault_kinds(self.emulate, SERIAL_FAULTS, "a GRBL turntable")
         if self.speed_deg_per_s > self.limits.max_speed_deg_per_s:
             raise ValueError(
                 f"speed_deg_per_s {self.speed_deg_per_s} exceeds limits.max_speed_deg_per_s "
@@ -113,6 +117,7 @@ class ModbusTurntableConfig(StrictModel):
     @model_validator(mode="after")
     def _endpoint(self) -> ModbusTurntableConfig:
         require_one_endpoint(self.link, self.emulate)
+        check_fault_kinds(self.emulate, (*MODBUS_FAULTS, "alarm"), "a Modbus turntable")
         return self
 
 
@@ -220,6 +225,7 @@ class GcodeArmConfig(StrictModel):
     @model_validator(mode="after")
     def _poses_inside(self) -> GcodeArmConfig:
         require_one_endpoint(self.link, self.emulate)
+        check_fault_kinds(self.emulate, SERIAL_FAULTS, "a G-code arm")
         named = {
             "safe_pose": self.safe_pose,
             "turntable_pose": self.turntable_pose,
@@ -279,6 +285,7 @@ class ModbusLightboxConfig(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> ModbusLightboxConfig:
         require_one_endpoint(self.link, self.emulate)
+        check_fault_kinds(self.emulate, MODBUS_FAULTS, "a Modbus lightbox")
         names = [c.name for c in self.channels]
         if len(set(names)) != len(names):
             raise ValueError("channel names must be unique")

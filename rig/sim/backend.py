@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rig.config import (
+    MODBUS_FAULTS,
+    SERIAL_FAULTS,
     EmulatorConfig,
     FaultRule,
     GcodeArmConfig,
@@ -26,10 +28,12 @@ from rig.sim.clock import SimClock
 from rig.sim.faults import FAULT_PRESETS, FaultInjector
 from rig.sim.world import LightState, World
 
-# Which fault kinds make sense on which wire: a serial G-code device cannot answer with a Modbus
-# exception code, and a Modbus drive has no ALARM line.
-_SERIAL_FAULTS = {"lost_reply", "late_reply", "garbage", "error", "alarm", "disconnect"}
-_MODBUS_FAULTS = {"lost_reply", "late_reply", "garbage", "modbus_exception", "disconnect"}
+# Which fault kinds make sense on which wire (a preset applies only those): a serial G-code
+# device cannot answer with a Modbus exception code; a Modbus drive's `alarm` latches its fault
+# bit, and an LED controller has none.
+_SERIAL_FAULTS: set[str] = set(SERIAL_FAULTS)
+_MODBUS_FAULTS: set[str] = set(MODBUS_FAULTS)
+_DRIVE_FAULTS = _MODBUS_FAULTS | {"alarm"}
 
 
 @dataclass
@@ -111,7 +115,7 @@ def start_backend(
             turntable,
             world=world,
             clock=clock,
-            faults=injector(turntable.emulate, _MODBUS_FAULTS),
+            faults=injector(turntable.emulate, _DRIVE_FAULTS),
             bus=rtu_bus,
         )
         stack.enter_context(drive)

@@ -12,7 +12,7 @@ import time
 
 from rig.config import ModbusTurntableConfig
 from rig.devices import DeviceStatus
-from rig.errors import DeviceFault, DeviceTimeout, SafetyError
+from rig.errors import DeviceAlarm, DeviceFault, DeviceTimeout, SafetyError
 from rig.modbus_device import ModbusDevice
 from rig.modbus_link import MAX_READ_REGISTERS
 from rig.motion import check_within, motion_timeout_s
@@ -66,7 +66,8 @@ class ModbusTurntable(ModbusDevice[ModbusTurntableConfig]):
 
         Raises:
             NotConnected: connect() has not been called.
-            DeviceFault: the drive faulted or refused the command.
+            DeviceAlarm: the drive latched a fault (call recover()).
+            DeviceFault: the drive refused the command.
             DeviceTimeout: homing did not finish in time.
             TransportError: the link broke.
         """
@@ -81,7 +82,8 @@ class ModbusTurntable(ModbusDevice[ModbusTurntableConfig]):
         Raises:
             SafetyError: the angle is outside the configured limits (nothing is sent).
             NotConnected: connect() has not been called.
-            DeviceFault: the drive faulted, refused the move, or stopped short of the target.
+            DeviceAlarm: the drive latched a fault (call recover()).
+            DeviceFault: the drive refused the move, or stopped short of the target.
             DeviceTimeout: the motion did not finish in time (the drive is told to stop).
             TransportError: the link broke.
         """
@@ -173,9 +175,10 @@ class ModbusTurntable(ModbusDevice[ModbusTurntableConfig]):
         while True:
             state, steps = self._read_state()
             if state.fault:
-                raise DeviceFault(
+                # latched until cleared, like a GRBL alarm: the caller must recover()
+                raise DeviceAlarm(
                     f"turntable: drive reported a fault during {what} "
-                    f"(status 0x{state.raw:04x}) at {self._to_deg(steps):g} deg"
+                    f"(status 0x{state.raw:04x}) at {self._to_deg(steps):g} deg; call recover()"
                 )
             if not state.busy:
                 if abs(steps - target) <= 1:
