@@ -410,3 +410,22 @@ def test_probe_missing_rtu_port_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert "ttyUSB7" in line and "Traceback" not in result.output
+
+
+def test_the_shipped_rs485_example_runs_on_emulated_units() -> None:
+    # configs/modbus-dexarm-webcam.yaml puts the drive (unit 1) and the relay board (unit 2) on
+    # one adapter; emulated, they share one line too, with the example's register maps
+    data = yaml.safe_load((ROOT / "configs" / "modbus-dexarm-webcam.yaml").read_text())
+    sim = yaml.safe_load((ROOT / "configs" / "sim.yaml").read_text())
+    for device in ("turntable", "lightbox"):
+        assert data[device]["link"]["port"] == "/dev/ttyUSB1"
+        data[device].pop("link")
+        data[device]["emulate"] = {"framing": "rtu"}
+    data["arm"].pop("link")
+    data["arm"]["emulate"] = {}
+    data["camera"], data["simulation"] = sim["camera"], sim["simulation"]
+    with open_rig(RigConfig.model_validate(data)) as rig:
+        turntable_port = rig.turntable.identity().endpoint.split("?")[0]
+        assert rig.lightbox.identity().endpoint.split("?")[0] == turntable_port
+        assert rig.turntable.move_to_deg(-90.0) == pytest.approx(-90.0, abs=0.01)
+        assert rig.lightbox.set_pattern("raking_w") == {"left": 1.0, "right": 0.0, "ring": 0.0}

@@ -48,6 +48,7 @@ class SerialBus:
         self.name = name
         self._host = _PtyEnd.open()
         self._devices: dict[str, _PtyEnd] = {}
+        self._retired: list[_PtyEnd] = []  # detached, closed by the forwarding thread
         self._lock = threading.Lock()
         self._wake_read, self._wake_write = os.pipe()  # interrupts select() on attach and stop
         self._stop = threading.Event()
@@ -72,8 +73,20 @@ class SerialBus:
         """Take a device off the line (idempotent); its pty is closed."""
         with self._lock:
             end = self._devices.pop(path, None)
-        self._wake()
-        if end is not None:
+            if end is not None:
+                self._retired.append(end)
+            forwarding = self._thread is not None
+        if forwarding:
+            # the thread may be inside select() on this pty: it closes it between two rounds,
+            # so no descriptor is closed (and its number reused) under its feet
+            self._wake()
+        else:
+            self._close_retired()
+
+    def _close_retired(self) -> None:
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for end in retired:
             end.close()
 
     def traffic(self) -> list[tuple[str, bytes]]:
@@ -92,16 +105,17 @@ class SerialBus:
 
     def stop(self) -> None:
         """Stop forwarding and close every pty (idempotent)."""
+        if self._closed:
+            return  # the wake-up pipe is closed: its descriptor number may be someone else's
         self._stop.set()
         self._wake()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
-        if self._closed:
-            return
         self._closed = True
         with self._lock:
             ends, self._devices = list(self._devices.values()), {}
+        self._close_retired()
         for end in (*ends, self._host):
             end.close()
         for fd in (self._wake_read, self._wake_write):
@@ -121,13 +135,14 @@ class SerialBus:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._close_retired()
             with self._lock:
                 devices = list(self._devices.values())
             watched = [self._wake_read, self._host.master, *(d.master for d in devices)]
             try:
                 ready, _, _ = select.select(watched, [], [], 0.5)
-            except (OSError, ValueError):  # a pty closed under us: stop() is on its way
-                return
+            except (OSError, ValueError):  # only stop() closes descriptors under us
+                continue
             for fd in ready:
                 if fd == self._wake_read:
                     with contextlib.suppress(OSError):
@@ -139,8 +154,10 @@ class SerialBus:
                 with self._lock:
                     self._traffic.append(("host" if fd == self._host.master else "device", data))
                 if fd == self._host.master:
-                    for device in devices:  # multi-drop: every device hears the master
-                        _write(device.master, data)
+                    with self._lock:  # now, not at select time: a device may just have joined
+                        targets = [d.master for d in self._devices.values()]
+                    for target in targets:  # multi-drop: every device hears the master
+                        _write(target, data)
                 else:
                     _write(self._host.master, data)
 
