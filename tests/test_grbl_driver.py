@@ -415,3 +415,15 @@ def test_emulator_speaks_grbl(wire: tuple[GrblEmulator, SerialLineTransport]) ->
     assert ask(link, b"G0 X0\n") == [ErrorReply(9)]
     assert ask(link, b"$X\n", count=2)[1] == Ok()
     assert ask(link, b"G0 X0\n") == [Ok()]
+
+
+@pytest.mark.parametrize("axis", ["Z", "A"])
+def test_turntable_on_another_axis(make_rig: Callable[..., Rig], axis: str) -> None:
+    # a 4th-axis board (A) reports four coordinates; the turntable's is found by its letter
+    rig = make_rig(axis=axis, tilt=None)
+    assert rig.driver.move_to_deg(123.0) == 123.0
+    assert rig.moves() == [f"G90 G1 {axis}123.000 F3600.000".encode()]
+    index = "XYZA".index(axis)
+    assert rig.emulator.machine_position()[index] == 123.0
+    assert rig.emulator.machine_position()[0] == 0.0
+    assert rig.world.snapshot().turntable_deg == 123.0
