@@ -3,7 +3,11 @@ r"""Explanations measured on the digital twin, time per image, and ruler → typ
 The twin knows where each coin's identifying marks lie (`rig.sim.shading.identity_mask`), so
 each explanation method can be scored against ground truth on held-out coins (a catalog seed
 the model never saw): pointing game, the share of its top-ranked 10% of the coin on the marks,
-and the share of its mass on the marks, next to smooth random maps at the same scale.
+and the share of its mass on the marks, next to smooth random maps at the same scale. Every
+method is run twice: explaining the plain similarity to the matched image, and explaining the
+identity margin over the other held-out coins struck from the same dies (`--margin-epsilon` is
+the landmark ε for the margin). Each row also gives the mean per-image gain over the random
+map ± its standard error, so "better than random" can be told from noise.
 
     .venv/bin/python benchmarks/explain.py --out runs/bench-explain            # trains a model
     .venv/bin/python benchmarks/explain.py --run runs/trunc --coins 16         # a trained run
@@ -11,8 +15,10 @@ and the share of its mass on the marks, next to smooth random maps at the same s
     .venv/bin/python benchmarks/explain.py --timing-size 224 --window 11   # cost at 224 px
 
 Without --run it renders a twin dataset, trains `resnet-tiny-truncated` at 64 px (a grid-keeping
-model, so all four methods apply) with `training.train`, and explains that run. `--classify`
-runs the hierarchy cross-validation and the SIFT baseline on twin renders instead.
+model, so all four methods apply) with `training.train`, and explains that run. Queries and
+catalog images are cut out as the run's training cut out its captures (one circle and one
+outline for the frames of a pose, background masked), and the identity mask by the same circle.
+`--classify` runs the hierarchy cross-validation and the SIFT baseline on twin renders instead.
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ import numpy as np
 from rig.sim.coins import SIDES, CoinCatalog, Side, Variation
 from rig.sim.shading import identity_mask, render_view
 from rig.sim.world import LightState
-from training.explain import METHODS, explain_match
+from training.cache import Preprocess
+from training.coinfind import Circle, crop_coin, crop_pose, find_coin, find_coin_in_pose
+from training.explain import METHODS, Explanation, background_baseline, explain_match
 from training.explain.overlay import save_explanation
-from training.explain.scoring import random_baseline, score_map
-from training.hierarchy import ClassifierSettings, LabelledImage, run_hierarchy_cv
+from training.explain.scoring import Scores, random_baseline, score_map
+from training.hierarchy import ClassifierSettings, LabelledImage, paired_line, run_hierarchy_cv
 from training.search import embed_crops, load_run_model
 from training.sift_baseline import run_sift_baseline_cv
 
@@ -47,7 +55,6 @@ PATTERNS = {
     "raking_e": {"east": LightState(1.0, 0.0, 20.0, False)},
     "top": {"top": LightState(0.8, 135.0, 60.0, False), "dome": LightState(0.2, None, None, True)},
 }
-MARGIN = 0.04  # training.cache.Preprocess's margin around the coin
 # Explanations are measured on die-siblings: two designs per side, one die each, so coins
 # differ only by what identifies a physical coin, and a model that tells them apart has to
 # look at that; with many dies the design alone would do. Wear and toning are switched off:
@@ -61,19 +68,48 @@ SIBLINGS: dict[str, Any] = {
 }
 
 
-def crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Crop the centred coin (known position in a twin render) as training does, to size×size."""
-    half = RENDER / 4 * (1 + MARGIN)
-    lo, hi = round(RENDER / 2 - half), round(RENDER / 2 + half)
-    return cv2.resize(image[lo:hi, lo:hi], (size, size), interpolation=cv2.INTER_AREA)
-
-
 def render(catalog: CoinCatalog, coin: str, side: Side, angle: float, light: str) -> np.ndarray:
     """One rig-style capture of a coin side, RENDER px square."""
     seed = int(
         hashlib.blake2b(f"{coin}{side}{angle}{light}".encode(), digest_size=4).hexdigest(), 16
     )
     return render_view(catalog, coin, side, angle, PATTERNS[light], size=RENDER, seed_noise=seed)
+
+
+def pose_crops(
+    catalog: CoinCatalog,
+    coin: str,
+    side: Side,
+    angle: float,
+    lights: list[str],
+    preprocess: Preprocess,
+) -> tuple[dict[str, np.ndarray], Circle]:
+    """One pose of a coin side under each light, cut out as training cuts out a pose's frames."""
+    frames = [render(catalog, coin, side, angle, light) for light in lights]
+    circle = find_coin_in_pose(frames) or find_coin(frames[0])
+    crops = crop_pose(
+        frames,
+        circle,
+        preprocess.image_size,
+        margin=preprocess.margin,
+        mask_background=preprocess.mask_background,
+    )
+    return dict(zip(lights, crops, strict=True)), circle
+
+
+def crop_truth(
+    catalog: CoinCatalog, coin: str, side: Side, angle: float, circle: Circle, prep: Preprocess
+) -> np.ndarray:
+    """The identity mask cut by the circle its pose's images were cut by: aligned with them."""
+    truth = identity_mask(catalog, coin, side, angle, RENDER)
+    rgb = np.repeat(truth[..., None], 3, axis=2)
+    return crop_coin(rgb, circle, prep.image_size, margin=prep.margin)[..., 0]
+
+
+def die_of(catalog: CoinCatalog, coin: str, side: Side) -> tuple[int, int]:
+    """(design, die index) of one side: coins sharing it were struck from the same die."""
+    c = catalog.coin(coin)
+    return (c.ruler if side == "obverse" else c.type_index, c.dies[side])
 
 
 def write_twin_dataset(root: Path, catalog: CoinCatalog, angles: list[float]) -> Path:
@@ -140,106 +176,193 @@ def identification_top1(
     return float(np.mean([keys[b] == (c, s) for b, c, s in zip(best, coins, sides, strict=True)]))
 
 
+def rivals_of(
+    catalog: CoinCatalog,
+    coin: str,
+    side: Side,
+    gallery: dict[tuple[str, Side], np.ndarray],
+    gallery_emb: dict[tuple[str, Side], np.ndarray],
+    query_emb: np.ndarray,
+) -> tuple[list[np.ndarray], bool]:
+    """Catalog images of the other coins struck from this side's die (else the runner-up)."""
+    same_die = [
+        gallery[o, side]
+        for o, s in gallery
+        if s == side and o != coin and die_of(catalog, o, side) == die_of(catalog, coin, side)
+    ]
+    if same_die:
+        return same_die, True
+    others = [k for k in gallery if k[0] != coin]
+    best = max(others, key=lambda k: float(gallery_emb[k] @ query_emb))
+    return [gallery[best]], False
+
+
+def _summary(items: list[tuple[Scores, Scores, Explanation | None]]) -> dict[str, Any]:
+    """Mean scores of one row, and its mean per-image gain over that image's random maps."""
+    scores = [s for s, _, _ in items]
+    chance = [c for _, c, _ in items]
+    runs = [r for _, _, r in items if r is not None]
+    n = len(scores)
+
+    def gain(field: str) -> tuple[float, float]:
+        pairs = zip(scores, chance, strict=True)
+        d = np.array([getattr(s, field) - getattr(c, field) for s, c in pairs])
+        sem = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+        return float(d.mean()), sem
+
+    return {
+        "pointing": float(np.mean([s.pointing for s in scores])),
+        "top_precision": float(np.mean([s.precision for s in scores])),
+        "energy": float(np.mean([s.energy for s in scores])),
+        "pointing_gain": gain("pointing"),
+        "top_precision_gain": gain("precision"),
+        "energy_gain": gain("energy"),
+        "seconds_per_image": float(np.mean([r.seconds for r in runs])) if runs else None,
+        "evaluations": float(np.mean([r.iterations for r in runs])) if runs else None,
+        "initial_score": float(np.mean([r.initial_score for r in runs])) if runs else None,
+        "fraction_kept": (
+            float(np.mean([r.fraction_kept for r in runs]))
+            if runs and runs[0].fraction_kept is not None
+            else None
+        ),
+    }
+
+
 def explain_table(args: argparse.Namespace, run: Path) -> dict[str, Any]:
-    """Score every method's map against the identity mask on held-out twin coins."""
+    """Score every method's map (similarity and identity margin) against the identity mask."""
     loaded = load_run_model(run)
-    model, size = loaded.model.cpu(), loaded.image_size
+    model, prep = loaded.model.cpu(), loaded.preprocess
+    size = prep.image_size
     methods = [m for m in METHODS if m != "match" or model.keeps_grid]
     held_out = CoinCatalog(seed=args.seed, coins=args.coins, **SIBLINGS)
     yy, xx = np.mgrid[0:size, 0:size]
-    support = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2) <= size / 2 / (1 + MARGIN)
-    rows: dict[str, list[Any]] = {m: [] for m in [*methods, "random"]}
+    support = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2) <= size / 2 / (1 + prep.margin)
+    targets = ("similarity", "margin")
+    rows: dict[str, list[Any]] = {f"{m}/{t}": [] for t in targets for m in methods}
+    rows["random"] = []
     coins = held_out.coin_ids()
     sides: list[Side] = ["obverse" if n % 2 == 0 else "reverse" for n in range(len(coins))]
-    # upright, as a de-rotated capture is; the raking light differs from the matched image's
-    angle = 0.0
-    queries = [
-        crop(render(held_out, c, s, angle, "raking_n"), size)
-        for c, s in zip(coins, sides, strict=True)
-    ]
-    gallery = {(c, s): crop(render(held_out, c, s, 0.0, "top"), size) for c in coins for s in SIDES}
+    # upright, as a de-rotated capture is; the query's raking light differs from the catalog
+    # image's top light, and both are frames of one pose, cut out together as training does
+    angle, lights = 0.0, list(PATTERNS)
+    poses = {(c, s): pose_crops(held_out, c, s, angle, lights, prep) for c in coins for s in SIDES}
+    queries = [poses[c, s][0]["raking_n"] for c, s in zip(coins, sides, strict=True)]
+    gallery = {key: crops["top"] for key, (crops, _) in poses.items()}
     top1 = identification_top1(model, queries, coins, sides, gallery)
+    keys = list(gallery)
+    gallery_emb = dict(zip(keys, embed_crops(model, [gallery[k] for k in keys]), strict=True))
+    query_emb = embed_crops(model, queries)
+    same_die_rivals = 0
+    # removed pixels become what the run's crops show off the coin, unless asked for black
+    baseline = 0.0 if args.baseline == "black" else background_baseline(prep.mask_background)
     for n, (coin, side, query) in enumerate(zip(coins, sides, queries, strict=True)):
         against = gallery[coin, side]
-        truth = crop(identity_mask(held_out, coin, side, angle, RENDER), size)
-        for method in methods:
-            result = explain_match(
-                model, query, against, method, epsilon=args.epsilon, window=args.window
-            )
-            scores = score_map(result.heat, truth, args.fraction, support, args.tolerance)
-            rows[method].append((scores, result))
-            if n < args.overlays:
-                save_explanation(
-                    args.out / "overlays",
-                    f"{coin}-{method}",
-                    query,
-                    result.heat,
-                    value_range=result.value_range,
-                )
-        rows["random"].append(
-            (
-                random_baseline(
-                    truth,
-                    args.fraction,
-                    support=support,
-                    scale_px=args.window,
-                    tolerance_px=args.tolerance,
-                ),
-                None,
-            )
+        truth = crop_truth(held_out, coin, side, angle, poses[coin, side][1], prep)
+        rivals, same_die = rivals_of(held_out, coin, side, gallery, gallery_emb, query_emb[n])
+        same_die_rivals += same_die
+        chance = random_baseline(
+            truth, args.fraction, support=support, scale_px=args.window, tolerance_px=args.tolerance
         )
+        rows["random"].append((chance, chance, None))
+        for target in targets:
+            for method in methods:
+                result = explain_match(
+                    model,
+                    query,
+                    against,
+                    method,
+                    epsilon=args.epsilon if target == "similarity" else args.margin_epsilon,
+                    window=args.window,
+                    rivals=rivals if target == "margin" else (),
+                    baseline=baseline,
+                )
+                scores = score_map(result.heat, truth, args.fraction, support, args.tolerance)
+                rows[f"{method}/{target}"].append((scores, chance, result))
+                if n < args.overlays:
+                    save_explanation(
+                        args.out / "overlays",
+                        f"{coin}-{method}-{target}",
+                        query,
+                        result.heat,
+                        value_range=result.value_range,
+                    )
         if n < args.overlays:
             save_explanation(
                 args.out / "overlays", f"{coin}-truth", query, truth, value_range=(0, 1)
             )
-    table = {}
-    for method, items in rows.items():
-        scores = [s for s, _ in items]
-        runs = [r for _, r in items if r is not None]
-        table[method] = {
-            "pointing": float(np.mean([s.pointing for s in scores])),
-            "top_precision": float(np.mean([s.precision for s in scores])),
-            "energy": float(np.mean([s.energy for s in scores])),
-            "seconds_per_image": float(np.mean([r.seconds for r in runs])) if runs else None,
-            "evaluations": float(np.mean([r.iterations for r in runs])) if runs else None,
-            "fraction_kept": (
-                float(np.mean([r.fraction_kept for r in runs])) if method == "landmarks" else None
-            ),
-        }
+    margins = [result.initial_score for _, _, result in rows[f"{methods[-1]}/margin"]]
+    identified = [m > 0 for m in margins]
     return {
         "run": str(run),
         "coins": args.coins,
         "identification_top1": top1,
+        "same_die_rivals": same_die_rivals,
         "window": args.window,
         "epsilon": args.epsilon,
+        "margin_epsilon": args.margin_epsilon,
+        "baseline": args.baseline,
         "top_fraction": args.fraction,
         "tolerance_px": args.tolerance,
-        "methods": table,
+        "methods": {name: _summary(items) for name, items in rows.items()},
+        # the same rows over the queries the model tells from their die-siblings (margin > 0):
+        # a model that cannot separate a coin from its siblings has no marks to point at
+        "identified": sum(identified),
+        "identified_methods": {
+            name: _summary([item for item, ok in zip(items, identified, strict=True) if ok])
+            for name, items in rows.items()
+        }
+        if any(identified)
+        else {},
+        "per_image": [
+            {"coin": c, "side": s, "margin": m}
+            for c, s, m in zip(coins, sides, margins, strict=True)
+        ],
     }
 
 
-def print_explain(result: dict[str, Any]) -> None:
+def _gain(mean_sem: tuple[float, float]) -> str:
+    mean, sem = mean_sem
+    return f"{100 * mean:+.1f} ± {100 * sem:.1f}"
+
+
+def _print_rows(methods: dict[str, Any]) -> None:
     print(
-        f"\n{result['coins']} held-out twin coins (identified top-1 "
-        f"{100 * result['identification_top1']:.0f}% among their {2 * result['coins']} sides), "
-        f"window/patch {result['window']} px, "
-        f"ε {result['epsilon']}, top {100 * result['top_fraction']:.0f}% of the coin, "
-        f"pointing tolerance {result['tolerance_px']} px"
+        "| method / explained score | mean score | pointing game | top-area on marks "
+        "(gain over random) | energy on marks (gain) | s/image | evaluations |"
     )
-    print(
-        "| method | pointing game | top-area on marks | energy on marks | s/image | evaluations |"
-    )
-    print("|---|---|---|---|---|---|")
-    for method, row in result["methods"].items():
+    print("|---|---|---|---|---|---|---|")
+    for method, row in methods.items():
         secs = "–" if row["seconds_per_image"] is None else f"{row['seconds_per_image']:.2f}"
         evals = "–" if row["evaluations"] is None else f"{row['evaluations']:.0f}"
+        score = "–" if row["initial_score"] is None else f"{row['initial_score']:.3f}"
         name = method
         if row["fraction_kept"] is not None:
             name += f" (kept {100 * row['fraction_kept']:.0f}%)"
         print(
-            f"| {name} | {100 * row['pointing']:.0f}% | {100 * row['top_precision']:.1f}% | "
-            f"{100 * row['energy']:.1f}% | {secs} | {evals} |"
+            f"| {name} | {score} | {100 * row['pointing']:.0f}% | "
+            f"{100 * row['top_precision']:.1f}% ({_gain(row['top_precision_gain'])}) | "
+            f"{100 * row['energy']:.1f}% ({_gain(row['energy_gain'])}) | {secs} | {evals} |"
         )
+
+
+def print_explain(result: dict[str, Any]) -> None:
+    """The tables as Markdown: scores, gain over random ± standard error, cost."""
+    print(
+        f"\n{result['coins']} held-out twin coins (identified top-1 "
+        f"{100 * result['identification_top1']:.0f}% among their {2 * result['coins']} sides; "
+        f"{result['same_die_rivals']} with same-die rivals), window/patch {result['window']} px, "
+        f"ε {result['epsilon']} (margin: {result['margin_epsilon']}), "
+        f"removed pixels: {result['baseline']}, "
+        f"top {100 * result['top_fraction']:.0f}% of the coin, "
+        f"pointing tolerance {result['tolerance_px']} px"
+    )
+    _print_rows(result["methods"])
+    if result["identified_methods"]:
+        print(
+            f"\nThe {result['identified']} queries the model tells from every die-sibling "
+            "(margin > 0):"
+        )
+        _print_rows(result["identified_methods"])
 
 
 def classify(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,12 +372,13 @@ def classify(args: argparse.Namespace) -> dict[str, Any]:
     design's own die-axis rotation (a few degrees) remains, covered by `standard` augmentation.
     """
     catalog = CoinCatalog(seed=args.seed, rulers=3, types=6, coins=args.coins)
+    prep = Preprocess(image_size=args.image_size)  # as `pipeline classify` reads datasets
     images = []
     for coin in catalog.coin_ids():
         rec = catalog.record(coin)
-        for side in ("obverse", "reverse"):
-            for angle, light in ((0.0, "top"), (0.0, "raking_n")):
-                pixels = crop(render(catalog, coin, side, angle, light), args.image_size)
+        for side in SIDES:
+            crops, _ = pose_crops(catalog, coin, side, 0.0, ["top", "raking_n"], prep)
+            for pixels in crops.values():
                 images.append(LabelledImage(pixels, rec["ruler"], rec["type"], side, coin))
     settings = ClassifierSettings(image_size=args.image_size, epochs=args.epochs, aug="standard")
     out = {}
@@ -273,6 +397,8 @@ def classify(args: argparse.Namespace) -> dict[str, Any]:
             for k in ("reverse_only", "obverse_only", "hierarchy")
         ]
         print(f"| {r['method']} | {' | '.join(cells)} | {r['seconds']:.0f} |")
+    for r in out.values():
+        print(paired_line(r))
     return out
 
 
@@ -283,8 +409,10 @@ def timing(args: argparse.Namespace) -> dict[str, Any]:
     size = args.timing_size
     model = build_model("resnet-tiny-truncated", image_size=size).eval()
     catalog = CoinCatalog(seed=args.seed, coins=2, **SIBLINGS)
-    query = crop(render(catalog, "SIM-0000", "obverse", 0.0, "raking_n"), size)
-    against = crop(render(catalog, "SIM-0000", "obverse", 0.0, "top"), size)
+    crops, _ = pose_crops(
+        catalog, "SIM-0000", "obverse", 0.0, ["raking_n", "top"], Preprocess(image_size=size)
+    )
+    query, against = crops["raking_n"], crops["top"]
     out = {}
     print(
         f"\nresnet-tiny-truncated at {size} px (untrained; cost only), window/patch {args.window}"
@@ -306,6 +434,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--window", type=int, default=11)
     parser.add_argument("--epsilon", type=float, default=0.3)
+    parser.add_argument(
+        "--margin-epsilon", type=float, default=0.1, help="landmark ε when explaining the margin"
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=("background", "black"),
+        default="background",
+        help="what landmarks and occlusion fade removed pixels to",
+    )
     parser.add_argument("--fraction", type=float, default=0.1, help="top-ranked share of the coin")
     parser.add_argument(
         "--tolerance",

@@ -5,6 +5,8 @@ Examples:
     pipeline explain --run runs/trunc --query phone.jpg --against catalog/SIM-0003/obverse.jpg \
         --method match --out explained/
     pipeline explain --run runs/tiny --query phone.jpg --method occlusion --window 11
+    pipeline explain --run runs/tiny --query phone.jpg --method landmarks --target margin \
+        --epsilon 0.1
     pipeline classify --data datasets/sawhill --model resnet-tiny --image-size 64 --epochs 10 \
         --folds 5 --baseline sift --out runs/classify
 """
@@ -24,17 +26,20 @@ from training.cache import crop_photo, default_cache_dir
 from training.coinfind import find_coin
 from training.data import load_images, read_datasets, reference_records
 from training.errors import TrainingError
-from training.explain import METHODS, Explanation, explain_match
+from training.explain import METHODS, Explanation, background_baseline, explain_match
 from training.explain.overlay import save_explanation
 from training.hierarchy import (
     ClassifierSettings,
     load_labelled_images,
+    paired_line,
     run_hierarchy_cv,
     write_confusion_png,
 )
 from training.imageio import load_rgb
 from training.search import RunModel, embed_crops, load_run_model
 from training.sift_baseline import run_sift_baseline_cv
+
+TARGETS = ("similarity", "margin")
 
 # result key, table column: what each row of the paper's table measures
 ROWS = (
@@ -50,8 +55,8 @@ def _crop(path: Path, loaded: RunModel) -> np.ndarray:
     return crop_photo(image, find_coin(image), loaded.preprocess)
 
 
-def _best_catalog_match(run: Path, loaded: RunModel, query: np.ndarray) -> tuple[np.ndarray, str]:
-    """The reference image of the run's datasets closest to the query, and its view name."""
+def _reference_gallery(run: Path, loaded: RunModel) -> tuple[list[np.ndarray], list[str]]:
+    """The reference images of the run's datasets, cut out as training did, and their views."""
     config_path = run / "config.json"
     if not config_path.is_file():
         raise fail(f"{run} records no datasets to match against; give --against IMAGE")
@@ -60,9 +65,29 @@ def _best_catalog_match(run: Path, loaded: RunModel, query: np.ndarray) -> tuple
     bank, _ = load_images(refs, loaded.preprocess, default_cache_dir())
     if not len(bank):
         raise fail(f"no readable reference images in {', '.join(map(str, data))}")
-    gallery = embed_crops(loaded.model, [bank.pixels([i])[0] for i in range(len(bank))])
-    best = int(np.argmax(gallery @ embed_crops(loaded.model, [query])[0]))
-    return np.asarray(bank.pixels([best])[0]), bank.records[best].view
+    crops = [np.asarray(bank.pixels([i])[0]) for i in range(len(bank))]
+    return crops, [r.view for r in bank.records]
+
+
+def _match_and_rival(
+    run: Path, loaded: RunModel, query: np.ndarray, rival: bool
+) -> tuple[np.ndarray, str, list[np.ndarray], list[str]]:
+    """The closest reference to the query and, if asked, the runner-up: the closest other coin.
+
+    The runner-up is taken among references of the matched image's side: the other side of
+    the same coin is no rival, and neither is the other side of another coin.
+    """
+    crops, views = _reference_gallery(run, loaded)
+    sims = embed_crops(loaded.model, crops) @ embed_crops(loaded.model, [query])[0]
+    order = [int(i) for i in np.argsort(-sims)]
+    best = order[0]
+    if not rival:
+        return crops[best], views[best], [], []
+    coin, side = views[best].rsplit("/", 1)
+    others = [i for i in order if views[i].split("/")[0] != coin and views[i].endswith(side)]
+    if not others:
+        raise fail(f"no reference of another coin's {side} to take the margin over; give --rival")
+    return crops[best], views[best], [crops[others[0]]], [views[others[0]]]
 
 
 def _explain_command(
@@ -72,6 +97,15 @@ def _explain_command(
         None, "--against", help="Matched image (default: the closest reference of the run's data)."
     ),
     method: str = typer.Option("landmarks", help=f"{' | '.join(METHODS)}."),
+    target: str = typer.Option(
+        "similarity",
+        help="similarity: to the matched image | margin: that similarity minus the highest to "
+        "a rival (--rival, else the closest reference of another coin), which cancels the die "
+        "design that same-die coins share.",
+    ),
+    rival: list[Path] = typer.Option(
+        [], "--rival", help="Rival image for --target margin (repeat; e.g. same-die coins)."
+    ),
     epsilon: float = typer.Option(0.5, help="Landmarks: allowed similarity drop (0.1-1.0)."),
     window: int = typer.Option(21, help="Landmark window / occlusion and saliency patch, px."),
     stride: int | None = typer.Option(None, help="Landmark window stride (default window/2)."),
@@ -92,12 +126,25 @@ def _explain_command(
             raise fail(f"--epsilon must be in [0, 2] (a cosine similarity drop), got {epsilon}")
         if window < 1 or (stride is not None and stride < 1):
             raise fail("--window and --stride must be positive pixel counts")
+        if target not in TARGETS:
+            raise fail(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+        if rival and target != "margin":
+            raise fail("--rival is only used with --target margin")
+        margin = target == "margin"
+        if margin and against is not None and not rival:
+            raise fail("--target margin with --against needs --rival IMAGE (the rival to beat)")
         loaded = load_run_model(run, checkpoint)
         query_crop = _crop(query, loaded)
+        rival_crops = [_crop(r, loaded) for r in rival]
+        rival_names = [r.name for r in rival]
         if against is not None:
             against_crop, against_name = _crop(against, loaded), against.name
         else:
-            against_crop, against_name = _best_catalog_match(run, loaded, query_crop)
+            against_crop, against_name, runner_up, runner_up_names = _match_and_rival(
+                run, loaded, query_crop, margin and not rival
+            )
+            if not rival:
+                rival_crops, rival_names = runner_up, runner_up_names
         result = explain_match(
             loaded.model.cpu(),
             query_crop,
@@ -107,10 +154,13 @@ def _explain_command(
             window=window,
             stride=stride,
             superpixels=superpixels,
+            rivals=rival_crops,
+            baseline=background_baseline(loaded.preprocess.mask_background),
         )
         folder = out or run / "explain" / query.stem
         written = _save(folder, result, query_crop, against_crop)
-    _report(result, against_name, written)
+    rival_name = None if result.rival is None else rival_names[result.rival]
+    _report(result, against_name, rival_name, written)
 
 
 def _save(folder: Path, result: Explanation, query: np.ndarray, against: np.ndarray) -> list[Path]:
@@ -125,8 +175,16 @@ def _save(folder: Path, result: Explanation, query: np.ndarray, against: np.ndar
     return written
 
 
-def _report(result: Explanation, against_name: str, written: list[Path]) -> None:
-    parts = [f"{result.method} vs {against_name}: similarity {result.initial_score:.3f}"]
+def _report(
+    result: Explanation, against_name: str, rival_name: str | None, written: list[Path]
+) -> None:
+    if rival_name is None:
+        parts = [f"{result.method} vs {against_name}: similarity {result.initial_score:.3f}"]
+    else:
+        parts = [
+            f"{result.method} vs {against_name}: margin {result.initial_score:.3f} "
+            f"over rival {rival_name}"
+        ]
     if result.fraction_kept is not None:
         parts.append(
             f"final score {result.score:.3f}, fraction kept {100 * result.fraction_kept:.1f}%"
@@ -202,6 +260,8 @@ def _classify_command(
             ),
         )
     Console().print(table)
+    for result in results.values():
+        typer.echo(paired_line(result))
     typer.echo(f"wrote {out / 'results.json'} and confusion matrices")
 
 

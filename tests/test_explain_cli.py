@@ -100,6 +100,36 @@ def test_explain_finds_the_closest_reference_by_default(run_dir: Path, tmp_path:
     assert "SYN-0001/reverse" in result.output  # its own catalog image is the closest
 
 
+def test_explain_margin_over_the_runner_up_by_default(run_dir: Path, tmp_path: Path) -> None:
+    data = json.loads((run_dir / "config.json").read_text())["data"][0]
+    query = Path(data) / "catalog" / "SYN-0001" / "reverse.jpg"
+    result = runner.invoke(
+        _app(),
+        ["explain", "--run", str(run_dir), "--query", str(query), "--method", "saliency",
+         "--target", "margin", "--window", "11", "--out", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # matched to its own reference; the rival is the closest reverse of another coin
+    assert "saliency vs SYN-0001/reverse: margin" in result.output
+    rival = result.output.split("over rival ")[1].split(";")[0]
+    assert rival.endswith("/reverse") and not rival.startswith("SYN-0001")
+    assert np.isfinite(np.load(tmp_path / "saliency-query.npy")).all()
+
+
+def test_explain_margin_over_a_given_rival(run_dir: Path, tmp_path: Path) -> None:
+    query, against = _photo(tmp_path / "q.png", 0), _photo(tmp_path / "a.png", 1)
+    rival = _photo(tmp_path / "r.png", 2)
+    result = runner.invoke(
+        _app(),
+        ["explain", "--run", str(run_dir), "--query", str(query), "--against", str(against),
+         "--method", "match", "--target", "margin", "--rival", str(rival),
+         "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "match vs a.png: margin" in result.output and "over rival r.png" in result.output
+    assert (tmp_path / "out" / "match-against.png").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -107,6 +137,9 @@ def test_explain_finds_the_closest_reference_by_default(run_dir: Path, tmp_path:
         (["--epsilon", "-1"], "--epsilon must be"),
         (["--query", "missing.png"], "no such file"),
         (["--run", "nowhere"], "not a training run"),
+        (["--target", "probability"], "--target must be one of"),
+        (["--rival", "q.png"], "--rival is only used with --target margin"),
+        (["--target", "margin", "--against", "q.png"], "needs --rival IMAGE"),
     ],
 )
 def test_explain_bad_input_is_one_line_exit_2(
@@ -115,7 +148,7 @@ def test_explain_bad_input_is_one_line_exit_2(
     query = _photo(tmp_path / "q.png", 0)
     base = {"--run": str(run_dir), "--query": str(query), "--method": "saliency"}
     for flag, value in zip(args[::2], args[1::2], strict=True):
-        base[flag] = value
+        base[flag] = str(tmp_path / value) if value == "q.png" else value
     result = runner.invoke(_app(), ["explain", *[x for kv in base.items() for x in kv]])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()

@@ -18,7 +18,9 @@ from training.hierarchy import (
     balanced_accuracy,
     class_balanced_folds,
     hierarchy_predict,
+    paired_line,
     run_hierarchy_cv,
+    sign_test_p,
     write_confusion_png,
 )
 
@@ -79,6 +81,13 @@ def test_hierarchy_rule_by_hand() -> None:
     assert hierarchy_predict(p_ruler, p_type, [0, 0, 1]).tolist() == [1, 2]
 
 
+def test_sign_test_by_hand() -> None:
+    assert sign_test_p(0, 0) == 1.0
+    assert sign_test_p(5, 0) == pytest.approx(2 / 32)  # both tails of five fair coin flips
+    assert sign_test_p(1, 3) == pytest.approx(2 * (1 + 4) / 16)
+    assert sign_test_p(3, 3) == 1.0  # capped: a tie is no evidence either way
+
+
 def test_balanced_accuracy_is_the_mean_of_the_row_normalised_diagonal() -> None:
     confusion = np.array([[8, 2, 0], [1, 1, 0], [0, 0, 0]])
     assert balanced_accuracy(confusion) == pytest.approx((0.8 + 0.5) / 2)  # row 3 is absent
@@ -110,6 +119,23 @@ def test_hierarchy_beats_reverse_only_on_synthetic_coins(tmp_path: Path) -> None
     assert hier >= 0.9 and hier >= rev + 0.25
     # every test coin counted exactly once over the folds
     assert np.sum(result["hierarchy"]["confusion"]) == 24
+    # the paired comparison: per-fold gains are the folds' own differences, and the pairs
+    # only one method gets right all go the hierarchy's way here
+    paired = result["hierarchy_vs_reverse"]
+    per_fold = [
+        h - r
+        for h, r in zip(
+            result["hierarchy"]["per_fold"], result["reverse_only"]["per_fold"], strict=True
+        )
+    ]
+    assert paired["per_fold_gain"] == pytest.approx(per_fold)
+    assert (
+        paired["fold_gain_mean"] == pytest.approx(np.mean(per_fold))
+        and paired["fold_gain_mean"] > 0.2
+    )
+    assert paired["only_hierarchy_right"] >= 5 > paired["only_reverse_right"]
+    assert paired["sign_test_p"] < 0.05
+    assert "sign test p" in paired_line(result)
     write_confusion_png(tmp_path / "h.png", result["hierarchy"], "hierarchy")
     assert (tmp_path / "h.png").stat().st_size > 1000
 

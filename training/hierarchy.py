@@ -16,6 +16,7 @@ from datasets by `load_labelled_images` or made by a caller (tests, the twin ben
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,6 +138,15 @@ def balanced_accuracy(confusion: np.ndarray) -> float:
     totals = confusion.sum(axis=1)
     present = totals > 0
     return float((np.diag(confusion)[present] / totals[present]).mean()) if present.any() else 0.0
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (McNemar's exact test) of `wins` against `losses`: P under 50:50."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 def hierarchy_predict(
@@ -318,6 +328,7 @@ def cross_validate(
         "obverse_only": _Tally(np.zeros((len(rulers), len(rulers)), np.int64)),
         "hierarchy": _Tally(np.zeros((len(types), len(types)), np.int64)),
     }
+    only_hierarchy = only_reverse = 0
     for train_pos, test_pos in class_balanced_folds([c.type for c in coins], folds, seed):
         train = [coins[i] for i in train_pos]
         test = [coins[i] for i in test_pos]
@@ -341,7 +352,20 @@ def cross_validate(
         true_ruler = np.array([ruler_index[c.ruler] for c, _, _ in pairs])
         tallies["reverse_only"].add(true_type, p_type.argmax(1))
         tallies["obverse_only"].add(true_ruler, p_ruler.argmax(1))
-        tallies["hierarchy"].add(true_type, hierarchy_predict(p_ruler, p_type, ruler_of_type))
+        hierarchy = hierarchy_predict(p_ruler, p_type, ruler_of_type)
+        tallies["hierarchy"].add(true_type, hierarchy)
+        reverse_right = p_type.argmax(1) == true_type
+        only_hierarchy += int(np.sum((hierarchy == true_type) & ~reverse_right))
+        only_reverse += int(np.sum((hierarchy != true_type) & reverse_right))
+    # The folds share their test coins' split, so the per-fold gains are paired; the sign test
+    # counts test pairs one method gets right and the other wrong (pairs of one coin are not
+    # independent, so its p is a rough guide, the per-fold gains the firmer one)
+    gains = [
+        h - r
+        for h, r in zip(
+            tallies["hierarchy"].per_fold, tallies["reverse_only"].per_fold, strict=True
+        )
+    ]
     return {
         "folds": folds,
         "coins": len(coins),
@@ -351,6 +375,14 @@ def cross_validate(
         "reverse_only": tallies["reverse_only"].summary(types),
         "obverse_only": tallies["obverse_only"].summary(rulers),
         "hierarchy": tallies["hierarchy"].summary(types),
+        "hierarchy_vs_reverse": {
+            "fold_gain_mean": float(np.mean(gains)),
+            "fold_gain_std": float(np.std(gains)),
+            "per_fold_gain": gains,
+            "only_hierarchy_right": only_hierarchy,
+            "only_reverse_right": only_reverse,
+            "sign_test_p": sign_test_p(only_hierarchy, only_reverse),
+        },
     }
 
 
@@ -369,6 +401,17 @@ def run_hierarchy_cv(
         raise SettingsError(f"every image must be {size}×{size} (the classifier's image_size)")
     result = cross_validate(images, cnn_predictor(settings), folds=folds, seed=seed, warn=warn)
     return {"method": f"cnn:{settings.model}", "settings": asdict(settings), **result}
+
+
+def paired_line(result: dict[str, Any]) -> str:
+    """One line: the hierarchy's gain over reverse-only, per fold and pair by pair."""
+    h = result["hierarchy_vs_reverse"]
+    return (
+        f"{result['method']}: hierarchy − reverse-only {100 * h['fold_gain_mean']:+.1f} points "
+        f"per fold (± {100 * h['fold_gain_std']:.1f}); test pairs only the hierarchy gets right "
+        f"{h['only_hierarchy_right']}, only reverse-only {h['only_reverse_right']} "
+        f"(sign test p = {h['sign_test_p']:.2g})"
+    )
 
 
 def write_confusion_png(path: Path, summary: dict[str, Any], title: str) -> None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from captum.attr import Occlusion, Saliency
 from torch import Tensor
 
-from training.explain import Target
+from training.explain import Baseline, Target, baseline_image
 
 PATCH_SIZES = (11, 21)
 OCCLUSION_STRIDE = 3
@@ -47,10 +47,13 @@ def occlusion_map(
     *,
     patch: int = 11,
     stride: int = OCCLUSION_STRIDE,
-    baseline: float = 0.0,
+    baseline: Baseline = 0.0,
     batch_size: int = 64,
 ) -> AttributionResult:
-    """Score drop when each patch×patch square is set to `baseline`, averaged per pixel."""
+    """Score drop when each patch×patch square is set to `baseline`, averaged per pixel.
+
+    `baseline` is a grey level or an RGB colour in [0, 1] (see explain_match).
+    """
     _check(image, patch)
     start = time.perf_counter()
     image = image.detach()
@@ -60,7 +63,7 @@ def occlusion_map(
             image,
             sliding_window_shapes=(image.shape[1], patch, patch),
             strides=(image.shape[1], stride, stride),
-            baselines=baseline,
+            baselines=baseline_image(baseline, image),
             perturbations_per_eval=batch_size,
         )
     h, w = image.shape[-2:]

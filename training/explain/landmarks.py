@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from training.explain import Target
+from training.explain import Baseline, Target, baseline_image
 
 
 class Regions:
@@ -146,7 +146,7 @@ def find_landmarks(
     max_iterations: int = 200,
     patience: int = 20,
     tolerance: float = 1e-3,
-    baseline: float = 0.0,
+    baseline: Baseline = 0.0,
 ) -> LandmarkResult:
     """Search the sparsest region weights that keep target's score within epsilon of the full image's.
 
@@ -161,7 +161,8 @@ def find_landmarks(
         patience: stop once the best feasible objective has not improved by more than
             `tolerance` for this many steps.
         tolerance: the smallest objective decrease that counts as progress.
-        baseline: pixel value ([0, 1]) that removed regions fade to; 0 is the rig's dark stage.
+        baseline: grey level or RGB colour ([0, 1]) that removed regions fade to; 0 is the
+            rig's dark stage, the masked background of a run's crops is BACKGROUND_RGB / 255.
     """
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"image must be 1×3×H×W, got {tuple(image.shape)}")
@@ -169,6 +170,7 @@ def find_landmarks(
         raise ValueError(f"epsilon must be >= 0, got {epsilon}")
     start = time.perf_counter()
     image = image.detach()
+    fade = baseline_image(baseline, image)
     with torch.no_grad():
         initial = float(target.score(image)[0])
     bound = initial - epsilon
@@ -179,7 +181,7 @@ def find_landmarks(
         iterations += 1
         x.requires_grad_(True)
         mask = regions.compose(x)
-        score = target.score(mask * image + (1 - mask) * baseline)[0]
+        score = target.score(mask * image + (1 - mask) * fade)[0]
         loss = target.loss(score)
         (loss_grad,) = torch.autograd.grad(loss, x)
         x, score, loss = x.detach(), score.detach(), loss.detach()
