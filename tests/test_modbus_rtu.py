@@ -1,8 +1,10 @@
 """Modbus RTU end to end: the real drivers open a pseudo-terminal with pyserial, pymodbus's RTU
 serial server answers on another, and a forwarding thread joins them into one serial line.
 
-Covers the Modbus turntable and lightbox over RTU (happy path, every injected fault), several
-units sharing one RS-485 line, and what RTU's lack of transaction ids means for late replies.
+Covers what only RTU has: CRC-checked frames, several units sharing one RS-485 line (and
+ignoring requests for other unit ids), late replies meeting other requests (no transaction
+ids), and the simulation backend and CLI over RTU. Every injected fault runs over RTU as well
+as TCP in tests/test_modbus_turntable.py and tests/test_modbus_lightbox.py.
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from modbus_support import (
+    LIGHT_CHANNELS,
+    TIMEOUT_S,
+    TurntableBench,
+    lightbox_config,
+    turntable_bench,
+    turntable_config,
+)
 from pymodbus.framer import FramerRTU
 from typer.testing import CliRunner
 
 from rig.backend import open_rig
 from rig.cli import app
-from rig.config import (
-    ModbusEmulatorConfig,
-    ModbusLightboxConfig,
-    ModbusRtu,
-    ModbusTurntableConfig,
-    RigConfig,
-)
-from rig.errors import ConfigError, DeviceFault, DeviceTimeout, TransportError
+from rig.config import ModbusRtu, RigConfig
+from rig.errors import ConfigError, DeviceTimeout, TransportError
 from rig.lightbox.modbus import ModbusLightbox
 from rig.modbus_link import ModbusRegisterLink
 from rig.sim.clock import SimClock
@@ -39,68 +43,17 @@ from rig.turntable.modbus import ModbusTurntable
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-RETRIES = 2
-TIMEOUT_S = 0.1
-RTU = ModbusEmulatorConfig(framing="rtu")
-
-
-def turntable_config(**overrides: object) -> ModbusTurntableConfig:
-    settings: dict[str, object] = {
-        "driver": "modbus",
-        "emulate": RTU,
-        "unit_id": 1,
-        "timeout_s": TIMEOUT_S,
-        "retries": RETRIES,
-        "poll_interval_s": 0.002,
-    }
-    return ModbusTurntableConfig.model_validate(settings | overrides)
-
-
-def lightbox_config(**overrides: object) -> ModbusLightboxConfig:
-    settings: dict[str, object] = {
-        "driver": "modbus",
-        "emulate": RTU,
-        "unit_id": 2,
-        "timeout_s": TIMEOUT_S,
-        "retries": RETRIES,
-        "settle_ms": 0.0,
-        "channels": [
-            {"name": "north", "address": 0, "azimuth_deg": 90, "elevation_deg": 20},
-            {"name": "east", "address": 1, "azimuth_deg": 0, "elevation_deg": 20},
-            {"name": "dome", "address": 0, "kind": "coil", "diffuse": True},
-        ],
-        "patterns": {"raking_n": {"north": 1.0}, "soft": {"east": 0.25, "dome": 1.0}},
-    }
-    return ModbusLightboxConfig.model_validate(settings | overrides)
-
-
-class Turntable:
-    """A drive emulator on its own RTU line and a connected driver."""
-
-    def __init__(self, scale: float = 0.0) -> None:
-        self.config = turntable_config()
-        self.world = World()
-        self.faults = FaultInjector()
-        self.emulator = ModbusTurntableEmulator(
-            self.config, world=self.world, clock=SimClock(scale), faults=self.faults
-        ).start()
-        self.driver = ModbusTurntable(self.config, link=self.emulator.endpoint)
-        self.driver.connect()
-
-    def close(self) -> None:
-        self.driver.close()
-        self.emulator.stop()
 
 
 @pytest.fixture
-def table() -> Iterator[Turntable]:
-    bench = Turntable()
-    yield bench
-    bench.close()
+def table() -> Iterator[TurntableBench]:
+    """A drive emulator on its own RTU line and a connected driver."""
+    yield from turntable_bench("rtu")
 
 
 @pytest.fixture
 def bus() -> Iterator[SerialBus]:
+    """An emulated RS-485 line for several units."""
     with SerialBus("test-rs485") as line:
         yield line
 
@@ -113,8 +66,9 @@ def crc_ok(frame: bytes) -> bool:
 
 
 def test_turntable_moves_over_rtu_and_polls_status_until_still() -> None:
-    bench = Turntable(scale=0.05)  # a 90 degree move lasts ~0.09 s of wall time
+    bench = TurntableBench(turntable_config("rtu"), SimClock(0.05))  # 90 degrees: ~0.09 s
     try:
+        bench.driver.connect()
         endpoint = bench.emulator.endpoint
         assert isinstance(endpoint, ModbusRtu) and endpoint.port.startswith("/dev/")
         assert bench.driver.identity().endpoint.startswith(f"rtu://{endpoint.port}")
@@ -128,7 +82,7 @@ def test_turntable_moves_over_rtu_and_polls_status_until_still() -> None:
         bench.close()
 
 
-def _status_reads(bench: Turntable) -> int:
+def _status_reads(bench: TurntableBench) -> int:
     status = bench.config.registers.status
     return sum(
         1
@@ -137,7 +91,7 @@ def _status_reads(bench: Turntable) -> int:
     )
 
 
-def test_the_line_carries_rtu_frames(table: Turntable) -> None:
+def test_the_line_carries_rtu_frames(table: TurntableBench) -> None:
     # the host side of the line: unit 1, function 0x03/0x06/0x10, a valid CRC-16 on every frame
     table.driver.move_to_deg(-12.5)
     bus = table.emulator._own_bus
@@ -149,29 +103,17 @@ def test_the_line_carries_rtu_frames(table: Turntable) -> None:
     assert {frame[1] for frame in sent} >= {0x03, 0x10}
 
 
-def test_lightbox_sets_a_pattern_over_rtu_and_reads_it_back() -> None:
-    config = lightbox_config()
-    world = World()
-    with ModbusLightboxEmulator(config, world=world, clock=SimClock(0)) as emulator:
-        driver = ModbusLightbox(config, link=emulator.endpoint, sleep=lambda s: None)
-        driver.connect()
-        try:
-            levels = driver.set_pattern("soft")
-            assert levels == {"north": 0.0, "east": 0.25, "dome": 1.0}
-            assert emulator.levels() == levels
-            assert driver.levels() == levels
-            assert world.snapshot().lights["dome"].intensity == 1.0
-            driver.all_off()
-            assert set(emulator.levels().values()) == {0.0}
-        finally:
-            driver.close()
-
-
 # ---------------------------------------------------------------- one RS-485 line, two units
 
 
 def test_drive_and_led_controller_share_one_serial_line(bus: SerialBus) -> None:
-    tt_config, lb_config = turntable_config(), lightbox_config()
+    tt_config = turntable_config("rtu")
+    lb_config = lightbox_config(  # two registers and a coil: 4 requests per pattern
+        "rtu",
+        unit_id=2,
+        channels=[LIGHT_CHANNELS[0], LIGHT_CHANNELS[1], LIGHT_CHANNELS[5]],
+        patterns={"raking_n": {"north": 1.0}, "soft": {"east": 0.25, "dome": 1.0}},
+    )
     world = World()
     drive = ModbusTurntableEmulator(tt_config, world=world, bus=bus)
     lights = ModbusLightboxEmulator(lb_config, world=world, bus=bus)
@@ -220,7 +162,7 @@ def test_units_on_one_port_must_agree_on_line_settings(bus: SerialBus) -> None:
         second.open()
 
 
-def test_a_request_for_another_unit_goes_unanswered(table: Turntable) -> None:
+def test_a_request_for_another_unit_goes_unanswered(table: TurntableBench) -> None:
     endpoint = table.emulator.endpoint
     assert isinstance(endpoint, ModbusRtu)
     before = len(table.emulator.requests())
@@ -232,110 +174,20 @@ def test_a_request_for_another_unit_goes_unanswered(table: Turntable) -> None:
     assert len(table.emulator.requests()) == before
 
 
-# ---------------------------------------------------------------- injected faults
-
-
-@pytest.mark.parametrize(
-    ("kind", "code"),
-    [
-        ("lost_reply", None),
-        ("late_reply", None),
-        ("garbage", None),
-        ("disconnect", None),
-        ("modbus_exception", 6),
-    ],
-)
-def test_transient_fault_is_retried_and_the_move_completes(
-    table: Turntable, kind: str, code: int | None
-) -> None:
-    table.faults.arm(kind, code=code)  # type: ignore[arg-type]
-    assert table.driver.move_to_deg(45.0) == pytest.approx(45.0)
-    assert [k for _, k in table.faults.fired] == [kind]
-    assert table.emulator.position_deg() == pytest.approx(45.0)
-    assert table.world.snapshot().turntable_deg == pytest.approx(45.0)
-
-
-@pytest.mark.parametrize(
-    ("kind", "code", "error", "attempts"),
-    [
-        ("lost_reply", None, DeviceTimeout, RETRIES + 1),
-        # noise breaks the CRC: pymodbus drops the frame, the link tells it from silence
-        ("garbage", None, TransportError, RETRIES + 1),
-        # a serial line has no connection to lose: a dead line is silence
-        ("disconnect", None, DeviceTimeout, RETRIES + 1),
-        ("modbus_exception", 6, DeviceFault, RETRIES + 1),
-        ("modbus_exception", 4, DeviceFault, 1),
-    ],
-)
-def test_persistent_fault_raises_typed_error_then_the_link_recovers(
-    table: Turntable, kind: str, code: int | None, error: type[Exception], attempts: int
-) -> None:
-    table.driver.move_to_deg(30.0)
-    table.faults.arm(kind, code=code, times=RETRIES + 1)  # type: ignore[arg-type]
-    before = len(table.emulator.requests())
-    with pytest.raises(error) as caught:
-        table.driver.position_deg()
-    if error is TransportError:
-        assert not isinstance(caught.value, DeviceTimeout)
-        assert "garbled" in str(caught.value)
-    if code is not None:
-        assert isinstance(caught.value, DeviceFault) and caught.value.code == code
-    assert len(table.emulator.requests()) - before == attempts
-    table.faults.clear()
-    assert table.driver.position_deg() == pytest.approx(30.0)
-    assert table.driver.move_to_deg(12.0) == pytest.approx(12.0)
-
-
-def test_lightbox_faults_over_rtu_end_typed_and_verified() -> None:
-    config = lightbox_config()
-    faults = FaultInjector()
-    with ModbusLightboxEmulator(config, clock=SimClock(0), faults=faults) as emulator:
-        driver = ModbusLightbox(config, link=emulator.endpoint, sleep=lambda s: None)
-        driver.connect()
-        try:
-            faults.arm("garbage")  # once: retried, and the levels still verified
-            assert driver.set_pattern("soft")["east"] == 0.25
-            faults.arm("modbus_exception", code=2)  # illegal data address: not retried
-            with pytest.raises(DeviceFault) as caught:
-                driver.set_pattern("raking_n")
-            assert caught.value.code == 2
-            faults.arm("lost_reply", times=RETRIES + 1)
-            with pytest.raises(DeviceTimeout):
-                driver.levels()
-            faults.clear()
-            assert driver.set_pattern("raking_n") == emulator.levels()
-        finally:
-            driver.close()
-
-
-def test_drive_fault_over_rtu_is_reported_and_cleared(table: Turntable) -> None:
-    table.faults.arm("alarm", code=9)
-    with pytest.raises(DeviceFault, match="fault"):
-        table.driver.move_to_deg(90.0)
-    assert table.driver.status().state == "fault"
-    table.driver.recover()
-    assert table.driver.move_to_deg(90.0) == pytest.approx(90.0)
-
-
 # ---------------------------------------------------------------- late replies: no transaction ids
 
 
-def test_a_late_reply_answers_the_identical_retry(table: Turntable) -> None:
-    # RTU cannot tell the first request's late answer from the retry's: same unit, same
-    # function, same registers, so the (slightly older) values are taken and nothing fails
-    table.driver.move_to_deg(30.0)
-    table.faults.arm("late_reply", times=RETRIES + 1)
-    assert table.driver.position_deg() == pytest.approx(30.0)
-
-
 def test_a_late_reply_is_not_taken_for_the_answer_to_another_request() -> None:
-    config = turntable_config()
+    # (a late reply answering the identical retry: modbus_support.PERSISTENT, in the fault tests)
+    config = turntable_config("rtu")
     faults = FaultInjector()
-    emulator = ModbusTurntableEmulator(config, faults=faults, late_reply_s=2 * TIMEOUT_S)
+    emulator = ModbusTurntableEmulator(config, faults=faults, late_reply_s=2 * TIMEOUT_S["rtu"])
     with emulator:
         endpoint = emulator.endpoint
         assert isinstance(endpoint, ModbusRtu)
-        with ModbusRegisterLink(endpoint, unit_id=1, timeout_s=1.5 * TIMEOUT_S, retries=0) as link:
+        with ModbusRegisterLink(
+            endpoint, unit_id=1, timeout_s=1.5 * TIMEOUT_S["rtu"], retries=0
+        ) as link:
             faults.arm("late_reply")
             with pytest.raises(DeviceTimeout):
                 link.read_holding(config.registers.status, 1)  # its reply comes 0.05 s late
@@ -345,7 +197,7 @@ def test_a_late_reply_is_not_taken_for_the_answer_to_another_request() -> None:
                 # ... but the stale read reply arrives while it waits
                 link.write_registers(config.registers.speed, [600])
             assert not isinstance(caught.value, DeviceTimeout)
-            assert time.monotonic() - started < 1.5 * TIMEOUT_S + 0.5
+            assert time.monotonic() - started < 1.5 * TIMEOUT_S["rtu"] + 0.5
             faults.clear()
             time.sleep(0.05)
             link.write_registers(config.registers.speed, [600])  # and the line is usable
@@ -401,7 +253,8 @@ def test_sim_serve_offers_rtu() -> None:
 
 
 def test_probe_missing_rtu_port_is_one_line(tmp_path: Path) -> None:
-    data = yaml.safe_load((ROOT / "configs" / "sim.yaml").read_text())
+    # an emulated Modbus drive connects at once (sim.yaml's GRBL one waits 0.5 s for its banner)
+    data = rtu_rig_config().model_dump(mode="json", exclude_none=True)
     data["lightbox"].pop("emulate")
     data["lightbox"]["link"] = {"kind": "rtu", "port": str(tmp_path / "ttyUSB7")}
     path = tmp_path / "rig.yaml"

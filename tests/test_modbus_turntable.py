@@ -1,4 +1,5 @@
-"""The Modbus turntable driver against its pymodbus emulator over loopback TCP."""
+"""The Modbus turntable driver against its pymodbus emulator: loopback TCP, and (for every
+injected fault) Modbus RTU on a pseudo-terminal line as well."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from modbus_support import (
+    PERSISTENT,
+    RETRIES,
+    TRANSIENT_FAULTS,
+    TurntableBench,
+    attempts,
+    on_each_wire,
+    turntable_bench,
+    turntable_config,
+)
 
-from rig.config import ModbusEmulatorConfig, ModbusRtu, ModbusTcp, ModbusTurntableConfig
+from rig.config import ModbusRtu, ModbusTcp
 from rig.devices import Turntable
 from rig.errors import (
     DeviceAlarm,
@@ -21,54 +32,16 @@ from rig.errors import (
 from rig.modbus_link import ModbusRegisterLink
 from rig.motion import trapezoid_duration_s
 from rig.sim.clock import SimClock
-from rig.sim.faults import FaultInjector
 from rig.sim.modbus_drive import ModbusTurntableEmulator
 from rig.sim.world import World
 from rig.turntable import modbus_codec as codec
 from rig.turntable.modbus import ModbusTurntable
 
-RETRIES = 2
-
-
-def make_config(**overrides: object) -> ModbusTurntableConfig:
-    settings: dict[str, object] = {
-        "driver": "modbus",
-        "emulate": ModbusEmulatorConfig(),
-        "timeout_s": 0.15,
-        "retries": RETRIES,
-        "poll_interval_s": 0.001,
-        "steps_per_deg": 100.0,
-        "speed_deg_per_s": 60.0,
-    }
-    settings.update(overrides)
-    return ModbusTurntableConfig.model_validate(settings)
-
-
-class Bench:
-    """An emulator, its world and clock, and a connected driver."""
-
-    def __init__(self, config: ModbusTurntableConfig, clock: SimClock) -> None:
-        self.config = config
-        self.world = World()
-        self.clock = clock
-        self.faults = FaultInjector()
-        self.emulator = ModbusTurntableEmulator(
-            config, world=self.world, clock=clock, faults=self.faults
-        )
-        self.emulator.start()
-        self.driver = ModbusTurntable(config, link=self.emulator.endpoint)
-
-    def close(self) -> None:
-        self.driver.close()
-        self.emulator.stop()
-
 
 @pytest.fixture
-def bench() -> Iterator[Bench]:
-    rig = Bench(make_config(), SimClock(0))
-    rig.driver.connect()
-    yield rig
-    rig.close()
+def bench(request: pytest.FixtureRequest) -> Iterator[TurntableBench]:
+    """A connected driver over TCP, or over each wire for a test marked `on_each_wire`."""
+    yield from turntable_bench(getattr(request, "param", "tcp"))
 
 
 def free_port() -> int:
@@ -80,7 +53,7 @@ def free_port() -> int:
 # ---------------------------------------------------------------- happy path
 
 
-def test_move_reports_position_and_updates_the_world(bench: Bench) -> None:
+def test_move_reports_position_and_updates_the_world(bench: TurntableBench) -> None:
     assert isinstance(bench.driver, Turntable)
     assert bench.driver.move_to_deg(90.0) == pytest.approx(90.0)
     assert bench.driver.position_deg() == pytest.approx(90.0)
@@ -93,25 +66,25 @@ def test_move_reports_position_and_updates_the_world(bench: Bench) -> None:
     assert bench.driver.status().state == "idle"
 
 
-def test_negative_multi_turn_angles_use_both_words(bench: Bench) -> None:
+def test_negative_multi_turn_angles_use_both_words(bench: TurntableBench) -> None:
     assert bench.driver.move_to_deg(-725.5) == pytest.approx(-725.5)
     target_writes = [w for w in bench.emulator.writes() if w.address == 0]
     assert target_writes[-1].values == codec.int32_to_words(-72550)
     assert bench.world.snapshot().turntable_deg == pytest.approx(-725.5)
 
 
-def test_angles_are_quantised_to_whole_steps(bench: Bench) -> None:
+def test_angles_are_quantised_to_whole_steps(bench: TurntableBench) -> None:
     assert bench.driver.move_to_deg(10.004) == pytest.approx(10.0)
 
 
-def test_home_returns_to_zero(bench: Bench) -> None:
+def test_home_returns_to_zero(bench: TurntableBench) -> None:
     bench.driver.move_to_deg(30.0)
     bench.driver.home()
     assert bench.driver.position_deg() == 0.0
     assert bench.world.snapshot().turntable_deg == 0.0
 
 
-def test_identity_comes_from_the_device(bench: Bench) -> None:
+def test_identity_comes_from_the_device(bench: TurntableBench) -> None:
     identity = bench.driver.identity()
     assert identity.model == "coinrig-sim SIM-STEPPER-DRIVE"
     assert identity.firmware == "1.0"
@@ -119,7 +92,7 @@ def test_identity_comes_from_the_device(bench: Bench) -> None:
 
 
 def test_single_register_positions() -> None:
-    config = make_config(
+    config = turntable_config(
         registers={
             "target_words": 1,
             "actual_words": 1,
@@ -131,7 +104,7 @@ def test_single_register_positions() -> None:
         },
         limits={"min_deg": -300.0, "max_deg": 3600.0},
     )
-    rig = Bench(config, SimClock(0))
+    rig = TurntableBench(config)
     try:
         rig.driver.connect()
         assert rig.driver.move_to_deg(-250.0) == pytest.approx(-250.0)
@@ -147,7 +120,7 @@ def test_single_register_positions() -> None:
 
 
 @pytest.mark.parametrize("angle", [3600.5, -4000.0, float("nan"), float("inf")])
-def test_out_of_range_angles_send_nothing(bench: Bench, angle: float) -> None:
+def test_out_of_range_angles_send_nothing(bench: TurntableBench, angle: float) -> None:
     before = len(bench.emulator.requests())
     with pytest.raises(SafetyError):
         bench.driver.move_to_deg(angle)
@@ -156,7 +129,7 @@ def test_out_of_range_angles_send_nothing(bench: Bench, angle: float) -> None:
 
 
 def test_methods_before_connect_raise_not_connected() -> None:
-    rig = Bench(make_config(), SimClock(0))
+    rig = TurntableBench(turntable_config())
     try:
         with pytest.raises(NotConnected):
             rig.driver.move_to_deg(10.0)
@@ -167,21 +140,13 @@ def test_methods_before_connect_raise_not_connected() -> None:
         rig.close()
 
 
-# ---------------------------------------------------------------- injected faults
+# ---------------------------------------------------------------- injected faults, over each wire
 
 
-@pytest.mark.parametrize(
-    ("kind", "code"),
-    [
-        ("lost_reply", None),
-        ("late_reply", None),
-        ("garbage", None),
-        ("disconnect", None),
-        ("modbus_exception", 6),  # busy: worth asking again
-    ],
-)
+@on_each_wire
+@pytest.mark.parametrize(("kind", "code"), TRANSIENT_FAULTS)
 def test_transient_fault_is_retried_and_the_move_completes(
-    bench: Bench, kind: str, code: int | None
+    bench: TurntableBench, kind: str, code: int | None
 ) -> None:
     bench.faults.arm(kind, code=code)  # type: ignore[arg-type]
     assert bench.driver.move_to_deg(45.0) == pytest.approx(45.0)
@@ -190,35 +155,35 @@ def test_transient_fault_is_retried_and_the_move_completes(
     assert bench.world.snapshot().turntable_deg == pytest.approx(45.0)
 
 
-@pytest.mark.parametrize(
-    ("kind", "code", "error", "attempts"),
-    [
-        ("lost_reply", None, DeviceTimeout, RETRIES + 1),
-        ("late_reply", None, DeviceTimeout, RETRIES + 1),
-        ("garbage", None, TransportError, RETRIES + 1),
-        ("disconnect", None, TransportError, RETRIES + 1),
-        ("modbus_exception", 6, DeviceFault, RETRIES + 1),
-        ("modbus_exception", 4, DeviceFault, 1),  # device failure: not retried
-    ],
-)
+@on_each_wire
+@pytest.mark.parametrize(("kind", "code"), [*TRANSIENT_FAULTS, ("modbus_exception", 4)])
 def test_persistent_fault_raises_typed_error_then_link_recovers(
-    bench: Bench, kind: str, code: int | None, error: type[Exception], attempts: int
+    bench: TurntableBench, kind: str, code: int | None
 ) -> None:
+    expected = PERSISTENT[bench.framing][kind]
+    bench.driver.move_to_deg(30.0)
     bench.faults.arm(kind, code=code, times=RETRIES + 1)  # type: ignore[arg-type]
     before = len(bench.emulator.requests())
-    with pytest.raises(error) as caught:
+    if expected.error is None:
+        # RTU, late replies: the identical retry takes the first attempt's reply, and succeeds;
+        # the retry's own reply is still on its way, so the line is left alone from here
+        assert bench.driver.position_deg() == pytest.approx(30.0)
+        assert len(bench.faults.fired) >= 2  # it was retried
+        return
+    with pytest.raises(expected.error, match=expected.match) as caught:
         bench.driver.position_deg()
-    if error is TransportError:
+    if expected.error is TransportError:
         assert not isinstance(caught.value, DeviceTimeout)
     if code is not None:
-        assert isinstance(caught.value, DeviceFault)
-        assert caught.value.code == code
-    assert len(bench.emulator.requests()) - before == attempts
+        assert isinstance(caught.value, DeviceFault) and caught.value.code == code
+    assert len(bench.emulator.requests()) - before == attempts(code)
     bench.faults.clear()
+    assert bench.driver.position_deg() == pytest.approx(30.0)
     assert bench.driver.move_to_deg(12.0) == pytest.approx(12.0)
 
 
-def test_drive_fault_bit_raises_and_recover_clears_it(bench: Bench) -> None:
+@on_each_wire
+def test_drive_fault_bit_raises_and_recover_clears_it(bench: TurntableBench) -> None:
     bench.faults.arm("alarm", code=9)
     # a latched fault is an alarm: the capture layer recovers alarms before retrying
     with pytest.raises(DeviceAlarm, match=r"fault .*call recover\(\)"):
@@ -233,7 +198,7 @@ def test_drive_fault_bit_raises_and_recover_clears_it(bench: Bench) -> None:
 
 def test_motion_timeout_stops_the_drive() -> None:
     # 1000x slower than physical: a 10 degree move takes minutes, the timeout floor is 2 s
-    rig = Bench(make_config(), SimClock(1000.0))
+    rig = TurntableBench(turntable_config(), SimClock(1000.0))
     try:
         rig.driver.connect()
         started = time.monotonic()
@@ -250,7 +215,7 @@ def test_motion_timeout_stops_the_drive() -> None:
 
 
 def test_emulator_refuses_targets_beyond_its_soft_limits() -> None:
-    config = make_config()
+    config = turntable_config()
     emulator = ModbusTurntableEmulator(config, world=None, clock=SimClock(0), faults=None)
     with (
         emulator,
@@ -269,7 +234,7 @@ def test_emulator_refuses_targets_beyond_its_soft_limits() -> None:
 
 
 def test_unreachable_port_is_a_quick_transport_error() -> None:
-    config = make_config()
+    config = turntable_config()
     driver = ModbusTurntable(config, link=ModbusTcp(host="127.0.0.1", port=free_port()))
     started = time.monotonic()
     with pytest.raises(TransportError, match="cannot connect"):
@@ -288,7 +253,7 @@ def test_missing_serial_port_is_a_transport_error() -> None:
 
 
 def test_world_follows_a_motion_nobody_polls() -> None:
-    config = make_config()
+    config = turntable_config()
     world = World()
     emulator = ModbusTurntableEmulator(config, world=world, clock=SimClock(1.0), faults=None)
     with (
@@ -305,7 +270,7 @@ def test_world_follows_a_motion_nobody_polls() -> None:
 
 
 def test_emulator_going_away_is_a_transport_error() -> None:
-    rig = Bench(make_config(), SimClock(0))
+    rig = TurntableBench(turntable_config())
     try:
         rig.driver.connect()
         rig.driver.move_to_deg(5.0)
