@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from capture.plan import Plan, ShotEvent, Side
 from rig.devices import Frame, Rig
@@ -54,6 +54,47 @@ class OperatorRequest:
 
 # Returns once the operator has done what was asked.
 Prompt = Callable[[OperatorRequest], None]
+
+
+class Exposure(Protocol):
+    """A frame whose exposure was started: the rig may move once `wait_exposed()` returns."""
+
+    def wait_exposed(self) -> None:
+        """Return once the exposure is over; readout and transfer may still be going on."""
+
+    def result(self, timeout_s: float | None = None) -> Frame:
+        """The frame, once read out.
+
+        Raises:
+            RigError: the frame was lost after its exposure (the shot must be taken again).
+        """
+
+
+@runtime_checkable
+class TriggeredCamera(Protocol):
+    """A camera that can start an exposure and deliver its frame later (optional capability).
+
+    With one, the engine moves on to the next shot's motions and light switch as soon as the
+    exposure is over, and the frame's readout (in simulation: the twin's render) overlaps them
+    instead of adding to the rig's critical path. Cameras without it are grabbed as before.
+    """
+
+    def trigger(self) -> Exposure:
+        """Start an exposure now and return without waiting for it."""
+
+
+@dataclass(frozen=True)
+class _Grabbed:
+    """An Exposure that is already over and read out (a camera without `trigger`)."""
+
+    frame: Frame
+
+    def wait_exposed(self) -> None:
+        """Over already."""
+
+    def result(self, timeout_s: float | None = None) -> Frame:
+        """The frame grabbed."""
+        return self.frame
 
 
 @dataclass
@@ -216,9 +257,25 @@ class CaptureEngine:
             lights=dict(current.lights),
         )
 
+    def start_shot(self, event: ShotEvent) -> Exposure:
+        """Expose a shot that setup_shot prepared; returns once the exposure is over.
+
+        The frame may still be reading out: collect it with `result()`. If that fails, the
+        exposure is lost and the shot must be set up and taken again (`exec_shot`).
+        """
+        return self.call(self._expose)
+
     def exec_shot(self, event: ShotEvent) -> Frame:
-        """Grab the frame for a shot that setup_shot prepared."""
-        return self.call(self.rig.camera.grab)
+        """Take the frame of a shot that setup_shot prepared and wait for it (retried whole)."""
+        return self.call(lambda: self._expose().result())
+
+    def _expose(self) -> Exposure:
+        camera = self.rig.camera
+        if isinstance(camera, TriggeredCamera):
+            exposure = camera.trigger()
+            exposure.wait_exposed()
+            return exposure
+        return _Grabbed(camera.grab())
 
     # ------------------------------------------------------------ parking
     def park(self) -> list[str]:

@@ -21,7 +21,9 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +35,7 @@ from capture.dataset import (
     image_name,
     validate_coin_id,
 )
-from capture.engine import CaptureEngine, CoinJob, Prompt
+from capture.engine import CaptureEngine, CoinJob, Exposure, Prompt, ShotSettings
 from capture.events import (
     TRANSITIONS,
     CoinDone,
@@ -61,6 +63,11 @@ from rig.devices import Frame, Rig
 from rig.errors import ConfigError, RigError
 
 log = logging.getLogger(__name__)
+
+# Shots whose frames may still be reading out while the next ones are set up and exposed: two
+# give a frame two shots' light switches and exposures to arrive in, so a camera (or the twin's
+# render) a little slower than one shot now and then does not hold the rig up.
+IN_FLIGHT = 2
 
 
 class _Stop(Exception):
@@ -133,6 +140,8 @@ class SessionRunner:
         self.calibration = calibration
         self.flatfield = flatfield
         self._warnings: list[str] = []
+        self._patterns = dict(plan.patterns)
+        self._taken = self._skipped_now = 0  # of the current coin
 
     # ------------------------------------------------------------ public
     def add_listener(self, listener: Listener) -> None:
@@ -247,58 +256,143 @@ class SessionRunner:
         self._emitter.emit(CoinStarted(job.coin_id, len(self.events), len(todo)))
         info = self.coin_info(job.coin_id) if self.coin_info else {}
         self.writer.add_coin(job.coin_id, **info)
-        taken = skipped = 0
+        self._taken = self._skipped_now = 0
         if todo:
             self._check_stop()
             side = self.plan.sides[0]  # coins lie first-side up in the tray
             self.engine.load_coin(job, side)
             self._on_turntable = job.coin_id
-            for event in todo:
+            # Shots in flight: exposed, their frames still reading out while the next shots'
+            # motions run. Each is collected before the coin is flipped or leaves the table
+            # (a frame lost after its exposure is retaken with the right side up), and on the
+            # way out of any error (it was exposed: it is a good shot).
+            in_flight: deque[_InFlight] = deque()
+            try:
+                for event in todo:
+                    self._check_stop()
+                    if event.side != side:
+                        self._collect_down_to(in_flight, 0)
+                        side = event.side
+                        self.engine.flip_coin(job, side)
+                    self._shoot(job, event, in_flight)
+                self._collect_down_to(in_flight, 0)
                 self._check_stop()
-                if event.side != side:
-                    side = event.side
-                    self.engine.flip_coin(job, side)
-                if self._shoot(job, event):
-                    taken += 1
-                else:
-                    skipped += 1
-            self._check_stop()
-            self.engine.unload_coin(job)
-            self._on_turntable = None
-        self._emitter.emit(CoinDone(job.coin_id, taken, skipped))
+                self.engine.unload_coin(job)
+                self._on_turntable = None
+            except BaseException:
+                self._collect_on_the_way_out(in_flight)
+                raise
+        self._emitter.emit(CoinDone(job.coin_id, self._taken, self._skipped_now))
 
-    def _shoot(self, job: CoinJob, event: ShotEvent) -> bool:
+    def _shoot(self, job: CoinJob, event: ShotEvent, in_flight: deque[_InFlight]) -> None:
+        """Set up and expose `event`, collecting earlier frames while the rig was set up."""
         with self._lock:
             self._shot = event.index
-        name = image_name(job.coin_id, event.side, event.index, self.writer.image_format)
+        settings = self._setup(event)
+        if self._collect_down_to(in_flight, IN_FLIGHT - 1):
+            settings = self._setup(event)  # the rig was set up again for a retaken shot
+        if isinstance(settings, RigError):
+            self._failed(job, event, settings)
+            return
+        self._check_stop()  # a stop asked for while frames were collected: take no more
+        captured_at = utc_now()
         try:
-            settings = self.engine.setup_shot(event, dict(self.plan.patterns))
-            frame = self.engine.exec_shot(event)
+            exposure = self.engine.start_shot(event)
         except RigError as exc:
-            error = f"shot {event.index} of {job.coin_id}: {exc}"
-            self._errors.append(error)
-            if event.on_failure == "skip":
-                with self._lock:
-                    self._skipped[name] = str(exc)
-                self._emitter.emit(ShotSkipped(job.coin_id, event.index, str(exc)))
-                return False
-            raise _Stop(FinishReason.DEVICE_FAILURE, error) from exc
-        record = self._metadata(job, event, settings.turntable_deg, settings.tilt_deg, frame)
-        record["lights"] = settings.lights
+            self._failed(job, event, exc)
+            return
+        in_flight.append(_InFlight(job, event, settings, exposure, captured_at))
+
+    def _collect_down_to(self, in_flight: deque[_InFlight], count: int) -> bool:
+        """Collect the oldest shots until `count` are left in flight; True if one was retaken."""
+        retaken = False
+        while len(in_flight) > count:
+            retaken |= self._collect(in_flight.popleft())
+        return retaken
+
+    def _setup(self, event: ShotEvent) -> ShotSettings | RigError:
+        """Set the rig up for a shot; a device failure (after retries) is returned, not raised."""
+        try:
+            return self.engine.setup_shot(event, self._patterns)
+        except RigError as exc:
+            return exc
+
+    def _collect(self, shot: _InFlight, *, retake: bool = True) -> bool:
+        """Wait for a shot's frame and queue it for writing; returns True if it was retaken.
+
+        A frame lost after its exposure is taken again from scratch (`retake`), with the
+        engine's retries; a shot that still fails is skipped or pauses, as its plan says.
+        """
+        retaken = False
+        try:
+            frame: Frame | None = shot.exposure.result()
+        except RigError as exc:
+            if not retake:
+                raise
+            retaken = True
+            frame = self._retake(shot, exc)
+        if frame is None:
+            return retaken
+        job, event, settings = shot.job, shot.event, shot.settings
+        name = image_name(job.coin_id, event.side, event.index, self.writer.image_format)
+        record = self._metadata(job, event, settings, frame, shot.captured_at)
         image, record["flatfield"] = self._flat_fielded(frame, event.light)
         self.writer.submit(name, image, record, frame.pixel_format)
         with self._lock:
             self._submitted[name] = (job.coin_id, event.index)
+        self._taken += 1
         self._emitter.emit(ShotDone(job.coin_id, event.index, name))
-        return True
+        return retaken
+
+    def _retake(self, shot: _InFlight, exc: RigError) -> Frame | None:
+        """Take a shot again whose frame was lost after its exposure; None if it was skipped."""
+        job, event = shot.job, shot.event
+        with self._lock:
+            current, self._shot = self._shot, event.index  # retries name this shot
+        self._errors.append(f"shot {event.index} of {job.coin_id}: frame lost: {exc}")
+        self._emitter.emit(ShotRetry(job.coin_id, event.index, 1, str(exc)))
+        try:
+            shot.settings = self.engine.setup_shot(event, self._patterns)
+            shot.captured_at = utc_now()
+            frame = self.engine.exec_shot(event)
+        except RigError as again:
+            self._failed(job, event, again)
+            return None
+        finally:
+            with self._lock:
+                self._shot = current
+        return frame
+
+    def _collect_on_the_way_out(self, in_flight: deque[_InFlight]) -> None:
+        """Keep exposed shots while an error unwinds; never move a device, never raise."""
+        while in_flight:
+            shot = in_flight.popleft()
+            try:
+                self._collect(shot, retake=False)
+            except Exception as exc:
+                self._errors.append(f"shot {shot.event.index} of {shot.job.coin_id} lost: {exc}")
+                log.warning("shot %d of %s lost: %s", shot.event.index, shot.job.coin_id, exc)
+
+    def _failed(self, job: CoinJob, event: ShotEvent, exc: RigError) -> None:
+        """A shot that failed after the engine's retries: skip it, or pause the session."""
+        error = f"shot {event.index} of {job.coin_id}: {exc}"
+        self._errors.append(error)
+        if event.on_failure == "skip":
+            name = image_name(job.coin_id, event.side, event.index, self.writer.image_format)
+            with self._lock:
+                self._skipped[name] = str(exc)
+            self._skipped_now += 1
+            self._emitter.emit(ShotSkipped(job.coin_id, event.index, str(exc)))
+            return
+        raise _Stop(FinishReason.DEVICE_FAILURE, error) from exc
 
     def _metadata(
         self,
         job: CoinJob,
         event: ShotEvent,
-        turntable_deg: float,
-        tilt_deg: float | None,
+        settings: ShotSettings,
         frame: Frame,
+        captured_at: str,
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "coin_id": job.coin_id,
@@ -306,17 +400,17 @@ class SessionRunner:
             "role": "capture",
             "session_id": self.session_id,
             "shot": event.index,
-            "turntable_deg": turntable_deg,
-            "tilt_deg": tilt_deg,
+            "turntable_deg": settings.turntable_deg,
+            "tilt_deg": settings.tilt_deg,
             "light": event.light,
-            "lights": {},
+            "lights": dict(settings.lights),
             "exposure_us": float(frame.exposure_us),
             "gain_db": float(frame.gain_db),
             "camera": frame.camera,
             "width": frame.width,
             "height": frame.height,
             "pixel_format": frame.pixel_format,
-            "captured_at": utc_now(),
+            "captured_at": captured_at,
             "reference": event.reference,
         }
         if frame.sim is not None:
@@ -455,6 +549,17 @@ class SessionRunner:
                 raise AssertionError(f"bad session transition {self._state} → {state}")
             self._state, self._reason, self._message = state, reason, message
         self._emitter.emit(StateChanged(state, reason))
+
+
+@dataclass
+class _InFlight:
+    """A shot whose exposure is over and whose frame may still be reading out."""
+
+    job: CoinJob
+    event: ShotEvent
+    settings: ShotSettings
+    exposure: Exposure
+    captured_at: str
 
 
 def _physical(clock: Any) -> float | None:

@@ -8,7 +8,7 @@ no motion before validation). `fail(method, exc, times)` makes the next calls of
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -197,6 +197,9 @@ class FakeCamera(FakeDevice):
 
     def grab(self, timeout_s: float | None = None) -> Frame:
         self._call("grab")
+        return self._frame()
+
+    def _frame(self) -> Frame:
         self.grabs += 1
         dtype = np.uint16 if self.bit_depth == 16 else np.uint8
         # Every grab differs (its count is in the pixels), so checksums tell frames apart.
@@ -211,6 +214,39 @@ class FakeCamera(FakeDevice):
             camera="fake-cam",
             timestamp_s=float(self.grabs),
         )
+
+
+class FakeExposure:
+    """A triggered fake exposure; its frame is made at trigger time, handed out by result()."""
+
+    def __init__(self, camera: FakeTriggeredCamera, frame: Frame) -> None:
+        self.camera = camera
+        self.frame = frame
+
+    def wait_exposed(self) -> None:
+        self.camera.log.calls.append(("camera", "exposed", ()))
+
+    def result(self, timeout_s: float | None = None) -> Frame:
+        self.camera._call("result")
+        return self.frame
+
+
+class FakeTriggeredCamera(FakeCamera):
+    """A camera with `trigger` (capture.engine.TriggeredCamera) whose frames carry, in `sim`,
+    the turntable angle and lights at the moment of their exposure (the twin's ground truth)."""
+
+    def __init__(
+        self, log: CallLog, turntable: FakeTurntable, lightbox: FakeLightbox, **kw: Any
+    ) -> None:
+        super().__init__(log, **kw)
+        self.turntable = turntable
+        self.lightbox = lightbox
+
+    def trigger(self) -> FakeExposure:
+        self._call("trigger")
+        frame = self._frame()
+        truth = {"turntable_deg": self.turntable.angle, "lights": dict(self.lightbox.state)}
+        return FakeExposure(self, replace(frame, sim=truth))
 
 
 SAFE = Pose(x_mm=0, y_mm=200, z_mm=150)
@@ -278,10 +314,16 @@ class FakeRig:
     tilt: FakeTilt | None
 
 
-def make_rig(*, arm: bool = True, tilt: bool = False, bit_depth: int = 8) -> FakeRig:
+def make_rig(
+    *, arm: bool = True, tilt: bool = False, bit_depth: int = 8, triggered: bool = False
+) -> FakeRig:
     log = CallLog()
     turntable, lightbox = FakeTurntable(log), FakeLightbox(log)
-    camera = FakeCamera(log, bit_depth=bit_depth)
+    camera = (
+        FakeTriggeredCamera(log, turntable, lightbox, bit_depth=bit_depth)
+        if triggered
+        else FakeCamera(log, bit_depth=bit_depth)
+    )
     fake_arm = FakeArm(log) if arm else None
     fake_tilt = FakeTilt(log) if tilt else None
     rig = Rig(turntable=turntable, lightbox=lightbox, camera=camera, arm=fake_arm, tilt=fake_tilt)

@@ -68,6 +68,7 @@ def ground_truth_mismatches(root: Path) -> list[str]:
     """
     problems: list[str] = []
     offsets: dict[str, set[float]] = defaultdict(set)
+    patterns = _light_patterns(root)
     for record in DatasetReader(root).records():
         if record.get("role") != "capture":
             continue
@@ -79,6 +80,12 @@ def ground_truth_mismatches(root: Path) -> list[str]:
             problems.append(f"{name}: coin/side {truth['coin']}/{truth['side']} in the twin")
         if truth["lights"] != record["lights"]:
             problems.append(f"{name}: lights {truth['lights']} in the twin")
+        # the pattern the record names is the one that was lit (not merely what the driver said)
+        levels = patterns.get(record["light"])
+        if levels is None or {ch: levels.get(ch, 0.0) for ch in truth["lights"]} != truth["lights"]:
+            problems.append(f"{name}: light {record['light']!r} but the twin had {truth['lights']}")
+        if record.get("tilt_deg") is not None and record["tilt_deg"] != truth["tilt_deg"]:
+            problems.append(f"{name}: tilt {record['tilt_deg']}°, twin {truth['tilt_deg']}°")
         delta = (record["turntable_deg"] - truth["turntable_deg"]) % 360.0
         if min(delta, 360.0 - delta) > 1e-3:
             problems.append(
@@ -90,3 +97,14 @@ def ground_truth_mismatches(root: Path) -> list[str]:
         if len(values) > 1:
             problems.append(f"{coin}: picture and recorded angle drift apart: {sorted(values)}")
     return problems
+
+
+def _light_patterns(root: Path) -> dict[str, dict[str, float]]:
+    """Light pattern name → channel levels, from the rig configs and plans the sessions used."""
+    patterns: dict[str, dict[str, float]] = {}
+    for session in DatasetReader(root).sessions():
+        patterns.update(
+            ((session.get("rig_config") or {}).get("lightbox") or {}).get("patterns", {})
+        )
+        patterns.update((session.get("plan") or {}).get("patterns") or {})
+    return patterns

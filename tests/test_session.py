@@ -34,7 +34,7 @@ from capture.events import (
     ShotSkipped,
 )
 from capture.plan import Plan, expand
-from capture.session import SessionRunner
+from capture.session import IN_FLIGHT, SessionRunner
 from rig.config import load_config
 from rig.errors import ConfigError, DeviceAlarm, DeviceFault, DeviceTimeout
 
@@ -113,6 +113,8 @@ def test_full_session_with_arm(tmp_path: Path) -> None:
     lights=st.lists(st.sampled_from(["raking_n", "raking_e", "top"]), min_size=1, unique=True),
     coins=st.integers(1, 3),
     faults=st.lists(st.integers(1, 40), max_size=4),
+    triggered=st.booleans(),
+    lost=st.lists(st.integers(1, 40), max_size=3),
 )
 def test_every_planned_shot_written_exactly_once(
     tmp_path_factory: pytest.TempPathFactory,
@@ -120,13 +122,19 @@ def test_every_planned_shot_written_exactly_once(
     lights: list[str],
     coins: int,
     faults: list[int],
+    triggered: bool,
+    lost: list[int],
 ) -> None:
     root = tmp_path_factory.mktemp("ds")
     plan = Plan(name="h", angle_count=angles, lights=tuple(lights), retries=1)
-    fake = make_rig()
+    fake = make_rig(triggered=triggered)
     # transient faults (one per command) that a single retry absorbs
+    method = "trigger" if triggered else "grab"
     for n in faults:
-        fake.camera._faults["grab"].extend([None] * n + [DeviceTimeout("late")])
+        fake.camera._faults[method].extend([None] * n + [DeviceTimeout("late")])
+    if triggered:  # frames lost after their exposure: retaken
+        for n in lost:
+            fake.camera._faults["result"].extend([None] * n + [DeviceTimeout("frame lost")])
     jobs = tuple(CoinJob(f"C{i}", i) for i in range(coins))
     runner, _ = _run(root, fake, plan=plan, coins=jobs)
     assert runner.status().state is RunState.DONE
@@ -137,6 +145,93 @@ def test_every_planned_shot_written_exactly_once(
     }
     assert set(counts) == expected and set(counts.values()) == {1}
     assert verify(root) == []
+    if triggered:
+        assert _truth_mismatches(root) == []
+
+
+def _truth_mismatches(root: Path) -> list[str]:
+    """Records whose angle or lights differ from what the fake camera saw at exposure time."""
+    return [
+        f"{r['file_name']}: {r['turntable_deg']} {r['lights']} vs {r['sim']}"
+        for r in DatasetReader(root).records()
+        if (r["turntable_deg"], r["lights"]) != (r["sim"]["turntable_deg"], r["sim"]["lights"])
+    ]
+
+
+def test_triggered_camera_frames_overlap_the_next_set_up(tmp_path: Path) -> None:
+    """Nothing moves during an exposure; frames are collected after the next shot's set-up."""
+    fake = make_rig(triggered=True)
+    runner, events = _run(tmp_path, fake)
+    assert runner.status().state is RunState.DONE
+    names = fake.log.names()
+    assert "camera.grab" not in names and names.count("camera.trigger") == 12
+    for i, name in enumerate(names):
+        if name == "camera.trigger":
+            assert names[i + 1] == "camera.exposed"  # waited for before any other call
+    # the first frame is collected only after the second shot's light switch
+    first_result = names.index("camera.result")
+    assert names[:first_result].count("lightbox.set_pattern") == 2
+    assert verify(tmp_path) == [] and _truth_mismatches(tmp_path) == []
+    done = [e.shot for e in events if isinstance(e, ShotDone)]
+    assert done == [e.index for e in expand(PLAN)]  # in plan order, each once
+
+
+def test_frame_lost_after_its_exposure_is_retaken(tmp_path: Path) -> None:
+    fake = make_rig(triggered=True)
+    fake.camera._faults["result"].extend([None] * 4 + [DeviceTimeout("frame lost")])
+    runner, events = _run(tmp_path, fake)
+    assert runner.status().state is RunState.DONE
+    (retry,) = [e for e in events if isinstance(e, ShotRetry)]
+    assert retry.shot == 4 and "frame lost" in retry.error
+    assert fake.camera.grabs == 13  # one exposure more than the plan's 12
+    # the rig went back to shot 4's light for the retake, then on to the shot after
+    assert verify(tmp_path) == [] and _truth_mismatches(tmp_path) == []
+    assert len(DatasetReader(tmp_path).records()) == 12
+
+
+@pytest.mark.parametrize("on_failure", ["pause", "skip"])
+def test_frames_lost_for_good_pause_or_skip(tmp_path: Path, on_failure: str) -> None:
+    plan = PLAN.model_copy(update={"on_failure": on_failure})
+    fake = make_rig(triggered=True)
+    fake.camera._faults["result"].extend([None] * 3)
+    fake.camera._faults["result"].extend([DeviceFault("camera: transfer failed")] * 4)
+    runner, events = _run(tmp_path, fake, plan=plan)
+    record = _session_record(tmp_path, runner)
+    if on_failure == "pause":
+        assert runner.status().state is RunState.PAUSED
+        assert runner.status().reason is FinishReason.DEVICE_FAILURE
+        # shots 0-2 written; shot 3 lost (its retake failed 3 times); shot 4 was exposed
+        # before shot 3 was collected and is kept on the way out
+        assert record["counts"]["written"] == 4 and "shot 3" in record["message"]
+        _assert_parked(fake)
+    else:
+        assert runner.status().state is RunState.DONE
+        assert [e.shot for e in events if isinstance(e, ShotSkipped)] == [3]
+        assert record["counts"]["written"] == 11 and record["missing"][0]["shot"] == 3
+    assert _errors(tmp_path) == [] and _truth_mismatches(tmp_path) == []
+    again = make_rig(triggered=True)
+    _run(tmp_path, again, plan=plan)
+    assert verify(tmp_path) == [] and _truth_mismatches(tmp_path) == []
+
+
+def test_keyboard_interrupt_keeps_frames_already_exposed(tmp_path: Path) -> None:
+    fake = make_rig(triggered=True)
+    fake.lightbox._faults["set_pattern"].extend([None] * 6 + [KeyboardInterrupt()])  # type: ignore[list-item]
+    runner, writer, _ = _runner(tmp_path, fake)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    writer.close()
+    assert runner.status().reason is FinishReason.INTERRUPTED
+    _assert_parked(fake)
+    # the interrupt hit a light switch while the two shots before were still in flight:
+    # both were collected and written on the way out
+    exposed = fake.camera.grabs
+    assert 2 <= exposed < 12
+    assert sorted(r["shot"] for r in DatasetReader(tmp_path).records()) == list(range(exposed))
+    assert _errors(tmp_path) == [] and _truth_mismatches(tmp_path) == []
+    again = make_rig(triggered=True)
+    _run(tmp_path, again)
+    assert again.camera.grabs == 12 - exposed and verify(tmp_path) == []
 
 
 def test_resume_after_pause_takes_only_the_rest(tmp_path: Path) -> None:
@@ -214,7 +309,7 @@ def test_grbl_alarm_is_recovered(tmp_path: Path) -> None:
 def test_broken_engine_ends_failed_parked_and_consistent(tmp_path: Path) -> None:
     fake = make_rig()
     runner, writer, _ = _runner(tmp_path, fake)
-    real = runner.engine.exec_shot
+    real = runner.engine.start_shot
     calls = {"n": 0}
 
     def broken(event: Any) -> Any:
@@ -223,7 +318,7 @@ def test_broken_engine_ends_failed_parked_and_consistent(tmp_path: Path) -> None
             raise RuntimeError("engine bug")
         return real(event)
 
-    runner.engine.exec_shot = broken  # type: ignore[method-assign]
+    runner.engine.start_shot = broken  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="engine bug"):
         runner.run()
     writer.close()
@@ -362,13 +457,25 @@ def test_listener_errors_never_stop_a_session(tmp_path: Path) -> None:
 
 
 def test_stop_request_pauses_after_current_shot(tmp_path: Path) -> None:
+    """No exposure starts after a stop request; every frame already exposed is kept."""
     fake = make_rig()
     runner, writer, _ = _runner(tmp_path, fake)
-    runner.add_listener(lambda e: runner.request_stop() if isinstance(e, ShotDone) else None)
+    exposed_at_request: list[int] = []
+
+    def stop(event: Event) -> None:
+        if isinstance(event, ShotDone) and not exposed_at_request:
+            exposed_at_request.append(fake.camera.grabs)
+            runner.request_stop()
+
+    runner.add_listener(stop)
     runner.run()
     writer.close()
-    assert runner.status().reason is FinishReason.STOP_REQUESTED and fake.camera.grabs == 1
+    assert runner.status().reason is FinishReason.STOP_REQUESTED
+    # the first frame is collected while the next shots are exposed (capture.session.IN_FLIGHT)
+    assert exposed_at_request == [IN_FLIGHT] and fake.camera.grabs == IN_FLIGHT
+    assert len(DatasetReader(tmp_path).records()) == IN_FLIGHT
     _assert_parked(fake)
+    assert _errors(tmp_path) == []
 
 
 def test_operator_handles_coins_without_arm(tmp_path: Path) -> None:
@@ -550,3 +657,39 @@ def test_session_record_snapshot_and_progress_output(tmp_path: Path) -> None:
     assert any(line.startswith("  retry 1 (shot 0)") for line in lines)
     assert lines[-1] == "session done: 12 taken, 0 skipped"
     assert "retry 1" in rich_out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("slot,coin_id\n0,SIM-0001\n0,SIM-0002\n", "a slot is listed twice"),
+        ("0,SIM-0001\n1,SIM-0001\n", "a coin is listed twice"),
+        ("0,SIM-0001\nfirst,SIM-0002\n", "expected `slot,coin_id`"),
+        ("0,SIM-0001,extra\n", "expected `slot,coin_id`"),
+        ("0,../x\n", "invalid coin id"),
+        ("# nothing but a comment\n", "no coins listed"),
+        ("0,SIM-0001\n99,SIM-0002\n", "slot"),  # the sim tray has 24 slots
+    ],
+)
+def test_cli_refuses_bad_tray_files(tmp_path: Path, cli: Any, rows: str, message: str) -> None:
+    app, _ = cli
+    tray = tmp_path / "tray.csv"
+    tray.write_text(rows)
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(
+        app, ["capture", "--tray", str(tray), "--config", SIM, "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_progress_is_bars_on_a_terminal_and_lines_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from capture.progress import PlainProgress, RichProgress, make_progress
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert isinstance(make_progress(3), RichProgress)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert isinstance(make_progress(3), PlainProgress)

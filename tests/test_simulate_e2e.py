@@ -13,6 +13,7 @@ from simulate_support import (
     assert_complete_once,
     ground_truth_mismatches,
     metadata_lines,
+    planned_names,
     verify_errors,
     write_config,
     write_plan,
@@ -84,10 +85,54 @@ def test_simulate_quick_plan_end_to_end(tmp_path: Path) -> None:
     (session,) = DatasetReader(out).sessions()
     assert session["status"] == "done" and session["timings"]["physical_s"] > 60
 
+    # the closing summary table: this run's counts and the dataset's
+    rows = {
+        cells[0]: cells[1:]
+        for line in output.splitlines()
+        if "│" in line
+        for cells in [[c.strip() for c in line.strip("│ ").split("│")]]
+    }
+    assert rows["capture images"] == ["72", "72"]
+    assert rows["catalog images"] == ["6", "6"]
+    assert rows["tray loads"][0] == "1 run, 0 already done"
+    assert rows["physical duration (twin ledger)"][0] and rows["wall time"][0]
+
     before = (out / "metadata.jsonl").read_bytes()
     code, output = simulate(out, "--coins", "3", "--types", "2", "--plan", str(QUICK))
     assert code == 0 and "nothing to do" in output
     assert (out / "metadata.jsonl").read_bytes() == before
+
+    # negative control: the ground-truth check sees a record naming another light pattern
+    lines = (out / "metadata.jsonl").read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if '"light": "raking_n"' in line)
+    lines[index] = lines[index].replace('"light": "raking_n"', '"light": "raking_e"')
+    (out / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    (wrong,) = ground_truth_mismatches(out)
+    assert "'raking_e' but the twin had" in wrong
+
+
+def test_capture_tray_with_the_real_drivers(tmp_path: Path) -> None:
+    """`rig capture --tray` on the sim rig: the arm works through the tray, slot by slot."""
+    config = write_config(tmp_path / "rig.yaml", camera={"width": 64, "height": 64})
+    plan = write_plan(tmp_path / "tiny.yaml", TINY_PLAN)
+    tray = tmp_path / "tray.csv"
+    tray.write_text("slot,coin_id\n3,SIM-0005\n0,SIM-0002\n")
+    out = tmp_path / "ds"
+    args = ["capture", "--tray", str(tray), "--config", str(config), "--plan", str(plan)]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "done: 16 images" in result.output
+    names = {line["file_name"] for line in metadata_lines(out)}
+    assert len(names) == len(metadata_lines(out)) == 16
+    assert names == planned_names(plan, ["SIM-0005", "SIM-0002"])
+    # every frame shows the coin its record names: the arm took each from its own slot
+    assert ground_truth_mismatches(out) == [] and verify_errors(out) == []
+    (session,) = DatasetReader(out).sessions()
+    assert session["coins"] == [
+        {"coin_id": "SIM-0005", "slot": 3},
+        {"coin_id": "SIM-0002", "slot": 0},
+    ]
+    assert session["on_turntable"] is None  # both returned to the tray
 
 
 def test_tray_loads_keep_one_angle_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

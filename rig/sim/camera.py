@@ -9,8 +9,12 @@ for when the clock runs in scaled real time). Geometry conventions: see rig.sim.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,7 +26,7 @@ from rig.sim.clock import SimClock
 from rig.sim.coins import CoinCatalog, stable_rng
 from rig.sim.relief import coin_surface
 from rig.sim.shading import Optics, Sensor, expose, grid_size_for, radiance_view
-from rig.sim.world import LightState, World
+from rig.sim.world import LightState, World, WorldSnapshot
 
 # pixel format → (colour, bit depth); 16-bit output uses the full 0..65535 range
 PIXEL_FORMATS: dict[str, tuple[bool, int]] = {
@@ -84,6 +88,8 @@ class SimCamera:
         self._frames = 0
         self._rng = stable_rng("sim-camera", config.serial, catalog.seed)
         self._name = f"sim camera {config.serial}"
+        self._jobs: queue.SimpleQueue[tuple[_Shot, Future[Frame]] | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
 
     # ------------------------------------------------------------ Device
 
@@ -92,8 +98,12 @@ class SimCamera:
         self._open = True
 
     def close(self) -> None:
-        """Close the camera (idempotent)."""
+        """Close the camera (idempotent); frames already triggered are still rendered."""
         self._open = False
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join()
+            self._worker = None
 
     def _require_open(self) -> None:
         if not self._open:
@@ -169,11 +179,65 @@ class SimCamera:
         self._require_open()
         if timeout_s is not None and timeout_s < 0:
             raise ConfigError(f"{self._name}: grab timeout must be >= 0 s, got {timeout_s}")
-        snap = self.world.snapshot()
-        # The frame shows the world as the exposure began, so it is rendered while the exposure
-        # runs: the render (tens of ms at 512 px) no longer adds to the rig's critical path.
-        exposure_ends = self.clock.record("camera", "exposure", self._exposure_us / 1e6)
-        color, bit_depth = PIXEL_FORMATS[self._pixel_format]
+        shot = self._expose()
+        # Rendered here while the exposure runs: the render no longer adds to the critical path
+        # wherever it takes less time than the exposure.
+        frame = self._render(shot)
+        _sleep_until(shot.exposure_ends, self.clock.now)
+        return frame
+
+    def trigger(self) -> PendingFrame:
+        """Start an exposure and return at once; the frame renders on its own thread.
+
+        The world is copied as the exposure starts, so the frame shows the rig as it was then
+        whatever moves once `PendingFrame.wait_exposed()` has returned: the render stands in
+        for a real camera's readout and transfer, which also go on while the rig moves on.
+
+        Raises:
+            NotConnected: the camera is not open.
+        """
+        self._require_open()
+        shot = self._expose()
+        future: Future[Frame] = Future()
+        if self._worker is None:
+            # One long-lived thread: starting a thread per frame costs a hand-over of the
+            # interpreter lock (milliseconds on a busy machine) in the rig's critical path.
+            self._worker = threading.Thread(
+                target=self._render_jobs, name="sim-camera-render", daemon=True
+            )
+            self._worker.start()
+        self._jobs.put((shot, future))
+        return PendingFrame(shot.exposure_ends, future, self.clock.now)
+
+    def _render_jobs(self) -> None:
+        """The render thread: frames in trigger order until close() sends None."""
+        while (job := self._jobs.get()) is not None:
+            shot, future = job
+            try:
+                future.set_result(self._render(shot))
+            except BaseException as exc:  # handed to whoever collects the frame
+                future.set_exception(exc)
+
+    def _expose(self) -> _Shot:
+        """Copy the world and the settings and book the exposure: the moment the shutter opens."""
+        self._frames += 1
+        # One generator per frame, drawn in trigger order: frames rendered on other threads,
+        # in any order, get the same noise as frames grabbed one after the other.
+        rng = np.random.default_rng(int(self._rng.integers(0, 2**63)))
+        return _Shot(
+            snap=self.world.snapshot(),
+            exposure_us=self._exposure_us,
+            gain_db=self._gain_db,
+            pixel_format=self._pixel_format,
+            rng=rng,
+            timestamp_s=time.time(),
+            exposure_ends=self.clock.record("camera", "exposure", self._exposure_us / 1e6),
+        )
+
+    def _render(self, shot: _Shot) -> Frame:
+        """The frame of an exposure: a pure function of what `_expose` copied."""
+        snap = shot.snap
+        color, bit_depth = PIXEL_FORMATS[shot.pixel_format]
         width, height = self.config.width, self.config.height
         optics = Optics(
             field_of_view_mm=self.config.field_of_view_mm,
@@ -197,18 +261,14 @@ class SimCamera:
                 surface = coin_surface(self.catalog, placement.coin_id, placement.side_up, grid)
             radiance = radiance_view(surface, snap.lights, angle, width, height, optics)
         sensor = Sensor(
-            exposure_us=self._exposure_us,
-            gain_db=self._gain_db,
+            exposure_us=shot.exposure_us,
+            gain_db=shot.gain_db,
             read_noise_e=self.config.read_noise_e,
             full_well_e=self.config.full_well_e,
             bit_depth=bit_depth,
             color=color,
         )
-        image = expose(radiance, sensor, self._rng)
-        remaining = exposure_ends - self.clock.now()
-        if remaining > 0:
-            time.sleep(remaining)
-        self._frames += 1
+        image = expose(radiance, sensor, shot.rng)
         truth = {
             "coin": placement.coin_id if placement is not None else None,
             "side": placement.side_up if placement is not None else None,
@@ -220,10 +280,52 @@ class SimCamera:
         }
         return Frame(
             image=image,
-            exposure_us=self._exposure_us,
-            gain_db=self._gain_db,
-            pixel_format=self._pixel_format,
+            exposure_us=shot.exposure_us,
+            gain_db=shot.gain_db,
+            pixel_format=shot.pixel_format,
             camera=f"sim:{self.config.serial}",
-            timestamp_s=time.time(),
+            timestamp_s=shot.timestamp_s,
             sim=truth,
         )
+
+
+@dataclass(frozen=True)
+class _Shot:
+    """What one exposure saw and was set to, copied as the shutter opened."""
+
+    snap: WorldSnapshot
+    exposure_us: float
+    gain_db: float
+    pixel_format: str
+    rng: np.random.Generator
+    timestamp_s: float
+    exposure_ends: float  # monotonic wall time at which the (scaled) exposure is over
+
+
+class PendingFrame:
+    """A triggered exposure: the rig may move on after `wait_exposed()`; `result()` is the frame."""
+
+    def __init__(
+        self, exposure_ends: float, future: Future[Frame], now: Callable[[], float]
+    ) -> None:
+        self._exposure_ends = exposure_ends
+        self._future = future
+        self._now = now
+
+    def wait_exposed(self) -> None:
+        """Return once the exposure is over (at time scale 0: at once)."""
+        _sleep_until(self._exposure_ends, self._now)
+
+    def result(self, timeout_s: float | None = None) -> Frame:
+        """The frame, once rendered (re-raises what the render raised).
+
+        Raises:
+            TimeoutError: not rendered within `timeout_s`.
+        """
+        return self._future.result(timeout=timeout_s)
+
+
+def _sleep_until(deadline: float, now: Callable[[], float]) -> None:
+    remaining = deadline - now()
+    if remaining > 0:
+        time.sleep(remaining)
