@@ -84,7 +84,8 @@ def _match_and_rival(
     if not rival:
         return crops[best], views[best], [], []
     coin, side = views[best].rsplit("/", 1)
-    others = [i for i in order if views[i].split("/")[0] != coin and views[i].endswith(side)]
+    views_split = [v.rsplit("/", 1) for v in views]
+    others = [i for i in order if views_split[i][0] != coin and views_split[i][1] == side]
     if not others:
         raise fail(f"no reference of another coin's {side} to take the margin over; give --rival")
     return crops[best], views[best], [crops[others[0]]], [views[others[0]]]
@@ -106,7 +107,9 @@ def _explain_command(
     rival: list[Path] = typer.Option(
         [], "--rival", help="Rival image for --target margin (repeat; e.g. same-die coins)."
     ),
-    epsilon: float = typer.Option(0.5, help="Landmarks: allowed similarity drop (0.1-1.0)."),
+    epsilon: float = typer.Option(
+        0.5, help="Landmarks: allowed drop of the explained score (0.1-1.0; margins are smaller)."
+    ),
     window: int = typer.Option(21, help="Landmark window / occlusion and saliency patch, px."),
     stride: int | None = typer.Option(None, help="Landmark window stride (default window/2)."),
     superpixels: int | None = typer.Option(

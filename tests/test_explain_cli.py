@@ -200,6 +200,7 @@ def test_classify_writes_table_results_and_confusion_pngs(tmp_path: Path) -> Non
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "hierarchy (type)" in result.output and "sift" in result.output
+    assert result.output.count("hierarchy − reverse-only") == 2  # the paired gain, each method
     saved = json.loads((out / "results.json").read_text())
     assert set(saved) == {"cnn", "sift"}
     for method in saved.values():
