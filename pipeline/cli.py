@@ -9,6 +9,8 @@ Examples:
     pipeline evaluate --run runs/tiny --data datasets/sawhill --protocol all
     pipeline benchmark --data datasets/sawhill --models resnet-tiny,resnet18 \
         --aug standard,tuned --train-on catalog,captures --epochs 5
+    pipeline train --task hierarchy --data datasets/sawhill --image-size 64 --epochs 100 \
+        --out runs/hierarchy
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli_hierarchy import evaluate_hierarchy, train_hierarchy
 from rig.cli_support import expected_errors, fail, print_version, set_debug
 from training.data import load_images, read_datasets
 from training.errors import TrainingError
@@ -32,6 +35,8 @@ from training.evaluate import (
     load_run,
     run_protocol,
 )
+from training.hierarchy import ClassifierSettings
+from training.hierarchy_run import is_hierarchy_run
 from training.losses import LossSettings
 from training.report import BENCHMARK_COLUMNS, benchmark_markdown
 from training.train import TrainConfig, train
@@ -61,6 +66,11 @@ def _csv(text: str) -> list[str]:
 @app.command("train")
 def train_command(
     data: list[Path] = typer.Option(..., "--data", help="Dataset directory (repeat for several)."),
+    task: str = typer.Option(
+        "embedding",
+        help="embedding (metric learning, the default) | hierarchy (ruler from the obverse, "
+        "type from the reverse: cross-validated, then trained on every coin).",
+    ),
     out: Path = typer.Option(Path("runs/latest"), "--out", help="Run directory."),
     model: str = typer.Option("resnet-tiny", help="Backbone name."),
     image_size: int = typer.Option(224, help="Square input side in pixels."),
@@ -69,7 +79,9 @@ def train_command(
     batch_size: int = typer.Option(32, help="Images per step (per GPU under torchrun)."),
     per_class: int = typer.Option(2, help="Images per coin side in a batch."),
     steps_per_epoch: int | None = typer.Option(None, help="Default: training images / batch size."),
-    lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, warm-up, cosine decay)."),
+    lr: float | None = typer.Option(
+        None, help="Peak learning rate, AdamW (default 3e-3 embedding, 2e-3 hierarchy)."
+    ),
     loss: str = typer.Option("arcface", help="arcface | subcenter-arcface | triplet."),
     margin: float = typer.Option(0.5, help="ArcFace angular margin in radians."),
     scale: float = typer.Option(
@@ -103,11 +115,29 @@ def train_command(
         None, help="Preprocessed-image cache (default ~/.cache/coinrig)."
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    folds: int = typer.Option(5, help="hierarchy: cross-validation folds (class-balanced)."),
+    per_side: int = typer.Option(4, help="hierarchy: images per coin side used, at most."),
+    baseline: str = typer.Option("sift", help="hierarchy: sift | none (dense-SIFT baseline)."),
 ) -> None:
     """Train an embedding model; writes RUN/{config.json, checkpoints/, metrics.jsonl, curves.png, summary.json}.
 
+    With --task hierarchy: RUN/{config.json, checkpoints/hierarchy/, cv/} instead.
+
     Example: pipeline train --data datasets/sawhill --model resnet-tiny --image-size 64 --out runs/tiny
     """
+    if task not in ("embedding", "hierarchy"):
+        with expected_errors(TrainingError):
+            raise fail(f"--task must be embedding or hierarchy, got {task!r}")
+    if task == "hierarchy":
+        settings = ClassifierSettings(
+            model=model, image_size=image_size, epochs=epochs, batch_size=batch_size,
+            lr=2e-3 if lr is None else lr, aug=aug, seed=seed,
+        )  # fmt: skip
+        train_hierarchy(
+            data, out, settings, folds=folds, per_side=per_side, derotate=derotate,
+            baseline=baseline, cache_dir=cache_dir,
+        )  # fmt: skip
+        return
     with expected_errors(TrainingError):
         if resume and (out / "config.json").exists():
             # The run's own settings win; only the length of training may change.
@@ -130,7 +160,7 @@ def train_command(
                 batch_size=batch_size,
                 per_class=per_class,
                 steps_per_epoch=steps_per_epoch,
-                lr=lr,
+                lr=3e-3 if lr is None else lr,
                 loss=LossSettings(name=loss, margin_rad=margin, scale=scale),
                 aug=aug,
                 train_on=train_on,
@@ -171,8 +201,13 @@ def evaluate_command(
 ) -> None:
     """Retrieval metrics on held-out coins; writes RUN/eval-PROTOCOL/{metrics.json, report.md, failures.png}.
 
+    On a hierarchy run: its classifiers on the labelled coins of --data (RUN/eval-hierarchy).
+
     Example: pipeline evaluate --run runs/tiny --data datasets/sawhill --protocol catalog
     """
+    if is_hierarchy_run(run):
+        evaluate_hierarchy(run, list(data or []), cache_dir)
+        return
     with expected_errors(TrainingError):
         if not run.is_dir():
             raise fail(f"run directory not found: {run}")
@@ -298,10 +333,12 @@ if __name__ == "__main__":
 def _mount_commands() -> None:
     # search and explanations live in their own modules to keep this one small
     from pipeline.cli_explain import register as register_explain
+    from pipeline.cli_hierarchy import register as register_hierarchy
     from pipeline.cli_search import register as register_search
 
     register_search(app)
     register_explain(app)
+    register_hierarchy(app)
 
 
 _mount_commands()

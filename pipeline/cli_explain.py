@@ -1,4 +1,4 @@
-r"""`pipeline explain` and `pipeline classify`: which regions drive a match; ruler → type.
+r"""`pipeline explain`: which regions drive a match.
 
 Examples:
     pipeline explain --run runs/tiny --query phone.jpg --method landmarks --epsilon 0.5
@@ -7,8 +7,6 @@ Examples:
     pipeline explain --run runs/tiny --query phone.jpg --method occlusion --window 11
     pipeline explain --run runs/tiny --query phone.jpg --method landmarks --target margin \
         --epsilon 0.1
-    pipeline classify --data datasets/sawhill --model resnet-tiny --image-size 64 --epochs 10 \
-        --folds 5 --baseline sift --out runs/classify
 """
 
 from __future__ import annotations
@@ -18,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from rig.cli_support import expected_errors, fail
 from training.cache import crop_photo, default_cache_dir
@@ -28,25 +24,10 @@ from training.data import load_images, read_datasets, reference_records
 from training.errors import TrainingError
 from training.explain import METHODS, Explanation, background_baseline, explain_match
 from training.explain.overlay import save_explanation
-from training.hierarchy import (
-    ClassifierSettings,
-    load_labelled_images,
-    paired_line,
-    run_hierarchy_cv,
-    write_confusion_png,
-)
 from training.imageio import load_rgb
 from training.search import RunModel, embed_crops, load_run_model
-from training.sift_baseline import run_sift_baseline_cv
 
 TARGETS = ("similarity", "margin")
-
-# result key, table column: what each row of the paper's table measures
-ROWS = (
-    ("reverse_only", "reverse only (type)"),
-    ("obverse_only", "obverse only (ruler)"),
-    ("hierarchy", "hierarchy (type)"),
-)
 
 
 def _crop(path: Path, loaded: RunModel) -> np.ndarray:
@@ -198,77 +179,6 @@ def _report(
         typer.echo(f"wrote {path}")
 
 
-def _classify_command(
-    data: list[Path] = typer.Option(..., "--data", help="Dataset directory (repeat for several)."),
-    model: str = typer.Option("resnet-tiny", help="Backbone of both classifiers."),
-    image_size: int = typer.Option(64, help="Square input side in pixels."),
-    epochs: int = typer.Option(10, help="Epochs per classifier and fold."),
-    batch_size: int = typer.Option(32, help="Images per step."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, cosine decay)."),
-    aug: str = typer.Option(
-        "tuned", help="Augmentation preset: standard | tuned | archive | none."
-    ),
-    folds: int = typer.Option(5, help="Cross-validation folds (class-balanced, by coin)."),
-    per_side: int = typer.Option(4, help="Images per coin side used, at most."),
-    baseline: str = typer.Option("sift", help="sift | none: also run the dense-SIFT baseline."),
-    derotate: bool = typer.Option(False, help="Undo the recorded turntable angle."),
-    seed: int = typer.Option(0, help="Seed of the folds and of training."),
-    cache_dir: Path | None = typer.Option(None, help="Preprocessed-image cache."),
-    out: Path = typer.Option(Path("runs/classify"), "--out", help="Folder for results."),
-) -> None:
-    """Cross-validated ruler → type classification vs reverse-only, obverse-only and dense SIFT.
-
-    Writes OUT/results.json and OUT/{cnn,sift}-{reverse_only,obverse_only,hierarchy}.png.
-
-    Example: pipeline classify --data datasets/sawhill --epochs 10 --folds 5 --out runs/classify
-    """
-    with expected_errors(TrainingError, ValueError):
-        for d in data:
-            if not d.is_dir():
-                raise fail(f"dataset directory not found: {d}")
-        if baseline not in ("sift", "none"):
-            raise fail(f"--baseline must be sift or none, got {baseline!r}")
-        settings = ClassifierSettings(
-            model=model, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-            aug=aug, seed=seed,
-        )  # fmt: skip
-        images = load_labelled_images(
-            data, image_size, cache_dir=cache_dir, per_side=per_side, derotate=derotate
-        )
-
-        def warn(line: str) -> None:
-            typer.echo(f"warning: {line}", err=True)
-
-        results = {"cnn": run_hierarchy_cv(images, settings, folds=folds, seed=seed, warn=warn)}
-        if baseline == "sift":
-            results["sift"] = run_sift_baseline_cv(images, folds=folds, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, result in results.items():
-        for key, title in ROWS:
-            write_confusion_png(out / f"{name}-{key}.png", result[key], f"{name}: {title}")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    first = results["cnn"]
-    table = Table(
-        "method",
-        *(title for _, title in ROWS),
-        title=f"Balanced accuracy, {folds}-fold CV, {first['coins']} coins, "
-        f"{first['types']} types, {first['rulers']} rulers",
-    )
-    for result in results.values():
-        table.add_row(
-            result["method"],
-            *(
-                f"{100 * result[k]['balanced_accuracy']:.1f}% ± {100 * result[k]['fold_std']:.1f}"
-                for k, _ in ROWS
-            ),
-        )
-    Console().print(table)
-    for result in results.values():
-        typer.echo(paired_line(result))
-    typer.echo(f"wrote {out / 'results.json'} and confusion matrices")
-
-
 def register(app: typer.Typer) -> None:
-    """Add `explain` and `classify` to the pipeline command."""
+    """Add `explain` to the pipeline command."""
     app.command("explain")(_explain_command)
-    app.command("classify")(_classify_command)

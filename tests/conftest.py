@@ -25,6 +25,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run torch (and BLAS, e.g. k-means) on one thread for the test.
+
+    Two cores shared by many processes: a second intra-op thread only waits for a core (a 6×
+    slowdown measured under load), so the small models of the tests run on one.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
     """Fail a test that leaves non-daemon or emulator threads running."""

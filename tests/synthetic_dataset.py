@@ -30,6 +30,7 @@ class Spec:
     catalog: bool = True
     light_background: bool = False
     seed: int = 0
+    first_id: int = 0  # coin ids start at SYN-{first_id}: another set of coins, other ids
 
 
 def _marks(rng: np.random.Generator, size: int) -> list[tuple[str, tuple[int, ...], int]]:
@@ -116,7 +117,7 @@ def write_dataset(root: Path, spec: Spec = Spec()) -> Path:
     coins, lines = [], []
     bg = 225 if spec.light_background else 20
     for i in range(spec.n_coins):
-        coin_id = f"SYN-{i:04d}"
+        coin_id = f"SYN-{spec.first_id + i:04d}"
         coins.append({"coin_id": coin_id, "ruler": f"ruler-{i % 2}", "type": f"type-{i % 3}"})
         for side in spec.sides:
             marks = _marks(rng, spec.size)

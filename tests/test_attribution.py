@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -15,15 +13,7 @@ from training.explain.landmarks import WindowRegions, find_landmarks
 from training.explain.scoring import pointing_game
 from training.models.embedding import build_model
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # two cores shared by many processes: a second intra-op thread only waits for a core
-    # (a 6× slowdown measured under load), so these small models run on one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SIZE = 48

@@ -1,9 +1,8 @@
-"""`pipeline explain` and `pipeline classify` through typer's CliRunner."""
+"""`pipeline explain` through typer's CliRunner."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -12,23 +11,13 @@ import pytest
 import torch
 import typer
 from synthetic_dataset import Spec, write_dataset
-from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from pipeline.cli_explain import register
 from training.checkpoint import save_checkpoint
 from training.models.embedding import build_model
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # two cores shared by many processes: a second intra-op thread only waits for a core
-    # (a 6× slowdown measured under load), so these small models run on one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):  # k-means' BLAS too
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 runner = CliRunner()
@@ -166,52 +155,3 @@ def test_match_on_a_pooling_model_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 2
     assert "grid-keeping model" in result.output and len(result.output.strip().splitlines()) == 1
-
-
-def test_classify_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
-    result = runner.invoke(_app(), ["classify", "--data", str(tmp_path / "none")])
-    assert result.exit_code == 2 and "dataset directory not found" in result.output
-    data = write_dataset(tmp_path / "d", Spec(n_coins=3, angles=(0.0,), lights=("diffuse",)))
-    result = runner.invoke(_app(), ["classify", "--data", str(data), "--folds", "5"])
-    # 3 coins, 3 types: no type has 5 coins
-    assert result.exit_code == 2 and "at least 2 types" in result.output.splitlines()[-1]
-
-
-def _relabel(data: Path, ruler_of: dict[str, str]) -> None:
-    """Give every coin of a synthetic dataset a type (i % 4) under a fixed ruler per type."""
-    lines = []
-    for i, line in enumerate((data / "coins.jsonl").read_text().splitlines()):
-        row = json.loads(line)
-        row["type"] = f"type-{i % 4}"
-        row["ruler"] = ruler_of[row["type"]]
-        lines.append(json.dumps(row))
-    (data / "coins.jsonl").write_text("\n".join(lines) + "\n")
-
-
-def test_classify_writes_table_results_and_confusion_pngs(tmp_path: Path) -> None:
-    data = write_dataset(tmp_path / "d", Spec(n_coins=12, angles=(0.0,), lights=("diffuse",)))
-    _relabel(data, {"type-0": "A", "type-1": "A", "type-2": "B", "type-3": "B"})
-    out = tmp_path / "out"
-    result = runner.invoke(
-        _app(),
-        ["classify", "--data", str(data), "--image-size", "32", "--epochs", "1", "--folds", "3",
-         "--per-side", "1", "--aug", "none", "--cache-dir", str(tmp_path / "cache"),
-         "--out", str(out)],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "hierarchy (type)" in result.output and "sift" in result.output
-    assert result.output.count("hierarchy − reverse-only") == 2  # the paired gain, each method
-    saved = json.loads((out / "results.json").read_text())
-    assert set(saved) == {"cnn", "sift"}
-    for method in saved.values():
-        assert method["coins"] == 12 and method["types"] == 4 and method["rulers"] == 2
-        assert np.sum(method["hierarchy"]["confusion"]) == 12
-    assert len(list(out.glob("*.png"))) == 6
-
-
-def test_classify_refuses_a_type_under_two_rulers(tmp_path: Path) -> None:
-    data = write_dataset(tmp_path / "d", Spec(n_coins=6, angles=(0.0,), lights=("diffuse",)))
-    # the synthetic labels put type-0 under ruler-0 (coin 0) and ruler-1 (coin 3)
-    result = runner.invoke(_app(), ["classify", "--data", str(data), "--folds", "2"])
-    assert result.exit_code == 2
-    assert "belongs to two rulers" in result.output.strip().splitlines()[-1]

@@ -9,8 +9,6 @@ at P where similarity maps point at the design.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -31,14 +29,7 @@ from training.explain.match import match_map
 from training.explain.scoring import pointing_game
 from training.models.embedding import build_model
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # two cores shared by many processes: a second intra-op thread only waits for a core
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SIZE = 32

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from training.errors import SettingsError
+from training.errors import DataError, SettingsError
 from training.hierarchy import (
     ClassifierSettings,
     LabelledImage,
@@ -23,16 +21,9 @@ from training.hierarchy import (
     sign_test_p,
     write_confusion_png,
 )
+from training.hierarchy_run import fit_hierarchy, load_hierarchy_run, save_hierarchy_run
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # two cores shared by many processes: a second intra-op thread only waits for a core
-    # (a 6× slowdown measured under load), so these small models run on one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic_coins(
@@ -146,3 +137,37 @@ def test_types_with_too_few_coins_are_left_out_and_named() -> None:
     with pytest.raises(SettingsError, match="at least 2 types"):
         run_hierarchy_cv(images, ClassifierSettings(image_size=32), folds=3, warn=warned.append)
     assert "T00" in warned[0]
+
+
+def test_a_saved_hierarchy_classifies_unseen_coins_as_it_did_in_memory(tmp_path: Path) -> None:
+    images = synthetic_coins(per_side=2)
+    train = [im for im in images if int(im.coin_id[-1]) < 4]  # 4 coins of each type
+    held_out = [im for im in images if int(im.coin_id[-1]) >= 4]  # 2 others of each type
+    settings = ClassifierSettings(image_size=32, epochs=6, batch_size=16, lr=3e-3, aug="none")
+    model, coins = fit_hierarchy(train, settings)
+    assert len(coins) == 16 and model.rulers == ["R0", "R1"]
+    assert [model.rulers[r] for r in model.ruler_of_type] == ["R0", "R0", "R1", "R1"]
+    save_hierarchy_run(tmp_path, model, settings, {"training_coins": coins})
+    loaded, config = load_hierarchy_run(tmp_path)
+    assert config["task"] == "hierarchy" and config["training_coins"] == coins
+    obverse = [im.image for im in held_out if im.side == "obverse"]
+    reverse = [im.image for im in held_out if im.side == "reverse"]
+    truth = np.array([model.types.index(im.type) for im in held_out if im.side == "reverse"])
+    in_memory, from_disk = model.predict(obverse, reverse), loaded.predict(obverse, reverse)
+    for a, b in zip(in_memory, from_disk, strict=True):
+        assert np.array_equal(a, b)
+    _, reverse_only, hierarchy = from_disk
+    assert np.mean(hierarchy == truth) >= 0.9
+    assert np.mean(hierarchy == truth) >= np.mean(reverse_only == truth) + 0.25
+
+
+def test_loading_refuses_what_is_not_a_whole_hierarchy_run(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a run of `pipeline train --task hierarchy`"):
+        load_hierarchy_run(tmp_path)
+    images = synthetic_coins(coins_per_type=2, per_side=1)
+    settings = ClassifierSettings(image_size=32, epochs=1, batch_size=16, aug="none")
+    model, coins = fit_hierarchy(images, settings)
+    save_hierarchy_run(tmp_path, model, settings, {"training_coins": coins})
+    (tmp_path / "checkpoints" / "hierarchy" / "type.safetensors").unlink()
+    with pytest.raises(DataError, match="missing weights"):
+        load_hierarchy_run(tmp_path)

@@ -30,10 +30,8 @@ def save_checkpoint(
     meta = {"format_version": FORMAT_VERSION, "config": model.config, "extra": dict(extra or {})}
     # Weights first, JSON last, each renamed into place: a crash never leaves a JSON whose
     # weights file is missing or half-written.
-    _write_atomic(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
-    _write_atomic(
-        directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n")
-    )
+    write_atomic(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    write_atomic(directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
 
 
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
@@ -62,7 +60,7 @@ def load_checkpoint(directory: Path, *, device: str | torch.device = "cpu") -> E
 def save_optimizer(directory: Path, optimizer: torch.optim.Optimizer) -> None:
     """Write the optimizer's state_dict to optimizer.pt."""
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomic(directory / OPTIMIZER_FILE, lambda p: torch.save(optimizer.state_dict(), p))
+    write_atomic(directory / OPTIMIZER_FILE, lambda p: torch.save(optimizer.state_dict(), p))
 
 
 def load_optimizer(
@@ -73,7 +71,8 @@ def load_optimizer(
     optimizer.load_state_dict(state)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write` on a temporary file beside `path`, fsync it, rename it into place."""
     # Write beside the target and rename, so a reader never sees a half-written file.
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)

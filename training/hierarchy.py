@@ -265,19 +265,21 @@ def cnn_predictor(settings: ClassifierSettings) -> Predictor:
 
 
 @dataclass
-class _Tally:
+class FoldTally:
     """Confusion matrix summed over folds and each fold's own balanced accuracy."""
 
     confusion: np.ndarray
     per_fold: list[float] = field(default_factory=list)
 
     def add(self, truth: np.ndarray, predicted: np.ndarray) -> None:
+        """Count one fold's (or one evaluation's) true and predicted class indices."""
         fold = np.zeros_like(self.confusion)
         np.add.at(fold, (truth, predicted), 1)
         self.confusion += fold
         self.per_fold.append(balanced_accuracy(fold))
 
     def summary(self, labels: list[str]) -> dict[str, Any]:
+        """JSON-able figures: balanced accuracy, its spread over folds, the confusion matrix."""
         return {
             "balanced_accuracy": balanced_accuracy(self.confusion),
             "fold_std": float(np.std(self.per_fold)),
@@ -324,9 +326,9 @@ def cross_validate(
     ruler_index = {r: i for i, r in enumerate(rulers)}
     ruler_of_type = [ruler_index[next(c.ruler for c in coins if c.type == t)] for t in types]
     tallies = {
-        "reverse_only": _Tally(np.zeros((len(types), len(types)), np.int64)),
-        "obverse_only": _Tally(np.zeros((len(rulers), len(rulers)), np.int64)),
-        "hierarchy": _Tally(np.zeros((len(types), len(types)), np.int64)),
+        "reverse_only": FoldTally(np.zeros((len(types), len(types)), np.int64)),
+        "obverse_only": FoldTally(np.zeros((len(rulers), len(rulers)), np.int64)),
+        "hierarchy": FoldTally(np.zeros((len(types), len(types)), np.int64)),
     }
     only_hierarchy = only_reverse = 0
     for train_pos, test_pos in class_balanced_folds([c.type for c in coins], folds, seed):

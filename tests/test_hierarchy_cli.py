@@ -1,0 +1,169 @@
+"""`pipeline classify`, `pipeline train --task hierarchy` and `pipeline evaluate` on its run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic_dataset import Spec, write_dataset
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+runner = CliRunner()
+RULER_OF = {"type-0": "A", "type-1": "A", "type-2": "B", "type-3": "B"}
+TINY = ["--image-size", "32", "--epochs", "1", "--per-side", "1", "--aug", "none"]
+
+
+def _relabel(data: Path, ruler_of: dict[str, str] = RULER_OF) -> Path:
+    """Give the i-th coin of a synthetic dataset the (i mod n)-th type, under its ruler."""
+    types, lines = list(ruler_of), []
+    for i, line in enumerate((data / "coins.jsonl").read_text().splitlines()):
+        row = json.loads(line)
+        row["type"] = types[i % len(types)]
+        row["ruler"] = ruler_of[row["type"]]
+        lines.append(json.dumps(row))
+    (data / "coins.jsonl").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def _dataset(root: Path, coins: int, seed: int = 0) -> Path:
+    spec = Spec(n_coins=coins, angles=(0.0,), lights=("diffuse",), seed=seed, first_id=100 * seed)
+    return _relabel(write_dataset(root, spec))
+
+
+def _last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+def test_classify_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["classify", "--data", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "dataset directory not found" in result.output
+    data = write_dataset(tmp_path / "d", Spec(n_coins=3, angles=(0.0,), lights=("diffuse",)))
+    result = runner.invoke(app, ["classify", "--data", str(data), "--folds", "5"])
+    # 3 coins, 3 types: no type has 5 coins
+    assert result.exit_code == 2 and "at least 2 types" in result.output.splitlines()[-1]
+
+
+def test_classify_writes_table_results_and_confusion_pngs(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "d", coins=12)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["classify", "--data", str(data), "--image-size", "32", "--epochs", "1", "--folds", "3",
+         "--per-side", "1", "--aug", "none", "--cache-dir", str(tmp_path / "cache"),
+         "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "hierarchy (type)" in result.output and "sift" in result.output
+    assert result.output.count("hierarchy − reverse-only") == 2  # the paired gain, each method
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved) == {"cnn", "sift"}
+    for method in saved.values():
+        assert method["coins"] == 12 and method["types"] == 4 and method["rulers"] == 2
+        assert np.sum(method["hierarchy"]["confusion"]) == 12
+    assert len(list(out.glob("*.png"))) == 6
+
+
+def test_classify_refuses_a_type_under_two_rulers(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "d", Spec(n_coins=6, angles=(0.0,), lights=("diffuse",)))
+    # the synthetic labels put type-0 under ruler-0 (coin 0) and ruler-1 (coin 3)
+    result = runner.invoke(app, ["classify", "--data", str(data), "--folds", "2"])
+    assert result.exit_code == 2
+    assert "belongs to two rulers" in result.output.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A hierarchy run trained on 12 coins: (run, its data, the cache)."""
+    root = tmp_path_factory.mktemp("hierarchy")
+    data, cache, run = _dataset(root / "d", coins=12), root / "cache", root / "run"
+    result = runner.invoke(
+        app,
+        ["train", "--task", "hierarchy", "--data", str(data), *TINY, "--folds", "3",
+         "--baseline", "none", "--cache-dir", str(cache), "--out", str(run)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "hierarchy (type)" in result.output and "hierarchy − reverse-only" in result.output
+    return run, data, cache
+
+
+def test_train_hierarchy_cross_validates_and_saves_both_classifiers(
+    trained: tuple[Path, Path, Path],
+) -> None:
+    run, data, _ = trained
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "hierarchy" and config["data"] == [str(data)]
+    assert config["rulers"] == ["A", "B"] and config["types"] == sorted(RULER_OF)
+    assert [config["rulers"][r] for r in config["ruler_of_type"]] == ["A", "A", "B", "B"]
+    assert len(config["training_coins"]) == 12 and config["settings"]["image_size"] == 32
+    weights = sorted(p.name for p in (run / "checkpoints" / "hierarchy").iterdir())
+    assert weights == ["ruler.safetensors", "type.safetensors"]
+    cv = json.loads((run / "cv" / "results.json").read_text())
+    assert set(cv) == {"cnn"} and cv["cnn"]["folds"] == 3 and cv["cnn"]["coins"] == 12
+    assert np.sum(cv["cnn"]["hierarchy"]["confusion"]) == 12
+    assert len(list((run / "cv").glob("*.png"))) == 3
+
+
+def test_evaluate_a_hierarchy_run_on_other_coins(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    run, _, cache = trained
+    other = _dataset(tmp_path / "other", coins=8, seed=5)
+    result = runner.invoke(
+        app, ["evaluate", "--run", str(run), "--data", str(other), "--cache-dir", str(cache)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "used in training" not in result.output
+    report = json.loads((run / "eval-hierarchy" / "metrics.json").read_text())
+    assert report["coins"] == 8 and report["pairs"] == 8 and report["trained_on"] == 0
+    for key in ("reverse_only", "obverse_only", "hierarchy"):
+        assert np.sum(report[key]["confusion"]) == 8
+        assert 0.0 <= report[key]["balanced_accuracy"] <= 1.0
+    assert len(list((run / "eval-hierarchy").glob("*.png"))) == 3
+
+
+def test_evaluate_on_training_coins_warns_that_figures_are_optimistic(
+    trained: tuple[Path, Path, Path],
+) -> None:
+    run, data, cache = trained
+    result = runner.invoke(
+        app, ["evaluate", "--run", str(run), "--data", str(data), "--cache-dir", str(cache)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 of 12 coins were used in training" in result.output
+
+
+def test_hierarchy_bad_input_is_one_line_exit_2(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    run, data, cache = trained
+    result = runner.invoke(app, ["train", "--task", "nonsense", "--data", str(data)])
+    assert result.exit_code == 2 and "--task must be embedding or hierarchy" in result.output
+    result = runner.invoke(app, ["evaluate", "--run", str(run)])
+    assert result.exit_code == 2 and "give --data" in _last_line(result.output)
+    # coins of types the run never saw: nothing to classify
+    strangers = _relabel(
+        write_dataset(tmp_path / "s", Spec(n_coins=4, angles=(0.0,), lights=("diffuse",))),
+        {"type-9": "Z"},
+    )
+    result = runner.invoke(
+        app, ["evaluate", "--run", str(run), "--data", str(strangers), "--cache-dir", str(cache)]
+    )
+    assert result.exit_code == 2
+    assert "no coin with both sides imaged is of a type the run was trained on" in _last_line(
+        result.output
+    )
+    # a type the run knows, under another ruler: labels that contradict the run
+    moved = _relabel(
+        write_dataset(tmp_path / "m", Spec(n_coins=4, angles=(0.0,), lights=("diffuse",))),
+        {"type-0": "B"},
+    )
+    result = runner.invoke(
+        app, ["evaluate", "--run", str(run), "--data", str(moved), "--cache-dir", str(cache)]
+    )
+    assert result.exit_code == 2 and "under ruler 'B' here but under 'A'" in result.output
