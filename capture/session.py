@@ -56,6 +56,7 @@ from capture.events import (
     utc_now,
 )
 from capture.plan import Kinematics, Plan, ShotEvent, check_plan, estimate_duration_s, expand
+from capture.records import flat_fielded, missing_shots, shot_metadata
 from rig.calibration.flatfield import FlatFieldCorrector
 from rig.calibration.store import CalibrationUse, calibration_for_rig
 from rig.config import RigConfig
@@ -335,8 +336,10 @@ class SessionRunner:
             return retaken
         job, event, settings = shot.job, shot.event, shot.settings
         name = image_name(job.coin_id, event.side, event.index, self.writer.image_format)
-        record = self._metadata(job, event, settings, frame, shot.captured_at)
-        image, record["flatfield"] = self._flat_fielded(frame, event.light)
+        record = shot_metadata(self.session_id, job, event, settings, frame, shot.captured_at)
+        image, record["flatfield"], warning = flat_fielded(self.flatfield, frame, event.light)
+        if warning is not None and warning not in self._warnings:
+            self._warnings.append(warning)
         self.writer.submit(name, image, record, frame.pixel_format)
         with self._lock:
             self._submitted[name] = (job.coin_id, event.index)
@@ -386,37 +389,6 @@ class SessionRunner:
             return
         raise _Stop(FinishReason.DEVICE_FAILURE, error) from exc
 
-    def _metadata(
-        self,
-        job: CoinJob,
-        event: ShotEvent,
-        settings: ShotSettings,
-        frame: Frame,
-        captured_at: str,
-    ) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "coin_id": job.coin_id,
-            "side": event.side,
-            "role": "capture",
-            "session_id": self.session_id,
-            "shot": event.index,
-            "turntable_deg": settings.turntable_deg,
-            "tilt_deg": settings.tilt_deg,
-            "light": event.light,
-            "lights": dict(settings.lights),
-            "exposure_us": float(frame.exposure_us),
-            "gain_db": float(frame.gain_db),
-            "camera": frame.camera,
-            "width": frame.width,
-            "height": frame.height,
-            "pixel_format": frame.pixel_format,
-            "captured_at": captured_at,
-            "reference": event.reference,
-        }
-        if frame.sim is not None:
-            record["sim"] = frame.sim
-        return record
-
     def _check_calibration(self) -> None:
         """Find the calibrations in use; missing or stale ones are warnings, never a stop."""
         if self.calibration is None and self.config is not None:
@@ -427,21 +399,6 @@ class SessionRunner:
                 self._warnings.append(f"calibration not checked: {exc}")
         if self.calibration is not None:
             self._warnings.extend(self.calibration.warnings)
-
-    def _flat_fielded(self, frame: Frame, light: str) -> tuple[Any, dict[str, Any]]:
-        """The image to write and the metadata note saying whether it was flat-fielded."""
-        if self.flatfield is None:
-            return frame.image, {"applied": False, "calibration": None}
-        note: dict[str, Any] = {"applied": False, "calibration": self.flatfield.stored.name}
-        reason = self.flatfield.reason_not_applied(frame.image, light)
-        if reason is not None:
-            note["reason"] = reason
-            warning = f"flat field not applied: {reason}"
-            if warning not in self._warnings:
-                self._warnings.append(warning)
-            return frame.image, note
-        note.update(applied=True, gamma=self.flatfield.result.gamma)
-        return self.flatfield.correct(frame.image, light), note
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -470,19 +427,6 @@ class SessionRunner:
         self._errors.extend(f"parking: {p}" for p in parked)
         return final, reason, message
 
-    def _missing(self, reason: FinishReason | None) -> list[dict[str, Any]]:
-        written = {r["file_name"] for r in self.writer.written}
-        missing = []
-        for coin_id, todo in self._todo.items():
-            for event in todo:
-                name = image_name(coin_id, event.side, event.index, self.writer.image_format)
-                if name in written:
-                    continue
-                why = self._skipped.get(name) or f"not taken ({reason or 'running'})"
-                missing.append({"coin_id": coin_id, "shot": event.index, "file_name": name})
-                missing[-1]["reason"] = why
-        return missing
-
     def _record(
         self,
         state: RunState,
@@ -496,7 +440,13 @@ class SessionRunner:
         clock = self.rig.extras.get("clock")
         physical_now = _physical(clock)
         todo = [e for events in self._todo.values() for e in events]
-        missing = self._missing(reason) if state is not RunState.RUNNING else []
+        missing = []
+        if state is not RunState.RUNNING:
+            written = {r["file_name"] for r in self.writer.written}
+            why = f"not taken ({reason or 'running'})"
+            missing = missing_shots(
+                self._todo, written, self._skipped, self.writer.image_format, why
+            )
         estimated = None
         if self.config is not None and todo:
             kinematics = Kinematics.from_config(self.config)

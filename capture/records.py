@@ -1,0 +1,95 @@
+"""What a session writes about its shots: metadata lines, flat-field notes and missing shots.
+
+Pure functions of what the runner knows (capture.session), kept apart so the runner holds only
+sequencing and state. The fields follow the metadata line of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from capture.engine import CoinJob, ShotSettings
+from capture.layout import image_name
+from capture.plan import ShotEvent
+from rig.calibration.flatfield import FlatFieldCorrector
+from rig.devices import Frame
+
+
+def shot_metadata(
+    session_id: str,
+    job: CoinJob,
+    event: ShotEvent,
+    settings: ShotSettings,
+    frame: Frame,
+    captured_at: str,
+) -> dict[str, Any]:
+    """A capture's metadata line (without file_name and sha256, which the writer adds).
+
+    `settings` are what the devices reported when this shot was set up: the frame may be
+    collected after the next shot's set-up, so nothing is read from the rig here.
+    """
+    record: dict[str, Any] = {
+        "coin_id": job.coin_id,
+        "side": event.side,
+        "role": "capture",
+        "session_id": session_id,
+        "shot": event.index,
+        "turntable_deg": settings.turntable_deg,
+        "tilt_deg": settings.tilt_deg,
+        "light": event.light,
+        "lights": dict(settings.lights),
+        "exposure_us": float(frame.exposure_us),
+        "gain_db": float(frame.gain_db),
+        "camera": frame.camera,
+        "width": frame.width,
+        "height": frame.height,
+        "pixel_format": frame.pixel_format,
+        "captured_at": captured_at,
+        "reference": event.reference,
+    }
+    if frame.sim is not None:
+        record["sim"] = frame.sim
+    return record
+
+
+def flat_fielded(
+    flatfield: FlatFieldCorrector | None, frame: Frame, light: str
+) -> tuple[Any, dict[str, Any], str | None]:
+    """The image to write, the metadata note on flat-fielding, and a warning if not applied."""
+    if flatfield is None:
+        return frame.image, {"applied": False, "calibration": None}, None
+    note: dict[str, Any] = {"applied": False, "calibration": flatfield.stored.name}
+    reason = flatfield.reason_not_applied(frame.image, light)
+    if reason is not None:
+        note["reason"] = reason
+        return frame.image, note, f"flat field not applied: {reason}"
+    note.update(applied=True, gamma=flatfield.result.gamma)
+    return flatfield.correct(frame.image, light), note, None
+
+
+def missing_shots(
+    todo: Mapping[str, Iterable[ShotEvent]],
+    written: set[str],
+    skipped: Mapping[str, str],
+    image_format: str,
+    why_not_taken: str,
+) -> list[dict[str, Any]]:
+    """The shots a session was to take that are not on disk, each with the reason.
+
+    A skipped shot gives its device error; any other was not reached (`why_not_taken`).
+    """
+    missing = []
+    for coin_id, events in todo.items():
+        for event in events:
+            name = image_name(coin_id, event.side, event.index, image_format)
+            if name not in written:
+                missing.append(
+                    {
+                        "coin_id": coin_id,
+                        "shot": event.index,
+                        "file_name": name,
+                        "reason": skipped.get(name) or why_not_taken,
+                    }
+                )
+    return missing
