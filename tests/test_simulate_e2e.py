@@ -228,3 +228,18 @@ def test_refusals_exit_2_before_anything_runs(tmp_path: Path) -> None:
     assert (out / "metadata.jsonl").read_bytes() == before
     assert json.loads((out / "dataset.json").read_text())["format"] == "coinrig-dataset"
     assert metadata_lines(out)
+
+
+def test_time_scale_makes_the_rig_take_its_scaled_physical_time(tmp_path: Path) -> None:
+    """--time-scale 0.01: every motion, settle and exposure waits 1 % of its physical time."""
+    plan = write_plan(tmp_path / "tiny.yaml", TINY_PLAN)
+    out = tmp_path / "sim"
+    code, output = simulate(out, "--coins", "1", "--time-scale", "0.01", "--plan", str(plan))
+    assert code == 0, output
+    (session,) = DatasetReader(out).sessions()
+    assert session["rig_config"]["simulation"]["time_scale"] == 0.01
+    physical, wall = session["timings"]["physical_s"], session["timings"]["wall_s"]
+    assert physical > 40  # one coin: load, 8 shots, flip, 8 shots, unload
+    assert wall >= 0.01 * physical
+    assert_complete_once(out, plan, COINS[:1])
+    assert ground_truth_mismatches(out) == []
