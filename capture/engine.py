@@ -3,7 +3,8 @@
 The engine owns the devices (set up the session, load/flip/return a coin, set up and take a
 shot, park); the runner (capture.session) owns sequencing, state, events and the dataset. Every
 idempotent device command (an absolute move, a light pattern, a camera setting, a grab) is retried
-with backoff, and a GRBL alarm is cleared with Turntable.recover() before the next try. Arm
+with backoff, and a turntable alarm (GRBL ALARM, a Modbus drive's latched fault) is cleared with
+Turntable.recover() before the next try. Arm
 handling (pick, place, flip) is never retried: repeating half a pick could drop the coin, so an
 arm failure goes straight to the runner, which parks and pauses.
 """
@@ -143,7 +144,8 @@ class CaptureEngine:
             if self.on_retry is not None:
                 self.on_retry(attempt, exc)
             if isinstance(exc, DeviceAlarm):
-                # An alarm locks GRBL until it is cleared; the next try would fail the same way.
+                # An alarm locks GRBL (or latches a drive's fault) until it is cleared; the next
+                # try would fail the same way.
                 self.rig.turntable.recover()
                 self._current.turntable_deg = None
 
