@@ -24,7 +24,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli_hierarchy import evaluate_hierarchy, train_hierarchy
+from pipeline.cli_hierarchy import (
+    check_datasets,
+    evaluate_hierarchy,
+    refuse_other_task,
+    train_hierarchy,
+)
 from rig.cli_support import expected_errors, fail, print_version, set_debug
 from training.data import load_images, read_datasets
 from training.errors import TrainingError
@@ -125,9 +130,12 @@ def train_command(
 
     Example: pipeline train --data datasets/sawhill --model resnet-tiny --image-size 64 --out runs/tiny
     """
-    if task not in ("embedding", "hierarchy"):
-        with expected_errors(TrainingError):
+    with expected_errors(TrainingError):
+        if task not in ("embedding", "hierarchy"):
             raise fail(f"--task must be embedding or hierarchy, got {task!r}")
+        if task == "hierarchy" and (resume or weights is not None):
+            raise fail("--resume and --weights apply to --task embedding only")
+        refuse_other_task(out, task)
     if task == "hierarchy":
         settings = ClassifierSettings(
             model=model, image_size=image_size, epochs=epochs, batch_size=batch_size,
@@ -145,9 +153,7 @@ def train_command(
                 TrainConfig.from_json(json.loads((out / "config.json").read_text())), epochs=epochs
             )
         else:
-            for d in data:
-                if not d.is_dir():
-                    raise fail(f"dataset directory not found: {d}")
+            check_datasets(data)
             if weights is not None and not weights.is_file():
                 raise fail(f"weights file not found: {weights}")
             cfg = TrainConfig(
@@ -211,9 +217,7 @@ def evaluate_command(
     with expected_errors(TrainingError):
         if not run.is_dir():
             raise fail(f"run directory not found: {run}")
-        for d in data or []:
-            if not d.is_dir():
-                raise fail(f"dataset directory not found: {d}")
+        check_datasets(list(data or []))
         report = evaluate_run(
             run,
             data=data or None,
@@ -277,9 +281,7 @@ def benchmark_command(
     """
     rows: list[dict[str, Any]] = []
     with expected_errors(TrainingError):
-        for d in data:
-            if not d.is_dir():
-                raise fail(f"dataset directory not found: {d}")
+        check_datasets(data)
         for model in _csv(models):
             for preset in _csv(aug):
                 for regime in _csv(train_on):

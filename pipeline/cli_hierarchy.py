@@ -22,8 +22,10 @@ from training.errors import TrainingError
 from training.hierarchy import ClassifierSettings, load_labelled_images, paired_line
 from training.hierarchy_run import (
     ROWS,
+    TASK,
     cross_validate_methods,
     evaluate_hierarchy_run,
+    run_task,
     train_hierarchy_run,
     write_cv_results,
 )
@@ -38,6 +40,15 @@ def check_datasets(data: list[Path]) -> None:
     for d in data:
         if not d.is_dir():
             raise fail(f"dataset directory not found: {d}")
+
+
+def refuse_other_task(out: Path, task: str) -> None:
+    """Refuse to write a run of one task over a run of another in the same folder."""
+    existing = run_task(out)
+    if existing is not None and existing != task:
+        raise fail(
+            f"{out} holds a run of --task {existing}; give --out a new folder for --task {task}"
+        )
 
 
 def parse_baseline(baseline: str) -> bool:
@@ -82,6 +93,7 @@ def train_hierarchy(
 ) -> None:
     """`pipeline train --task hierarchy`: cross-validate, train on every coin, save, report."""
     with expected_errors(TrainingError, ValueError):
+        refuse_other_task(out, TASK)
         check_datasets(data)
         results = train_hierarchy_run(
             data,
@@ -158,6 +170,7 @@ def classify_command(
             model=model, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
             aug=aug, seed=seed,
         )  # fmt: skip
+        settings.check()
         images = load_labelled_images(
             data, image_size, cache_dir=cache_dir, per_side=per_side, derotate=derotate
         )

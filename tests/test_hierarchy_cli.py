@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,62 @@ def test_hierarchy_bad_input_is_one_line_exit_2(
         app, ["evaluate", "--run", str(run), "--data", str(moved), "--cache-dir", str(cache)]
     )
     assert result.exit_code == 2 and "under ruler 'B' here but under 'A'" in result.output
+
+
+def test_runs_of_the_two_tasks_never_overwrite_each_other(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    run, data, _ = trained
+    before = (run / "config.json").read_text()
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(run)])
+    assert result.exit_code == 2
+    assert "holds a run of --task hierarchy" in _last_line(result.output)
+    assert (run / "config.json").read_text() == before
+    embedding = tmp_path / "embedding-run"
+    embedding.mkdir()
+    (embedding / "config.json").write_text(json.dumps({"model": "resnet-tiny"}))
+    result = runner.invoke(
+        app, ["train", "--task", "hierarchy", "--data", str(data), "--out", str(embedding)]
+    )
+    assert result.exit_code == 2
+    assert "holds a run of --task embedding" in _last_line(result.output)
+    result = runner.invoke(
+        app, ["train", "--task", "hierarchy", "--data", str(data), "--resume", "--out", str(run)]
+    )
+    assert result.exit_code == 2 and "--task embedding only" in _last_line(result.output)
+
+
+def test_bad_settings_are_refused_before_any_image_is_read(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "d", coins=4)
+    cache = tmp_path / "cache"
+    for flag, value, message in (
+        ("--model", "resnet-9000", "unknown model 'resnet-9000'"),
+        ("--aug", "sparkle", "unknown augmentation 'sparkle'"),
+        ("--epochs", "0", "must be > 0"),
+    ):
+        result = runner.invoke(
+            app,
+            ["train", "--task", "hierarchy", "--data", str(data), flag, value,
+             "--cache-dir", str(cache), "--out", str(tmp_path / "run")],
+        )  # fmt: skip
+        assert result.exit_code == 2 and message in _last_line(result.output)
+    assert not cache.exists()  # nothing was decoded or cached
+
+
+def test_a_damaged_run_is_one_line_exit_2(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    run, data, cache = trained
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run, damaged)
+    weights = damaged / "checkpoints" / "hierarchy" / "ruler.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a truncated copy
+    result = runner.invoke(
+        app, ["evaluate", "--run", str(damaged), "--data", str(data), "--cache-dir", str(cache)]
+    )
+    assert result.exit_code == 2 and "is damaged" in _last_line(result.output)
+    config = json.loads((damaged / "config.json").read_text())
+    del config["rulers"]
+    (damaged / "config.json").write_text(json.dumps(config))
+    result = runner.invoke(
+        app, ["evaluate", "--run", str(damaged), "--data", str(data), "--cache-dir", str(cache)]
+    )
+    assert result.exit_code == 2 and "damaged run config" in _last_line(result.output)

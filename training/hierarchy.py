@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from training.augment import build_augment, normalize
 from training.cache import Preprocess, default_cache_dir
+from training.checks import check_model_and_augmentation
 from training.data import load_images, read_dataset
 from training.errors import DataError, SettingsError
 from training.models.embedding import build_model
@@ -169,6 +170,16 @@ class ClassifierSettings:
     weight_decay: float = 0.05
     aug: str = "tuned"
     seed: int = 0
+
+    def check(self) -> None:
+        """Fail fast on settings that cannot work, before any image is decoded.
+
+        Raises:
+            SettingsError: unknown model or augmentation; sizes, epochs or rate not positive.
+        """
+        check_model_and_augmentation(self.model, self.aug)
+        if min(self.image_size, self.epochs, self.batch_size) < 1 or self.lr <= 0:
+            raise SettingsError("image size, epochs, batch size and learning rate must be > 0")
 
 
 class Classifier(nn.Module):

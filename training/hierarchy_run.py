@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from training.checkpoint import write_atomic
@@ -175,14 +176,31 @@ def save_hierarchy_run(
     write_atomic(run / CONFIG_FILE, lambda p: p.write_text(text))
 
 
-def is_hierarchy_run(run: Path) -> bool:
-    """Whether RUN was written by `pipeline train --task hierarchy`."""
+def run_task(run: Path) -> str | None:
+    """The task of the run in RUN ("embedding" or "hierarchy"); None where no run is written.
+
+    Embedding runs predate the task key, so a config without one is an embedding run.
+
+    Raises:
+        DataError: RUN/config.json exists but cannot be read as a JSON object.
+    """
     path = run / CONFIG_FILE
     if not path.is_file():
-        return False
+        return None
     try:
-        return json.loads(path.read_text()).get("task") == TASK
-    except (json.JSONDecodeError, AttributeError):
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"unreadable run config {path}: {error}") from error
+    if not isinstance(config, dict):
+        raise DataError(f"unreadable run config {path}: not a JSON object")
+    return str(config.get("task", "embedding"))
+
+
+def is_hierarchy_run(run: Path) -> bool:
+    """Whether RUN was written by `pipeline train --task hierarchy` (False if unreadable)."""
+    try:
+        return run_task(run) == TASK
+    except DataError:
         return False
 
 
@@ -192,25 +210,29 @@ def load_hierarchy_run(run: Path) -> tuple[HierarchyModel, dict[str, Any]]:
     Raises:
         DataError: not a hierarchy run, or its weights are missing or do not fit its config.
     """
-    if not is_hierarchy_run(run):
+    if run_task(run) != TASK:
         raise DataError(f"{run} is not a run of `pipeline train --task hierarchy`")
     config: dict[str, Any] = json.loads((run / CONFIG_FILE).read_text())
-    settings = ClassifierSettings(**config["settings"])
+    try:
+        settings = ClassifierSettings(**config["settings"])
+        rulers, types = list(config["rulers"]), list(config["types"])
+        ruler_of_type = [int(r) for r in config["ruler_of_type"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"damaged run config {run / CONFIG_FILE}: {error!r}") from error
     nets = []
-    for name, classes in (("ruler", config["rulers"]), ("type", config["types"])):
+    for name, classes in (("ruler", rulers), ("type", types)):
         path = run / CHECKPOINTS / f"{name}.safetensors"
         if not path.is_file():
             raise DataError(f"missing weights: {path}")
         net = Classifier(settings.model, settings.image_size, len(classes))
         try:
             net.load_state_dict(load_file(str(path)), strict=True)
-        except RuntimeError as error:
-            raise DataError(f"{path} does not fit the run's config: {error}") from error
+        except (RuntimeError, SafetensorError) as error:
+            raise DataError(
+                f"{path} is damaged or does not fit the run's config: {error}"
+            ) from error
         nets.append(net.eval())
-    model = HierarchyModel(
-        nets[0], nets[1], list(config["rulers"]), list(config["types"]), config["ruler_of_type"]
-    )
-    return model, config
+    return HierarchyModel(nets[0], nets[1], rulers, types, ruler_of_type), config
 
 
 def train_hierarchy_run(
@@ -228,8 +250,9 @@ def train_hierarchy_run(
     """Cross-validate (RUN/cv), then train on every coin and save the classifiers; returns the CV.
 
     Raises:
-        TrainingError: unreadable data, missing labels, too few types or coins per type.
+        TrainingError: bad settings, unreadable data, missing labels, too few types or coins.
     """
+    settings.check()
     images = load_labelled_images(
         data, settings.image_size, cache_dir=cache_dir, per_side=per_side, derotate=derotate
     )

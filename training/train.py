@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from training.augment import PRESETS, build_augment, normalize
+from training.augment import build_augment, normalize
 from training.cache import Preprocess, default_cache_dir
 from training.checkpoint import (
     load_checkpoint,
@@ -45,6 +45,7 @@ from training.checkpoint import (
     save_checkpoint,
     save_optimizer,
 )
+from training.checks import check_model_and_augmentation
 from training.data import (
     REGIMES,
     BalancedSampler,
@@ -58,7 +59,7 @@ from training.data import (
 from training.errors import SettingsError
 from training.evaluate import autocast, run_protocol
 from training.losses import LOSSES, LossSettings, build_loss
-from training.models.embedding import EmbeddingModel, build_model, model_names
+from training.models.embedding import EmbeddingModel, build_model
 from training.report import write_curves
 
 # The loss's own parameters (ArcFace class centres) live beside the model weights.
@@ -132,16 +133,9 @@ class TrainConfig:
         Raises:
             SettingsError: unknown model, loss, preset or regime; bad split or sizes.
         """
-        if self.model not in model_names():
-            raise SettingsError(
-                f"unknown model {self.model!r}; choose from {', '.join(model_names())}"
-            )
+        check_model_and_augmentation(self.model, self.aug)
         if self.loss.name not in LOSSES:
             raise SettingsError(f"unknown loss {self.loss.name!r}; choose from {', '.join(LOSSES)}")
-        if self.aug not in PRESETS:
-            raise SettingsError(
-                f"unknown augmentation {self.aug!r}; choose from {', '.join(PRESETS)}"
-            )
         if self.train_on not in REGIMES:
             raise SettingsError(
                 f"unknown --train-on {self.train_on!r}; choose from {', '.join(REGIMES)}"
