@@ -17,14 +17,26 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from capture.plan import Plan, ShotEvent, Side
+from rig.config import CameraSettings
 from rig.devices import Frame, Rig
-from rig.errors import DeviceAlarm, DeviceFault, RigError, SafetyError, TransportError
+from rig.errors import (
+    DeviceAlarm,
+    DeviceFault,
+    DeviceTimeout,
+    RigError,
+    SafetyError,
+    TransportError,
+)
 from rig.retry import with_retries
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 RetryHook = Callable[[int, BaseException], None]
+
+# How long a frame may take to arrive once its exposure is over, when the rig's config does not
+# say (its camera's grab_timeout_s): the same default a camera's own grab() uses.
+FRAME_TIMEOUT_S: float = CameraSettings.model_fields["grab_timeout_s"].default
 
 
 @dataclass(frozen=True)
@@ -85,16 +97,23 @@ class TriggeredCamera(Protocol):
 
 
 @dataclass(frozen=True)
-class _Grabbed:
-    """An Exposure that is already over and read out (a camera without `trigger`)."""
+class Collected:
+    """An Exposure whose outcome is known: its frame (a grab, a retake) or the error that lost it.
 
-    frame: Frame
+    The runner swaps one in for a shot it has waited on, so that a shot met again on the way out
+    of an error neither waits on its camera a second time nor comes back from the dead.
+    """
+
+    frame: Frame | None = None
+    error: RigError | None = None
 
     def wait_exposed(self) -> None:
         """Over already."""
 
     def result(self, timeout_s: float | None = None) -> Frame:
-        """The frame grabbed."""
+        """The frame, or the error that lost it raised again."""
+        if self.frame is None:
+            raise self.error or DeviceFault("camera: frame lost")
         return self.frame
 
 
@@ -127,12 +146,15 @@ class CaptureEngine:
         prompt: Prompt | None = None,
         sleep: Callable[[float], None] | None = None,
         backoff_s: float = 0.05,
+        frame_timeout_s: float | None = None,
     ) -> None:
         self.rig = rig
         self.plan = plan
         self.prompt = prompt
         self.sleep = sleep
         self.backoff_s = backoff_s
+        # None: the default grab timeout (FRAME_TIMEOUT_S), never an unbounded wait
+        self.frame_timeout_s = FRAME_TIMEOUT_S if frame_timeout_s is None else frame_timeout_s
         self.on_retry: RetryHook | None = None
         self._current = _Current()
 
@@ -262,14 +284,28 @@ class CaptureEngine:
     def start_shot(self, event: ShotEvent) -> Exposure:
         """Expose a shot that setup_shot prepared; returns once the exposure is over.
 
-        The frame may still be reading out: collect it with `result()`. If that fails, the
+        The frame may still be reading out: wait for it with `collect()`. If that fails, the
         exposure is lost and the shot must be set up and taken again (`exec_shot`).
         """
         return self.call(self._expose)
 
+    def collect(self, exposure: Exposure) -> Frame:
+        """Wait for an exposed shot's frame, at most `frame_timeout_s` (never retried).
+
+        Raises:
+            DeviceTimeout: no frame within the timeout (it counts as lost, like any RigError).
+            RigError: the frame was lost after its exposure.
+        """
+        try:
+            return exposure.result(timeout_s=self.frame_timeout_s)
+        except TimeoutError as exc:  # a future's wait (concurrent.futures) times out like this
+            raise DeviceTimeout(
+                f"camera: no frame within {self.frame_timeout_s:g} s of its exposure"
+            ) from exc
+
     def exec_shot(self, event: ShotEvent) -> Frame:
         """Take the frame of a shot that setup_shot prepared and wait for it (retried whole)."""
-        return self.call(lambda: self._expose().result())
+        return self.call(lambda: self.collect(self._expose()))
 
     def _expose(self) -> Exposure:
         camera = self.rig.camera
@@ -277,7 +313,7 @@ class CaptureEngine:
             exposure = camera.trigger()
             exposure.wait_exposed()
             return exposure
-        return _Grabbed(camera.grab())
+        return Collected(camera.grab())
 
     # ------------------------------------------------------------ parking
     def park(self) -> list[str]:

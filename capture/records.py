@@ -1,18 +1,21 @@
 """What a session writes about its shots: metadata lines, flat-field notes and missing shots.
 
-Pure functions of what the runner knows (capture.session), kept apart so the runner holds only
+Functions of what the runner knows (capture.session), kept apart so the runner holds only
 sequencing and state. The fields follow the metadata line of DESIGN.md.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from capture.engine import CoinJob, ShotSettings
+from capture.events import utc_now
 from capture.layout import image_name
-from capture.plan import ShotEvent
+from capture.plan import Kinematics, ShotEvent, estimate_duration_s
 from rig.calibration.flatfield import FlatFieldCorrector
+from rig.config import RigConfig
 from rig.devices import Frame
 
 
@@ -93,3 +96,40 @@ def missing_shots(
                     }
                 )
     return missing
+
+
+def physical_s(clock: Any) -> float | None:
+    """The twin clock's physical time so far; None without a clock or if it cannot tell."""
+    try:
+        return float(clock.physical_duration_s()) if clock is not None else None
+    except Exception:  # the record is informative: never fail a session over it
+        return None
+
+
+def session_timings(
+    started_at: str,
+    started: float,
+    physical_before: float | None,
+    clock: Any,
+    todo: Mapping[str, list[ShotEvent]],
+    config: RigConfig | None,
+) -> dict[str, Any]:
+    """The session record's timings: wall, twin-clock physical and dry-run estimated seconds.
+
+    Wall time runs from `started` (monotonic), physical time from `physical_before`; the
+    estimate is for the shots `todo` on the kinematics of `config`.
+    """
+    estimated = None
+    if config is not None and any(todo.values()):
+        kinematics = Kinematics.from_config(config)
+        estimated = sum(estimate_duration_s(t, kinematics) for t in todo.values() if t)
+    physical_now = physical_s(clock)
+    return {
+        "started_at": started_at,
+        "updated_at": utc_now(),
+        "wall_s": round(time.monotonic() - started, 3),
+        "estimated_physical_s": estimated,
+        "physical_s": None
+        if physical_now is None or physical_before is None
+        else round(physical_now - physical_before, 3),
+    }

@@ -7,11 +7,14 @@ rig, records why it finished in sessions/SESSION_ID.json and only then re-raises
 - a device that keeps failing (after the engine's retries): the shot is skipped when the plan
   says `on_failure: skip`, otherwise the rig is parked and the session ends `paused`;
 - disk full: `paused` with reason disk_full; nothing half-written stays behind;
-- Ctrl-C (KeyboardInterrupt): the current shot is dropped (or, if already queued, written),
+- Ctrl-C (KeyboardInterrupt): no new exposure starts; the shots already exposed (up to
+  IN_FLIGHT, their frames perhaps still reading out) are collected and written on the way out,
   the rig parked, the session `paused` (interrupted), and the KeyboardInterrupt re-raised;
 - anything unexpected: `failed`, parked, re-raised.
 
-Every ending but `done` is resumable: a rerun skips shots already on disk with their checksum.
+An exposed shot whose frame cannot be kept on the way out is listed in the record's `missing`
+as lost after its exposure, not as not taken. Every ending but `done` is resumable: a rerun
+skips shots already on disk with their checksum.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from capture.dataset import (
     image_name,
     validate_coin_id,
 )
-from capture.engine import CaptureEngine, CoinJob, Exposure, Prompt, ShotSettings
+from capture.engine import CaptureEngine, CoinJob, Collected, Exposure, Prompt, ShotSettings
 from capture.events import (
     TRANSITIONS,
     CoinDone,
@@ -55,8 +58,8 @@ from capture.events import (
     StateChanged,
     utc_now,
 )
-from capture.plan import Kinematics, Plan, ShotEvent, check_plan, estimate_duration_s, expand
-from capture.records import flat_fielded, missing_shots, shot_metadata
+from capture.plan import Plan, ShotEvent, check_plan, expand
+from capture.records import flat_fielded, missing_shots, physical_s, session_timings, shot_metadata
 from rig.calibration.flatfield import FlatFieldCorrector
 from rig.calibration.store import CalibrationUse, calibration_for_rig
 from rig.config import RigConfig
@@ -120,7 +123,12 @@ class SessionRunner:
         self.config = config
         self.session_id = session_id or new_session_id()
         self.coin_info = coin_info
-        self.engine = CaptureEngine(rig, plan, prompt=prompt, sleep=sleep, backoff_s=backoff_s)
+        # A frame is waited for as long as a grab would be (the camera's grab_timeout_s): a
+        # camera that lost a trigger must not hold the session for ever.
+        timeout_s = config.camera.grab_timeout_s if config is not None else None
+        self.engine = CaptureEngine(
+            rig, plan, prompt=prompt, sleep=sleep, backoff_s=backoff_s, frame_timeout_s=timeout_s
+        )
         self.engine.on_retry = self._on_retry
         self.events = expand(plan)
         self._emitter = Emitter(list(listeners))
@@ -133,6 +141,7 @@ class SessionRunner:
         self._shot: int | None = None
         self._submitted: dict[str, tuple[str, int]] = {}
         self._skipped: dict[str, str] = {}
+        self._lost: dict[str, str] = {}  # exposed, then not kept: file name → why
         self._todo: dict[str, list[ShotEvent]] = {}
         self._errors: list[str] = []
         self._on_turntable: str | None = None
@@ -177,7 +186,7 @@ class SessionRunner:
         started = time.monotonic()
         started_at = utc_now()
         clock = self.rig.extras.get("clock")
-        physical_before = _physical(clock)
+        physical_before = physical_s(clock)
         pending: BaseException | None = None
         final = RunState.DONE
         reason, message = FinishReason.COMPLETED, ""
@@ -308,7 +317,7 @@ class SessionRunner:
         """Collect the oldest shots until `count` are left in flight; True if one was retaken."""
         retaken = False
         while len(in_flight) > count:
-            retaken |= self._collect(in_flight.popleft())
+            retaken |= self._collect(in_flight)
         return retaken
 
     def _setup(self, event: ShotEvent) -> ShotSettings | RigError:
@@ -318,29 +327,39 @@ class SessionRunner:
         except RigError as exc:
             return exc
 
-    def _collect(self, shot: _InFlight, *, retake: bool = True) -> bool:
-        """Wait for a shot's frame and queue it for writing; returns True if it was retaken.
+    def _collect(self, in_flight: deque[_InFlight], *, retake: bool = True) -> bool:
+        """Wait for the oldest shot's frame and queue it for writing; True if it was retaken.
 
+        The shot leaves `in_flight` only once it is queued for writing, skipped or has paused
+        the session: an interrupt or a write error before that leaves it for the way out.
         A frame lost after its exposure is taken again from scratch (`retake`), with the
         engine's retries; a shot that still fails is skipped or pauses, as its plan says.
         """
-        retaken = False
+        shot, retaken = in_flight[0], False
         try:
-            frame: Frame | None = shot.exposure.result()
+            frame: Frame | None = self.engine.collect(shot.exposure)
         except RigError as exc:
             if not retake:
                 raise
             retaken = True
-            frame = self._retake(shot, exc)
+            try:
+                frame = self._retake(shot, exc)
+            except _Stop:
+                in_flight.popleft()  # lost, its retakes failed: _failed has recorded it
+                raise
         if frame is None:
+            in_flight.popleft()  # skipped
             return retaken
+        # Kept as collected: the way out writes it without waiting on the camera again.
+        shot.exposure = Collected(frame)
         job, event, settings = shot.job, shot.event, shot.settings
-        name = image_name(job.coin_id, event.side, event.index, self.writer.image_format)
+        name = self._file_name(job, event)
         record = shot_metadata(self.session_id, job, event, settings, frame, shot.captured_at)
         image, record["flatfield"], warning = flat_fielded(self.flatfield, frame, event.light)
         if warning is not None and warning not in self._warnings:
             self._warnings.append(warning)
         self.writer.submit(name, image, record, frame.pixel_format)
+        in_flight.popleft()  # queued: nothing after this may write it a second time
         with self._lock:
             self._submitted[name] = (job.coin_id, event.index)
         self._taken += 1
@@ -353,6 +372,7 @@ class SessionRunner:
         with self._lock:
             current, self._shot = self._shot, event.index  # retries name this shot
         self._errors.append(f"shot {event.index} of {job.coin_id}: frame lost: {exc}")
+        shot.exposure = Collected(error=exc)  # never waited on again, even on the way out
         self._emitter.emit(ShotRetry(job.coin_id, event.index, 1, str(exc)))
         try:
             shot.settings = self.engine.setup_shot(event, self._patterns)
@@ -369,21 +389,24 @@ class SessionRunner:
     def _collect_on_the_way_out(self, in_flight: deque[_InFlight]) -> None:
         """Keep exposed shots while an error unwinds; never move a device, never raise."""
         while in_flight:
-            shot = in_flight.popleft()
+            shot = in_flight[0]
             try:
-                self._collect(shot, retake=False)
+                self._collect(in_flight, retake=False)
             except Exception as exc:
-                self._errors.append(f"shot {shot.event.index} of {shot.job.coin_id} lost: {exc}")
-                log.warning("shot %d of %s lost: %s", shot.event.index, shot.job.coin_id, exc)
+                job, event = shot.job, shot.event
+                if in_flight and in_flight[0] is shot:  # not queued for writing
+                    in_flight.popleft()
+                    self._lost[self._file_name(job, event)] = f"lost after its exposure: {exc}"
+                self._errors.append(f"shot {event.index} of {job.coin_id} lost: {exc}")
+                log.warning("shot %d of %s lost: %s", event.index, job.coin_id, exc)
 
     def _failed(self, job: CoinJob, event: ShotEvent, exc: RigError) -> None:
         """A shot that failed after the engine's retries: skip it, or pause the session."""
         error = f"shot {event.index} of {job.coin_id}: {exc}"
         self._errors.append(error)
         if event.on_failure == "skip":
-            name = image_name(job.coin_id, event.side, event.index, self.writer.image_format)
             with self._lock:
-                self._skipped[name] = str(exc)
+                self._skipped[self._file_name(job, event)] = str(exc)
             self._skipped_now += 1
             self._emitter.emit(ShotSkipped(job.coin_id, event.index, str(exc)))
             return
@@ -399,6 +422,9 @@ class SessionRunner:
                 self._warnings.append(f"calibration not checked: {exc}")
         if self.calibration is not None:
             self._warnings.extend(self.calibration.warnings)
+
+    def _file_name(self, job: CoinJob, event: ShotEvent) -> str:
+        return image_name(job.coin_id, event.side, event.index, self.writer.image_format)
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -437,20 +463,14 @@ class SessionRunner:
         physical_before: float | None,
     ) -> str | None:
         """Write sessions/SESSION_ID.json; return None, or why it could not be written."""
-        clock = self.rig.extras.get("clock")
-        physical_now = _physical(clock)
         todo = [e for events in self._todo.values() for e in events]
         missing = []
         if state is not RunState.RUNNING:
             written = {r["file_name"] for r in self.writer.written}
             why = f"not taken ({reason or 'running'})"
-            missing = missing_shots(
-                self._todo, written, self._skipped, self.writer.image_format, why
-            )
-        estimated = None
-        if self.config is not None and todo:
-            kinematics = Kinematics.from_config(self.config)
-            estimated = sum(estimate_duration_s(t, kinematics) for t in self._todo.values() if t)
+            unkept = {**self._lost, **self._skipped}
+            missing = missing_shots(self._todo, written, unkept, self.writer.image_format, why)
+        clock = self.rig.extras.get("clock")
         record = {
             "session_id": self.session_id,
             "status": state.value,
@@ -469,15 +489,9 @@ class SessionRunner:
                 "skipped": len(self._skipped),
                 "missing": len(missing),
             },
-            "timings": {
-                "started_at": started_at,
-                "updated_at": utc_now(),
-                "wall_s": round(time.monotonic() - started, 3),
-                "estimated_physical_s": estimated,
-                "physical_s": None
-                if physical_now is None or physical_before is None
-                else round(physical_now - physical_before, 3),
-            },
+            "timings": session_timings(
+                started_at, started, physical_before, clock, self._todo, self.config
+            ),
             "on_turntable": self._on_turntable,
             "calibration": self.calibration.summary() if self.calibration is not None else None,
             "warnings": list(self._warnings),
@@ -510,10 +524,3 @@ class _InFlight:
     settings: ShotSettings
     exposure: Exposure
     captured_at: str
-
-
-def _physical(clock: Any) -> float | None:
-    try:
-        return float(clock.physical_duration_s()) if clock is not None else None
-    except Exception:
-        return None

@@ -217,17 +217,27 @@ class FakeCamera(FakeDevice):
 
 
 class FakeExposure:
-    """A triggered fake exposure; its frame is made at trigger time, handed out by result()."""
+    """A triggered fake exposure; its frame is made at trigger time, handed out by result().
 
-    def __init__(self, camera: FakeTriggeredCamera, frame: Frame) -> None:
+    A `stuck` exposure's frame never arrives, like a camera that lost a trigger: result() times
+    out (TimeoutError, as a concurrent.futures wait does) and, without a timeout, would block
+    forever, so it fails the test instead of hanging it.
+    """
+
+    def __init__(self, camera: FakeTriggeredCamera, frame: Frame, *, stuck: bool = False) -> None:
         self.camera = camera
         self.frame = frame
+        self.stuck = stuck
 
     def wait_exposed(self) -> None:
         self.camera.log.calls.append(("camera", "exposed", ()))
 
     def result(self, timeout_s: float | None = None) -> Frame:
-        self.camera._call("result")
+        self.camera._call("result", timeout_s)
+        if self.stuck:
+            if timeout_s is None:
+                raise AssertionError("result() without a timeout would block forever")
+            raise TimeoutError(f"no frame within {timeout_s} s")
         return self.frame
 
 
@@ -241,12 +251,14 @@ class FakeTriggeredCamera(FakeCamera):
         super().__init__(log, **kw)
         self.turntable = turntable
         self.lightbox = lightbox
+        # exposure numbers (1-based, counting every trigger) whose frames never arrive
+        self.stuck: set[int] = set()
 
     def trigger(self) -> FakeExposure:
         self._call("trigger")
         frame = self._frame()
         truth = {"turntable_deg": self.turntable.angle, "lights": dict(self.lightbox.state)}
-        return FakeExposure(self, replace(frame, sim=truth))
+        return FakeExposure(self, replace(frame, sim=truth), stuck=self.grabs in self.stuck)
 
 
 SAFE = Pose(x_mm=0, y_mm=200, z_mm=150)

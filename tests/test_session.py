@@ -13,14 +13,20 @@ from typing import Any
 
 import pytest
 import typer
-from fakes import FakeRig, make_rig
+from fakes import FakeRig, FakeTriggeredCamera, make_rig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from capture.checks import verify
 from capture.cli import register
-from capture.dataset import DatasetError, DatasetReader, DatasetWriter, read_jsonl
+from capture.dataset import (
+    DatasetError,
+    DatasetReader,
+    DatasetWriteError,
+    DatasetWriter,
+    read_jsonl,
+)
 from capture.engine import CoinJob, OperatorRequest
 from capture.events import (
     Event,
@@ -35,7 +41,7 @@ from capture.events import (
 )
 from capture.plan import Plan, expand
 from capture.session import IN_FLIGHT, SessionRunner
-from rig.config import load_config
+from rig.config import CameraSettings, load_config
 from rig.errors import ConfigError, DeviceAlarm, DeviceFault, DeviceTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +222,7 @@ def test_frames_lost_for_good_pause_or_skip(tmp_path: Path, on_failure: str) -> 
 
 def test_keyboard_interrupt_keeps_frames_already_exposed(tmp_path: Path) -> None:
     fake = make_rig(triggered=True)
-    fake.lightbox._faults["set_pattern"].extend([None] * 6 + [KeyboardInterrupt()])  # type: ignore[list-item]
+    fake.lightbox._faults["set_pattern"].extend([None] * 6 + [KeyboardInterrupt()])
     runner, writer, _ = _runner(tmp_path, fake)
     with pytest.raises(KeyboardInterrupt):
         runner.run()
@@ -232,6 +238,113 @@ def test_keyboard_interrupt_keeps_frames_already_exposed(tmp_path: Path) -> None
     again = make_rig(triggered=True)
     _run(tmp_path, again)
     assert again.camera.grabs == 12 - exposed and verify(tmp_path) == []
+
+
+def test_interrupt_while_waiting_for_a_frame_keeps_that_frame(tmp_path: Path) -> None:
+    """Ctrl-C during result(): the shot being waited for is still collected on the way out."""
+    fake = make_rig(triggered=True)
+    fake.camera._faults["result"].extend([None] * 3 + [KeyboardInterrupt()])
+    runner, writer, _ = _runner(tmp_path, fake)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    writer.close()
+    # shots 0-4 exposed; the interrupt hit the wait for shot 3 while shot 4 was in flight
+    assert fake.camera.grabs == 5
+    assert sorted(r["shot"] for r in DatasetReader(tmp_path).records()) == [0, 1, 2, 3, 4]
+    record = _session_record(tmp_path, runner)
+    assert [m["shot"] for m in record["missing"]] == list(range(5, 12))
+    assert {m["reason"] for m in record["missing"]} == {"not taken (interrupted)"}
+    assert _errors(tmp_path) == [] and _truth_mismatches(tmp_path) == []
+
+
+def test_exposed_shots_the_writer_refuses_are_recorded_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write error while collecting: the session record names every exposed shot lost."""
+    fake = make_rig(triggered=True)
+    runner, writer, _ = _runner(tmp_path, fake)
+    real = writer.submit
+    submitted = {"n": 0}
+
+    def refusing(*args: Any) -> None:
+        submitted["n"] += 1
+        if submitted["n"] > 3:  # as after a failed write: the dataset takes nothing more
+            raise DatasetWriteError("disk full", disk_full=True)
+        real(*args)
+
+    monkeypatch.setattr(writer, "submit", refusing)
+    runner.run()
+    writer.close()
+    assert runner.status().reason is FinishReason.DISK_FULL
+    _assert_parked(fake)
+    # shots 3 and 4 were exposed (in flight) when the writer refused shot 3
+    assert fake.camera.grabs == 5 and len(DatasetReader(tmp_path).records()) == 3
+    record = _session_record(tmp_path, runner)
+    reasons = {m["shot"]: m["reason"] for m in record["missing"]}
+    assert sorted(reasons) == list(range(3, 12))
+    assert reasons[3].startswith("lost after its exposure") and "disk full" in reasons[3]
+    assert reasons[4].startswith("lost after its exposure")
+    assert {reasons[s] for s in range(5, 12)} == {"not taken (disk_full)"}
+    assert _errors(tmp_path) == []
+
+
+def _with_grab_timeout(timeout_s: float) -> Any:
+    config = load_config(ROOT / "configs" / "sim.yaml")
+    camera = config.camera.model_copy(update={"grab_timeout_s": timeout_s})
+    return config.model_copy(update={"camera": camera})
+
+
+def test_a_frame_that_never_arrives_times_out_and_is_retaken(tmp_path: Path) -> None:
+    """result() waits at most the camera's grab timeout; a frame late past it is retaken."""
+    fake = make_rig(triggered=True)
+    assert isinstance(fake.camera, FakeTriggeredCamera)
+    fake.camera.stuck = {5}  # shot 4's frame never comes
+    writer = DatasetWriter(tmp_path, queue_size=2).open()
+    events: list[Event] = []
+    runner = SessionRunner(
+        fake.rig,
+        PLAN,
+        writer,
+        [CoinJob("C1", 0)],
+        config=_with_grab_timeout(0.25),
+        listeners=[events.append],
+        sleep=_no_sleep,
+    )
+    try:
+        runner.run()
+    finally:
+        writer.close()
+    assert runner.status().state is RunState.DONE
+    timeouts = {args[0] for device, method, args in fake.log.calls if method == "result"}
+    assert timeouts == {0.25}
+    (retry,) = [e for e in events if isinstance(e, ShotRetry)]
+    assert retry.shot == 4 and "0.25 s" in retry.error
+    assert fake.camera.grabs == 13 and len(DatasetReader(tmp_path).records()) == 12
+    assert verify(tmp_path) == [] and _truth_mismatches(tmp_path) == []
+
+
+@pytest.mark.parametrize("on_failure", ["pause", "skip"])
+def test_frames_that_never_arrive_pause_or_skip(tmp_path: Path, on_failure: str) -> None:
+    """No config: the default grab timeout; a shot whose retakes time out too is a failure."""
+    plan = PLAN.model_copy(update={"on_failure": on_failure})
+    fake = make_rig(triggered=True)
+    assert isinstance(fake.camera, FakeTriggeredCamera)
+    # shot 4 (exposure 5) and its three retakes (7-9; shot 5 was exposure 6) never arrive
+    fake.camera.stuck = {5, 7, 8, 9}
+    runner, events = _run(tmp_path, fake, plan=plan)
+    timeouts = {args[0] for device, method, args in fake.log.calls if method == "result"}
+    assert timeouts == {CameraSettings.model_fields["grab_timeout_s"].default}
+    record = _session_record(tmp_path, runner)
+    if on_failure == "pause":
+        assert runner.status().reason is FinishReason.DEVICE_FAILURE
+        assert "shot 4" in record["message"] and "no frame within" in record["message"]
+        assert sorted(r["shot"] for r in DatasetReader(tmp_path).records()) == [0, 1, 2, 3, 5]
+        _assert_parked(fake)
+    else:
+        assert runner.status().state is RunState.DONE
+        assert [e.shot for e in events if isinstance(e, ShotSkipped)] == [4]
+        assert record["counts"]["written"] == 11 and record["missing"][0]["shot"] == 4
+    assert _errors(tmp_path) == [] and _truth_mismatches(tmp_path) == []
 
 
 def test_resume_after_pause_takes_only_the_rest(tmp_path: Path) -> None:
@@ -332,7 +445,7 @@ def test_broken_engine_ends_failed_parked_and_consistent(tmp_path: Path) -> None
 
 def test_keyboard_interrupt_parks_and_is_resumable(tmp_path: Path) -> None:
     fake = make_rig()
-    fake.camera._faults["grab"].extend([None] * 6 + [KeyboardInterrupt()])  # type: ignore[list-item]
+    fake.camera._faults["grab"].extend([None] * 6 + [KeyboardInterrupt()])
     runner, writer, _ = _runner(tmp_path, fake)
     with pytest.raises(KeyboardInterrupt):
         runner.run()
@@ -595,7 +708,7 @@ def test_cli_capture_verify_summary_sheet(tmp_path: Path, cli: Any) -> None:
 def test_cli_ctrl_c_exits_130_and_resumes(tmp_path: Path, cli: Any) -> None:
     app, pending = cli
     fake = make_rig()
-    fake.camera._faults["grab"].extend([None] * 3 + [KeyboardInterrupt()])  # type: ignore[list-item]
+    fake.camera._faults["grab"].extend([None] * 3 + [KeyboardInterrupt()])
     pending.append(fake)
     out = tmp_path / "ds"
     tray = tmp_path / "tray.csv"
