@@ -9,7 +9,9 @@ the same open port from its `SharedLine`, and the line's `lock` makes their requ
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from typing import Any
 
 from pymodbus.client import ModbusSerialClient
@@ -37,6 +39,7 @@ class SharedLine:
     def __init__(self, endpoint: ModbusRtu) -> None:
         self.lock = threading.RLock()
         self._users = 0
+        self._owed_s = 0.0  # a request timed out: how long to wait for its reply before the next
         self.endpoint = endpoint
         self._owner = self._make_owner(endpoint)
 
@@ -69,11 +72,48 @@ class SharedLine:
             return self._owner.socket
 
     def release(self) -> None:
-        """One unit fewer; the port closes with the last."""
+        """One unit fewer; the port closes with the last.
+
+        Raises:
+            RuntimeError: more releases than acquires (a caller bug: the count would go
+                negative and the next unit's acquire would not count, so the port would close
+                under it).
+        """
         with self.lock:
-            self._users = max(0, self._users - 1)
+            if self._users == 0:
+                raise RuntimeError(f"serial port {self.endpoint.port} released more than acquired")
+            self._users -= 1
             if self._users == 0:
                 self._owner.close()
+
+    def owe_reply(self, wait_s: float) -> None:
+        """Note that a request went unanswered: its reply may still come, up to `wait_s` late."""
+        with self.lock:
+            self._owed_s = max(self._owed_s, wait_s)
+
+    def settle(self) -> int:
+        """Before the next request, wait out a reply still owed and drop it; returns bytes dropped.
+
+        RTU replies carry no transaction id, and two reads of the same count are alike: a reply
+        that arrives after its request timed out would answer the next request. So after a
+        timeout the line is listened to for one reply timeout, and whatever comes is dropped.
+        Call with `lock` held, so no other unit's request goes out meanwhile.
+        """
+        with self.lock:
+            wait_s, self._owed_s = self._owed_s, 0.0
+            port = self._owner.socket
+            if port is None:
+                return 0
+            dropped = 0
+            deadline = time.monotonic() + wait_s
+            while True:
+                waiting = port.in_waiting
+                if waiting:
+                    dropped += len(port.read(waiting))
+                elif time.monotonic() >= deadline:
+                    return dropped
+                else:
+                    time.sleep(0.002)
 
 
 _LINES: dict[str, SharedLine] = {}
@@ -86,17 +126,22 @@ def shared_line(endpoint: ModbusRtu) -> SharedLine:
     Raises:
         ConfigError: a unit already on this port uses other line settings.
     """
+    # one device may have several names (/dev/serial/by-id/... is a link to /dev/ttyUSB1): key
+    # on the device itself, or a second name would try to open the port again and fail
+    key = os.path.realpath(endpoint.port)
     with _LINES_LOCK:
-        line = _LINES.get(endpoint.port)
+        line = _LINES.get(key)
         if line is None:
-            line = _LINES[endpoint.port] = SharedLine(endpoint)
-        elif line.endpoint != endpoint:
+            line = _LINES[key] = SharedLine(endpoint)
+        elif _settings(line.endpoint) != _settings(endpoint):
             if not line.idle:
                 raise ConfigError(
                     f"two Modbus units on serial port {endpoint.port} ask for different line "
                     f"settings: {_settings(line.endpoint)} and {_settings(endpoint)}"
                 )
             line.reconfigure(endpoint)
+        elif line.idle and line.endpoint.port != endpoint.port:
+            line.reconfigure(endpoint)  # same device, another name: open it by the newest
         return line
 
 

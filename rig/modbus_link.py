@@ -10,8 +10,15 @@ error tree here, so no driver ever checks a pymodbus result:
 - no (complete) reply in time → `DeviceTimeout`; a reply that cannot be decoded or a closed
   connection → `TransportError`; both are retried on a fresh connection;
 - a port that refuses the connection or does not exist → `TransportError` at once;
-- a reply to another request (RTU has no transaction ids, so a late reply can arrive while
-  the next request waits) → `TransportError`, retried.
+- a reply whose function code or echoed address is not this request's → `TransportError`,
+  retried.
+
+RTU replies carry no transaction id, and a read reply not even its address: two reads of the
+same count on one unit cannot be told apart, so no check on the reply could stop a late reply
+from answering the next request. Instead, after a `DeviceTimeout` on RTU the line owes a reply:
+before the next request on it (the retry, or any unit's next request) the link holds the line
+and listens for one reply timeout, dropping whatever arrives (`SharedLine.settle`). A reply
+later than that (more than two timeouts plus the backoff after its request) can still cross.
 
 Over RTU, bytes that never make a valid frame (a CRC error, line noise) are a `TransportError`
 ("garbled"), silence a `DeviceTimeout`. Several units on one serial line (an RS-485 bus: a
@@ -324,8 +331,21 @@ class ModbusRegisterLink:
             raise NotConnected(f"{self.name}: link to {self.description} is not open")
         # units sharing a serial line take turns; a TCP link has its own connection
         with self._line.lock if self._line is not None else contextlib.nullcontext():
+            if self._line is not None:
+                # a retry after a timeout finds the port given back (`_on_retry`): borrow it
+                # again first, or the overdue reply would wait unread for the request below
+                if not client.connect():
+                    raise TransportError(f"{self.name}: cannot connect to {self.description}")
+                dropped = self._line.settle()
+                if dropped:
+                    log.info("%s: dropped %d stale byte(s) before %s", self.name, dropped, what)
             self._received = 0
-            response = self._send(what, request, client)
+            try:
+                response = self._send(what, request, client)
+            except DeviceTimeout:
+                if self._line is not None:  # its reply may still come: wait it out next time
+                    self._line.owe_reply(self.timeout_s)
+                raise
         if response.isError():
             code = getattr(response, "exception_code", None)
             if code is None:
@@ -384,7 +404,9 @@ def _check_reply(
     """A reply must answer this request: same function, and a write echoes its address.
 
     Raises:
-        TransportError: the reply belongs to another request (a late one, on RTU).
+        TransportError: the reply belongs to another request (another function, or a write
+            to another address). A late read reply of the same length passes this check:
+            `SharedLine.settle` keeps such replies off the line instead.
     """
     got = int(getattr(response, "function_code", function_code))
     if got != function_code:

@@ -52,8 +52,10 @@ class Outcome(NamedTuple):
     match: str = ""
 
 
-# Where the two wires part: RTU has no connection to lose, so a dead line is silence; it has no
-# transaction ids, so a late reply answers the identical retry (over TCP it is dropped). Noise
+# Where the two wires part: RTU has no connection to lose, so a dead line is silence. A late
+# reply is dropped over both: over TCP with the connection, over RTU by waiting it out after the
+# timeout (RTU has no transaction ids: taken by the retry, it would leave the retry's own reply
+# to answer the next request). Noise
 # is a TransportError over both, never a DeviceTimeout: over RTU the link tells a broken CRC
 # from silence by the bytes that arrived.
 PERSISTENT: dict[Framing, dict[str, Outcome]] = {
@@ -66,7 +68,7 @@ PERSISTENT: dict[Framing, dict[str, Outcome]] = {
     },
     "rtu": {
         "lost_reply": Outcome(DeviceTimeout, "no reply"),
-        "late_reply": Outcome(None),
+        "late_reply": Outcome(DeviceTimeout, "no reply"),
         "garbage": Outcome(TransportError, "garbled"),
         "disconnect": Outcome(DeviceTimeout, "no reply"),
         "modbus_exception": Outcome(DeviceFault, "answered Modbus exception"),

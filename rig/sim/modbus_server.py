@@ -10,7 +10,8 @@ handler that replaces pymodbus's own:
 
 - `modbus_exception` (or `error`): an exception response with the rule's code (default 4);
 - `lost_reply`: the request is carried out, the reply never sent;
-- `late_reply`: carried out, answered after `late_reply_s` (past the driver's timeout);
+- `late_reply`: carried out, answered after `late_reply_s` (by default 1.5 driver timeouts:
+  just past the timeout, as a slow unit answers);
 - `garbage`: carried out, answered with bytes no decoder accepts (TCP: a frame whose PDU is
   function 0; RTU: the real reply with a broken CRC, as line noise leaves it);
 - `disconnect`: TCP: the connection is closed without an answer (new ones are accepted); RTU
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import random
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -107,8 +109,9 @@ class _FaultyRequestHandler(ServerRequestHandler):
         response.dev_id = pdu.dev_id
         if kind == "lost_reply":
             return
-        if kind == "late_reply":
-            await asyncio.sleep(emulator.late_reply_s)
+        delay = emulator.late_reply_s if kind == "late_reply" else emulator.next_reply_delay()
+        if delay:
+            await asyncio.sleep(delay)
         if kind == "garbage":
             self.send(emulator.garbage_frame(pdu, self.framer.buildFrame(response)))
             return
@@ -180,7 +183,7 @@ class ModbusEmulator:
     ) -> None:
         """Serve `config`'s unit; faults and framing default to config.emulate's.
 
-        Late replies default to twice the driver's timeout. An RTU emulator joins `bus` (a line
+        Late replies default to 1.5 times the driver's timeout. An RTU emulator joins `bus` (a line
         shared with other units) or, without one, gets a line of its own.
         """
         self.name = name
@@ -194,7 +197,8 @@ class ModbusEmulator:
         self.unit_id = config.unit_id
         self.clock = clock or SimClock(0.0)
         self.faults = faults or _faults_from(config.emulate)
-        self.late_reply_s = late_reply_s if late_reply_s is not None else 2.0 * config.timeout_s
+        self.late_reply_s = late_reply_s if late_reply_s is not None else 1.5 * config.timeout_s
+        self._reply_delays: deque[float] = deque()
         self.internal_errors = 0
         self._lock = threading.RLock()
         self._requests: list[ModbusRequest] = []
@@ -324,6 +328,16 @@ class ModbusEmulator:
                 )
             )
         return fault
+
+    def delay_replies(self, *seconds: float) -> None:
+        """Answer the next requests (one delay each, in order) that late: a unit whose reply time varies."""
+        with self._lock:
+            self._reply_delays.extend(seconds)
+
+    def next_reply_delay(self) -> float:
+        """How long to hold the reply to this request (0: none), from `delay_replies`."""
+        with self._lock:
+            return self._reply_delays.popleft() if self._reply_delays else 0.0
 
     def requests(self) -> list[ModbusRequest]:
         """Every request received so far (a copy)."""
