@@ -32,6 +32,7 @@ from rig.cli import app
 from rig.config import ModbusRtu, RigConfig
 from rig.errors import ConfigError, DeviceTimeout
 from rig.lightbox.modbus import ModbusLightbox
+from rig.modbus_line import shared_line
 from rig.modbus_link import ModbusRegisterLink
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
@@ -328,3 +329,37 @@ def test_the_shipped_rs485_example_runs_on_emulated_units() -> None:
         assert rig.lightbox.identity().endpoint.split("?")[0] == turntable_port
         assert rig.turntable.move_to_deg(-90.0) == pytest.approx(-90.0, abs=0.01)
         assert rig.lightbox.set_pattern("raking_w") == {"left": 1.0, "right": 0.0, "ring": 0.0}
+
+
+# ---------------------------------------------------------------- one device, several names
+
+
+def test_two_names_of_one_serial_device_share_its_line(
+    table: TurntableBench, tmp_path: Path
+) -> None:
+    # /dev/serial/by-id/... is a symbolic link to /dev/ttyUSBn: a unit configured by one name
+    # and another by the other are on the same adapter, which can be opened only once
+    endpoint = table.emulator.endpoint
+    assert isinstance(endpoint, ModbusRtu)
+    alias = tmp_path / "usb-FTDI_FT232R-if00-port0"
+    alias.symlink_to(endpoint.port)
+    by_id = endpoint.model_copy(update={"port": str(alias)})
+    speed = table.config.registers.speed
+    with ModbusRegisterLink(by_id, unit_id=1, timeout_s=TIMEOUT_S["rtu"], retries=0) as link:
+        link.write_registers(speed, [321])
+        assert table.driver.status().state == "idle"  # the driver's link still works
+        assert link.read_holding(speed, 1) == [321]
+
+
+def test_a_line_released_more_often_than_acquired_is_a_bug(bus: SerialBus) -> None:
+    line = shared_line(ModbusRtu(port=bus.port, parity="N"))
+    assert line.acquire() is not None
+    line.release()
+    with pytest.raises(RuntimeError, match="released more than acquired"):
+        line.release()
+    assert line.idle
+    port = line.acquire()  # the count did not go negative: this unit holds an open port
+    try:
+        assert port is not None and port.is_open and not line.idle
+    finally:
+        line.release()
