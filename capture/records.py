@@ -98,6 +98,37 @@ def missing_shots(
     return missing
 
 
+def shot_tally(
+    todo: Mapping[str, list[ShotEvent]],
+    planned: int,
+    written: list[str],
+    skipped: Mapping[str, str],
+    lost: Mapping[str, str],
+    image_format: str,
+    why_not_taken: str | None,
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """The session record's counts and missing shots (none while the session is running).
+
+    `written` names every file written; `skipped` and `lost` (exposed, then not kept) map a
+    file name to why. `why_not_taken` is None while the session runs, else the reason given
+    to every other shot of `todo` not on disk.
+    """
+    to_take = sum(len(events) for events in todo.values())
+    missing = []
+    if why_not_taken is not None:
+        unkept = {**lost, **skipped}
+        missing = missing_shots(todo, set(written), unkept, image_format, why_not_taken)
+    counts = {
+        "planned": planned,
+        "already_present": planned - to_take,
+        "to_take": to_take,
+        "written": len(written),
+        "skipped": len(skipped),
+        "missing": len(missing),
+    }
+    return counts, missing
+
+
 def physical_s(clock: Any) -> float | None:
     """The twin clock's physical time so far; None without a clock or if it cannot tell."""
     try:

@@ -59,7 +59,7 @@ from capture.events import (
     utc_now,
 )
 from capture.plan import Plan, ShotEvent, check_plan, expand
-from capture.records import flat_fielded, missing_shots, physical_s, session_timings, shot_metadata
+from capture.records import flat_fielded, physical_s, session_timings, shot_metadata, shot_tally
 from rig.calibration.flatfield import FlatFieldCorrector
 from rig.calibration.store import CalibrationUse, calibration_for_rig
 from rig.config import RigConfig
@@ -463,13 +463,15 @@ class SessionRunner:
         physical_before: float | None,
     ) -> str | None:
         """Write sessions/SESSION_ID.json; return None, or why it could not be written."""
-        todo = [e for events in self._todo.values() for e in events]
-        missing = []
-        if state is not RunState.RUNNING:
-            written = {r["file_name"] for r in self.writer.written}
-            why = f"not taken ({reason or 'running'})"
-            unkept = {**self._lost, **self._skipped}
-            missing = missing_shots(self._todo, written, unkept, self.writer.image_format, why)
+        counts, missing = shot_tally(
+            self._todo,
+            len(self.events) * len(self.coins),
+            [r["file_name"] for r in self.writer.written],
+            self._skipped,
+            self._lost,
+            self.writer.image_format,
+            None if state is RunState.RUNNING else f"not taken ({reason or 'running'})",
+        )
         clock = self.rig.extras.get("clock")
         record = {
             "session_id": self.session_id,
@@ -481,14 +483,7 @@ class SessionRunner:
             "rig_config": self.config.model_dump(mode="json") if self.config else None,
             "devices": self._devices,
             "coins": [{"coin_id": j.coin_id, "slot": j.slot} for j in self.coins],
-            "counts": {
-                "planned": len(self.events) * len(self.coins),
-                "already_present": len(self.events) * len(self.coins) - len(todo),
-                "to_take": len(todo),
-                "written": len(self.writer.written),
-                "skipped": len(self._skipped),
-                "missing": len(missing),
-            },
+            "counts": counts,
             "timings": session_timings(
                 started_at, started, physical_before, clock, self._todo, self.config
             ),

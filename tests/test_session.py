@@ -257,6 +257,27 @@ def test_interrupt_while_waiting_for_a_frame_keeps_that_frame(tmp_path: Path) ->
     assert _errors(tmp_path) == [] and _truth_mismatches(tmp_path) == []
 
 
+def test_interrupt_after_a_frame_is_queued_never_writes_it_twice(tmp_path: Path) -> None:
+    """Ctrl-C while a listener draws a shot's progress: that shot was queued, and stays once."""
+    fake = make_rig(triggered=True)
+    runner, writer, _ = _runner(tmp_path, fake)
+    done = {"n": 0}
+
+    def interrupted_progress(event: Event) -> None:
+        if isinstance(event, ShotDone):
+            done["n"] += 1
+            if done["n"] == 4:
+                raise KeyboardInterrupt
+
+    runner.add_listener(interrupted_progress)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    writer.close()
+    lines = read_jsonl(tmp_path / "metadata.jsonl").records
+    assert sorted(line["shot"] for line in lines) == list(range(fake.camera.grabs))
+    assert _errors(tmp_path) == [] and _truth_mismatches(tmp_path) == []
+
+
 def test_exposed_shots_the_writer_refuses_are_recorded_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
