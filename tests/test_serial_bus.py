@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import threading
 import time
 import tty
 from collections.abc import Iterator
 
 import pytest
 
-from rig.sim.modbus_bus import SerialBus
+from rig.sim import modbus_bus
+from rig.sim.modbus_bus import BusStopped, SerialBus
 
 
 def open_end(path: str) -> int:
@@ -105,3 +107,74 @@ def test_the_line_outlives_a_detached_device(bus: SerialBus) -> None:
     finally:
         os.close(host)
         os.close(device)
+
+
+def test_a_stopped_line_cannot_be_started_again() -> None:
+    # its ptys are closed: a restarted forwarding thread would spin on select() errors
+    line = SerialBus("test-restart").start()
+    line.stop()
+    with pytest.raises(BusStopped, match="was stopped"):
+        line.start()
+    line.stop()  # still idempotent
+
+
+def test_stop_leaves_the_ptys_to_a_forwarding_thread_that_is_slow_to_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a thread still inside a read when stop() gives up waiting must not have its descriptors
+    # closed (and their numbers reused) under it: it closes them itself as it ends
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck_read(fd: int) -> bytes:
+        entered.set()
+        release.wait(5.0)
+        return b""
+
+    monkeypatch.setattr(modbus_bus, "_read", stuck_read)
+    line = SerialBus("test-slow-stop")
+    line.join_timeout_s = 0.05
+    line.start()
+    host = open_end(line.port)
+    try:
+        os.write(host, b"x")
+        assert entered.wait(2.0)
+        line.stop()
+        os.fstat(line._host.master)  # still open: the thread is using it
+        release.set()
+        deadline = time.monotonic() + 2.0
+        while _is_open(line._host.master) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _is_open(line._host.master)  # closed by the thread as it ended
+    finally:
+        release.set()
+        os.close(host)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_write_the_reader_keeps_up_with_arrives_whole() -> None:
+    # a pty or pipe takes what fits in its queue: the rest must follow, not be dropped
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    data = bytes(range(256)) * 4096  # 1 MiB: sixteen times a pipe's queue
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        modbus_bus._write(write_end, data)
+    finally:
+        os.close(write_end)
+        reader.join(5.0)
+        os.close(read_end)
+    assert bytes(received) == data

@@ -15,9 +15,17 @@ import os
 import pty
 import select
 import threading
+import time
 import tty
 from collections import deque
 from dataclasses import dataclass
+
+#: how long a blocked write waits for its reader before the rest of the bytes is dropped
+WRITE_WAIT_S = 0.02
+
+
+class BusStopped(RuntimeError):
+    """The line was stopped: its ptys are closed, it cannot forward again (make a new one)."""
 
 
 @dataclass
@@ -44,6 +52,9 @@ class _PtyEnd:
 class SerialBus:
     """Pseudo-terminals joined into one serial line: `port` for the driver, `attach()` per device."""
 
+    #: how long stop() waits for the forwarding thread (a late one closes the ptys itself)
+    join_timeout_s = 2.0
+
     def __init__(self, name: str = "rtu-bus") -> None:
         self.name = name
         self._host = _PtyEnd.open()
@@ -54,6 +65,9 @@ class SerialBus:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._handoff = threading.Lock()  # who closes the ptys: stop(), or a late thread
+        self._finished = False  # the forwarding thread has ended
+        self._orphaned = False  # stop() gave up waiting for it
         self._traffic: deque[tuple[str, bytes]] = deque(maxlen=1024)
 
     @property
@@ -96,7 +110,13 @@ class SerialBus:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> SerialBus:
-        """Start forwarding in a daemon thread; returns self."""
+        """Start forwarding in a daemon thread; returns self.
+
+        Raises:
+            BusStopped: stop() was called: the ptys are closed.
+        """
+        if self._closed:
+            raise BusStopped(f"serial line {self.name} was stopped; start a new one")
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=f"emu-{self.name}", daemon=True)
@@ -107,12 +127,20 @@ class SerialBus:
         """Stop forwarding and close every pty (idempotent)."""
         if self._closed:
             return  # the wake-up pipe is closed: its descriptor number may be someone else's
+        self._closed = True
         self._stop.set()
         self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-        self._closed = True
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=self.join_timeout_s)
+            with self._handoff:
+                if not self._finished:
+                    # it may still be using the descriptors: it closes them as it ends
+                    self._orphaned = True
+                    return
+        self._close_all()
+
+    def _close_all(self) -> None:
         with self._lock:
             ends, self._devices = list(self._devices.values()), {}
         self._close_retired()
@@ -134,6 +162,18 @@ class SerialBus:
             os.write(self._wake_write, b"\0")
 
     def _run(self) -> None:
+        try:
+            self._forward()
+        finally:
+            # stop() closes the ptys only once this thread is done with them; if it gave up
+            # waiting, they are closed here. Exactly one of the two closes them: a descriptor
+            # closed twice may by then be another file's.
+            with self._handoff:
+                self._finished = True
+                if self._orphaned:
+                    self._close_all()
+
+    def _forward(self) -> None:
         while not self._stop.is_set():
             self._close_retired()
             with self._lock:
@@ -142,6 +182,7 @@ class SerialBus:
             try:
                 ready, _, _ = select.select(watched, [], [], 0.5)
             except (OSError, ValueError):  # only stop() closes descriptors under us
+                time.sleep(0.01)  # never spin, should a descriptor go bad some other way
                 continue
             for fd in ready:
                 if fd == self._wake_read:
@@ -170,6 +211,17 @@ def _read(fd: int) -> bytes:
 
 
 def _write(fd: int, data: bytes) -> None:
-    # a full input queue (EAGAIN) means nobody reads that end: the bytes are lost, as on a line
-    with contextlib.suppress(OSError):
-        os.write(fd, data)
+    """Write all of `data` (a pty takes what fits in its queue: the rest goes in later writes)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            # a full input queue: give the reader a moment; if it does not read, nobody
+            # does, and the rest is lost, as on a line (the bus must not stall on one end)
+            with contextlib.suppress(OSError, ValueError):
+                if select.select([], [fd], [], WRITE_WAIT_S)[1]:
+                    continue
+            return
+        except OSError:  # EIO: the pty is being closed
+            return
