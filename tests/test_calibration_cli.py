@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
 from pathlib import Path
 
 import cv2
 import pytest
+from calibration_support import turntable_record
 from typer.testing import CliRunner
 
-from rig.calibration.models import CalibrationRecord, DeviceKey, TurntableResult, utc_now
+from rig.calibration.models import DeviceKey
 from rig.calibration.store import CalibrationStore
 from rig.cli import app
 from training.data import read_dataset
@@ -128,25 +128,8 @@ def test_a_stale_calibration_is_used_with_a_warning(
 ) -> None:
     # a turntable calibration 40 days old (the policy allows 30) that turns clockwise
     monkeypatch.chdir(tmp_path)
-    old = TurntableResult(
-        width=512,
-        height=512,
-        centre_px=(250.0, 260.0),
-        rotation_sign=-1,
-        zero_offset_deg=0.0,
-        px_per_mm=12.8,
-        residual_px=0.1,
-        angles_deg=[0.0, 120.0, 240.0],
-        marker_id=7,
-        marker_mm=8.0,
-        camera_calibration=None,
-    )
-    record = CalibrationRecord(
-        kind="turntable",
-        created=utc_now() - timedelta(days=40),
-        device=DeviceKey(rig="sim-rig", camera_serial="SIM-0001"),
-        result=old,
-    )
+    device = DeviceKey(rig="sim-rig", camera_serial="SIM-0001")
+    record = turntable_record(device, days_old=40, centre_px=(250.0, 260.0), zero_offset_deg=0.0)
     CalibrationStore(tmp_path / "calibration").save(record)
     args = ["capture", "--coin", "SIM-0002", "--plan", PLAN, "--config", CONFIG, "--out", "data"]
     captured = CliRunner().invoke(app, args)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import typer
+from calibration_support import turntable_record as support_record
 from typer.testing import CliRunner
 
 from rig.calibration.cli import register
-from rig.calibration.models import CalibrationRecord, DeviceKey, TurntableResult, utc_now
+from rig.calibration.models import CalibrationRecord, DeviceKey
 from rig.calibration.store import CalibrationError, CalibrationStore, calibration_in_use
 
 DEVICE = DeviceKey(rig="bench", camera_serial="CAM/42", camera_model="m", camera_driver="sim")
@@ -20,25 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def turntable_record(days_old: float = 0.0) -> CalibrationRecord:
-    result = TurntableResult(
-        width=512,
-        height=512,
-        centre_px=(270.5, 240.25),
-        rotation_sign=-1,
-        zero_offset_deg=17.0,
-        px_per_mm=12.8,
-        residual_px=0.1,
-        angles_deg=[0.0, 90.0, 180.0],
-        marker_id=7,
-        marker_mm=8.0,
-        camera_calibration=None,
-    )
-    return CalibrationRecord(
-        kind="turntable",
-        created=utc_now() - timedelta(days=days_old),
-        device=DEVICE,
-        result=result,
-    )
+    """The bench's turntable calibration, `days_old` days old."""
+    return support_record(DEVICE, days_old=days_old)
 
 
 def test_records_round_trip_with_arrays(tmp_path: Path) -> None:

@@ -25,12 +25,10 @@ def save_checkpoint(
 ) -> None:
     """Write model.safetensors and model.json (model config plus JSON-able `extra`) to `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    # safetensors wants contiguous CPU tensors that share no storage; a state_dict's do not.
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format_version": FORMAT_VERSION, "config": model.config, "extra": dict(extra or {})}
     # Weights first, JSON last, each renamed into place: a crash never leaves a JSON whose
     # weights file is missing or half-written.
-    write_atomic(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    save_weights(directory / WEIGHTS_FILE, model)
     write_atomic(directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
 
 
@@ -69,6 +67,13 @@ def load_optimizer(
     """Load optimizer.pt into `optimizer`; weights_only=True refuses anything but tensors and plain data."""
     state = torch.load(directory / OPTIMIZER_FILE, map_location=device, weights_only=True)
     optimizer.load_state_dict(state)
+
+
+def save_weights(path: Path, module: torch.nn.Module) -> None:
+    """Write a module's weights to a safetensors file, renamed into place."""
+    # safetensors wants contiguous CPU tensors that share no storage; a state_dict's do not.
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    write_atomic(path, lambda p: save_file(state, str(p)))
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:

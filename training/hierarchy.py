@@ -101,6 +101,33 @@ def load_labelled_images(
     ]
 
 
+@dataclass(frozen=True)
+class LabelSpace:
+    """The types and rulers of a set of coins, sorted, and the ruler each type belongs to."""
+
+    types: list[str]
+    rulers: list[str]
+    ruler_of_type: list[int]  # index into rulers, per type
+
+    @classmethod
+    def of(cls, coins: Sequence[CoinSamples]) -> LabelSpace:
+        """The label space of `coins` (grouped by `group_coins`: one ruler per type)."""
+        types = sorted({c.type for c in coins})
+        rulers = sorted({c.ruler for c in coins})
+        ruler_of = {c.type: c.ruler for c in coins}
+        return cls(types, rulers, [rulers.index(ruler_of[t]) for t in types])
+
+    @property
+    def type_index(self) -> dict[str, int]:
+        """Type name → class index."""
+        return {t: i for i, t in enumerate(self.types)}
+
+    @property
+    def ruler_index(self) -> dict[str, int]:
+        """Ruler name → class index."""
+        return {r: i for i, r in enumerate(self.rulers)}
+
+
 def group_coins(images: Sequence[LabelledImage]) -> list[CoinSamples]:
     """Coins that have both sides, sorted by id.
 
@@ -326,16 +353,14 @@ def cross_validate(
     if dropped:
         warn(f"left out {len(dropped)} type(s) with fewer than {folds} coins: {', '.join(dropped)}")
     coins = [c for c in coins if c.type not in dropped]
-    types = sorted({c.type for c in coins})
+    labels = LabelSpace.of(coins)
+    types, rulers, ruler_of_type = labels.types, labels.rulers, labels.ruler_of_type
     if len(types) < 2:
         raise SettingsError(
             f"need at least 2 types with >= {folds} coins each (both sides imaged); "
             f"found {len(types)}"
         )
-    rulers = sorted({c.ruler for c in coins})
-    type_index = {t: i for i, t in enumerate(types)}
-    ruler_index = {r: i for i, r in enumerate(rulers)}
-    ruler_of_type = [ruler_index[next(c.ruler for c in coins if c.type == t)] for t in types]
+    type_index, ruler_index = labels.type_index, labels.ruler_index
     tallies = {
         "reverse_only": FoldTally(np.zeros((len(types), len(types)), np.int64)),
         "obverse_only": FoldTally(np.zeros((len(rulers), len(rulers)), np.int64)),

@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from training.checkpoint import write_atomic
+from training.checkpoint import save_weights, write_atomic
 from training.errors import DataError
 from training.hierarchy import (
     Classifier,
     ClassifierSettings,
     FoldTally,
     LabelledImage,
+    LabelSpace,
     group_coins,
     hierarchy_predict,
     load_labelled_images,
@@ -116,16 +117,14 @@ def fit_hierarchy(
         DataError: fewer than two types or two rulers to tell apart.
     """
     coins = group_coins(images)
-    types = sorted({c.type for c in coins})
-    rulers = sorted({c.ruler for c in coins})
+    labels = LabelSpace.of(coins)
+    types, rulers = labels.types, labels.rulers
     if len(types) < 2 or len(rulers) < 2:
         raise DataError(
             f"need at least 2 types and 2 rulers with both sides imaged; found {len(types)} "
             f"type(s) under {len(rulers)} ruler(s)"
         )
-    ruler_index = {r: i for i, r in enumerate(rulers)}
-    type_index = {t: i for i, t in enumerate(types)}
-    ruler_of_type = [ruler_index[next(c.ruler for c in coins if c.type == t)] for t in types]
+    ruler_index, type_index = labels.ruler_index, labels.type_index
     obverse = [i for c in coins for i in c.obverse]
     reverse = [i for c in coins for i in c.reverse]
     ruler_model = train_classifier(
@@ -140,20 +139,8 @@ def fit_hierarchy(
         len(types),
         settings,
     )
-    model = HierarchyModel(ruler_model, type_model, rulers, types, ruler_of_type)
+    model = HierarchyModel(ruler_model, type_model, rulers, types, labels.ruler_of_type)
     return model, [c.coin_id for c in coins]
-
-
-def _weights(model: Classifier) -> dict[str, Any]:
-    # safetensors wants contiguous CPU tensors that share no storage
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def _safetensors_writer(state: dict[str, Any]) -> Callable[[Path], None]:
-    def write(path: Path) -> None:
-        save_file(state, str(path))
-
-    return write
 
 
 def save_hierarchy_run(
@@ -163,7 +150,7 @@ def save_hierarchy_run(
     checkpoints = run / CHECKPOINTS
     checkpoints.mkdir(parents=True, exist_ok=True)
     for name, net in (("ruler", model.ruler_model), ("type", model.type_model)):
-        write_atomic(checkpoints / f"{name}.safetensors", _safetensors_writer(_weights(net)))
+        save_weights(checkpoints / f"{name}.safetensors", net)
     config = {
         "task": TASK,
         "settings": asdict(settings),
@@ -298,8 +285,8 @@ def evaluate_hierarchy_run(
         derotate=bool(config["derotate"]),
     )
     coins = group_coins(images)
-    type_index = {t: i for i, t in enumerate(model.types)}
-    ruler_index = {r: i for i, r in enumerate(model.rulers)}
+    space = LabelSpace(model.types, model.rulers, model.ruler_of_type)
+    type_index, ruler_index = space.type_index, space.ruler_index
     unknown = sorted({c.type for c in coins if c.type not in type_index})
     if unknown:
         warn(f"left out coins of {len(unknown)} type(s) the run never saw: {', '.join(unknown)}")

@@ -9,18 +9,17 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from rig.config import ModbusTurntableConfig
+from rig.modbus_link import (
+    DEVICE_INFORMATION,
+    READ_HOLDING,
+    WRITE_REGISTER,
+    WRITE_REGISTERS,
+)
 from rig.motion import trapezoid_duration_s
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
 from rig.sim.modbus_bus import SerialBus
-from rig.sim.modbus_server import (
-    DEVICE_INFO,
-    READ_HOLDING,
-    WRITE_REGISTER,
-    WRITE_REGISTERS,
-    Framing,
-    ModbusEmulator,
-)
+from rig.sim.modbus_server import Framing, ModbusEmulator
 from rig.sim.world import World
 from rig.turntable import modbus_codec as codec
 
@@ -89,7 +88,7 @@ class ModbusTurntableEmulator(ModbusEmulator):
 
     def check_request(self, pdu: ModbusPDU) -> ExcCodes | None:
         """Serve holding registers and device identification only."""
-        if pdu.function_code == DEVICE_INFO:
+        if pdu.function_code == DEVICE_INFORMATION:
             return None
         if pdu.function_code not in (READ_HOLDING, WRITE_REGISTER, WRITE_REGISTERS):
             return ExcCodes.ILLEGAL_FUNCTION

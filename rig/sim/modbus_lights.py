@@ -9,21 +9,19 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from rig.config import ModbusLightboxConfig
-from rig.sim.clock import SimClock
-from rig.sim.faults import FaultInjector
-from rig.sim.modbus_bus import SerialBus
-from rig.sim.modbus_server import (
-    DEVICE_INFO,
+from rig.modbus_link import (
+    DEVICE_INFORMATION,
     READ_COILS,
     READ_HOLDING,
     WRITE_COIL,
     WRITE_COILS,
     WRITE_REGISTER,
     WRITE_REGISTERS,
-    Framing,
-    ModbusEmulator,
-    request_span,
 )
+from rig.sim.clock import SimClock
+from rig.sim.faults import FaultInjector
+from rig.sim.modbus_bus import SerialBus
+from rig.sim.modbus_server import Framing, ModbusEmulator, request_span
 from rig.sim.world import LightState, World
 
 
@@ -82,7 +80,7 @@ class ModbusLightboxEmulator(ModbusEmulator):
     def check_request(self, pdu: ModbusPDU) -> ExcCodes | None:
         """Serve only configured coils and registers; levels above full scale are refused."""
         code = pdu.function_code
-        if code == DEVICE_INFO:
+        if code == DEVICE_INFORMATION:
             return None
         address, count = request_span(pdu)
         if code in (READ_COILS, WRITE_COIL, WRITE_COILS):

@@ -48,6 +48,13 @@ from rig.config import (
     ModbusTurntableConfig,
 )
 from rig.errors import TransportError
+from rig.modbus_link import (
+    DEVICE_INFORMATION,
+    WRITE_COIL,
+    WRITE_COILS,
+    WRITE_REGISTER,
+    WRITE_REGISTERS,
+)
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
 from rig.sim.modbus_bus import SerialBus
@@ -58,8 +65,6 @@ Framing = Literal["tcp", "rtu"]
 RTU_BAUDRATE = 19200
 
 # Modbus function codes served
-READ_COILS, READ_HOLDING, WRITE_COIL, WRITE_REGISTER = 1, 3, 5, 6
-WRITE_COILS, WRITE_REGISTERS, DEVICE_INFO = 15, 16, 0x2B
 WRITE_FUNCTIONS = frozenset({WRITE_COIL, WRITE_REGISTER, WRITE_COILS, WRITE_REGISTERS})
 
 
@@ -121,7 +126,7 @@ class _FaultyRequestHandler(ServerRequestHandler):
         refused = emulator.check_request(pdu)
         if refused is not None:
             return ExceptionResponse(pdu.function_code, refused)
-        if pdu.function_code == DEVICE_INFO:
+        if pdu.function_code == DEVICE_INFORMATION:
             # pymodbus answers this from a process-wide singleton; two emulators in one
             # process must each tell their own identity, so answer it here.
             return ReadDeviceInformationResponse(
