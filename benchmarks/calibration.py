@@ -24,14 +24,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rig.backend import open_rig
-from rig.calibration.camera import calibrate_camera, undistort_px
-from rig.calibration.flatfield import calibrate_flatfield
-from rig.calibration.lights import calibrate_lights
-from rig.calibration.models import CalibrationRecord, DeviceKey, utc_now
-from rig.calibration.staging import stager_for
-from rig.calibration.store import StoredCalibration
-from rig.calibration.turntable import calibrate_turntable, fit_rotation
+from capture.calibration.camera import calibrate_camera, undistort_px
+from capture.calibration.flatfield import calibrate_flatfield
+from capture.calibration.lights import calibrate_lights
+from capture.calibration.models import CalibrationRecord, DeviceKey, utc_now
+from capture.calibration.staging import stager_for
+from capture.calibration.store import StoredCalibration
+from capture.calibration.turntable import calibrate_turntable, fit_rotation
+from rig.assembly import open_rig
 from rig.config import RigConfig, load_config, parse_config
 from rig.devices import Rig
 from rig.sim.shading import LED_WHITE, SENSOR_RESPONSE, Optics

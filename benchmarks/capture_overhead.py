@@ -30,12 +30,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from capture.dataset import DatasetWriter
+from capture.writer import DatasetWriter
 from capture.engine import CoinJob
 from capture.plan import Plan, expand
 from capture.session import SessionRunner
-from capture.simulate import make_catalog, simulation_config, stage_tray
-from rig.backend import open_rig
+from pipeline.rig_cli.simulate import make_catalog, simulation_config, stage_tray
+from rig.assembly import open_rig
 from rig.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from capture.engine import CaptureEngine, CoinJob
 from capture.plan import Kinematics, Plan, ShotEvent, estimate_duration_s, expand, naive_order
-from capture.simulate import make_catalog, simulation_config, stage_tray
-from rig.backend import open_rig
+from pipeline.rig_cli.simulate import make_catalog, simulation_config, stage_tray
+from rig.assembly import open_rig
 from rig.config import RigConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

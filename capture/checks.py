@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from capture.dataset import (
+from capture.writer import (
     FORMAT,
     VERSION,
     DatasetReader,

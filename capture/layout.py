@@ -1,6 +1,6 @@
 """The dataset's on-disk format (DESIGN.md, version 1): names, coin ids, reading, resuming.
 
-Everything here only reads; capture.dataset writes. A reader tolerates a torn last metadata
+Everything here only reads; capture.writer writes. A reader tolerates a torn last metadata
 line (a crash mid-append) and lets a later line for the same file supersede an earlier one (a
 reshot image), so a dataset is always read as its last consistent state.
 """

@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from capture.calibration.flatfield import FlatFieldCorrector
 from capture.engine import CoinJob, ShotSettings
 from capture.events import utc_now
 from capture.layout import image_name
 from capture.plan import Kinematics, ShotEvent, estimate_duration_s
-from rig.calibration.flatfield import FlatFieldCorrector
 from rig.config import RigConfig
 from rig.devices import Frame
 

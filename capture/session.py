@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from capture.dataset import (
+from capture.calibration.flatfield import FlatFieldCorrector
+from capture.calibration.store import CalibrationUse, calibration_for_rig
+from capture.writer import (
     DatasetError,
     DatasetWriteError,
     DatasetWriter,
@@ -60,8 +62,6 @@ from capture.events import (
 )
 from capture.plan import Plan, ShotEvent, check_plan, expand
 from capture.records import flat_fielded, physical_s, session_timings, shot_metadata, shot_tally
-from rig.calibration.flatfield import FlatFieldCorrector
-from rig.calibration.store import CalibrationUse, calibration_for_rig
 from rig.config import RigConfig
 from rig.devices import Frame, Rig
 from rig.errors import ConfigError, RigError

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from capture.dataset import DatasetError, DatasetReader, validate_coin_id
+from capture.writer import DatasetError, DatasetReader, validate_coin_id
 
 _LABEL_H = 18
 _MARGIN = 4

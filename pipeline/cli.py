@@ -30,7 +30,7 @@ from pipeline.cli_hierarchy import (
     refuse_other_task,
     train_hierarchy,
 )
-from rig.cli_support import expected_errors, fail, print_version, set_debug
+from pipeline.cli_support import expected_errors, fail, print_version, set_debug
 from training.data import load_images, read_datasets
 from training.errors import TrainingError
 from training.evaluate import (

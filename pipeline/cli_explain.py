@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from rig.cli_support import expected_errors, fail
+from pipeline.cli_support import expected_errors, fail
 from training.cache import crop_photo, default_cache_dir
 from training.coinfind import find_coin
 from training.data import load_images, read_datasets, reference_records

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rig.cli_support import expected_errors, fail
+from pipeline.cli_support import expected_errors, fail
 from training.errors import TrainingError
 from training.hierarchy import ClassifierSettings, load_labelled_images, paired_line
 from training.hierarchy_run import (

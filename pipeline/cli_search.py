@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rig.cli_support import expected_errors, fail
+from pipeline.cli_support import expected_errors, fail
 from training.catalog import describe
 from training.errors import TrainingError
 from training.index import KINDS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from rig.calibration.models import CalibrationRecord, DeviceKey, TurntableResult, utc_now
+from capture.calibration.models import CalibrationRecord, DeviceKey, TurntableResult, utc_now
 
 
 def turntable_record(

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from capture.checks import verify
-from capture.dataset import DatasetReader, image_name
+from capture.writer import DatasetReader, image_name
 from capture.plan import Plan, expand
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,11 +9,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from rig.backend import open_rig
-from rig.calibration.camera import BoardView, calibrate_camera, distort_px, undistort_px
-from rig.calibration.cli import register
-from rig.calibration.staging import Stager, stager_for
-from rig.calibration.store import CalibrationError
+from capture.calibration.camera import BoardView, calibrate_camera, distort_px, undistort_px
+from capture.calibration.staging import Stager, stager_for
+from capture.calibration.store import CalibrationError
+from pipeline.rig_cli.calibrate import register
+from rig.assembly import open_rig
 from rig.config import load_config
 from rig.devices import Rig
 from rig.sim.shading import Optics

@@ -11,9 +11,9 @@ import pytest
 from calibration_support import turntable_record
 from typer.testing import CliRunner
 
-from rig.calibration.models import DeviceKey
-from rig.calibration.store import CalibrationStore
-from rig.cli import app
+from capture.calibration.models import DeviceKey
+from capture.calibration.store import CalibrationStore
+from pipeline.rig_cli.app import app
 from training.data import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,17 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rig.backend import open_rig
-from rig.calibration.flatfield import (
+from capture.calibration.flatfield import (
     FlatFieldCorrector,
     as_channels,
     calibrate_flatfield,
     centre_mean,
     nonuniformity_pct,
 )
-from rig.calibration.models import CalibrationRecord, DeviceKey, utc_now
-from rig.calibration.staging import Placement, stager_for
-from rig.calibration.store import CalibrationStore
+from capture.calibration.models import CalibrationRecord, DeviceKey, utc_now
+from capture.calibration.staging import Placement, stager_for
+from capture.calibration.store import CalibrationStore
+from rig.assembly import open_rig
 from rig.config import load_config
 from rig.sim.shading import LED_WHITE, SENSOR_RESPONSE
 from rig.sim.targets import TwinRig

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from rig.backend import open_rig
-from rig.calibration.camera import calibrate_camera
-from rig.calibration.lights import calibrate_lights
-from rig.calibration.models import CalibrationRecord, DeviceKey, utc_now
-from rig.calibration.staging import Stager, stager_for
-from rig.calibration.store import CalibrationError, StoredCalibration
+from capture.calibration.camera import calibrate_camera
+from capture.calibration.lights import calibrate_lights
+from capture.calibration.models import CalibrationRecord, DeviceKey, utc_now
+from capture.calibration.staging import Stager, stager_for
+from capture.calibration.store import CalibrationError, StoredCalibration
+from rig.assembly import open_rig
 from rig.config import RigConfig, load_config, parse_config
 from rig.devices import Rig
 from rig.sim.targets import TwinRig

@@ -11,9 +11,9 @@ import typer
 from calibration_support import turntable_record as support_record
 from typer.testing import CliRunner
 
-from rig.calibration.cli import register
-from rig.calibration.models import CalibrationRecord, DeviceKey
-from rig.calibration.store import CalibrationError, CalibrationStore, calibration_in_use
+from capture.calibration.models import CalibrationRecord, DeviceKey
+from capture.calibration.store import CalibrationError, CalibrationStore, calibration_in_use
+from pipeline.rig_cli.calibrate import register
 
 DEVICE = DeviceKey(rig="bench", camera_serial="CAM/42", camera_model="m", camera_driver="sim")
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from rig.backend import open_rig
-from rig.calibration.staging import Stager, stager_for
-from rig.calibration.store import CalibrationError
-from rig.calibration.turntable import calibrate_turntable, fit_rotation, turn, zero_offset_deg
+from capture.calibration.staging import Stager, stager_for
+from capture.calibration.store import CalibrationError
+from capture.calibration.turntable import calibrate_turntable, fit_rotation, turn, zero_offset_deg
+from rig.assembly import open_rig
 from rig.config import RigConfig, load_config, parse_config
 from rig.devices import Rig
 from rig.sim.shading import Optics

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rig.calibration.camera import detect_board, make_board
-from rig.calibration.models import BoardSpec
+from capture.calibration.camera import detect_board, make_board
+from capture.calibration.models import BoardSpec
 from rig.config import load_config
 from rig.sim.camera import SimCamera, pattern_lights
 from rig.sim.coins import CoinCatalog

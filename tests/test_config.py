@@ -4,7 +4,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from rig.cli import app
+from pipeline.rig_cli.app import app
 from rig.config import load_config, parse_config
 from rig.errors import ConfigError
 

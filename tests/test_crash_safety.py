@@ -23,10 +23,10 @@ from simulate_support import (
 )
 from typer.testing import CliRunner
 
-import capture.dataset as ds
+import capture.writer as ds
 from capture.checks import verify
-from capture.dataset import DatasetReader, read_jsonl
-from rig.cli import app
+from capture.writer import DatasetReader, read_jsonl
+from pipeline.rig_cli.app import app
 
 RIG = Path(sys.executable).with_name("rig")
 COINS = [f"SIM-{i:04d}" for i in range(3)]

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import capture.dataset as ds
+import capture.writer as ds
 from capture.checks import summary, verify
-from capture.dataset import (
+from capture.writer import (
     DatasetLocked,
     DatasetReader,
     DatasetWriter,

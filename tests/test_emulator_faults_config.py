@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from capture.engine import CaptureEngine
-from rig.backend import open_rig
+from rig.assembly import open_rig
 from rig.config import parse_config
 from rig.errors import ConfigError, DeviceAlarm, DeviceFault, DeviceTimeout
 

@@ -27,13 +27,13 @@ from modbus_support import (
 from pymodbus.framer import FramerRTU
 from typer.testing import CliRunner
 
-from rig.backend import open_rig
-from rig.cli import app
+from pipeline.rig_cli.app import app
+from rig.assembly import open_rig
 from rig.config import ModbusRtu, RigConfig
 from rig.errors import ConfigError, DeviceTimeout
 from rig.lightbox.modbus import ModbusLightbox
-from rig.modbus_line import shared_line
-from rig.modbus_link import ModbusRegisterLink
+from rig.modbus.line import shared_line
+from rig.modbus.link import ModbusRegisterLink
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
 from rig.sim.modbus_bus import SerialBus

@@ -29,7 +29,7 @@ from rig.errors import (
     SafetyError,
     TransportError,
 )
-from rig.modbus_link import ModbusRegisterLink
+from rig.modbus.link import ModbusRegisterLink
 from rig.motion import trapezoid_duration_s
 from rig.sim.clock import SimClock
 from rig.sim.modbus_drive import ModbusTurntableEmulator

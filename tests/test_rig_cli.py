@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from rig.cli import app
+from pipeline.rig_cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from capture.checks import verify
-from capture.cli import register
-from capture.dataset import (
+from capture.writer import (
     DatasetError,
     DatasetReader,
     DatasetWriteError,
@@ -41,6 +40,7 @@ from capture.events import (
 )
 from capture.plan import Plan, expand
 from capture.session import IN_FLIGHT, SessionRunner
+from pipeline.rig_cli.capture import register
 from rig.config import CameraSettings, load_config
 from rig.errors import ConfigError, DeviceAlarm, DeviceFault, DeviceTimeout
 
@@ -494,7 +494,7 @@ def test_arm_failure_is_not_retried_and_pauses(tmp_path: Path) -> None:
 def test_disk_full_during_session_pauses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import capture.dataset as ds
+    import capture.writer as ds
 
     real = ds._write_bytes
     count = {"n": 0}
@@ -522,7 +522,7 @@ def _disk_full_after_four_images(
     """Images fail from the fifth on; the Nth session record write (1-based) fails if listed."""
     import errno
 
-    import capture.dataset as ds
+    import capture.writer as ds
 
     real = ds._write_bytes
     count = {"png": 0, "json": 0}
@@ -665,7 +665,7 @@ def test_refusals_before_any_device_moves(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[typer.Typer, list[FakeRig]]]:
-    """The `rig` app with capture registered, and a fake rig.backend.open_rig."""
+    """The `rig` app with capture registered, and a fake rig.assembly.open_rig."""
     opened: list[FakeRig] = []
     pending: list[FakeRig] = []
 
@@ -675,9 +675,9 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[typer.Typer, list[Fak
         opened.append(fake)
         yield fake.rig
 
-    module = types.ModuleType("rig.backend")
+    module = types.ModuleType("rig.assembly")
     module.open_rig = open_rig  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "rig.backend", module)
+    monkeypatch.setitem(sys.modules, "rig.assembly", module)
     app = typer.Typer()
 
     @app.callback()
@@ -747,7 +747,7 @@ def test_cli_ctrl_c_exits_130_and_resumes(tmp_path: Path, cli: Any) -> None:
 
 def test_cli_dry_run_touches_nothing(tmp_path: Path, cli: Any, monkeypatch: Any) -> None:
     app, _ = cli
-    monkeypatch.delitem(sys.modules, "rig.backend")
+    monkeypatch.delitem(sys.modules, "rig.assembly")
     out = tmp_path / "ds"
     args = ["capture", "--coin", "SIM-0001", "--config", SIM, "--plan", QUICK, "--dry-run"]
     result = CliRunner().invoke(app, [*args, "--out", str(out)])

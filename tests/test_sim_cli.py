@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 from typer.testing import CliRunner
 
-from rig.sim.cli import sim_app
+from pipeline.rig_cli.sim import sim_app
 
 runner = CliRunner()
 

@@ -21,10 +21,10 @@ from simulate_support import (
 from typer.testing import CliRunner
 
 from capture.checks import verify
-from capture.dataset import DatasetReader
+from capture.writer import DatasetReader
 from capture.engine import CaptureEngine
-from capture.simulate import tray_batches, tray_spin_deg
-from rig.cli import app
+from pipeline.rig_cli.app import app
+from pipeline.rig_cli.simulate import tray_batches, tray_spin_deg
 from rig.sim.catalog_style import render_catalog_image
 from rig.sim.coins import CoinCatalog
 

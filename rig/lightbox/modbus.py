@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from rig.config import LightChannel, ModbusLightboxConfig, ModbusRtu, ModbusTcp
 from rig.devices import DeviceStatus, LightGeometry
 from rig.errors import ConfigError, DeviceFault, SafetyError
-from rig.modbus_device import ModbusDevice
-from rig.modbus_link import MAX_READ_REGISTERS, MAX_WRITE_REGISTERS
+from rig.modbus.device import ModbusDevice
+from rig.modbus.link import MAX_READ_REGISTERS, MAX_WRITE_REGISTERS
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from rig.config import ModbusTurntableConfig
-from rig.modbus_link import (
+from rig.modbus.link import (
     DEVICE_INFORMATION,
     READ_HOLDING,
     WRITE_REGISTER,

@@ -48,7 +48,7 @@ from rig.config import (
     ModbusTurntableConfig,
 )
 from rig.errors import TransportError
-from rig.modbus_link import (
+from rig.modbus.link import (
     DEVICE_INFORMATION,
     WRITE_COIL,
     WRITE_COILS,

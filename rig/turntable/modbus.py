@@ -13,8 +13,8 @@ import time
 from rig.config import ModbusTurntableConfig
 from rig.devices import DeviceStatus
 from rig.errors import DeviceAlarm, DeviceFault, DeviceTimeout, SafetyError
-from rig.modbus_device import ModbusDevice
-from rig.modbus_link import MAX_READ_REGISTERS
+from rig.modbus.device import ModbusDevice
+from rig.modbus.link import MAX_READ_REGISTERS
 from rig.motion import check_within, motion_timeout_s
 from rig.turntable import modbus_codec as codec
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rig.calibration import frames
-from rig.calibration.models import FlatFieldResult, PatternFlat
-from rig.calibration.staging import Placement, Stager
-from rig.calibration.store import CalibrationError, StoredCalibration
+from capture.calibration import frames
+from capture.calibration.models import FlatFieldResult, PatternFlat
+from capture.calibration.staging import Placement, Stager
+from capture.calibration.store import CalibrationError, StoredCalibration
 from rig.config import RigConfig
 from rig.devices import Rig
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import typer
 
-from rig.cli_support import UserError, expected_errors
+from pipeline.cli_support import UserError, expected_errors
 from rig.config import ModbusLightboxConfig, RigConfig, load_config
 from rig.sim.camera import pattern_lights
 from rig.sim.catalog_style import render_catalog_image

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rig.calibration import frames
-from rig.calibration.camera import undistort_px
-from rig.calibration.models import CameraResult, ChannelResult, LightsResult
-from rig.calibration.staging import Placement, Stager
-from rig.calibration.store import CalibrationError, StoredCalibration
+from capture.calibration import frames
+from capture.calibration.camera import undistort_px
+from capture.calibration.models import CameraResult, ChannelResult, LightsResult
+from capture.calibration.staging import Placement, Stager
+from capture.calibration.store import CalibrationError, StoredCalibration
 from rig.config import RigConfig
 from rig.devices import Rig
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rig.calibration import frames
-from rig.calibration.models import BoardSpec, CameraResult
-from rig.calibration.staging import Placement, Stager
-from rig.calibration.store import CalibrationError
+from capture.calibration import frames
+from capture.calibration.models import BoardSpec, CameraResult
+from capture.calibration.staging import Placement, Stager
+from capture.calibration.store import CalibrationError
 from rig.config import RigConfig
 from rig.devices import Rig
 

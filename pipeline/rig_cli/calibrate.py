@@ -23,10 +23,10 @@ from typing import Any
 
 import typer
 
-from rig.calibration.models import CalibrationRecord, Kind, utc_now
-from rig.calibration.staging import Stager, stager_for
-from rig.calibration.store import CalibrationStore, StoredCalibration, device_key
-from rig.cli_support import UserError, expected_errors
+from capture.calibration.models import CalibrationRecord, Kind, utc_now
+from capture.calibration.staging import Stager, stager_for
+from capture.calibration.store import CalibrationStore, StoredCalibration, device_key
+from pipeline.cli_support import UserError, expected_errors, software_name
 from rig.config import RigConfig, load_config
 from rig.devices import Rig
 
@@ -57,7 +57,7 @@ def _session(
     config_path: Path, folder: Path | None, faults: str | None, time_scale: float | None
 ) -> Iterator[tuple[RigConfig, Rig, CalibrationStore, Stager]]:
     """Load the config, open the rig, find who places targets (expected errors → one line)."""
-    from rig.backend import open_rig  # imported here: `show` never opens a rig
+    from rig.assembly import open_rig  # imported here: `show` never opens a rig
 
     with expected_errors():
         config = load_config(config_path)
@@ -86,7 +86,7 @@ def _save(
         kind=kind,
         created=created or utc_now(),
         device=device_key(config, rig.camera.identity()),
-        software=_software(),
+        software=software_name(),
         result=result,
         frames=frames,
         warnings=warnings,
@@ -121,7 +121,7 @@ def camera(
 
     Example: rig calibrate camera --max-rms 0.5
     """
-    from rig.calibration.camera import calibrate_camera
+    from capture.calibration.camera import calibrate_camera
 
     with _session(config_path, folder, faults, time_scale) as (config, rig, store, stage):
         run = calibrate_camera(rig, config, stage, max_rms_px=max_rms)
@@ -158,7 +158,7 @@ def turntable(
 
     Example: rig calibrate turntable --angles 12 --marker-mm 8
     """
-    from rig.calibration.turntable import calibrate_turntable
+    from capture.calibration.turntable import calibrate_turntable
 
     with _session(config_path, folder, faults, time_scale) as (config, rig, store, stage):
         lens = _latest_camera(store, config, rig)
@@ -190,7 +190,7 @@ def lights(
 
     Example: rig calibrate lights --tolerance-deg 2 --sphere-mm 16
     """
-    from rig.calibration.lights import calibrate_lights
+    from capture.calibration.lights import calibrate_lights
 
     with _session(config_path, folder, faults, time_scale) as (config, rig, store, stage):
         lens = _latest_camera(store, config, rig)
@@ -223,7 +223,7 @@ def flatfield(
 
     Example: rig calibrate flatfield --pattern diffuse --frames 8
     """
-    from rig.calibration.flatfield import calibrate_flatfield
+    from capture.calibration.flatfield import calibrate_flatfield
 
     with _session(config_path, folder, faults, time_scale) as (config, rig, store, stage):
         created = utc_now()
@@ -299,12 +299,3 @@ def _quality(record: CalibrationRecord) -> str:
         return f"{len(r.channels)} channels, worst {worst:.2f}° from config"
     worst = max((p.nonuniformity_after_pct for p in r.patterns.values()), default=0.0)
     return f"{len(r.patterns)} patterns, gamma {r.gamma:.3f}, ≤ {worst:.2f}% after"
-
-
-def _software() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"coinrig {version('coinrig')}"
-    except PackageNotFoundError:
-        return "coinrig"

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from rig.calibration.staging import Placement, Stager
+from capture.calibration.staging import Placement, Stager
 from rig.config import RigConfig
 from rig.devices import Frame, Rig
 

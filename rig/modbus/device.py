@@ -16,7 +16,7 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 from rig.config import ModbusRtu, ModbusTcp
 from rig.devices import DeviceIdentity
 from rig.errors import ConfigError, DeviceFault, NotConnected
-from rig.modbus_link import ModbusRegisterLink, describe_endpoint
+from rig.modbus.link import ModbusRegisterLink, describe_endpoint
 
 
 class ModbusDeviceSettings(Protocol):

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rig.cli_support import expected_errors, fail
+from pipeline.cli_support import expected_errors, fail
 from rig.config import (
     ModbusLightboxConfig,
     ModbusRtu,
@@ -35,7 +35,7 @@ def probe(
 
     Example: rig probe --config configs/sim.yaml
     """
-    from rig.backend import open_rig
+    from rig.assembly import open_rig
 
     with expected_errors():
         rig_config = load_config(config)
@@ -130,7 +130,7 @@ def serve(
         rig sim serve --config configs/sim.yaml --time-scale 1
         rig sim serve --modbus rtu
     """
-    from rig.sim.backend import start_backend
+    from rig.sim.simulation import start_backend
 
     with expected_errors():
         rig_config = load_config(config)

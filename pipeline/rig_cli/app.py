@@ -14,7 +14,13 @@ from pathlib import Path
 
 import typer
 
-from rig.cli_support import expected_errors, print_version, set_debug
+from pipeline.cli_support import expected_errors, print_version, set_debug
+from pipeline.rig_cli import calibrate as rig_calibrate
+from pipeline.rig_cli import capture as rig_capture
+from pipeline.rig_cli import dataset as rig_dataset
+from pipeline.rig_cli import devices as rig_devices
+from pipeline.rig_cli import sim as rig_sim
+from pipeline.rig_cli import simulate as rig_simulate
 from rig.config import config_json_schema, load_config
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -60,23 +66,15 @@ def config_schema() -> None:
 
 
 def _mount_commands() -> None:
-    # The CLI is the composition root: it may reach up into capture for `rig capture`, the one
-    # import exempted from the layer contract in pyproject.toml.
-    from rig.cli_devices import devices, probe, serve
-    from rig.sim.cli import sim_app
-
-    app.command("probe")(probe)
-    app.command("devices")(devices)
-    sim_app.command("serve")(serve)
-    app.add_typer(sim_app, name="sim", help="Emulators and the digital twin.")
-
-    from capture.cli import register as register_capture
-
-    register_capture(app)
-
-    from rig.calibration.cli import register as register_calibrate
-
-    register_calibrate(app)
+    # The `rig` command is assembled from one module per command group.
+    app.command("probe")(rig_devices.probe)
+    app.command("devices")(rig_devices.devices)
+    rig_sim.sim_app.command("serve")(rig_devices.serve)
+    app.add_typer(rig_sim.sim_app, name="sim", help="Emulators and the digital twin.")
+    rig_capture.register(app)
+    app.command("simulate")(rig_simulate.simulate)
+    rig_dataset.register(app)
+    rig_calibrate.register(app)
 
 
 _mount_commands()

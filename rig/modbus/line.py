@@ -1,4 +1,4 @@
-"""Modbus RTU serial lines shared by several units (an RS-485 bus), for `rig.modbus_link`.
+"""Modbus RTU serial lines shared by several units (an RS-485 bus), for `rig.modbus.link`.
 
 RS-485 is one master talking to many units over one pair of wires: a turntable drive and an
 LED controller often hang on the same USB adapter with different unit ids. The adapter can be

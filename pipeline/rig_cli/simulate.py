@@ -3,7 +3,7 @@
 It starts the emulators and the digital twin in-process with a procedural coin catalog, lays the
 coins in the twin's tray (more coins than slots: one tray load after another, as an operator
 refills the tray overnight) and runs each tray load through the very path of
-`rig capture --tray` (capture.cli.run_session). It also writes one auction-catalog-style
+`rig capture --tray` (pipeline.rig_cli.session_run.run_session). It also writes one auction-catalog-style
 reference image per coin side (role catalog) and a coins.jsonl line per coin with the twin's
 ground truth (ruler, type, catalog reference).
 
@@ -29,8 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from capture.cli import EXIT_PAUSED, open_writer, run_session
-from capture.dataset import (
+from capture.writer import (
     DatasetError,
     DatasetReader,
     DatasetWriteError,
@@ -39,7 +38,8 @@ from capture.dataset import (
 )
 from capture.engine import CoinJob
 from capture.plan import Plan, ShotEvent, Side, dry_run, expand
-from rig.cli_support import EXIT_INTERRUPTED, UserError, expected_errors
+from pipeline.cli_support import EXIT_INTERRUPTED, UserError, expected_errors
+from pipeline.rig_cli.session_run import EXIT_PAUSED, open_writer, run_session
 from rig.config import RigConfig, SimCameraConfig, load_config, parse_config
 from rig.devices import Rig
 from rig.sim.coins import SIDES, CoinCatalog, stable_rng
@@ -311,7 +311,7 @@ def _capture_batches(
     tally: SimTally,
 ) -> float | None:
     """Run every unfinished tray load on one rig; stop at the first that does not finish."""
-    from rig.backend import open_rig  # the emulators are only needed past argument checks
+    from rig.assembly import open_rig  # the emulators are only needed past argument checks
 
     seed = catalog.seed
     ext = config.storage.image_format

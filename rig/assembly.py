@@ -136,7 +136,7 @@ def open_rig(
     with ExitStack() as stack:
         backend = None
         if needs_backend(config):
-            from rig.sim.backend import start_backend
+            from rig.sim.simulation import start_backend
 
             backend = start_backend(
                 config, stack, faults=faults, time_scale=time_scale, catalog=catalog

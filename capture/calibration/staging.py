@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rig.calibration.models import BoardSpec
+from capture.calibration.models import BoardSpec
 from rig.devices import Rig
 
 TargetKind = Literal["charuco", "marker", "sphere", "card", "none"]

@@ -52,6 +52,14 @@ def set_debug(value: bool) -> None:
         sys.tracebacklimit = 1000
 
 
+def software_name() -> str:
+    """`coinrig X.Y.Z` as recorded in datasets and calibration records (`coinrig` uninstalled)."""
+    try:
+        return f"coinrig {version('coinrig')}"
+    except PackageNotFoundError:
+        return "coinrig"
+
+
 def print_version(value: bool) -> None:
     """The eager `--version` callback: print `coinrig X.Y.Z` and exit.
 
@@ -59,8 +67,6 @@ def print_version(value: bool) -> None:
         typer.Exit: always, once the version is printed (when the option is given).
     """
     if value:
-        try:
-            typer.echo(f"coinrig {version('coinrig')}")
-        except PackageNotFoundError:
-            typer.echo("coinrig (not installed)")
+        name = software_name()
+        typer.echo(name if name != "coinrig" else "coinrig (not installed)")
         raise typer.Exit()

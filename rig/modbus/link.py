@@ -1,4 +1,4 @@
-"""Modbus register transport (with `rig.modbus_line`, the only user of the pymodbus client).
+"""Modbus register transport (with `rig.modbus.line`, the only user of the pymodbus client).
 
 A `ModbusRegisterLink` reads and writes holding registers and coils of one unit over Modbus TCP
 or RTU, with a reply timeout and an explicit retry count. pymodbus reports device errors as
@@ -38,7 +38,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 
 from rig.config import ModbusRtu, ModbusTcp
 from rig.errors import DeviceFault, DeviceTimeout, NotConnected, TransportError
-from rig.modbus_line import LineClient, SharedLine, shared_line
+from rig.modbus.line import LineClient, SharedLine, shared_line
 from rig.retry import with_retries
 
 T = TypeVar("T")

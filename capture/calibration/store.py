@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
-from rig.calibration.models import KINDS, CalibrationRecord, DeviceKey, Kind
+from capture.calibration.models import KINDS, CalibrationRecord, DeviceKey, Kind
 from rig.config import RigConfig
 from rig.devices import DeviceIdentity
 from rig.errors import ConfigError

@@ -1,0 +1,1 @@
+"""The `rig` command: one module per command group, assembled in `app`."""

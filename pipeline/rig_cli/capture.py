@@ -1,0 +1,184 @@
+"""`rig capture`, `rig simulate`, `rig dataset ...`: thin commands over capture's library.
+
+Examples:
+    rig capture --coin SIM-0001 --slot 0 --plan configs/plans/quick.yaml --out data/demo
+    rig capture --tray tray.csv --config configs/sim.yaml --out data/demo
+    rig capture --coin SIM-0001 --dry-run
+    rig simulate --coins 3 --image-size 128 --out data/sim-demo   (see pipeline.rig_cli.simulate)
+    rig dataset verify data/demo
+    rig dataset summary data/demo
+    rig dataset sheet data/demo --coin SIM-0001
+
+Exit codes: 0 done, 1 failed, 2 bad input (nothing moved), 3 paused (rerun the same command to
+resume), 130 interrupted (parked, resumable).
+"""
+
+from __future__ import annotations
+
+import csv
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from capture.calibration.flatfield import FlatFieldCorrector
+from capture.calibration.store import CalibrationUse, calibration_for_rig
+from capture.writer import DatasetError, validate_coin_id
+from capture.engine import CoinJob
+from capture.plan import Plan, dry_run
+from pipeline.cli_support import UserError, expected_errors
+from pipeline.rig_cli.session_run import check_twin_knows, open_writer, run_session, stage_twin
+from rig.config import RigConfig, load_config
+
+EXIT_FAILED = 1
+EXIT_PAUSED = 3
+
+
+def register(app: typer.Typer) -> None:
+    """Add `capture` to the `rig` command."""
+    app.command("capture")(capture)
+
+
+def read_tray(path: Path) -> list[CoinJob]:
+    """Parse a tray CSV of `slot,coin_id` rows (a header row is allowed).
+
+    Raises:
+        UserError: unreadable file, a bad row, a duplicate slot or coin.
+    """
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read tray file: {exc}") from exc
+    jobs: list[CoinJob] = []
+    for number, row in enumerate(rows, start=1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if number == 1 and cells[0].lower() == "slot":
+            continue
+        if len(cells) != 2 or not cells[0].isdigit():
+            raise UserError(f"{path}:{number}: expected `slot,coin_id`, got {row}")
+        jobs.append(CoinJob(validate_coin_id(cells[1]), int(cells[0])))
+    if not jobs:
+        raise UserError(f"{path}: no coins listed")
+    for what, values in (("slot", [j.slot for j in jobs]), ("coin", [j.coin_id for j in jobs])):
+        if len(set(values)) != len(values):
+            raise UserError(f"{path}: a {what} is listed twice")
+    return jobs
+
+
+def capture(
+    coin: str | None = typer.Option(None, "--coin", help="Coin id, e.g. SAW-0107."),
+    slot: int | None = typer.Option(None, "--slot", min=0, help="Tray slot the arm picks from."),
+    tray: Path | None = typer.Option(None, "--tray", help="CSV of slot,coin_id rows."),
+    config_path: Path = typer.Option(Path("configs/sim.yaml"), "--config", help="Rig config."),
+    plan_path: Path = typer.Option(
+        Path("configs/plans/standard.yaml"), "--plan", help="Capture plan."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Dataset folder (default: storage.root)."),
+    dry: bool = typer.Option(False, "--dry-run", help="List and check the shots; move nothing."),
+    faults: str | None = typer.Option(None, "--faults", help="Emulator fault preset."),
+    time_scale: float | None = typer.Option(None, "--time-scale", help="Sim clock scale."),
+    flatfield: bool = typer.Option(
+        False, "--flatfield", help="Flat-field and white-balance frames (rig calibrate flatfield)."
+    ),
+) -> None:
+    """Photograph coins following a plan; a rerun resumes where the last one stopped.
+
+    Examples:
+        rig capture --coin SIM-0001 --slot 0 --plan configs/plans/quick.yaml --out data/demo
+        rig capture --tray tray.csv --out data/demo --flatfield
+        rig capture --coin SIM-0001 --dry-run
+    """
+    with expected_errors(DatasetError):
+        if (coin is None) == (tray is None):
+            raise UserError("give exactly one of --coin or --tray")
+        if tray is not None and slot is not None:
+            raise UserError("--slot goes with --coin; a tray file lists its own slots")
+        # Coin ids are checked first: a bad id must be refused before anything is touched.
+        jobs = (
+            read_tray(tray) if tray is not None else [CoinJob(validate_coin_id(coin or ""), slot)]
+        )
+        config = load_config(config_path)
+        plan = Plan.load(plan_path)
+        _check_slots(config, jobs)
+        report = dry_run(plan, config, coins=len(jobs))
+        if dry:
+            _print_dry_run(report, plan, jobs)
+        if report.problems:
+            raise UserError(f"plan {plan.name!r} cannot run on this rig: {report.problems[0]}")
+        if dry:
+            return
+    root = out if out is not None else config.storage.root
+    raise typer.Exit(_run_capture(config, plan, jobs, root, faults, time_scale, flatfield))
+
+
+def _check_slots(config: RigConfig, jobs: list[CoinJob]) -> None:
+    for job in jobs:
+        if job.slot is not None:
+            if config.tray is None:
+                raise UserError("--slot needs a rig with a `tray:` section")
+            config.tray.slot_pose(job.slot)  # raises ConfigError naming the valid slots
+
+
+def _print_dry_run(report: Any, plan: Plan, jobs: list[CoinJob]) -> None:
+    typer.echo(f"plan {plan.name}: {len(report.events)} shots per coin, {len(jobs)} coin(s)")
+    for event in report.events:
+        tilt = "" if event.tilt_deg is None else f" tilt {event.tilt_deg:g}°"
+        exposure = "" if event.exposure_us is None else f" {event.exposure_us:g} µs"
+        ref = " [reference]" if event.reference else ""
+        typer.echo(
+            f"  {event.index:04d} {event.side:<8} {event.turntable_deg:7.2f}°{tilt} "
+            f"{event.light}{exposure}{ref}"
+        )
+    for problem in report.problems:
+        typer.echo(f"problem: {problem}", err=True)
+    typer.echo(
+        f"estimated physical time: {report.duration_per_coin_s:.1f} s per coin, "
+        f"{report.duration_s / 60:.1f} min in all"
+    )
+
+
+def _run_capture(
+    config: RigConfig,
+    plan: Plan,
+    jobs: list[CoinJob],
+    root: Path,
+    faults: str | None,
+    time_scale: float | None,
+    flatfield: bool = False,
+) -> int:
+    from rig.assembly import open_rig  # imported here: `--dry-run` and `dataset` never need it
+
+    with ExitStack() as stack:
+        with expected_errors(DatasetError):
+            writer = stack.enter_context(open_writer(root, config))
+            rig = stack.enter_context(open_rig(config, faults=faults, time_scale=time_scale))
+            check_twin_knows(rig, jobs)
+            calibration = calibration_for_rig(config, rig.camera.identity())
+            corrector = _flatfield_corrector(calibration) if flatfield else None
+        stage_twin(rig, jobs, plan)
+        return run_session(
+            rig, writer, config, plan, jobs, calibration=calibration, flatfield=corrector
+        )
+
+
+def _flatfield_corrector(calibration: CalibrationUse) -> FlatFieldCorrector:
+    """The flat field `--flatfield` asks for; refused (nothing moved) when there is none."""
+    stored = calibration.records.get("flatfield")
+    if stored is None:
+        raise UserError(
+            "--flatfield: this rig has no flat-field calibration; run `rig calibrate flatfield`"
+        )
+    return FlatFieldCorrector(stored)
+
+
+def _flatfield_corrector(calibration: CalibrationUse) -> FlatFieldCorrector:
+    """The flat field `--flatfield` asks for; refused (nothing moved) when there is none."""
+    stored = calibration.records.get("flatfield")
+    if stored is None:
+        raise UserError(
+            "--flatfield: this rig has no flat-field calibration; run `rig calibrate flatfield`"
+        )
+    return FlatFieldCorrector(stored)
