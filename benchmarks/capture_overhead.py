@@ -30,10 +30,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from capture.writer import DatasetWriter
 from capture.engine import CoinJob
 from capture.plan import Plan, expand
 from capture.session import SessionRunner
+from capture.writer import DatasetWriter
 from pipeline.rig_cli.simulate import make_catalog, simulation_config, stage_tray
 from rig.assembly import open_rig
 from rig.config import load_config

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from capture.plan import Plan, expand
 from capture.writer import (
     FORMAT,
     VERSION,
@@ -24,7 +25,6 @@ from capture.writer import (
     sha256_file,
     validate_coin_id,
 )
-from capture.plan import Plan, expand
 
 REQUIRED = [
     "file_name",

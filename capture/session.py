@@ -32,14 +32,6 @@ from typing import Any
 
 from capture.calibration.flatfield import FlatFieldCorrector
 from capture.calibration.store import CalibrationUse, calibration_for_rig
-from capture.writer import (
-    DatasetError,
-    DatasetWriteError,
-    DatasetWriter,
-    ResumeIndex,
-    image_name,
-    validate_coin_id,
-)
 from capture.engine import CaptureEngine, CoinJob, Collected, Exposure, Prompt, ShotSettings
 from capture.events import (
     TRANSITIONS,
@@ -62,6 +54,14 @@ from capture.events import (
 )
 from capture.plan import Plan, ShotEvent, check_plan, expand
 from capture.records import flat_fielded, physical_s, session_timings, shot_metadata, shot_tally
+from capture.writer import (
+    DatasetError,
+    DatasetWriteError,
+    DatasetWriter,
+    ResumeIndex,
+    image_name,
+    validate_coin_id,
+)
 from rig.config import RigConfig
 from rig.devices import Frame, Rig
 from rig.errors import ConfigError, RigError

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from capture.checks import verify
-from capture.writer import DatasetReader, image_name
 from capture.plan import Plan, expand
+from capture.writer import DatasetReader, image_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM = ROOT / "configs" / "sim.yaml"

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import capture.writer as ds
 from capture.checks import summary, verify
+from capture.sheet import write_contact_sheet
 from capture.writer import (
     DatasetLocked,
     DatasetReader,
@@ -28,7 +29,6 @@ from capture.writer import (
     read_jsonl,
     validate_coin_id,
 )
-from capture.sheet import write_contact_sheet
 
 
 def _record(coin: str, side: str, shot: int, light: str = "top") -> dict[str, Any]:

@@ -19,13 +19,6 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from capture.checks import verify
-from capture.writer import (
-    DatasetError,
-    DatasetReader,
-    DatasetWriteError,
-    DatasetWriter,
-    read_jsonl,
-)
 from capture.engine import CoinJob, OperatorRequest
 from capture.events import (
     Event,
@@ -40,6 +33,13 @@ from capture.events import (
 )
 from capture.plan import Plan, expand
 from capture.session import IN_FLIGHT, SessionRunner
+from capture.writer import (
+    DatasetError,
+    DatasetReader,
+    DatasetWriteError,
+    DatasetWriter,
+    read_jsonl,
+)
 from pipeline.rig_cli.capture import register
 from rig.config import CameraSettings, load_config
 from rig.errors import ConfigError, DeviceAlarm, DeviceFault, DeviceTimeout

@@ -24,9 +24,9 @@ import typer
 
 from capture.calibration.flatfield import FlatFieldCorrector
 from capture.calibration.store import CalibrationUse, calibration_for_rig
-from capture.writer import DatasetError, validate_coin_id
 from capture.engine import CoinJob
 from capture.plan import Plan, dry_run
+from capture.writer import DatasetError, validate_coin_id
 from pipeline.cli_support import UserError, expected_errors
 from pipeline.rig_cli.session_run import check_twin_knows, open_writer, run_session, stage_twin
 from rig.config import RigConfig, load_config

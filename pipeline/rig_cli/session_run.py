@@ -14,12 +14,12 @@ import typer
 
 from capture.calibration.flatfield import FlatFieldCorrector
 from capture.calibration.store import CalibrationUse
-from capture.writer import DatasetError, DatasetWriter
 from capture.engine import CoinJob, OperatorRequest, Prompt
 from capture.events import JsonlLog, RunState
 from capture.plan import Plan
 from capture.progress import make_progress
 from capture.session import SessionRunner, new_session_id
+from capture.writer import DatasetError, DatasetWriter
 from pipeline.cli_support import EXIT_INTERRUPTED, UserError, software_name
 from rig.config import RigConfig
 from rig.devices import Rig

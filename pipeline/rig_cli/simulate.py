@@ -29,6 +29,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from capture.engine import CoinJob
+from capture.plan import Plan, ShotEvent, Side, dry_run, expand
 from capture.writer import (
     DatasetError,
     DatasetReader,
@@ -36,8 +38,6 @@ from capture.writer import (
     DatasetWriter,
     ResumeIndex,
 )
-from capture.engine import CoinJob
-from capture.plan import Plan, ShotEvent, Side, dry_run, expand
 from pipeline.cli_support import EXIT_INTERRUPTED, UserError, expected_errors
 from pipeline.rig_cli.session_run import EXIT_PAUSED, open_writer, run_session
 from rig.config import RigConfig, SimCameraConfig, load_config, parse_config
