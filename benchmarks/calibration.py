@@ -35,7 +35,8 @@ from rig.assembly import open_rig
 from rig.config import RigConfig, load_config, parse_config
 from rig.devices import Rig
 from rig.sim.shading import LED_WHITE, SENSOR_RESPONSE, Optics
-from rig.sim.targets import TwinRig, truth_intrinsics, truth_turntable
+from rig.sim.target_geometry import truth_intrinsics, truth_turntable
+from rig.sim.target_scene import TwinRig
 from rig.sim.world import CoinPlacement
 
 # the turntable axis (mm from the optical axis; coins and targets) and the targets' hidden rig
@@ -56,7 +57,9 @@ def with_axis(config: RigConfig, axis_mm: tuple[float, float]) -> RigConfig:
 def coin_turn_centre(rig: Rig, coin_id: str = "SIM-0003") -> np.ndarray:
     """The pixel a coin's silhouette turns about, from six frames under the diffuse light."""
     angles = [0.0, 60.0, 120.0, 180.0, 240.0, 300.0]
-    rig.extras["world"].place_on_turntable(CoinPlacement(coin_id, "obverse"))
+    assert rig.twin is not None  # opened on the simulation backend
+    world = rig.twin.world
+    world.place_on_turntable(CoinPlacement(coin_id, "obverse"))
     rig.lightbox.set_pattern("diffuse")
     centroids = []
     for angle in angles:
@@ -68,7 +71,7 @@ def coin_turn_centre(rig: Rig, coin_id: str = "SIM-0003") -> np.ndarray:
         cv2.drawContours(filled, [max(contours, key=cv2.contourArea)], -1, 255, cv2.FILLED)
         m = cv2.moments(filled, binaryImage=True)
         centroids.append((m["m10"] / m["m00"], m["m01"] / m["m00"]))
-    rig.extras["world"].place_on_turntable(None)
+    world.place_on_turntable(None)
     rig.lightbox.all_off()
     return fit_rotation(np.array(angles), np.array(centroids)[:, None, :]).centre
 

@@ -14,7 +14,7 @@ Goal: under 3 %.
 The ledger sums the actions one after the other, which is the critical path because the engine
 never runs two physical actions at once. Rig start-up (emulators, banners) is not counted. The
 twin renders a frame while its exposure and then the next shot's light switch or motion run
-(capture.engine.TriggeredCamera); what the session still waits for is reported apart: it is
+(rig.devices.TriggeredCamera); what the session still waits for is reported apart: it is
 the simulation's cost, where a real camera reads out on its own hardware. Both figures are
 wall time, so a machine busy with other work inflates them.
 """
@@ -59,7 +59,8 @@ def run(plan_path: Path, image_size: int, profile: bool) -> dict[str, float]:
         DatasetWriter(Path(folder), queue_size=config.storage.writer_queue) as writer,
     ):
         stage_tray(rig, jobs, plan.sides[0], seed=0)
-        clock = rig.extras["clock"]
+        assert rig.twin is not None  # opened on the simulation backend
+        clock = rig.twin.clock
         waits = _time_frame_waits(rig.camera)
         first = len(clock.entries())
         runner = SessionRunner(rig, plan, writer, jobs, config=config)

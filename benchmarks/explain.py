@@ -144,7 +144,8 @@ def write_twin_dataset(root: Path, catalog: CoinCatalog, angles: list[float]) ->
 def train_demo_run(out: Path, epochs: int) -> Path:
     """Train resnet-tiny-truncated at 64 px on 24 twin die-siblings with the project's trainer."""
     from training.losses import LossSettings
-    from training.train import TrainConfig, train
+    from training.train import train
+    from training.train_config import TrainConfig
 
     data = write_twin_dataset(
         out / "twin-train",

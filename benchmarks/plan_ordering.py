@@ -26,7 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from capture.engine import CaptureEngine, CoinJob
-from capture.plan import Kinematics, Plan, ShotEvent, estimate_duration_s, expand, naive_order
+from capture.kinematics import Kinematics
+from capture.plan import Plan, ShotEvent, estimate_duration_s, expand, naive_order
 from pipeline.rig_cli.simulate import make_catalog, simulation_config, stage_tray
 from rig.assembly import open_rig
 from rig.config import RigConfig, load_config
@@ -52,7 +53,8 @@ def twin_duration_s(config: RigConfig, plan: Plan, order: list[ShotEvent]) -> tu
     job = CoinJob("SIM-0000", 0)
     with open_rig(config, time_scale=0.0, catalog=catalog) as rig:
         stage_tray(rig, [job], order[0].side, seed=0)
-        clock = rig.extras["clock"]
+        assert rig.twin is not None  # opened on the simulation backend
+        clock = rig.twin.clock
         engine = CaptureEngine(rig, plan)
         engine.setup_session()
         first = len(clock.entries())  # homing is not part of the coin's time
@@ -66,8 +68,8 @@ def twin_duration_s(config: RigConfig, plan: Plan, order: list[ShotEvent]) -> tu
             engine.exec_shot(event)
         engine.unload_coin(job)
         entries = clock.entries()[first:]
-        arm = rig.extras["backend"].emulators.get("arm")
-        arm_name = getattr(arm, "name", None)
+        arm = rig.twin.emulators.get("arm")
+        arm_name = arm.name if arm is not None else None
         total = sum(entry.duration_s for entry in entries)
         return total, sum(e.duration_s for e in entries if e.device != arm_name)
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, TypeVar
 
 from capture.plan import Plan, ShotEvent, Side
 from rig.config import CameraSettings
-from rig.devices import Frame, Rig
+from rig.devices import Exposure, Frame, Rig, TriggeredCamera
 from rig.errors import (
     DeviceAlarm,
     DeviceFault,
@@ -67,33 +67,6 @@ class OperatorRequest:
 
 # Returns once the operator has done what was asked.
 Prompt = Callable[[OperatorRequest], None]
-
-
-class Exposure(Protocol):
-    """A frame whose exposure was started: the rig may move once `wait_exposed()` returns."""
-
-    def wait_exposed(self) -> None:
-        """Return once the exposure is over; readout and transfer may still be going on."""
-
-    def result(self, timeout_s: float | None = None) -> Frame:
-        """The frame, once read out.
-
-        Raises:
-            RigError: the frame was lost after its exposure (the shot must be taken again).
-        """
-
-
-@runtime_checkable
-class TriggeredCamera(Protocol):
-    """A camera that can start an exposure and deliver its frame later (optional capability).
-
-    With one, the engine moves on to the next shot's motions and light switch as soon as the
-    exposure is over, and the frame's readout (in simulation: the twin's render) overlaps them
-    instead of adding to the rig's critical path. Cameras without it are grabbed as before.
-    """
-
-    def trigger(self) -> Exposure:
-        """Start an exposure now and return without waiting for it."""
 
 
 @dataclass(frozen=True)

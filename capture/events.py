@@ -229,3 +229,68 @@ class RunStatus:
     skipped: int
     to_take: int
     message: str = ""
+
+
+class SessionProgress:
+    """Where a session is (state, coin, shot), thread-safe; every state change is checked and sent.
+
+    The runner's thread moves it along; any thread may take a snapshot (`status`).
+    """
+
+    def __init__(self, emitter: Emitter) -> None:
+        self._emitter = emitter
+        self._lock = threading.Lock()
+        self._state = RunState.IDLE
+        self._reason: FinishReason | None = None
+        self._message = ""
+        self._coin: str | None = None
+        self._shot: int | None = None
+
+    def move_to(
+        self, state: RunState, reason: FinishReason | None = None, message: str = ""
+    ) -> None:
+        """Enter `state` and emit StateChanged.
+
+        Raises:
+            AssertionError: TRANSITIONS does not allow the move (a bug in the runner).
+        """
+        with self._lock:
+            if state not in TRANSITIONS[self._state]:
+                raise AssertionError(f"bad session transition {self._state} → {state}")
+            self._state, self._reason, self._message = state, reason, message
+        self._emitter.emit(StateChanged(state, reason))
+
+    def at_coin(self, coin_id: str) -> None:
+        """A coin begins: no shot of it yet."""
+        with self._lock:
+            self._coin, self._shot = coin_id, None
+
+    def at_shot(self, shot: int | None) -> int | None:
+        """The shot now being taken (named by retries); returns the one before."""
+        with self._lock:
+            before, self._shot = self._shot, shot
+        return before
+
+    def where(self) -> tuple[str | None, int | None]:
+        """The current coin and shot."""
+        with self._lock:
+            return self._coin, self._shot
+
+    def status(self, counts: Callable[[], tuple[int, int, int]]) -> RunStatus:
+        """A frozen snapshot; `counts()` (taken, skipped, to take) is read under the same lock.
+
+        So a snapshot never mixes one moment's state with another's counts; `counts` must not
+        call back into this object.
+        """
+        with self._lock:
+            taken, skipped, to_take = counts()
+            return RunStatus(
+                state=self._state,
+                reason=self._reason,
+                coin_id=self._coin,
+                shot=self._shot,
+                taken=taken,
+                skipped=skipped,
+                to_take=to_take,
+                message=self._message,
+            )

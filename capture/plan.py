@@ -5,12 +5,11 @@ shots to minimise physical time: one flip per coin, the turntable serpentines (a
 on the first side, descending on the second, so it never rewinds 360°), tilts serpentine within
 an angle, and lights (milliseconds to switch) vary in the inner loops instead of rotating per
 light (seconds). `dry_run` checks every pose and setting against a rig config and estimates the
-physical duration from the rig's kinematics without touching any device.
+physical duration from the rig's kinematics (`capture.kinematics`) without touching any device.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rig.config import GrblTurntableConfig, Pose, RigConfig, describe_validation_error
+from capture.kinematics import Kinematics
+from rig.config import GrblTurntableConfig, RigConfig, describe_validation_error
 from rig.errors import ConfigError
 from rig.motion import trapezoid_duration_s
 
@@ -275,81 +275,7 @@ def naive_order(events: Iterable[ShotEvent]) -> list[ShotEvent]:
     )
 
 
-# ---------------------------------------------------------------- kinematics and duration
-
-
-@dataclass(frozen=True)
-class Kinematics:
-    """How long the rig's physical actions take; built from a RigConfig."""
-
-    turntable_speed_deg_per_s: float = 60.0
-    turntable_accel_deg_per_s2: float = 180.0
-    tilt_speed_deg_per_s: float = 30.0
-    light_switch_s: float = 0.03
-    camera_config_s: float = 0.01
-    readout_s: float = 0.05
-    default_exposure_us: float = 20000.0
-    flip_s: float = 10.0
-    load_s: float = 10.0
-    unload_s: float = 10.0
-
-    @classmethod
-    def from_config(cls, config: RigConfig) -> Kinematics:
-        """Derive the durations from the rig's speeds, accelerations and arm geometry."""
-        table = config.turntable
-        tilt_speed = 30.0
-        if isinstance(table, GrblTurntableConfig) and table.tilt is not None:
-            tilt_speed = table.tilt.speed_deg_per_s
-        # A Modbus round trip (~10 ms) plus the LEDs' settling time.
-        light_s = 0.01 + config.lightbox.settle_ms / 1000.0
-        flip_s = load_s = unload_s = 15.0  # an operator handling the coin by hand
-        if config.arm is not None:
-            arm = config.arm
-
-            def path_s(*poses: Pose) -> float:
-                total = 0.0
-                for a, b in itertools.pairwise(poses):
-                    distance = math.dist((a.x_mm, a.y_mm, a.z_mm), (b.x_mm, b.y_mm, b.z_mm))
-                    total += trapezoid_duration_s(distance, arm.speed_mm_per_s, arm.accel_mm_per_s2)
-                return total
-
-            def up(pose: Pose) -> Pose:
-                return Pose(x_mm=pose.x_mm, y_mm=pose.y_mm, z_mm=pose.z_mm + arm.clearance_mm)
-
-            suction_s = 0.5  # vacuum build-up or release per pick/place
-            table_pose = arm.turntable_pose
-            slot = config.tray.slot_pose(config.tray.slots // 2) if config.tray else table_pose
-            drop, pickup = arm.flip_station.drop, arm.flip_station.pickup
-            load_s = path_s(arm.safe_pose, up(slot), slot, up(slot), up(table_pose), table_pose)
-            load_s += path_s(table_pose, up(table_pose), arm.safe_pose) + 2 * suction_s
-            unload_s = load_s
-            flip_s = path_s(
-                arm.safe_pose,
-                up(table_pose),
-                table_pose,
-                up(table_pose),
-                up(drop),
-                drop,
-                up(drop),
-                up(pickup),
-                pickup,
-                up(pickup),
-                up(table_pose),
-                table_pose,
-                up(table_pose),
-                arm.safe_pose,
-            )
-            flip_s += 4 * suction_s
-        return cls(
-            turntable_speed_deg_per_s=table.speed_deg_per_s,
-            turntable_accel_deg_per_s2=table.limits.accel_deg_per_s2,
-            tilt_speed_deg_per_s=tilt_speed,
-            light_switch_s=light_s,
-            default_exposure_us=config.camera.exposure_us,
-            flip_s=flip_s,
-            load_s=load_s,
-            unload_s=unload_s,
-        )
+# ---------------------------------------------------------------- duration
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What a session writes about its shots: metadata lines, flat-field notes and missing shots.
 
 Functions of what the runner knows (capture.session), kept apart so the runner holds only
-sequencing and state. The fields follow the metadata line of DESIGN.md.
+sequencing and state. The fields are dataset.schema.MetadataLine's (docs/dataset-format.md).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 from capture.calibration.flatfield import FlatFieldCorrector
 from capture.engine import CoinJob, ShotSettings
 from capture.events import utc_now
-from capture.layout import image_name
 from capture.plan import Kinematics, ShotEvent, estimate_duration_s
+from dataset.layout import image_name
 from rig.config import RigConfig
 from rig.devices import Frame
 

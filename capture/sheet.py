@@ -7,7 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from capture.writer import DatasetError, DatasetReader, validate_coin_id
+from dataset.layout import DatasetError, validate_coin_id
+from dataset.reader import DatasetReader
 
 _LABEL_H = 18
 _MARGIN = 4
@@ -79,7 +80,7 @@ def contact_sheet(root: Path | str, coin_id: str, *, thumb_px: int = 128) -> np.
         filled.add((row, column))
         y, x = _LABEL_H + row * cell, label_w + column * cell
         canvas[y : y + thumb_px, x : x + thumb_px] = _thumbnail(
-            reader.root / str(record["file_name"]), thumb_px
+            reader.path(str(record["file_name"])), thumb_px
         )
     return canvas
 

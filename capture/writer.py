@@ -1,4 +1,4 @@
-"""The dataset on disk (format version 1 of DESIGN.md): a crash-safe writer, a reader and checks.
+"""The crash-safe dataset writer (the format, version 1, is docs/dataset-format.md and dataset/).
 
 Write order makes a crash harmless: the image goes to a temporary file, is fsynced and renamed
 into place; only then is its metadata line (with the image's sha256) appended and fsynced. So a
@@ -25,39 +25,17 @@ import cv2
 import numpy as np
 
 from capture.events import utc_now
-from capture.layout import (
-    FORMAT,
-    SIDES,
-    VERSION,
-    DatasetError,
-    DatasetReader,
-    InvalidCoinId,
-    JsonlContent,
-    ResumeIndex,
-    image_name,
-    read_jsonl,
-    sha256_file,
-    validate_coin_id,
-)
+from dataset.jsonl import read_jsonl
+from dataset.layout import FORMAT, SIDES, VERSION, DatasetError, catalog_name, validate_coin_id
+from dataset.schema import DatasetInfo
 
 __all__ = [
-    "FORMAT",
-    "VERSION",
-    "DatasetError",
     "DatasetLock",
     "DatasetLocked",
-    "DatasetReader",
     "DatasetWriteError",
     "DatasetWriter",
-    "InvalidCoinId",
-    "JsonlContent",
-    "ResumeIndex",
     "atomic_write",
     "encode_image",
-    "image_name",
-    "read_jsonl",
-    "sha256_file",
-    "validate_coin_id",
 ]
 
 
@@ -224,8 +202,7 @@ class DatasetWriter:
                 if info.get("format") != FORMAT or info.get("version") != VERSION:
                     raise DatasetError(f"{self.root} is not a {FORMAT} version {VERSION} folder")
             else:
-                info = {"format": FORMAT, "version": VERSION, "created": utc_now()}
-                info["software"] = self.software
+                info = DatasetInfo(created=utc_now(), software=self.software).model_dump()
                 atomic_write(info_path, (json.dumps(info, indent=2) + "\n").encode())
             for name in ("images", "catalog", "sessions"):
                 (self.root / name).mkdir(exist_ok=True)
@@ -242,6 +219,12 @@ class DatasetWriter:
             if content.torn:
                 # A crash tore the last append; cut it so the next line starts clean.
                 os.truncate(meta_path, content.good_bytes)
+            elif content.unterminated:
+                # A whole line another tool wrote without its newline: end it, never cut it.
+                with meta_path.open("ab") as handle:
+                    handle.write(b"\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
             self._coins = {c["coin_id"] for c in read_jsonl(self.root / "coins.jsonl").records}
             self._meta = meta_path.open("ab")
         except BaseException:
@@ -321,7 +304,7 @@ class DatasetWriter:
         validate_coin_id(coin_id)
         if side not in SIDES or ext not in _SIGNATURES:
             raise ValueError(f"bad catalog side {side!r} or extension {ext!r}")
-        file_name = f"catalog/{coin_id}/{side}.{ext}"
+        file_name = catalog_name(coin_id, side, ext)
         pixels = _decode_encoded(image, ext, file_name) if isinstance(image, bytes) else image
         record = {"coin_id": coin_id, "side": side, "role": "catalog", **fields}
         height, width = pixels.shape[:2]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -44,7 +44,8 @@ from training.hierarchy import ClassifierSettings
 from training.hierarchy_run import is_hierarchy_run
 from training.losses import LossSettings
 from training.report import BENCHMARK_COLUMNS, benchmark_markdown
-from training.train import TrainConfig, train
+from training.train import train
+from training.train_config import TrainConfig
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
@@ -68,61 +69,105 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+# `pipeline train`'s options. Defaults are read from their one home: TrainConfig and LossSettings
+# for an embedding run (which read Preprocess for the preprocessing), ClassifierSettings for
+# the hierarchy's learning rate.
+_Data = Annotated[
+    list[Path], typer.Option("--data", help="Dataset directory (repeat for several).")
+]
+_Task = Annotated[
+    str,
+    typer.Option(
+        help="embedding (metric learning, the default) | hierarchy (ruler from the obverse, "
+        "type from the reverse: cross-validated, then trained on every coin)."
+    ),
+]
+_Out = Annotated[Path, typer.Option("--out", help="Run directory.")]
+_Model = Annotated[str, typer.Option(help="Backbone name.")]
+_ImageSize = Annotated[int, typer.Option(help="Square input side in pixels.")]
+_EmbeddingDim = Annotated[int, typer.Option(help="Embedding length.")]
+_Epochs = Annotated[int, typer.Option(help="Epochs (with --resume: the new total).")]
+_BatchSize = Annotated[int, typer.Option(help="Images per step (per GPU under torchrun).")]
+_PerClass = Annotated[int, typer.Option(help="Images per coin side in a batch.")]
+_StepsPerEpoch = Annotated[int | None, typer.Option(help="Default: training images / batch size.")]
+_Lr = Annotated[
+    float | None,
+    typer.Option(help="Peak learning rate, AdamW (default 3e-3 embedding, 2e-3 hierarchy)."),
+]
+_Loss = Annotated[str, typer.Option(help="arcface | subcenter-arcface | triplet.")]
+_Margin = Annotated[float, typer.Option(help="ArcFace angular margin in radians.")]
+_Scale = Annotated[
+    float,
+    typer.Option(help="ArcFace logit scale (64 suits thousands of classes; 16 a few hundred)."),
+]
+_Aug = Annotated[str, typer.Option(help="Augmentation preset: standard | tuned | archive | none.")]
+_TrainOn = Annotated[str, typer.Option(help="captures | catalog | both.")]
+_Split = Annotated[str, typer.Option(help="train,val,test fractions of coins.")]
+_Seed = Annotated[int, typer.Option(help="Seed of the coin split and of training.")]
+_Derotate = Annotated[bool, typer.Option(help="Undo the recorded turntable angle.")]
+_Rotations = Annotated[
+    int,
+    typer.Option(help="Embed every image at this many rotations and average (1 = off; 4 = exact)."),
+]
+_EmaDecay = Annotated[
+    float,
+    typer.Option(help="Validate and keep a moving average of the weights (e.g. 0.999; 0 = off)."),
+]
+_SinglePhotoP = Annotated[
+    float,
+    typer.Option(
+        help="Share of captures shown cut out alone, as a single photo would be (0-1; 0.5 for "
+        "models that will search single photos)."
+    ),
+]
+_Resume = Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")]
+_Weights = Annotated[
+    Path | None, typer.Option(help="torchvision-style backbone .pth to start from.")
+]
+_Strict = Annotated[bool, typer.Option(help="Fail on an unreadable image instead of skipping it.")]
+_Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+_CacheDir = Annotated[
+    Path | None, typer.Option(help="Preprocessed-image cache (default ~/.cache/coinrig).")
+]
+_Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+_Folds = Annotated[int, typer.Option(help="hierarchy: cross-validation folds (class-balanced).")]
+_PerSide = Annotated[int, typer.Option(help="hierarchy: images per coin side used, at most.")]
+_Baseline = Annotated[str, typer.Option(help="hierarchy: sift | none (dense-SIFT baseline).")]
+
+
 @app.command("train")
 def train_command(
-    data: list[Path] = typer.Option(..., "--data", help="Dataset directory (repeat for several)."),
-    task: str = typer.Option(
-        "embedding",
-        help="embedding (metric learning, the default) | hierarchy (ruler from the obverse, "
-        "type from the reverse: cross-validated, then trained on every coin).",
-    ),
-    out: Path = typer.Option(Path("runs/latest"), "--out", help="Run directory."),
-    model: str = typer.Option("resnet-tiny", help="Backbone name."),
-    image_size: int = typer.Option(224, help="Square input side in pixels."),
-    embedding_dim: int = typer.Option(512, help="Embedding length."),
-    epochs: int = typer.Option(10, help="Epochs (with --resume: the new total)."),
-    batch_size: int = typer.Option(32, help="Images per step (per GPU under torchrun)."),
-    per_class: int = typer.Option(2, help="Images per coin side in a batch."),
-    steps_per_epoch: int | None = typer.Option(None, help="Default: training images / batch size."),
-    lr: float | None = typer.Option(
-        None, help="Peak learning rate, AdamW (default 3e-3 embedding, 2e-3 hierarchy)."
-    ),
-    loss: str = typer.Option("arcface", help="arcface | subcenter-arcface | triplet."),
-    margin: float = typer.Option(0.5, help="ArcFace angular margin in radians."),
-    scale: float = typer.Option(
-        16.0, help="ArcFace logit scale (64 suits thousands of classes; 16 a few hundred)."
-    ),
-    aug: str = typer.Option(
-        "tuned", help="Augmentation preset: standard | tuned | archive | none."
-    ),
-    train_on: str = typer.Option("both", help="captures | catalog | both."),
-    split: str = typer.Option("0.7,0.1,0.2", help="train,val,test fractions of coins."),
-    seed: int = typer.Option(0, help="Seed of the coin split and of training."),
-    derotate: bool = typer.Option(False, help="Undo the recorded turntable angle."),
-    rotations: int = typer.Option(
-        8, help="Embed every image at this many rotations and average (1 = off; 4 = exact)."
-    ),
-    ema_decay: float = typer.Option(
-        0.0, help="Validate and keep a moving average of the weights (e.g. 0.999; 0 = off)."
-    ),
-    single_photo_p: float = typer.Option(
-        0.0,
-        help="Share of captures shown cut out alone, as a single photo would be (0-1; 0.5 for "
-        "models that will search single photos).",
-    ),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
-    weights: Path | None = typer.Option(
-        None, help="torchvision-style backbone .pth to start from."
-    ),
-    strict: bool = typer.Option(False, help="Fail on an unreadable image instead of skipping it."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-    cache_dir: Path | None = typer.Option(
-        None, help="Preprocessed-image cache (default ~/.cache/coinrig)."
-    ),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
-    folds: int = typer.Option(5, help="hierarchy: cross-validation folds (class-balanced)."),
-    per_side: int = typer.Option(4, help="hierarchy: images per coin side used, at most."),
-    baseline: str = typer.Option("sift", help="hierarchy: sift | none (dense-SIFT baseline)."),
+    data: _Data,
+    task: _Task = "embedding",
+    out: _Out = Path("runs/latest"),
+    model: _Model = TrainConfig.model,
+    image_size: _ImageSize = TrainConfig.image_size,
+    embedding_dim: _EmbeddingDim = TrainConfig.embedding_dim,
+    epochs: _Epochs = TrainConfig.epochs,
+    batch_size: _BatchSize = TrainConfig.batch_size,
+    per_class: _PerClass = TrainConfig.per_class,
+    steps_per_epoch: _StepsPerEpoch = TrainConfig.steps_per_epoch,
+    lr: _Lr = None,
+    loss: _Loss = LossSettings.name,
+    margin: _Margin = LossSettings.margin_rad,
+    scale: _Scale = LossSettings.scale,
+    aug: _Aug = TrainConfig.aug,
+    train_on: _TrainOn = TrainConfig.train_on,
+    split: _Split = TrainConfig.split,
+    seed: _Seed = TrainConfig.seed,
+    derotate: _Derotate = TrainConfig.derotate,
+    rotations: _Rotations = TrainConfig.rotations,
+    ema_decay: _EmaDecay = TrainConfig.ema_decay,
+    single_photo_p: _SinglePhotoP = TrainConfig.single_photo_p,
+    resume: _Resume = False,
+    weights: _Weights = None,
+    strict: _Strict = TrainConfig.strict,
+    compile_model: _Compile = TrainConfig.compile,
+    cache_dir: _CacheDir = None,
+    progress: _Progress = True,
+    folds: _Folds = 5,
+    per_side: _PerSide = 4,
+    baseline: _Baseline = "sift",
 ) -> None:
     """Train an embedding model; writes RUN/{config.json, checkpoints/, metrics.jsonl, curves.png, summary.json}.
 
@@ -139,49 +184,50 @@ def train_command(
     if task == "hierarchy":
         settings = ClassifierSettings(
             model=model, image_size=image_size, epochs=epochs, batch_size=batch_size,
-            lr=2e-3 if lr is None else lr, aug=aug, seed=seed,
+            lr=ClassifierSettings.lr if lr is None else lr, aug=aug, seed=seed,
         )  # fmt: skip
         train_hierarchy(
             data, out, settings, folds=folds, per_side=per_side, derotate=derotate,
             baseline=baseline, cache_dir=cache_dir,
         )  # fmt: skip
         return
+    cfg = TrainConfig(
+        data=[str(d) for d in data], out=str(out), model=model, image_size=image_size,
+        embedding_dim=embedding_dim, epochs=epochs, batch_size=batch_size, per_class=per_class,
+        steps_per_epoch=steps_per_epoch, lr=TrainConfig.lr if lr is None else lr,
+        loss=LossSettings(name=loss, margin_rad=margin, scale=scale), aug=aug, train_on=train_on,
+        split=split, seed=seed, derotate=derotate, rotations=rotations, ema_decay=ema_decay,
+        single_photo_p=single_photo_p, weights=str(weights) if weights else None,
+        compile=compile_model, strict=strict, cache_dir=str(cache_dir) if cache_dir else None,
+    )  # fmt: skip
     with expected_errors(TrainingError):
-        if resume and (out / "config.json").exists():
-            # The run's own settings win; only the length of training may change.
-            cfg = replace(
-                TrainConfig.from_json(json.loads((out / "config.json").read_text())), epochs=epochs
-            )
-        else:
-            check_datasets(data)
-            if weights is not None and not weights.is_file():
-                raise fail(f"weights file not found: {weights}")
-            cfg = TrainConfig(
-                data=[str(d) for d in data],
-                out=str(out),
-                model=model,
-                image_size=image_size,
-                embedding_dim=embedding_dim,
-                epochs=epochs,
-                batch_size=batch_size,
-                per_class=per_class,
-                steps_per_epoch=steps_per_epoch,
-                lr=3e-3 if lr is None else lr,
-                loss=LossSettings(name=loss, margin_rad=margin, scale=scale),
-                aug=aug,
-                train_on=train_on,
-                split=split,
-                seed=seed,
-                derotate=derotate,
-                rotations=rotations,
-                ema_decay=ema_decay,
-                single_photo_p=single_photo_p,
-                weights=str(weights) if weights else None,
-                compile=compile_model,
-                strict=strict,
-                cache_dir=str(cache_dir) if cache_dir else None,
-            )
-        summary = train(cfg, resume=resume, show_progress=progress)
+        summary = train(
+            _resumed_or_new(cfg, data, weights, resume), resume=resume, show_progress=progress
+        )
+    _echo_training(out, summary)
+
+
+def _resumed_or_new(
+    cfg: TrainConfig, data: list[Path], weights: Path | None, resume: bool
+) -> TrainConfig:
+    """The run's saved config (with the new epoch count) when resuming one, else `cfg`, checked.
+
+    Raises:
+        typer.Exit: a dataset or the weights file is missing (reported by `fail`).
+    """
+    out = Path(cfg.out)
+    if resume and (out / "config.json").exists():
+        # The run's own settings win; only the length of training may change.
+        saved = TrainConfig.from_json(json.loads((out / "config.json").read_text()))
+        return replace(saved, epochs=cfg.epochs)
+    check_datasets(data)
+    if weights is not None and not weights.is_file():
+        raise fail(f"weights file not found: {weights}")
+    return cfg
+
+
+def _echo_training(out: Path, summary: dict[str, Any]) -> None:
+    """One line for the person at the terminal: epochs, best validation top-1, skipped images."""
     if summary["rank"] != 0:
         return  # under torchrun only rank 0 reports
     best = summary["best_val_top1"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rig.config import (
     BaslerCameraConfig,
@@ -17,25 +17,31 @@ from rig.config import (
     RigConfig,
     SimCameraConfig,
 )
-from rig.devices import Arm, Camera, Device, Lightbox, Rig, TiltStage, Turntable
+from rig.devices import Arm, Camera, Device, Lightbox, Rig, TiltStage, Turntable, Twin
 from rig.errors import ConfigError
 
+if TYPE_CHECKING:  # the simulation is imported only when a config emulates something
+    from rig.sim.coins import CoinCatalog
+    from rig.sim.simulation import SimBackend
+    from rig.turntable.grbl import GrblTurntable
 
-def build_devices(config: RigConfig, backend: Any = None) -> Rig:
+
+def build_devices(config: RigConfig, backend: SimBackend | None = None) -> Rig:
     """Construct (not connect) every configured driver, pointed at the emulators when simulated.
 
     Raises:
         ConfigError: a device needs the simulation backend but none is running.
     """
-    serial_ports: dict[str, str] = getattr(backend, "serial_ports", {})
-    modbus: dict[str, Any] = getattr(backend, "modbus_endpoints", {})
+    serial_ports = backend.serial_ports if backend is not None else {}
+    modbus = backend.modbus_endpoints if backend is not None else {}
 
     turntable: Turntable
+    grbl: GrblTurntable | None = None  # the GRBL driver drives a tilt axis too
     tt = config.turntable
     if isinstance(tt, GrblTurntableConfig):
         from rig.turntable.grbl import GrblTurntable
 
-        turntable = GrblTurntable(tt, port=serial_ports.get("turntable"))
+        turntable = grbl = GrblTurntable(tt, port=serial_ports.get("turntable"))
     elif isinstance(tt, ModbusTurntableConfig):
         from rig.turntable.modbus import ModbusTurntable
 
@@ -88,19 +94,20 @@ def build_devices(config: RigConfig, backend: Any = None) -> Rig:
 
     tilt: TiltStage | None = None
     if isinstance(tt, GrblTurntableConfig) and tt.tilt is not None:
-        tilt = turntable  # type: ignore[assignment]  # the GRBL driver drives the tilt axis too
+        tilt = grbl
 
-    extras: dict[str, Any] = {}
+    twin = None
     if backend is not None:
-        extras.update(
-            world=backend.world, clock=backend.clock, catalog=backend.catalog, backend=backend
+        twin = Twin(
+            world=backend.world,
+            clock=backend.clock,
+            catalog=backend.catalog,
+            emulators=backend.emulators,
         )
-    return Rig(
-        turntable=turntable, lightbox=lightbox, camera=camera, arm=arm, tilt=tilt, extras=extras
-    )
+    return Rig(turntable=turntable, lightbox=lightbox, camera=camera, arm=arm, tilt=tilt, twin=twin)
 
 
-def _scaled_sleep(backend: Any) -> Callable[[float], None]:
+def _scaled_sleep(backend: SimBackend | None) -> Callable[[float], None]:
     """Real sleeps on hardware; on the simulation backend, sleeps shrink with its time scale.
 
     The emulators already book settle times in the ledger, so this only paces wall time.
@@ -126,7 +133,7 @@ def open_rig(
     faults: str | None = None,
     time_scale: float | None = None,
     connect: bool = True,
-    catalog: Any = None,
+    catalog: CoinCatalog | None = None,
 ) -> Iterator[Rig]:
     """Open every device of the rig (starting emulators first when simulated); close all on exit.
 

@@ -2,16 +2,24 @@
 
 Every concrete driver implements one of these Protocols; orchestrator unit tests mock exactly
 these and nothing deeper. Methods carry units in their names and raise the errors of rig.errors.
+Optional capabilities are Protocols too: a TiltStage (Rig.tilt), a TriggeredCamera (asked for
+with isinstance). A simulated Rig also carries a typed Twin handle (world, clock, catalog...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from rig.config import Pose
+
+if TYPE_CHECKING:  # for the Twin handle only: a rig on hardware never loads the simulation
+    from rig.sim.clock import SimClock
+    from rig.sim.coins import CoinCatalog
+    from rig.sim.simulation import Emulators
+    from rig.sim.world import World
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,47 @@ class Camera(Device, Protocol):
         """Trigger and return one frame."""
 
 
+class Exposure(Protocol):
+    """A frame whose exposure was started: the rig may move once `wait_exposed()` returns."""
+
+    def wait_exposed(self) -> None:
+        """Return once the exposure is over; readout and transfer may still be going on."""
+
+    def result(self, timeout_s: float | None = None) -> Frame:
+        """The frame, once read out.
+
+        Raises:
+            RigError: the frame was lost after its exposure (the shot must be taken again).
+        """
+
+
+@runtime_checkable
+class TriggeredCamera(Protocol):
+    """A camera that can start an exposure and deliver its frame later (optional capability).
+
+    With one, the capture engine moves on to the next shot's motions and light switch as soon
+    as the exposure is over, and the frame's readout (in simulation: the twin's render) overlaps
+    them instead of adding to the rig's critical path. Cameras without it are grabbed.
+    """
+
+    def trigger(self) -> Exposure:
+        """Start an exposure now and return without waiting for it."""
+
+
+@dataclass(frozen=True)
+class Twin:
+    """The simulation behind a simulated rig: what commands and benchmarks reach past devices for.
+
+    The world (to stage coins and targets as an operator would), the clock (its ledger of
+    physical time), the coin catalog the camera renders, and the running emulators by device.
+    """
+
+    world: World
+    clock: SimClock
+    catalog: CoinCatalog
+    emulators: Emulators
+
+
 @dataclass
 class Rig:
     """The opened devices of one rig, as the capture layer sees them."""
@@ -193,7 +242,7 @@ class Rig:
     camera: Camera
     arm: Arm | None = None
     tilt: TiltStage | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    twin: Twin | None = None  # None on hardware
 
     def devices(self) -> list[Device]:
         """Every device, in the order they should be closed last-to-first."""

@@ -242,7 +242,7 @@ class FakeExposure:
 
 
 class FakeTriggeredCamera(FakeCamera):
-    """A camera with `trigger` (capture.engine.TriggeredCamera) whose frames carry, in `sim`,
+    """A camera with `trigger` (rig.devices.TriggeredCamera) whose frames carry, in `sim`,
     the turntable angle and lights at the moment of their exposure (the twin's ground truth)."""
 
     def __init__(

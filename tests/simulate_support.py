@@ -11,7 +11,8 @@ import yaml
 
 from capture.checks import verify
 from capture.plan import Plan, expand
-from capture.writer import DatasetReader, image_name
+from dataset.layout import image_name
+from dataset.reader import DatasetReader
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM = ROOT / "configs" / "sim.yaml"

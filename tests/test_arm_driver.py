@@ -8,12 +8,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from rig.arm import codec
+from capture.kinematics import Kinematics, arm_steps_s
+from rig.arm import choreography, codec
+from rig.arm.choreography import MoveTo, Rise, Step
 from rig.arm.gcode_arm import GcodeArm
-from rig.config import EmulatorConfig, FaultKind, FaultRule, GcodeArmConfig, Pose, TrayConfig
+from rig.config import (
+    EmulatorConfig,
+    FaultKind,
+    FaultRule,
+    GcodeArmConfig,
+    Pose,
+    TrayConfig,
+    load_config,
+)
 from rig.devices import Arm
 from rig.errors import (
     ConfigError,
@@ -29,6 +40,7 @@ from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
 from rig.sim.world import CoinPlacement, World
 
+ROOT = Path(__file__).resolve().parents[1]
 DIALECTS = ["uarm-swift-pro", "dexarm"]
 TRAY = TrayConfig()
 COIN = CoinPlacement(coin_id="SAW-0107", side_up="obverse")
@@ -190,6 +202,83 @@ def test_suction_dwells_in_the_firmware(rig: Bench) -> None:
     assert not rig.emulator.suction_on
 
 
+def visited(steps: tuple[Step, ...], start: Pose) -> list[tuple[float, float, float]]:
+    """The points an arm standing at `start` moves to when it performs `steps`."""
+    points, here = [], start
+    for step in steps:
+        target = choreography.rise_target(here, step.z_mm) if isinstance(step, Rise) else None
+        target = step.pose if isinstance(step, MoveTo) else target
+        if target is not None:
+            points.append(xyz(target))
+            here = target
+    return points
+
+
+def test_a_pick_sends_exactly_the_choreography_s_moves(rig: Bench) -> None:
+    rig.world.load_tray({5: COIN})
+    rig.arm.pick_from_slot(5)
+    steps = choreography.pick_from_slot(rig.arm.config, TRAY.slot_pose(5))
+    assert moves_sent(rig) == [xyz(pose) for pose in choreography.moves(steps)]
+
+
+def test_every_action_sends_exactly_the_choreography_s_moves(rig: Bench) -> None:
+    config, slot = rig.arm.config, TRAY.slot_pose(5)
+    rig.world.load_tray({5: COIN})
+    rig.arm.pick_from_slot(5)
+    rig.arm.place_on_turntable()
+    rig.arm.flip_on_turntable()
+    rig.arm.return_to_slot(5)
+    rig.arm.park()
+    steps = (
+        *choreography.pick_from_slot(config, slot),
+        *choreography.place_on_turntable(config),
+        *choreography.flip_on_turntable(config),
+        *choreography.return_to_slot(config, slot),
+        *choreography.park(config),
+    )
+    # the rises (from the tray's clearance up to the turntable's, say) are among them
+    assert len(visited(steps, config.safe_pose)) > len(choreography.moves(steps))
+    assert moves_sent(rig) == visited(steps, config.safe_pose)
+
+
+def test_the_estimate_and_the_arm_walk_one_choreography(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a detour written into the choreography reaches both the wire and the dry-run estimate
+    sim = load_config(ROOT / "configs" / "sim.yaml")
+    assert sim.arm is not None and sim.tray is not None
+    before = Kinematics.from_config(sim)
+    detour = Pose(x_mm=0.0, y_mm=250.0, z_mm=100.0)
+    place = choreography.place_on_turntable
+
+    def with_detour(config: GcodeArmConfig) -> tuple[Step, ...]:
+        return (MoveTo(detour), *place(config))
+
+    monkeypatch.setattr(choreography, "place_on_turntable", with_detour)
+    after = Kinematics.from_config(sim)
+    arm, slot = sim.arm, sim.tray.slot_pose(sim.tray.slots // 2)
+    lifted = choreography.above(slot, arm.clearance_mm)
+    above_table = choreography.above(arm.turntable_pose, arm.clearance_mm)
+
+    def leg_s(a: Pose, b: Pose) -> float:
+        return arm_steps_s(arm, (MoveTo(b),), start=a)
+
+    added = leg_s(lifted, detour) + leg_s(detour, above_table) - leg_s(lifted, above_table)
+    assert after.load_s == pytest.approx(before.load_s + added)
+    assert after.flip_s == before.flip_s and after.unload_s == before.unload_s
+
+    with bench("uarm-swift-pro") as b:
+        b.world.load_tray({5: COIN})
+        b.arm.pick_from_slot(5)
+        b.arm.place_on_turntable()
+        config = b.arm.config
+        steps = (
+            *choreography.pick_from_slot(config, TRAY.slot_pose(5)),
+            *with_detour(config),
+        )
+        assert xyz(detour) in moves_sent(b)
+        assert moves_sent(b) == visited(steps, config.safe_pose)
+        assert b.world.snapshot().on_turntable == COIN
+
+
 # ---------------------------------------------------------------- safety
 
 
@@ -220,6 +309,16 @@ def test_bad_slot_is_refused_before_a_byte_is_sent(rig: Bench) -> None:
         rig.arm.return_to_slot(-1)
     rig.arm.position()
     assert len(rig.emulator.received) == before + 1
+
+
+def test_a_sequence_is_refused_whole_before_a_byte_is_sent() -> None:
+    # slot 0 (x = -150 mm) lies outside this workspace: returning a coin there must not first
+    # pick it from the turntable and then stop with it hanging on the cup
+    with bench("uarm-swift-pro", workspace={"x_mm": (-100, 300)}) as b:
+        before = len(b.emulator.received)
+        with pytest.raises(SafetyError, match="x_mm"):
+            b.arm.return_to_slot(0)
+        assert len(b.emulator.received) == before
 
 
 def test_home_pose_outside_the_workspace_is_refused() -> None:

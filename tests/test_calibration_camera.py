@@ -17,7 +17,8 @@ from rig.assembly import open_rig
 from rig.config import load_config
 from rig.devices import Rig
 from rig.sim.shading import Optics
-from rig.sim.targets import TwinRig, truth_intrinsics
+from rig.sim.target_geometry import truth_intrinsics
+from rig.sim.target_scene import TwinRig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_config(ROOT / "configs/sim.yaml")

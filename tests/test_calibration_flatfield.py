@@ -20,7 +20,7 @@ from capture.calibration.store import CalibrationStore
 from rig.assembly import open_rig
 from rig.config import load_config
 from rig.sim.shading import LED_WHITE, SENSOR_RESPONSE
-from rig.sim.targets import TwinRig
+from rig.sim.target_scene import TwinRig
 
 CONFIG = load_config("configs/sim.yaml")
 TRUE_GAMMA = 1 / 2.2

@@ -15,7 +15,7 @@ from capture.calibration.store import CalibrationError, StoredCalibration
 from rig.assembly import open_rig
 from rig.config import RigConfig, load_config, parse_config
 from rig.devices import Rig
-from rig.sim.targets import TwinRig
+from rig.sim.target_scene import TwinRig
 
 CONFIG = load_config("configs/sim.yaml")
 

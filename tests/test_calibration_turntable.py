@@ -13,7 +13,8 @@ from rig.assembly import open_rig
 from rig.config import RigConfig, load_config, parse_config
 from rig.devices import Rig
 from rig.sim.shading import Optics
-from rig.sim.targets import TwinRig, truth_turntable
+from rig.sim.target_geometry import truth_turntable
+from rig.sim.target_scene import TwinRig
 from rig.sim.world import CoinPlacement
 
 CONFIG = load_config("configs/sim.yaml")
@@ -97,7 +98,8 @@ def test_coins_turn_about_the_calibrated_centre() -> None:
     angles = [0.0, 60.0, 120.0, 180.0, 240.0, 300.0]
     with open_rig(config) as rig:
         calibrated = calibrate_turntable(rig, config, staged(rig), angles=8).result
-        rig.extras["world"].place_on_turntable(CoinPlacement("SIM-0003", "obverse"))
+        assert rig.twin is not None
+        rig.twin.world.place_on_turntable(CoinPlacement("SIM-0003", "obverse"))
         rig.lightbox.set_pattern("diffuse")  # no cast shadows to drag the silhouette
         centroids = []
         for angle in angles:

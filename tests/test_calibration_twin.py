@@ -11,17 +11,9 @@ from rig.config import load_config
 from rig.sim.camera import SimCamera, pattern_lights
 from rig.sim.coins import CoinCatalog
 from rig.sim.shading import Optics, grid_size_for, view_transform
-from rig.sim.targets import (
-    ArucoMarker,
-    CharucoBoard,
-    GreyCard,
-    TargetScene,
-    TwinRig,
-    board_frame,
-    pinhole,
-    truth_card_flat,
-    truth_turntable,
-)
+from rig.sim.target_geometry import board_frame, pinhole, truth_turntable
+from rig.sim.target_scene import ArucoMarker, CharucoBoard, GreyCard, TargetScene, TwinRig
+from rig.sim.targets import truth_card_flat
 from rig.sim.world import CoinPlacement, World
 
 CONFIG = load_config("configs/sim.yaml")

@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 
 import capture.writer as ds
 from capture.checks import verify
-from capture.writer import DatasetReader, read_jsonl
+from dataset.jsonl import read_jsonl
+from dataset.reader import DatasetReader
 from pipeline.rig_cli.app import app
 
 RIG = Path(sys.executable).with_name("rig")

@@ -18,17 +18,12 @@ from hypothesis import strategies as st
 
 import capture.writer as ds
 from capture.checks import summary, verify
+from capture.resume import ResumeIndex
 from capture.sheet import write_contact_sheet
-from capture.writer import (
-    DatasetLocked,
-    DatasetReader,
-    DatasetWriter,
-    InvalidCoinId,
-    ResumeIndex,
-    image_name,
-    read_jsonl,
-    validate_coin_id,
-)
+from capture.writer import DatasetLocked, DatasetWriter
+from dataset.jsonl import read_jsonl
+from dataset.layout import DatasetError, InvalidCoinId, image_name, sha256_file, validate_coin_id
+from dataset.reader import DatasetReader
 
 
 def _record(coin: str, side: str, shot: int, light: str = "top") -> dict[str, Any]:
@@ -123,7 +118,7 @@ def test_write_order_image_renamed_before_its_metadata_line(
     (line,) = meta.read_text().splitlines()
     record = json.loads(line)
     assert record["file_name"] == "images/C1/obverse/0000.png"
-    assert record["sha256"] == ds.sha256_file(tmp_path / record["file_name"])
+    assert record["sha256"] == sha256_file(tmp_path / record["file_name"])
     assert not list(tmp_path.rglob("*.tmp-*"))
 
 
@@ -236,7 +231,7 @@ def test_lock_is_exclusive_and_a_dead_owner_is_taken_over(tmp_path: Path) -> Non
 
 def test_refuses_a_folder_of_another_format(tmp_path: Path) -> None:
     (tmp_path / "dataset.json").write_text('{"format": "other", "version": 9}')
-    with pytest.raises(ds.DatasetError, match="not a coinrig-dataset"):
+    with pytest.raises(DatasetError, match="not a coinrig-dataset"):
         DatasetWriter(tmp_path).open()
     assert not (tmp_path / ".lock").exists()
 
@@ -304,7 +299,7 @@ def test_summary_and_contact_sheet(tmp_path: Path) -> None:
     sheet = write_contact_sheet(tmp_path, "C1", tmp_path / "sheet.png", thumb_px=32)
     image = cv2.imread(str(sheet))
     assert image.shape[1] > 4 * 32 and image.shape[0] > 2 * 32
-    with pytest.raises(ds.DatasetError):
+    with pytest.raises(DatasetError):
         write_contact_sheet(tmp_path, "C2", tmp_path / "none.png")
 
 

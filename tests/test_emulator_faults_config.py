@@ -78,9 +78,10 @@ def test_a_drive_fault_is_an_alarm_the_capture_engine_recovers() -> None:
     data = sim_data()
     data["turntable"] = {"driver": "modbus", "emulate": {}, "timeout_s": 0.2}
     with open_rig(parse_config(data)) as rig:
-        drive = rig.extras["backend"].emulators["turntable"]
+        assert rig.twin is not None
+        drive = rig.twin.emulators["turntable"]
         drive.faults.arm("alarm", code=9)  # the drive latches its fault bit on the next request
         engine = CaptureEngine(rig, types.SimpleNamespace(retries=2))  # type: ignore[arg-type]
         assert engine.call(lambda: rig.turntable.move_to_deg(90.0)) == pytest.approx(90.0)
         assert not drive.faulted
-        assert rig.extras["world"].snapshot().turntable_deg == pytest.approx(90.0)
+        assert rig.twin.world.snapshot().turntable_deg == pytest.approx(90.0)

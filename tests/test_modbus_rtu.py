@@ -269,7 +269,8 @@ def test_backend_puts_both_rtu_units_on_one_line() -> None:
         assert len(ports) == 1 and ports.pop().startswith("rtu:///dev/")
         assert rig.turntable.move_to_deg(33.0) == pytest.approx(33.0)
         assert rig.lightbox.set_pattern("raking_e")["east"] == 1.0
-        world = rig.extras["world"]
+        assert rig.twin is not None
+        world = rig.twin.world
         assert world.snapshot().turntable_deg == pytest.approx(33.0)
         assert world.snapshot().lights["east"].intensity == 1.0
 

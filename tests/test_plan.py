@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from capture.kinematics import Kinematics
 from capture.plan import (
-    Kinematics,
     Plan,
     ShotEvent,
     check_plan,
@@ -211,3 +211,12 @@ def test_plan_json_round_trip() -> None:
     assert again == plan
     assert expand(again) == expand(plan)
     assert len(expand(plan)) == 2 * (8 * 6 + 1)
+
+
+def test_arm_times_of_the_sim_rig_are_the_dry_run_s_figures(sim_config: RigConfig) -> None:
+    # the arm's load, flip and unload times as dry runs have always given them for this rig,
+    # now walked from the arm's choreography (rig.arm.choreography) instead of re-derived here
+    k = Kinematics.from_config(sim_config)
+    assert (k.load_s, k.flip_s, k.unload_s) == pytest.approx(
+        (13.480232895453145, 17.191459944615282, 13.480232895453145), rel=1e-12
+    )

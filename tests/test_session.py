@@ -32,14 +32,13 @@ from capture.events import (
     ShotSkipped,
 )
 from capture.plan import Plan, expand
-from capture.session import IN_FLIGHT, SessionRunner
-from capture.writer import (
-    DatasetError,
-    DatasetReader,
-    DatasetWriteError,
-    DatasetWriter,
-    read_jsonl,
-)
+from capture.session import SessionRunner
+from capture.shots import IN_FLIGHT
+from capture.writer import DatasetWriteError, DatasetWriter
+from dataset.jsonl import read_jsonl
+from dataset.layout import DatasetError
+from dataset.reader import DatasetReader
+from pipeline.rig_cli import dataset as dataset_cli
 from pipeline.rig_cli.capture import register
 from rig.config import CameraSettings, load_config
 from rig.errors import ConfigError, DeviceAlarm, DeviceFault, DeviceTimeout
@@ -605,7 +604,7 @@ def test_stop_request_pauses_after_current_shot(tmp_path: Path) -> None:
     runner.run()
     writer.close()
     assert runner.status().reason is FinishReason.STOP_REQUESTED
-    # the first frame is collected while the next shots are exposed (capture.session.IN_FLIGHT)
+    # the first frame is collected while the next shots are exposed (capture.shots.IN_FLIGHT)
     assert exposed_at_request == [IN_FLIGHT] and fake.camera.grabs == IN_FLIGHT
     assert len(DatasetReader(tmp_path).records()) == IN_FLIGHT
     _assert_parked(fake)
@@ -665,7 +664,7 @@ def test_refusals_before_any_device_moves(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[typer.Typer, list[FakeRig]]]:
-    """The `rig` app with capture registered, and a fake rig.assembly.open_rig."""
+    """The `rig` app with capture and dataset registered, and a fake rig.assembly.open_rig."""
     opened: list[FakeRig] = []
     pending: list[FakeRig] = []
 
@@ -685,6 +684,7 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[typer.Typer, list[Fak
         """Test app."""
 
     register(app)
+    dataset_cli.register(app)
     yield app, pending
     assert len(opened) <= 3
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from capture.checks import verify
 from capture.engine import CaptureEngine
-from capture.writer import DatasetReader
+from dataset.reader import DatasetReader
 from pipeline.rig_cli.app import app
 from pipeline.rig_cli.simulate import tray_batches, tray_spin_deg
 from rig.sim.catalog_style import render_catalog_image

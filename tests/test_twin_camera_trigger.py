@@ -1,7 +1,7 @@
 """The simulated camera's trigger: the frame shows the world as the exposure began.
 
 The capture engine moves on to the next shot once `wait_exposed()` returns, while the twin
-renders on its own thread (capture.engine.TriggeredCamera); these tests pin down that the frame
+renders on its own thread (rig.devices.TriggeredCamera); these tests pin down that the frame
 and its ground truth still describe the moment of the exposure.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capture.engine import TriggeredCamera
 from rig.config import SimCameraConfig, load_config
+from rig.devices import TriggeredCamera
 from rig.sim.camera import SimCamera, pattern_lights
 from rig.sim.clock import SimClock
 from rig.sim.coins import CoinCatalog

@@ -35,6 +35,7 @@ DEROTATE_SIGN = -1.0
 class Preprocess:
     """How a photo becomes a training image: coin crop, optional de-rotation, square size."""
 
+    # The one home of these defaults: TrainConfig, and through it `pipeline train`, read them.
     image_size: int = 224
     derotate: bool = False
     margin: float = 0.04

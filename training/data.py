@@ -7,7 +7,6 @@ Splits are by coin, so both sides of a test coin stay out of training.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,13 +15,17 @@ from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
+from dataset.jsonl import JsonlContent, read_jsonl
+from dataset.layout import DatasetError, resolve
+from dataset.reader import DatasetReader, NotADataset, read_info
+from dataset.schema import CoinLine, MetadataLine, TurntableCalibration
 from training.cache import CacheItem, Preprocess, load_cached, warn_stderr
 from training.errors import DataError, SettingsError
 
 Regime = Literal["captures", "catalog", "both"]
 REGIMES: tuple[str, ...] = ("captures", "catalog", "both")
-DATASET_FORMAT = "coinrig-dataset"
 
 
 @dataclass(frozen=True)
@@ -86,95 +89,78 @@ class Dataset:
     records: list[Record] = field(default_factory=list)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, object]]:
-    """Parse a JSON-lines file; a torn last line (a crash mid-append) is ignored."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows: list[dict[str, object]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if number == len(lines):
-                break
-            raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from e
-    return rows
-
-
 def read_dataset(root: Path) -> Dataset:
-    """Read a dataset directory (format version 1).
+    """Read a dataset directory (format version 1) through the format's reader.
+
+    A torn last line is ignored and a reshot file's later line supersedes the earlier one, as
+    for every reader of the format (dataset.reader).
 
     Raises:
-        DataError: the directory is missing or not a coinrig dataset.
+        DataError: the directory is missing, not a coinrig dataset, or holds a bad line.
     """
     if not root.is_dir():
         raise DataError(f"dataset directory not found: {root}")
-    header_path = root / "dataset.json"
     try:
-        header = json.loads(header_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"not a coinrig dataset (no readable dataset.json): {root}") from e
-    if not isinstance(header, dict) or header.get("format") != DATASET_FORMAT:
-        raise DataError(
-            f"not a coinrig dataset (dataset.json format is not {DATASET_FORMAT!r}): {root}"
-        )
-    if header.get("version") != 1:
-        raise DataError(f"unsupported dataset version {header.get('version')!r} in {root}")
-    dataset = Dataset(root)
-    coins_path = root / "coins.jsonl"
-    if coins_path.exists():
-        dataset.coins = {str(c["coin_id"]): c for c in _read_jsonl(coins_path)}
+        read_info(root)
+    except NotADataset as e:
+        raise DataError(str(e)) from e
     metadata_path = root / "metadata.jsonl"
     if not metadata_path.exists():
         raise DataError(f"dataset has no metadata.jsonl: {root}")
-    turntables = _session_turntables(root)
-    for row in _read_jsonl(metadata_path):
-        session_id = str(row.get("session_id") or "")
-        centre, sign = turntables.get(session_id, (None, 1))
+    reader = DatasetReader(root)
+    coins = read_jsonl(root / "coins.jsonl")
+    _check_corrupt(coins, root / "coins.jsonl")
+    _check_corrupt(reader.metadata, metadata_path)
+    if reader.nameless():
+        raise DataError(f"{metadata_path}: a metadata line has no file_name")
+    dataset = Dataset(root)
+    for coin in coins.records:
         try:
-            dataset.records.append(
-                Record(
-                    root=root,
-                    file_name=str(row["file_name"]),
-                    coin_id=str(row["coin_id"]),
-                    side=str(row.get("side") or "obverse"),
-                    role=str(row.get("role") or "capture"),
-                    light=str(row.get("light") or "unknown"),
-                    turntable_deg=float(row.get("turntable_deg") or 0.0),  # type: ignore[arg-type]
-                    shot=int(row.get("shot") or 0),  # type: ignore[call-overload]
-                    sha256=str(row["sha256"]) if row.get("sha256") else None,
-                    reference=bool(row.get("reference", False)),
-                    session_id=session_id,
-                    turntable_centre_px=centre,
-                    rotation_sign=sign,
-                    tilt_deg=None if row.get("tilt_deg") is None else float(row["tilt_deg"]),  # type: ignore[arg-type]
-                )
-            )
-        except (KeyError, TypeError, ValueError) as e:
+            dataset.coins[CoinLine.model_validate(coin).coin_id] = coin
+        except ValidationError as e:
+            raise DataError(f"{root / 'coins.jsonl'}: bad coin line {coin!r:.80}: {e}") from e
+    turntables = reader.turntables()
+    for row in reader.records():
+        try:
+            dataset.records.append(_record(root, MetadataLine.model_validate(row), turntables))
+        except (ValidationError, DatasetError) as e:
             raise DataError(f"{metadata_path}: bad metadata line {row!r:.80}: {e}") from e
     return dataset
 
 
-def _session_turntables(root: Path) -> dict[str, tuple[tuple[float, float] | None, int]]:
-    """Per session id, the turntable centre (pixels) and sense its record's calibration gives.
+def _check_corrupt(content: JsonlContent, path: Path) -> None:
+    """Raise DataError at a JSON-lines file's first corrupt line (a torn last line is fine)."""
+    if content.corrupt_lines:
+        raise DataError(f"{path}:{content.corrupt_lines[0]}: not a valid JSON object")
 
-    Session records written before calibration existed, or unreadable ones, give nothing: the
-    images are still usable, they just fall back to finding the coin and the default sense.
+
+def _record(root: Path, line: MetadataLine, turntables: dict[str, TurntableCalibration]) -> Record:
+    """A Record of a metadata line, with its session's turntable calibration if it had one.
+
+    Absent values take the defaults readers always gave them, so hand-made datasets read.
+
+    Raises:
+        DatasetError: the file_name would leave the dataset folder.
     """
-    found: dict[str, tuple[tuple[float, float] | None, int]] = {}
-    for path in sorted((root / "sessions").glob("*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            turntable = (record.get("calibration") or {}).get("turntable")
-            if not turntable:
-                continue
-            x, y = (float(v) for v in turntable["centre_px"])
-            sign = -1 if int(turntable.get("rotation_sign", 1)) < 0 else 1
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            continue
-        found[str(record.get("session_id") or path.stem)] = ((x, y), sign)
-    return found
+    resolve(root, line.file_name)
+    session_id = line.session_id or ""
+    turntable = turntables.get(session_id)
+    return Record(
+        root=root,
+        file_name=line.file_name,
+        coin_id=line.coin_id,
+        side=line.side or "obverse",
+        role=line.role or "capture",
+        light=line.light or "unknown",
+        turntable_deg=line.turntable_deg or 0.0,
+        shot=line.shot or 0,
+        sha256=line.sha256 or None,
+        reference=bool(line.reference),
+        session_id=session_id,
+        turntable_centre_px=turntable.centre_px if turntable is not None else None,
+        rotation_sign=turntable.sense if turntable is not None else 1,
+        tilt_deg=line.tilt_deg,
+    )
 
 
 def read_datasets(roots: Sequence[Path]) -> list[Record]:

@@ -327,6 +327,50 @@ class FoldTally:
         }
 
 
+def _coins_in_every_fold(
+    images: Sequence[LabelledImage], folds: int, warn: Callable[[str], None]
+) -> tuple[list[CoinSamples], list[str]]:
+    """The coins of types with at least `folds` coins, and the types left out (named to `warn`)."""
+    coins = group_coins(images)
+    counts: dict[str, int] = {}
+    for c in coins:
+        counts[c.type] = counts.get(c.type, 0) + 1
+    dropped = sorted(t for t, n in counts.items() if n < folds)
+    if dropped:
+        warn(f"left out {len(dropped)} type(s) with fewer than {folds} coins: {', '.join(dropped)}")
+    return [c for c in coins if c.type not in dropped], dropped
+
+
+def _predict_fold(
+    images: Sequence[LabelledImage],
+    predictor: Predictor,
+    labels: LabelSpace,
+    train: Sequence[CoinSamples],
+    test: Sequence[CoinSamples],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One fold's true type and ruler indices and predicted ruler and type probabilities."""
+    type_index, ruler_index = labels.type_index, labels.ruler_index
+    obv = [i for c in train for i in c.obverse]
+    rev = [i for c in train for i in c.reverse]
+    # each test coin gives pairs (k-th obverse, k-th reverse): one prediction per pair
+    pairs = [(c, o, r) for c in test for o, r in zip(c.obverse, c.reverse, strict=False)]
+    p_ruler = predictor(
+        [images[i].image for i in obv],
+        [ruler_index[images[i].ruler] for i in obv],
+        len(labels.rulers),
+        [images[o].image for _, o, _ in pairs],
+    )
+    p_type = predictor(
+        [images[i].image for i in rev],
+        [type_index[images[i].type] for i in rev],
+        len(labels.types),
+        [images[r].image for _, _, r in pairs],
+    )
+    true_type = np.array([type_index[c.type] for c, _, _ in pairs])
+    true_ruler = np.array([ruler_index[c.ruler] for c, _, _ in pairs])
+    return true_type, true_ruler, p_ruler, p_type
+
+
 def cross_validate(
     images: Sequence[LabelledImage],
     predictor: Predictor,
@@ -345,22 +389,14 @@ def cross_validate(
     """
     if folds < 2:
         raise SettingsError(f"cross-validation needs at least 2 folds, got {folds}")
-    coins = group_coins(images)
-    counts: dict[str, int] = {}
-    for c in coins:
-        counts[c.type] = counts.get(c.type, 0) + 1
-    dropped = sorted(t for t, n in counts.items() if n < folds)
-    if dropped:
-        warn(f"left out {len(dropped)} type(s) with fewer than {folds} coins: {', '.join(dropped)}")
-    coins = [c for c in coins if c.type not in dropped]
+    coins, dropped = _coins_in_every_fold(images, folds, warn)
     labels = LabelSpace.of(coins)
-    types, rulers, ruler_of_type = labels.types, labels.rulers, labels.ruler_of_type
+    types, rulers = labels.types, labels.rulers
     if len(types) < 2:
         raise SettingsError(
             f"need at least 2 types with >= {folds} coins each (both sides imaged); "
             f"found {len(types)}"
         )
-    type_index, ruler_index = labels.type_index, labels.ruler_index
     tallies = {
         "reverse_only": FoldTally(np.zeros((len(types), len(types)), np.int64)),
         "obverse_only": FoldTally(np.zeros((len(rulers), len(rulers)), np.int64)),
@@ -368,29 +404,12 @@ def cross_validate(
     }
     only_hierarchy = only_reverse = 0
     for train_pos, test_pos in class_balanced_folds([c.type for c in coins], folds, seed):
-        train = [coins[i] for i in train_pos]
-        test = [coins[i] for i in test_pos]
-        obv = [i for c in train for i in c.obverse]
-        rev = [i for c in train for i in c.reverse]
-        # each test coin gives pairs (k-th obverse, k-th reverse): one prediction per pair
-        pairs = [(c, o, r) for c in test for o, r in zip(c.obverse, c.reverse, strict=False)]
-        p_ruler = predictor(
-            [images[i].image for i in obv],
-            [ruler_index[images[i].ruler] for i in obv],
-            len(rulers),
-            [images[o].image for _, o, _ in pairs],
+        true_type, true_ruler, p_ruler, p_type = _predict_fold(
+            images, predictor, labels, [coins[i] for i in train_pos], [coins[i] for i in test_pos]
         )
-        p_type = predictor(
-            [images[i].image for i in rev],
-            [type_index[images[i].type] for i in rev],
-            len(types),
-            [images[r].image for _, _, r in pairs],
-        )
-        true_type = np.array([type_index[c.type] for c, _, _ in pairs])
-        true_ruler = np.array([ruler_index[c.ruler] for c, _, _ in pairs])
         tallies["reverse_only"].add(true_type, p_type.argmax(1))
         tallies["obverse_only"].add(true_ruler, p_ruler.argmax(1))
-        hierarchy = hierarchy_predict(p_ruler, p_type, ruler_of_type)
+        hierarchy = hierarchy_predict(p_ruler, p_type, labels.ruler_of_type)
         tallies["hierarchy"].add(true_type, hierarchy)
         reverse_right = p_type.argmax(1) == true_type
         only_hierarchy += int(np.sum((hierarchy == true_type) & ~reverse_right))
@@ -398,12 +417,8 @@ def cross_validate(
     # The folds share their test coins' split, so the per-fold gains are paired; the sign test
     # counts test pairs one method gets right and the other wrong (pairs of one coin are not
     # independent, so its p is a rough guide, the per-fold gains the firmer one)
-    gains = [
-        h - r
-        for h, r in zip(
-            tallies["hierarchy"].per_fold, tallies["reverse_only"].per_fold, strict=True
-        )
-    ]
+    paired = zip(tallies["hierarchy"].per_fold, tallies["reverse_only"].per_fold, strict=True)
+    gains = [h - r for h, r in paired]
     return {
         "folds": folds,
         "coins": len(coins),

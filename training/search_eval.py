@@ -22,7 +22,7 @@ from training.data import Record, read_datasets
 from training.imageio import load_rgb
 from training.index import CatalogIndex
 from training.robustness import top1_stability
-from training.search import Searcher, embed_crops, load_run_model
+from training.search import RunModel, Searcher, embed_crops, load_run_model
 from training.search_errors import SearchError
 from training.verdict import VERDICT_FILE, Verdict
 
@@ -37,6 +37,64 @@ def _test_coins(run: Path, records: Sequence[Record]) -> list[str]:
 
 def _view(item: dict[str, Any]) -> str:
     return f"{item.get('coin_id')}/{item.get('side')}"
+
+
+def _catalog_index(run_model: RunModel, records: Sequence[Record], coins: set[str]) -> CatalogIndex:
+    """A flat index of every catalog (or reference) image of `coins`, one entry per coin found."""
+    index = CatalogIndex(
+        dim=int(run_model.model.config["embedding_dim"]), model=run_model.identity, kind="flat"
+    )
+    catalog = [r for r in records if r.coin_id in coins and (r.role == "catalog" or r.reference)]
+    items, crops = [], []
+    for r in catalog:
+        image = load_rgb(r.path)
+        for entry in entries_for(
+            Source(r.path, r.file_name, {"coin_id": r.coin_id, "side": r.side}), image
+        ):
+            items.append(entry.item())
+            crops.append(run_model.crop(image, entry.coin))
+    index.add(embed_crops(run_model.model, crops), items)
+    return index
+
+
+def _best(searcher: Searcher, image: np.ndarray) -> dict[str, Any] | None:
+    """The top candidate's view and verdict label for a photo's main coin (None: no coin)."""
+    try:
+        results = searcher.search_image(image, "query", 1)
+    except SearchError:
+        return None
+    main = max(results, key=lambda q: q.coin.r)  # the query's own coin, not a stray blob
+    if not main.candidates:
+        return None
+    c = main.candidates[0]
+    return {"view": _view(c.item), "label": c.label}
+
+
+def _sample(
+    rng: random.Random, captures: Sequence[Record], coins: set[str], most: int
+) -> list[Record]:
+    """At most `most` captures of `coins`, drawn at random."""
+    of_coins = [r for r in captures if r.coin_id in coins]
+    return rng.sample(of_coins, min(most, len(of_coins)))
+
+
+def _verdict_rates(
+    closed_top: Sequence[dict[str, Any] | None], open_top: Sequence[dict[str, Any] | None]
+) -> dict[str, float | None]:
+    """Share of `match` (and `possible`) verdicts on left-out coins, and of `match` on indexed."""
+    labels = [t["label"] if t else "no coin" for t in open_top]
+    closed_labels = [t["label"] if t else "no coin" for t in closed_top]
+    return {
+        "open_set_false_match_rate": (
+            float(np.mean([x == "match" for x in labels])) if labels else None
+        ),
+        "open_set_possible_or_match_rate": (
+            float(np.mean([x in ("match", "possible") for x in labels])) if labels else None
+        ),
+        "closed_set_match_rate": (
+            float(np.mean([x == "match" for x in closed_labels])) if closed_labels else None
+        ),
+    }
 
 
 def search_report(
@@ -60,45 +118,15 @@ def search_report(
     rng = random.Random(seed)
     shuffled = rng.sample(coins, len(coins))
     indexed, left_out = set(shuffled[: len(coins) // 2]), set(shuffled[len(coins) // 2 :])
-
-    index = CatalogIndex(
-        dim=int(run_model.model.config["embedding_dim"]), model=run_model.identity, kind="flat"
-    )
-    catalog = [r for r in records if r.coin_id in indexed and (r.role == "catalog" or r.reference)]
-    items, crops = [], []
-    for r in catalog:
-        image = load_rgb(r.path)
-        for entry in entries_for(
-            Source(r.path, r.file_name, {"coin_id": r.coin_id, "side": r.side}), image
-        ):
-            items.append(entry.item())
-            crops.append(run_model.crop(image, entry.coin))
-    index.add(embed_crops(run_model.model, crops), items)
+    index = _catalog_index(run_model, records, indexed)
     verdict = Verdict.load(run) if (run / VERDICT_FILE).is_file() else None
     searcher = Searcher(index, run_model, verdict)
 
-    def best(image: np.ndarray) -> dict[str, Any] | None:
-        try:
-            results = searcher.search_image(image, "query", 1)
-        except SearchError:
-            return None
-        main = max(results, key=lambda q: q.coin.r)  # the query's own coin, not a stray blob
-        if not main.candidates:
-            return None
-        c = main.candidates[0]
-        return {"view": _view(c.item), "label": c.label}
-
     captures = [r for r in records if r.role == "capture" and not r.reference]
-    closed = rng.sample(
-        [r for r in captures if r.coin_id in indexed],
-        min(max_queries, sum(r.coin_id in indexed for r in captures)),
-    )
-    open_ = rng.sample(
-        [r for r in captures if r.coin_id in left_out],
-        min(max_queries, sum(r.coin_id in left_out for r in captures)),
-    )
-    closed_top = [best(load_rgb(r.path)) for r in closed]
-    open_top = [best(load_rgb(r.path)) for r in open_]
+    closed = _sample(rng, captures, indexed, max_queries)
+    open_ = _sample(rng, captures, left_out, max_queries)
+    closed_top = [_best(searcher, load_rgb(r.path)) for r in closed]
+    open_top = [_best(searcher, load_rgb(r.path)) for r in open_]
     hits = [t is not None and t["view"] == r.view for t, r in zip(closed_top, closed, strict=True)]
     report: dict[str, Any] = {
         "indexed_coins": len(indexed),
@@ -110,22 +138,12 @@ def search_report(
         "calibrated": verdict is not None,
     }
     if verdict is not None:
-        labels = [t["label"] if t else "no coin" for t in open_top]
-        report["open_set_false_match_rate"] = (
-            float(np.mean([x == "match" for x in labels])) if labels else None
-        )
-        report["open_set_possible_or_match_rate"] = (
-            float(np.mean([x in ("match", "possible") for x in labels])) if labels else None
-        )
-        closed_labels = [t["label"] if t else "no coin" for t in closed_top]
-        report["closed_set_match_rate"] = (
-            float(np.mean([x == "match" for x in closed_labels])) if closed_labels else None
-        )
+        report.update(_verdict_rates(closed_top, open_top))
     photos = [load_rgb(r.path) for r in closed[:robustness_photos]]
     if photos:
 
         def top1(image: np.ndarray) -> str | None:
-            found = best(image)
+            found = _best(searcher, image)
             return None if found is None else str(found["view"])
 
         report["robustness_top1_unchanged"] = top1_stability(top1, photos)

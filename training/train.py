@@ -1,8 +1,8 @@
 r"""Train an embedding model with a metric-learning loss; keep the best by validation top-1.
 
-Read it top to bottom like nanoGPT's train.py: settings, data, model, loss and optimizer, then
-one loop of get_batch → augment → forward → loss → step, with validation and a checkpoint at the
-end of every epoch. Validation is the catalog protocol's top-1 on the validation coins (the same
+Read `train` top to bottom like nanoGPT's train.py: settings (training.train_config), data,
+model, loss and optimizer, then one loop of get_batch → augment → forward → loss → step, with
+validation and a checkpoint at the end of every epoch; the helpers above it are its steps. Validation is the catalog protocol's top-1 on the validation coins (the same
 question the test answers, on coins the model never saw).
 
 Several GPUs (one process each; RANK/WORLD_SIZE/LOCAL_RANK come from torchrun):
@@ -19,11 +19,10 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +36,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from training.augment import build_augment, normalize
-from training.cache import Preprocess, default_cache_dir
 from training.checkpoint import (
     load_checkpoint,
     load_optimizer,
@@ -45,10 +43,10 @@ from training.checkpoint import (
     save_checkpoint,
     save_optimizer,
 )
-from training.checks import check_model_and_augmentation
 from training.data import (
-    REGIMES,
     BalancedSampler,
+    ImageBank,
+    Split,
     load_images,
     parse_split,
     read_datasets,
@@ -56,109 +54,18 @@ from training.data import (
     to_tensor,
     training_records,
 )
+from training.distributed import Distributed, setup_distributed
 from training.errors import SettingsError
 from training.evaluate import autocast, run_protocol
-from training.losses import LOSSES, LossSettings, build_loss
+from training.losses import build_loss
 from training.models.embedding import EmbeddingModel, build_model
 from training.report import write_curves
+from training.train_config import TrainConfig
 
 # The loss's own parameters (ArcFace class centres) live beside the model weights.
 LOSS_FILE = "loss.safetensors"
 # The weights' moving average, beside the raw weights in checkpoints/last (for --resume).
 EMA_FOLDER = "ema"
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; saved as RUN/config.json so --resume rebuilds the run."""
-
-    data: list[str]
-    out: str
-    model: str = "resnet-tiny"
-    image_size: int = 224
-    embedding_dim: int = 512
-    epochs: int = 10
-    batch_size: int = 32
-    # 2 images per identity → 16 identities per batch of 32: ArcFace is a classification loss and
-    # learns faster from more classes per step (4 per class only matters for triplet mining).
-    per_class: int = 2
-    steps_per_epoch: int | None = None
-    lr: float = 3e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    min_lr_fraction: float = 0.05
-    loss: LossSettings = field(default_factory=LossSettings)
-    aug: str = "tuned"
-    # Captures and the catalog image of each training coin: without catalog images in training
-    # the model never sees the catalog's lighting and rendering, and catalog-protocol top-1 on
-    # held-out coins collapses (see README, "Training recipe").
-    train_on: str = "both"
-    split: str = "0.7,0.1,0.2"
-    seed: int = 0
-    derotate: bool = False
-    # Background outside the coin's outline replaced by a fixed colour (training.coinfind).
-    mask_background: bool = True
-    # BatchNorm1d on the embedding before L2 normalisation: centres the features, whose mean
-    # (post-ReLU, all positive) otherwise dominates every embedding and makes all cosines ≈ 1.
-    bn_neck: bool = True
-    # Eval-mode rotation pooling (training.models.embedding): 8 turns of 45° lifted demo top-1
-    # by about 9 points over none, at 8× the cost of embedding an image (not of a train step).
-    rotations: int = 8
-    # Exponential moving average of the weights, validated and kept as `best` (0 = off): the
-    # raw weights of a small model swing by several points of top-1 from epoch to epoch.
-    ema_decay: float = 0.0
-    # Share of captures shown cut out by themselves rather than with the other frames of their
-    # pose (training.cache.crop_frames): search queries are single photos, whose raking-lit dark
-    # side cannot be told from the turntable. 0.5 lifted closed-set search top-1 by 4-9 points
-    # and cost about 1 point in the catalog protocol (README, "Training recipe"), so it is off
-    # by default and meant for models that will search single photos.
-    single_photo_p: float = 0.0
-    weights: str | None = None
-    compile: bool = False
-    strict: bool = False
-    cache_dir: str | None = None
-    log_every: int = 10
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild from config.json (unknown keys from newer versions are ignored)."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["loss"] = LossSettings(**values.get("loss", {}))
-        return cls(**values)
-
-    def check(self) -> None:
-        """Fail fast on settings that cannot work, before any image is decoded.
-
-        Raises:
-            SettingsError: unknown model, loss, preset or regime; bad split or sizes.
-        """
-        check_model_and_augmentation(self.model, self.aug)
-        if self.loss.name not in LOSSES:
-            raise SettingsError(f"unknown loss {self.loss.name!r}; choose from {', '.join(LOSSES)}")
-        if self.train_on not in REGIMES:
-            raise SettingsError(
-                f"unknown --train-on {self.train_on!r}; choose from {', '.join(REGIMES)}"
-            )
-        parse_split(self.split)
-        if min(self.epochs, self.batch_size, self.per_class, self.image_size) < 1:
-            raise SettingsError("epochs, batch size, images per class and image size must be >= 1")
-        if not 0.0 <= self.single_photo_p <= 1.0:
-            raise SettingsError(f"--single-photo-p must be in [0, 1], got {self.single_photo_p}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise SettingsError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-
-    def preprocess(self) -> Preprocess:
-        """The preprocessing settings (part of the cache key)."""
-        return Preprocess(
-            image_size=self.image_size,
-            derotate=self.derotate,
-            mask_background=self.mask_background,
-        )
-
-    def cache_path(self) -> Path:
-        """Where preprocessed images are cached."""
-        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
 
 def lr_at(
@@ -169,36 +76,6 @@ def lr_at(
         return base_lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (base_lr - min_lr)
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        """Whether this process validates, logs and saves."""
-        return self.rank == 0
-
-
-def setup_distributed() -> Distributed:
-    """Join the torchrun process group if RANK/WORLD_SIZE say so; pick the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        device = (
-            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-        )
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        return Distributed(dist.get_rank(), world_size, device)
-    return Distributed(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 class Objective(nn.Module):
@@ -276,39 +153,59 @@ def _progress(enabled: bool) -> Iterator[Progress]:
         yield progress
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Run training as configured; returns the summary written to RUN/summary.json.
+@dataclass(frozen=True)
+class _TrainingSet:
+    """The images trained on: bank positions, one class per coin side (view), pose membership."""
+
+    positions: list[int]  # into the bank
+    views: list[str]  # class index → view
+    labels: list[int]  # class of each training image
+    in_pose: list[bool]  # whether each training image is a frame of a turntable pose
+
+
+def _training_set(cfg: TrainConfig, bank: ImageBank, split: Split) -> _TrainingSet:
+    """The training images of the split's training coins, under the --train-on regime.
 
     Raises:
-        DataError: a dataset is missing or malformed (or an image unreadable with strict).
-        SettingsError: an option cannot work (model, loss, preset, split, regime).
+        SettingsError: the regime leaves no training image.
     """
-    cfg.check()
-    fractions = parse_split(cfg.split)
-    augment = build_augment(cfg.aug)
-    ddp = setup_distributed()
-    device = ddp.device
-    run = Path(cfg.out)
-    started = time.perf_counter()
-    torch.manual_seed(cfg.seed + ddp.rank)
-
-    # ---- data: every image of every dataset, preprocessed once into the cache
-    records = read_datasets([Path(d) for d in cfg.data])
-    split = split_coins([r.coin_id for r in records], fractions, cfg.seed)
-    bank, load = load_images(records, cfg.preprocess(), cfg.cache_path(), strict=cfg.strict)
     train_set = {id(r) for r in training_records(bank.records, split.train, cfg.train_on)}
-    train_pos = [i for i, r in enumerate(bank.records) if id(r) in train_set]
-    if not train_pos:
+    positions = [i for i, r in enumerate(bank.records) if id(r) in train_set]
+    if not positions:
         raise SettingsError(f"no training images for --train-on {cfg.train_on} in {cfg.data}")
-    views = sorted({bank.records[i].view for i in train_pos})
+    views = sorted({bank.records[i].view for i in positions})
     class_of = {v: i for i, v in enumerate(views)}
-    labels = [class_of[bank.records[i].view] for i in train_pos]
-    steps_per_epoch = cfg.steps_per_epoch or max(
-        1, math.ceil(len(train_pos) / (cfg.batch_size * ddp.world_size))
+    return _TrainingSet(
+        positions=positions,
+        views=views,
+        labels=[class_of[bank.records[i].view] for i in positions],
+        in_pose=[bank.records[i].pose is not None for i in positions],
     )
-    total_steps = cfg.epochs * steps_per_epoch
 
-    # ---- model, loss (with its own parameters), optimizer
+
+@dataclass
+class _Optimised:
+    """The model and what trains it: its loss, the two as one objective, optimizer, average."""
+
+    model: EmbeddingModel
+    loss_fn: nn.Module
+    objective: nn.Module  # model and loss together; DistributedDataParallel under torchrun
+    opt: torch.optim.Optimizer
+    schedule: Callable[[int], float]  # step → learning rate
+    ema: AveragedModel | None
+
+    @property
+    def evaluated(self) -> EmbeddingModel:
+        """The weights validated and kept as `best`: the moving average when there is one."""
+        return cast(EmbeddingModel, self.ema.module) if self.ema is not None else self.model
+
+
+def _build_model(cfg: TrainConfig, device: torch.device) -> EmbeddingModel:
+    """The embedding model as configured, on `device` (channels-last on a GPU).
+
+    Raises:
+        SettingsError: the model cannot be built (unknown name, unreadable weights).
+    """
     try:
         model = build_model(
             cfg.model,
@@ -323,7 +220,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    loss_fn = build_loss(cfg.loss, len(views), cfg.embedding_dim).to(device)
+    return model
+
+
+def _build_optimised(
+    cfg: TrainConfig, ddp: Distributed, classes: int, total_steps: int
+) -> _Optimised:
+    """Model, loss (with its own parameters), optimizer, learning-rate schedule and average."""
+    device = ddp.device
+    model = _build_model(cfg, device)
+    loss_fn = build_loss(cfg.loss, classes, cfg.embedding_dim).to(device)
     objective: nn.Module = Objective(torch.compile(model) if cfg.compile else model, loss_fn)  # type: ignore[arg-type]
     if ddp.world_size > 1:
         objective = DistributedDataParallel(
@@ -347,121 +253,237 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
         total_steps=total_steps,
         min_lr=cfg.lr * cfg.min_lr_fraction,
     )
-
     # The average follows the raw model's weights and BatchNorm statistics (use_buffers).
     ema = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         if cfg.ema_decay > 0
         else None
     )
-    evaluated = cast(EmbeddingModel, ema.module) if ema is not None else model
+    return _Optimised(model, loss_fn, objective, opt, schedule, ema)
 
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_top1": None, "best_epoch": None}
-    checkpoints = run / "checkpoints"
-    if resume and (checkpoints / "last").exists():
-        state = _load_state(checkpoints / "last", model, loss_fn, opt, ema)
-    # Seeds depend on rank (each GPU its own batches) and on the epoch a resumed run starts at
-    # (so it does not replay the first epochs' batches and augmentations).
-    stream = cfg.seed + 1000 * ddp.rank + 100_000 * state["epoch"]
-    torch.manual_seed(stream)
-    sampler = BalancedSampler(labels, cfg.batch_size, cfg.per_class, seed=stream)
-    coin_flips = np.random.default_rng(stream)
-    in_pose = [bank.records[i].pose is not None for i in train_pos]
-    if ddp.is_main:
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        (run / "split.json").write_text(json.dumps(asdict(split), indent=2))
-    metrics_file = (run / "metrics.jsonl").open("a" if resume else "w") if ddp.is_main else None
+
+@dataclass
+class _Batches:
+    """Balanced batches of training images, augmented and on the device, ready for a step."""
+
+    bank: ImageBank
+    data: _TrainingSet
+    sampler: BalancedSampler
+    coin_flips: np.random.Generator  # draws which captures are shown cut out alone
+    single_photo_p: float
+    augment: Callable[[torch.Tensor], torch.Tensor]
+    device: torch.device
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch: normalised augmented images and their class labels."""
+        batch = self.sampler.next_batch()
+        in_pose, positions = self.data.in_pose, self.data.positions
+        alone = [in_pose[i] and self.coin_flips.random() < self.single_photo_p for i in batch]
+        x = to_tensor(self.bank.pixels([positions[i] for i in batch], alone), self.device)
+        y = torch.tensor([self.data.labels[i] for i in batch], device=self.device)
+        with torch.no_grad():
+            x = normalize(self.augment(x))
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+@dataclass
+class _Loop:
+    """Where the loop is: optimizer steps taken and images seen since this process started."""
+
+    step: int
+    images_seen: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class _EpochResult:
+    """One epoch's mean training loss, its duration and throughput over every process."""
+
+    train_loss: float
+    seconds: float
+    images_per_s: float
+
+
+def _step(parts: _Optimised, batches: _Batches, lr: float) -> tuple[torch.Tensor, int]:
+    """One optimizer step at learning rate `lr`; returns the batch's loss and its size."""
+    for group in parts.opt.param_groups:
+        group["lr"] = lr
+    x, y = batches.next()
+    loss = parts.objective(x, y)
+    parts.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    parts.opt.step()
+    if parts.ema is not None:
+        parts.ema.update_parameters(parts.model)
+    return loss, len(y)
+
+
+def _train_epoch(
+    cfg: TrainConfig,
+    epoch: int,
+    steps: int,
+    parts: _Optimised,
+    batches: _Batches,
+    loop: _Loop,
+    progress: Progress,
+    log: Callable[[dict[str, Any]], None],
+    world_size: int,
+) -> _EpochResult:
+    """`steps` optimizer steps, logging the loss every cfg.log_every steps."""
+    task = progress.add_task("train", total=steps, epoch=epoch + 1, loss=0.0, ips=0.0)
+    parts.objective.train()
+    epoch_start = time.perf_counter()
+    loss_sum = torch.zeros((), device=batches.device)
+    for _ in range(steps):
+        lr = parts.schedule(loop.step)
+        loss, size = _step(parts, batches, lr)
+        loop.step += 1
+        loop.images_seen += size
+        loss_sum += loss.detach()
+        if loop.step % cfg.log_every == 0:
+            value = loss.item()  # a host-device sync point: only every log_every steps
+            ips = loop.images_seen / (time.perf_counter() - loop.started)
+            progress.update(task, loss=value, ips=ips)
+            log({"kind": "step", "step": loop.step, "epoch": epoch + 1, "loss": value, "lr": lr})
+        progress.advance(task)
+    seconds = time.perf_counter() - epoch_start
+    result = _EpochResult(
+        train_loss=(loss_sum / steps).item(),
+        seconds=seconds,
+        images_per_s=steps * cfg.batch_size * world_size / seconds,
+    )
+    progress.update(task, loss=result.train_loss, ips=result.images_per_s)
+    return result
+
+
+def _end_epoch(
+    epoch: int,
+    step: int,
+    result: _EpochResult,
+    parts: _Optimised,
+    bank: ImageBank,
+    split: Split,
+    state: dict[str, Any],
+    checkpoints: Path,
+    log: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Validate, log the epoch, save `last` (and `best` if validation improved); the new state."""
+    evaluated = parts.evaluated
+    val = run_protocol(evaluated, bank, list(split.val), "catalog")[0] if split.val else None
+    val_top1 = val["top1"] if val else None
+    log(
+        {
+            "kind": "epoch",
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": result.train_loss,
+            "val": val,
+            "seconds": result.seconds,
+            "images_per_s": result.images_per_s,
+        }
+    )
+    improved = state["best_val_top1"] is None or (
+        val_top1 is not None and val_top1 > state["best_val_top1"]
+    )
+    state = {
+        "epoch": epoch + 1,
+        "step": step,
+        "best_val_top1": val_top1 if improved else state["best_val_top1"],
+        "best_epoch": epoch + 1 if improved else state["best_epoch"],
+    }
+    _save_state(checkpoints / "last", parts.model, parts.loss_fn, parts.opt, state, parts.ema)
+    if improved:
+        save_checkpoint(checkpoints / "best", evaluated)
+    return state
+
+
+@contextmanager
+def _metrics_log(
+    path: Path, *, enabled: bool, append: bool
+) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A writer of JSON lines to `path`, flushed per row (a no-op where disabled: other ranks)."""
+    metrics_file = path.open("a" if append else "w") if enabled else None
 
     def log(row: dict[str, Any]) -> None:
         if metrics_file is not None:
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
 
-    step = state["step"]
-    images_seen = 0
-    loop_started = time.perf_counter()
-    with _progress(show_progress and ddp.is_main) as progress:
+    try:
+        yield log
+    finally:
+        if metrics_file is not None:
+            metrics_file.close()
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Run training as configured; returns the summary written to RUN/summary.json.
+
+    Raises:
+        DataError: a dataset is missing or malformed (or an image unreadable with strict).
+        SettingsError: an option cannot work (model, loss, preset, split, regime).
+    """
+    cfg.check()
+    fractions = parse_split(cfg.split)
+    augment = build_augment(cfg.aug)
+    ddp = setup_distributed()
+    run = Path(cfg.out)
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed + ddp.rank)
+
+    # ---- data: every image of every dataset, preprocessed once into the cache
+    records = read_datasets([Path(d) for d in cfg.data])
+    split = split_coins([r.coin_id for r in records], fractions, cfg.seed)
+    bank, load = load_images(records, cfg.preprocess(), cfg.cache_path(), strict=cfg.strict)
+    data = _training_set(cfg, bank, split)
+    steps_per_epoch = cfg.steps_per_epoch or max(
+        1, math.ceil(len(data.positions) / (cfg.batch_size * ddp.world_size))
+    )
+
+    # ---- model, loss (with its own parameters), optimizer, moving average
+    parts = _build_optimised(cfg, ddp, len(data.views), cfg.epochs * steps_per_epoch)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_top1": None, "best_epoch": None}
+    checkpoints = run / "checkpoints"
+    if resume and (checkpoints / "last").exists():
+        state = _load_state(checkpoints / "last", parts.model, parts.loss_fn, parts.opt, parts.ema)
+    # Seeds depend on rank (each GPU its own batches) and on the epoch a resumed run starts at
+    # (so it does not replay the first epochs' batches and augmentations).
+    stream = cfg.seed + 1000 * ddp.rank + 100_000 * state["epoch"]
+    torch.manual_seed(stream)
+    sampler = BalancedSampler(data.labels, cfg.batch_size, cfg.per_class, seed=stream)
+    batches = _Batches(
+        bank, data, sampler, np.random.default_rng(stream), cfg.single_photo_p, augment, ddp.device
+    )
+    if ddp.is_main:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        (run / "split.json").write_text(json.dumps(asdict(split), indent=2))
+
+    # ---- the loop: an epoch of steps, then (rank 0) validation and checkpoints
+    metrics = _metrics_log(run / "metrics.jsonl", enabled=ddp.is_main, append=resume)
+    with metrics as log, _progress(show_progress and ddp.is_main) as progress:
+        loop = _Loop(step=state["step"])
         for epoch in range(state["epoch"], cfg.epochs):
-            task = progress.add_task(
-                "train", total=steps_per_epoch, epoch=epoch + 1, loss=0.0, ips=0.0
+            result = _train_epoch(
+                cfg, epoch, steps_per_epoch, parts, batches, loop, progress, log, ddp.world_size
             )
-            objective.train()
-            epoch_start = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            for _ in range(steps_per_epoch):
-                lr = schedule(step)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                batch = sampler.next_batch()
-                alone = [in_pose[i] and coin_flips.random() < cfg.single_photo_p for i in batch]
-                x = to_tensor(bank.pixels([train_pos[i] for i in batch], alone), device)
-                y = torch.tensor([labels[i] for i in batch], device=device)
-                with torch.no_grad():
-                    x = normalize(augment(x))
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                loss = objective(x, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                step += 1
-                images_seen += len(batch)
-                loss_sum += loss.detach()
-                if step % cfg.log_every == 0:
-                    value = loss.item()  # a host-device sync point: only every log_every steps
-                    ips = images_seen / (time.perf_counter() - loop_started)
-                    progress.update(task, loss=value, ips=ips)
-                    log({"kind": "step", "step": step, "epoch": epoch + 1, "loss": value, "lr": lr})
-                progress.advance(task)
-            seconds = time.perf_counter() - epoch_start
-            train_loss = (loss_sum / steps_per_epoch).item()
-            ips_epoch = steps_per_epoch * cfg.batch_size * ddp.world_size / seconds
-            progress.update(task, loss=train_loss, ips=ips_epoch)
-            if not ddp.is_main:
-                continue
-            val = (
-                run_protocol(evaluated, bank, list(split.val), "catalog")[0] if split.val else None
-            )
-            val_top1 = val["top1"] if val else None
-            log(
-                {
-                    "kind": "epoch",
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "train_loss": train_loss,
-                    "val": val,
-                    "seconds": seconds,
-                    "images_per_s": ips_epoch,
-                }
-            )
-            improved = state["best_val_top1"] is None or (
-                val_top1 is not None and val_top1 > state["best_val_top1"]
-            )
-            state = {
-                "epoch": epoch + 1,
-                "step": step,
-                "best_val_top1": val_top1 if improved else state["best_val_top1"],
-                "best_epoch": epoch + 1 if improved else state["best_epoch"],
-            }
-            _save_state(checkpoints / "last", model, loss_fn, opt, state, ema)
-            if improved:
-                save_checkpoint(checkpoints / "best", evaluated)
-    if metrics_file is not None:
-        metrics_file.close()
+            if ddp.is_main:
+                state = _end_epoch(
+                    epoch, loop.step, result, parts, bank, split, state, checkpoints, log
+                )
     summary: dict[str, Any] = {
         **state,
         "model": cfg.model,
-        "train_images": len(train_pos),
-        "train_views": len(views),
+        "train_images": len(data.positions),
+        "train_views": len(data.views),
         "coins": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
         "images_decoded": load.decoded,
         "images_skipped": len(load.skipped),
         "skipped": load.skipped,
         "seconds": time.perf_counter() - started,
-        "device": str(device),
+        "device": str(ddp.device),
         "world_size": ddp.world_size,
         "rank": ddp.rank,
     }

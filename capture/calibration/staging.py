@@ -10,10 +10,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from capture.calibration.models import BoardSpec
 from rig.devices import Rig
+
+if TYPE_CHECKING:  # the twin is imported only when the rig is simulated
+    from rig.sim.target_scene import TwinRig
+    from rig.sim.world import World
 
 TargetKind = Literal["charuco", "marker", "sphere", "card", "none"]
 
@@ -53,11 +57,10 @@ class Placement:
 Stager = Callable[[Placement], None]
 
 
-def stager_for(rig: Rig, twin_rig: Any = None) -> Stager | None:
+def stager_for(rig: Rig, twin_rig: TwinRig | None = None) -> Stager | None:
     """The twin when simulated, a person at a terminal otherwise, or None (nobody to ask)."""
-    world = rig.extras.get("world")
-    if world is not None:
-        return twin_stager(world, twin_rig)
+    if rig.twin is not None:
+        return twin_stager(rig.twin.world, twin_rig)
     if not sys.stdin.isatty():
         return None
 
@@ -69,9 +72,9 @@ def stager_for(rig: Rig, twin_rig: Any = None) -> Stager | None:
     return person
 
 
-def twin_stager(world: Any, twin_rig: Any = None) -> Stager:
+def twin_stager(world: World, twin_rig: TwinRig | None = None) -> Stager:
     """Place targets in the twin's world; `twin_rig` overrides its hidden rig geometry."""
-    from rig.sim import targets
+    from rig.sim import target_scene as targets
 
     geometry = twin_rig if twin_rig is not None else targets.TwinRig()
 

@@ -26,7 +26,7 @@ from capture.calibration.flatfield import FlatFieldCorrector
 from capture.calibration.store import CalibrationUse, calibration_for_rig
 from capture.engine import CoinJob
 from capture.plan import Plan, dry_run
-from capture.writer import DatasetError, validate_coin_id
+from dataset.layout import DatasetError, validate_coin_id
 from pipeline.cli_support import UserError, expected_errors
 from pipeline.rig_cli.session_run import check_twin_knows, open_writer, run_session, stage_twin
 from rig.config import RigConfig, load_config
@@ -162,16 +162,6 @@ def _run_capture(
         return run_session(
             rig, writer, config, plan, jobs, calibration=calibration, flatfield=corrector
         )
-
-
-def _flatfield_corrector(calibration: CalibrationUse) -> FlatFieldCorrector:
-    """The flat field `--flatfield` asks for; refused (nothing moved) when there is none."""
-    stored = calibration.records.get("flatfield")
-    if stored is None:
-        raise UserError(
-            "--flatfield: this rig has no flat-field calibration; run `rig calibrate flatfield`"
-        )
-    return FlatFieldCorrector(stored)
 
 
 def _flatfield_corrector(calibration: CalibrationUse) -> FlatFieldCorrector:

@@ -15,7 +15,7 @@ import typer
 
 from capture.checks import summary, verify
 from capture.sheet import write_contact_sheet
-from capture.writer import DatasetError, validate_coin_id
+from dataset.layout import DatasetError, validate_coin_id
 from pipeline.cli_support import expected_errors, fail
 
 EXIT_FAILED = 1

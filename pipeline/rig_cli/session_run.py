@@ -19,7 +19,8 @@ from capture.events import JsonlLog, RunState
 from capture.plan import Plan
 from capture.progress import make_progress
 from capture.session import SessionRunner, new_session_id
-from capture.writer import DatasetError, DatasetWriter
+from capture.writer import DatasetWriter
+from dataset.layout import DatasetError
 from pipeline.cli_support import EXIT_INTERRUPTED, UserError, software_name
 from rig.config import RigConfig
 from rig.devices import Rig
@@ -100,21 +101,21 @@ def run_session(
 
 def stage_twin(rig: Rig, jobs: list[CoinJob], plan: Plan) -> None:
     """In simulation, lay the listed coins in the twin's tray (the operator's job on a real rig)."""
-    world = rig.extras.get("world")
-    if world is None:
+    if rig.twin is None:
         return
     from rig.sim.world import CoinPlacement
 
     slots = {j.slot: CoinPlacement(j.coin_id, plan.sides[0]) for j in jobs if j.slot is not None}
     if slots:
-        world.load_tray(slots)
+        rig.twin.world.load_tray(slots)
 
 
 def _operator(rig: Rig) -> Prompt | None:
     """Who handles coins when the arm cannot: the twin in simulation, else a person at a tty."""
-    world = rig.extras.get("world")
-    if world is not None:
+    if rig.twin is not None:
         from rig.sim.world import CoinPlacement
+
+        world = rig.twin.world
 
         def twin(request: OperatorRequest) -> None:
             if request.action == "remove" or request.side_up is None:
@@ -138,11 +139,9 @@ def _operator(rig: Rig) -> Prompt | None:
 
 def _coin_info(rig: Rig, coin_id: str) -> dict[str, Any]:
     """What the twin's catalog knows of a coin (its coins.jsonl line); {} on a real rig."""
-    catalog = rig.extras.get("catalog")
-    record = getattr(catalog, "record", None)
-    if record is None:
+    if rig.twin is None:
         return {}
-    info = dict(record(coin_id))
+    info = dict(rig.twin.catalog.record(coin_id))
     info.pop("coin_id", None)
     return info
 
@@ -153,12 +152,10 @@ def check_twin_knows(rig: Rig, jobs: list[CoinJob]) -> None:
     Raises:
         UserError: a coin the twin's catalog does not hold.
     """
-    catalog = rig.extras.get("catalog")
-    lookup = getattr(catalog, "coin", None)
-    if lookup is None:
+    if rig.twin is None:
         return
     for job in jobs:
         try:
-            lookup(job.coin_id)
+            rig.twin.catalog.coin(job.coin_id)
         except LookupError as exc:
             raise UserError(str(exc)) from None

@@ -31,13 +31,10 @@ from rich.table import Table
 
 from capture.engine import CoinJob
 from capture.plan import Plan, ShotEvent, Side, dry_run, expand
-from capture.writer import (
-    DatasetError,
-    DatasetReader,
-    DatasetWriteError,
-    DatasetWriter,
-    ResumeIndex,
-)
+from capture.resume import ResumeIndex
+from capture.writer import DatasetWriteError, DatasetWriter
+from dataset.layout import DatasetError
+from dataset.reader import DatasetReader
 from pipeline.cli_support import EXIT_INTERRUPTED, UserError, expected_errors
 from pipeline.rig_cli.session_run import EXIT_PAUSED, open_writer, run_session
 from rig.config import RigConfig, SimCameraConfig, load_config, parse_config
@@ -184,8 +181,8 @@ def stage_tray(rig: Rig, jobs: Sequence[CoinJob], side_up: Side, seed: int) -> N
     """Fill the twin's tray with one load of coins, `side_up` up (the operator's job)."""
     from rig.sim.world import CoinPlacement
 
-    world = rig.extras["world"]
-    world.load_tray(
+    assert rig.twin is not None, "rig simulate opens the rig on the simulation backend"
+    rig.twin.world.load_tray(
         {
             job.slot: CoinPlacement(job.coin_id, side_up, tray_spin_deg(seed, job.coin_id))
             for job in jobs
@@ -336,8 +333,8 @@ def _capture_batches(
             tally.batches_run += 1
             if code != 0:
                 break  # a paused load is resumed by the rerun before any later one starts
-        clock = rig.extras.get("clock")
-        return float(clock.physical_duration_s()) if clock is not None else None
+        twin = rig.twin
+        return float(twin.clock.physical_duration_s()) if twin is not None else None
 
 
 def _capture_batch(

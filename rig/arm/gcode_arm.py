@@ -2,22 +2,23 @@
 
 Three layers, as every driver here: `SerialLineTransport` moves lines, `rig.arm.codec` formats
 and parses them for the configured dialect, and `GcodeArm` adds safety, timeouts, retries and
-the pick-and-place sequences the capture layer asks for.
+performs the pick-and-place sequences the capture layer asks for, step by step as
+`rig.arm.choreography` defines them.
 
-Safety: every pose is checked against `config.workspace` before a byte is written, and every
-sequence moves between points at clearance height above them. The workspace is a box, hence
-convex, so a straight move between two checked poses never leaves it.
+Safety: every pose of a sequence is checked against `config.workspace` before a byte of it is
+written, and every sequence moves between points at clearance height above them. The workspace
+is a box, hence convex, so a straight move between two checked poses never leaves it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from itertools import count
 
-from rig.arm import codec
+from rig.arm import choreography, codec
+from rig.arm.choreography import MoveTo, Rise, Step, Suction
 from rig.arm.codec import Data, ErrorReply, Event, Garbage, Ok
 from rig.config import GcodeArmConfig, Pose, TrayConfig
 from rig.devices import DeviceIdentity, DeviceStatus
@@ -38,16 +39,6 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.02
 #: how far the reported pose may lie from the commanded one after a move (reports round to 0.01)
 ARRIVAL_TOLERANCE_MM = 1.0
-#: firmware dwell after switching suction: vacuum builds (or vents) in a few hundred ms
-SUCTION_SETTLE_MS = 300
-
-
-def _distance_mm(a: Pose, b: Pose) -> float:
-    return math.dist((a.x_mm, a.y_mm, a.z_mm), (b.x_mm, b.y_mm, b.z_mm))
-
-
-def _above(pose: Pose, clearance_mm: float) -> Pose:
-    return Pose(x_mm=pose.x_mm, y_mm=pose.y_mm, z_mm=pose.z_mm + clearance_mm)
 
 
 def _show(pose: Pose) -> str:
@@ -261,7 +252,7 @@ class GcodeArm:
         feed = self.config.speed_mm_per_s * 60.0
         self._pose = None  # unknown until the arm confirms where it stopped
         self._request(codec.format_move(self.dialect, pose, feed))
-        self._wait_until_still(pose, _distance_mm(start, pose))
+        self._wait_until_still(pose, choreography.distance_mm(start, pose))
 
     def _wait_until_still(self, target: Pose, distance_mm: float) -> None:
         """Wait for the motion to end (completion reply or moving-query), then verify the pose."""
@@ -285,7 +276,7 @@ class GcodeArm:
                     )
                 self._sleep(POLL_INTERVAL_S)  # a poll interval, not a guess at the motion time
         reached = self.position()
-        off = _distance_mm(reached, target)
+        off = choreography.distance_mm(reached, target)
         if off > ARRIVAL_TOLERANCE_MM:
             raise DeviceFault(
                 f"arm stopped at {_show(reached)}, {off:.1f} mm from the commanded {_show(target)}"
@@ -300,36 +291,36 @@ class GcodeArm:
             DeviceTimeout: the arm did not answer.
             TransportError: the link failed.
         """
-        self._request(self.dialect.suction_on if on else self.dialect.suction_off)
-        self._suction = on
+        self._switch_suction(Suction(on))
+
+    def _switch_suction(self, step: Suction) -> None:
+        self._request(self.dialect.suction_on if step.on else self.dialect.suction_off)
+        self._suction = step.on
         # the firmware waits, and answers `ok` when done: no guessing on the host side
-        dwell = codec.format_dwell(self.dialect, SUCTION_SETTLE_MS)
-        self._request(dwell, timeout_s=self.config.reply_timeout_s + SUCTION_SETTLE_MS / 1000)
+        dwell = codec.format_dwell(self.dialect, step.settle_ms)
+        self._request(dwell, timeout_s=self.config.reply_timeout_s + step.settle_ms / 1000)
 
     # ------------------------------------------------------------------ sequences
     def _lift_to(self, z_mm: float) -> None:
         """Rise (or stay) straight up to at least z_mm before travelling sideways."""
         # the last confirmed pose, or ask: an interrupted move leaves the pose unknown
         here = self._pose if self._pose is not None else self.position()
-        if here.z_mm < z_mm:
-            self.move_to(Pose(x_mm=here.x_mm, y_mm=here.y_mm, z_mm=z_mm))
+        target = choreography.rise_target(here, z_mm)
+        if target is not None:
+            self.move_to(target)
 
-    def _pick_at(self, pose: Pose) -> None:
-        self._descend_and_suction(pose, on=True)
-
-    def _place_at(self, pose: Pose) -> None:
-        self._descend_and_suction(pose, on=False)
-
-    def _descend_and_suction(self, pose: Pose, *, on: bool) -> None:
-        """Check both poses, rise, go above `pose`, descend, switch suction, rise again."""
-        above = _above(pose, self.config.clearance_mm)
-        codec.check_pose(self.config.workspace, pose)
-        codec.check_pose(self.config.workspace, above)
-        self._lift_to(above.z_mm)
-        self.move_to(above)
-        self.move_to(pose)
-        self.suction(on)
-        self.move_to(above)
+    def _perform(self, steps: tuple[Step, ...]) -> None:
+        """Check every pose of a choreography against the workspace, then perform its steps."""
+        # all up front: a sequence refused halfway could leave a coin hanging on the cup
+        for pose in choreography.moves(steps):
+            codec.check_pose(self.config.workspace, pose)
+        for step in steps:
+            if isinstance(step, Rise):
+                self._lift_to(step.z_mm)
+            elif isinstance(step, MoveTo):
+                self.move_to(step.pose)
+            else:
+                self._switch_suction(step)
 
     def pick_from_slot(self, slot: int) -> None:
         """Approach the slot from above, descend, switch suction on, lift.
@@ -339,7 +330,7 @@ class GcodeArm:
             SafetyError: the slot or its clearance lies outside the workspace (nothing was sent).
             DeviceFault, DeviceTimeout, TransportError: as `move_to` and `suction`.
         """
-        self._pick_at(self.tray.slot_pose(slot))
+        self._perform(choreography.pick_from_slot(self.config, self.tray.slot_pose(slot)))
 
     def place_on_turntable(self) -> None:
         """Put the held coin on the turntable: approach, descend, release, lift.
@@ -347,7 +338,7 @@ class GcodeArm:
         Raises:
             DeviceFault, DeviceTimeout, TransportError: as `move_to` and `suction`.
         """
-        self._place_at(self.config.turntable_pose)
+        self._perform(choreography.place_on_turntable(self.config))
 
     def flip_on_turntable(self) -> None:
         """Turn the coin on the turntable over through the flip station's chute.
@@ -358,22 +349,17 @@ class GcodeArm:
         Raises:
             DeviceFault, DeviceTimeout, TransportError: as `move_to` and `suction`.
         """
-        station = self.config.flip_station
-        self._pick_at(self.config.turntable_pose)
-        self._place_at(station.drop)
-        self._pick_at(station.pickup)
-        self._place_at(self.config.turntable_pose)
+        self._perform(choreography.flip_on_turntable(self.config))
 
     def return_to_slot(self, slot: int) -> None:
         """Pick the coin from the turntable and put it back in its tray slot.
 
         Raises:
             ConfigError: the tray has no such slot (checked before anything moves).
+            SafetyError: the slot or its clearance lies outside the workspace (nothing was sent).
             DeviceFault, DeviceTimeout, TransportError: as `move_to` and `suction`.
         """
-        target = self.tray.slot_pose(slot)
-        self._pick_at(self.config.turntable_pose)
-        self._place_at(target)
+        self._perform(choreography.return_to_slot(self.config, self.tray.slot_pose(slot)))
 
     def park(self) -> None:
         """Rise straight up, then go to the safe pose; suction is left as it is.
@@ -381,9 +367,7 @@ class GcodeArm:
         Raises:
             DeviceFault, DeviceTimeout, TransportError: as `move_to`.
         """
-        codec.check_pose(self.config.workspace, self.config.safe_pose)
-        self._lift_to(self.config.safe_pose.z_mm)
-        self.move_to(self.config.safe_pose)
+        self._perform(choreography.park(self.config))
 
     def home(self) -> None:
         """Home the arm with the firmware's homing command (if it has one), then park.
@@ -400,7 +384,7 @@ class GcodeArm:
             codec.check_pose(self.config.workspace, home_pose, device="arm home pose")
             self._lift_to(self.config.safe_pose.z_mm)
             start = self._pose if self._pose is not None else self.position()
-            distance = _distance_mm(start, home_pose)
+            distance = choreography.distance_mm(start, home_pose)
             timeout = motion_timeout_s(
                 distance, self.config.speed_mm_per_s, self.config.accel_mm_per_s2
             )

@@ -1,1 +1,4 @@
-"""Modbus, shared by every Modbus device: the link (TCP/RTU client), shared serial lines, the device base."""
+"""Modbus for every Modbus device: the client link (TCP/RTU), shared serial lines, the device base.
+
+Imports only within `rig`.
+"""

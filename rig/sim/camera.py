@@ -1,10 +1,11 @@
 """The simulated camera: renders the digital twin's world as the rig's camera would see it.
 
-It implements rig.devices.Camera and reports the same metadata a real camera does (exposure,
-gain, pixel format, size, timestamp), plus the twin's ground truth in `Frame.sim`: which coin
-and side lie on the turntable, the coin's true angle in the image, the lit channels and the
-tilt. Each exposure is recorded in the clock's ledger as the camera's physical time (and waited
-for when the clock runs in scaled real time). Geometry conventions: see rig.sim.shading.
+It implements rig.devices.Camera and TriggeredCamera (frames render while the rig moves on) and
+reports the same metadata a real camera does (exposure, gain, pixel format, size, timestamp),
+plus the twin's ground truth in `Frame.sim`: which coin and side lie on the turntable, the
+coin's true angle in the image, the lit channels and the tilt. Each exposure is recorded in
+the clock's ledger as the camera's physical time (and waited for when the clock runs in scaled
+real time). Geometry conventions: see rig.sim.shading.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ class _Shot:
 
 
 class PendingFrame:
-    """A triggered exposure: the rig may move on after `wait_exposed()`; `result()` is the frame."""
+    """A triggered exposure (rig.devices.Exposure): the rig may move on after `wait_exposed()`."""
 
     def __init__(
         self, exposure_ends: float, future: Future[Frame], now: Callable[[], float]

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
 
 from rig.config import FaultKind, FaultRule, GrblTurntableConfig
-from rig.motion import trapezoid_duration_s
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
+from rig.sim.grbl_motion import Motion
 from rig.sim.serial_emulator import SerialEmulator
 from rig.sim.world import World
 from rig.turntable.grbl_codec import (
@@ -42,20 +41,6 @@ _UNLOCK_HINT = "[MSG:'$H'|'$X' to unlock]"
 # GRBL sends WCO in the first report after a reset or an offset change, then every N reports
 _WCO_REFRESH_IDLE = 10
 _WCO_REFRESH_BUSY = 30
-
-
-@dataclass
-class _Motion:
-    """One planned move: where from and to (machine units), and when it runs (wall clock)."""
-
-    target: list[float]
-    feed_units_per_min: float | None  # None: rapid (G0) at each axis's max rate
-    homing: bool = False
-    alarm_code: int | None = None
-    start: list[float] | None = None
-    started_at: float = 0.0
-    deadline: float = 0.0
-    held_at: float | None = None
 
 
 class GrblEmulator(SerialEmulator):
@@ -115,7 +100,7 @@ class GrblEmulator(SerialEmulator):
         self._absolute = True
         self._motion_mode = 0
         self._feed = 0.0
-        self._planner: deque[_Motion] = deque()
+        self._planner: deque[Motion] = deque()
         self._wco_counter = 0
 
     @classmethod
@@ -302,7 +287,7 @@ class GrblEmulator(SerialEmulator):
             return
         # GRBL answers $H only when the cycle has finished: the ok waits in _advance
         self.state = "Home"
-        motion = _Motion(target=[0.0] * self._n_axes, feed_units_per_min=None, homing=True)
+        motion = Motion(target=[0.0] * self._n_axes, feed_units_per_min=None, homing=True)
         motion.alarm_code = alarm_code
         self._planner.append(motion)
         self._advance()
@@ -382,7 +367,7 @@ class GrblEmulator(SerialEmulator):
                 wco = self._g54[i] + self._g92[i]
                 target[i] = value + wco if self._absolute else base[i] + value
             feed = self._feed if self._motion_mode == 1 else None
-            self._planner.append(_Motion(target, feed, alarm_code=alarm_code))
+            self._planner.append(Motion(target, feed, alarm_code=alarm_code))
         self.send_line("ok")
         self._advance()
         return 0
@@ -412,23 +397,9 @@ class GrblEmulator(SerialEmulator):
             if not self._planner and self.state in ("Run", "Home"):
                 self.state = "Idle"
 
-    def _begin(self, motion: _Motion) -> None:
+    def _begin(self, motion: Motion) -> None:
         motion.start = list(self._mpos)
-        duration = 0.0
-        for i in range(self._n_axes):
-            distance = motion.target[i] - motion.start[i]
-            if distance == 0.0:
-                continue
-            max_rate = self.settings[110 + i]
-            rate = (
-                max_rate
-                if motion.feed_units_per_min is None
-                else min(motion.feed_units_per_min, max_rate)
-            )
-            duration = max(
-                duration,
-                trapezoid_duration_s(distance, rate / 60.0, self.settings[120 + i]),
-            )
+        duration = motion.duration_s(motion.start, self.settings)
         action = "home" if motion.homing else "move " + self._coords(motion.target)
         motion.deadline = self.clock.record(self.name, action, duration)
         motion.started_at = self.clock.now()
@@ -436,10 +407,10 @@ class GrblEmulator(SerialEmulator):
         if not motion.homing:
             self.state = "Run"
 
-    def _alarm_mid_motion(self, motion: _Motion) -> None:
+    def _alarm_mid_motion(self, motion: Motion) -> None:
         # a limit switch (or a failed homing cycle) stops the axes halfway and locks GRBL
         assert motion.start is not None and motion.alarm_code is not None
-        self._mpos = [(a + b) / 2.0 for a, b in zip(motion.start, motion.target, strict=True)]
+        self._mpos = motion.halfway()
         self._planner.clear()
         self._update_world()
         self.state = "Alarm"
@@ -450,11 +421,9 @@ class GrblEmulator(SerialEmulator):
         if not self._planner or self._planner[0].start is None:
             return list(self._mpos)
         motion = self._planner[0]
-        assert motion.start is not None
-        now = motion.held_at if motion.held_at is not None else self.clock.now()
-        span = motion.deadline - motion.started_at
-        fraction = 1.0 if span <= 0 else min(1.0, max(0.0, (now - motion.started_at) / span))
-        return [a + (b - a) * fraction for a, b in zip(motion.start, motion.target, strict=True)]
+        return motion.position_at(
+            motion.held_at if motion.held_at is not None else self.clock.now()
+        )
 
     def _update_world(self) -> None:
         if self.world is None:

@@ -6,9 +6,10 @@ exactly as they would to hardware; nothing in a driver knows it is simulated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from rig.config import (
     MODBUS_FAULTS,
@@ -28,6 +29,14 @@ from rig.sim.clock import SimClock
 from rig.sim.faults import FAULT_PRESETS, FaultInjector
 from rig.sim.world import LightState, World
 
+if TYPE_CHECKING:  # each emulator is imported only when a config asks for it
+    from rig.sim.arm_emulator import GcodeArmEmulator
+    from rig.sim.coins import CoinCatalog
+    from rig.sim.grbl_emulator import GrblEmulator
+    from rig.sim.modbus_bus import SerialBus
+    from rig.sim.modbus_drive import ModbusTurntableEmulator
+    from rig.sim.modbus_lights import ModbusLightboxEmulator
+
 # Which fault kinds make sense on which wire (a preset applies only those): a serial G-code
 # device cannot answer with a Modbus exception code; a Modbus drive's `alarm` latches its fault
 # bit, and an LED controller has none.
@@ -36,14 +45,22 @@ _MODBUS_FAULTS: set[str] = set(MODBUS_FAULTS)
 _DRIVE_FAULTS = _MODBUS_FAULTS | {"alarm"}
 
 
+class Emulators(TypedDict, total=False):
+    """The running emulators by device; a device on hardware (or not fitted) has none."""
+
+    turntable: GrblEmulator | ModbusTurntableEmulator
+    lightbox: ModbusLightboxEmulator
+    arm: GcodeArmEmulator
+
+
 @dataclass
 class SimBackend:
     """The running simulation: world, clock, coin catalog, emulators and their endpoints."""
 
     world: World
     clock: SimClock
-    catalog: Any
-    emulators: dict[str, Any] = field(default_factory=dict)
+    catalog: CoinCatalog
+    emulators: Emulators = field(default_factory=lambda: Emulators())
     serial_ports: dict[str, str] = field(default_factory=dict)
     modbus_endpoints: dict[str, ModbusTcp | ModbusRtu] = field(default_factory=dict)
 
@@ -69,7 +86,7 @@ def start_backend(
     *,
     faults: str | None = None,
     time_scale: float | None = None,
-    catalog: Any = None,
+    catalog: CoinCatalog | None = None,
 ) -> SimBackend:
     """Start every emulator the config asks for; they stop when `stack` closes.
 
@@ -97,7 +114,25 @@ def start_backend(
         return FaultInjector(fault_rules(emulate, faults, allowed), seed=emulate.seed + sim.seed)
 
     rtu_bus = _shared_rtu_bus(config, stack)
+    _start_turntable(config, backend, stack, injector, rtu_bus)
+    _start_lightbox(config, backend, stack, injector, rtu_bus)
+    _start_arm(config, backend, stack, injector)
+    return backend
 
+
+# The fault injector of one emulator: its config, and the fault kinds its wire admits.
+_Injector = Callable[[EmulatorConfig, set[str]], FaultInjector]
+
+
+def _start_turntable(
+    config: RigConfig,
+    backend: SimBackend,
+    stack: ExitStack,
+    injector: _Injector,
+    rtu_bus: SerialBus | None,
+) -> None:
+    """Start the turntable's emulator (GRBL on a pty, or a Modbus drive), if it is emulated."""
+    world, clock = backend.world, backend.clock
     turntable = config.turntable
     if isinstance(turntable, GrblTurntableConfig) and turntable.emulate is not None:
         from rig.sim.grbl_emulator import GrblEmulator
@@ -122,27 +157,43 @@ def start_backend(
         backend.emulators["turntable"] = drive
         backend.modbus_endpoints["turntable"] = drive.endpoint
 
+
+def _start_lightbox(
+    config: RigConfig,
+    backend: SimBackend,
+    stack: ExitStack,
+    injector: _Injector,
+    rtu_bus: SerialBus | None,
+) -> None:
+    """Put the lightbox's channels in the twin's world; start its emulator if it is emulated."""
+    world, clock = backend.world, backend.clock
     lightbox = config.lightbox
-    if isinstance(lightbox, ModbusLightboxConfig):
-        for channel in lightbox.channels:
-            world.set_light(
-                channel.name,
-                LightState(0.0, channel.azimuth_deg, channel.elevation_deg, channel.diffuse),
-            )
-        if lightbox.emulate is not None:
-            from rig.sim.modbus_lights import ModbusLightboxEmulator
+    if not isinstance(lightbox, ModbusLightboxConfig):
+        return
+    for channel in lightbox.channels:
+        world.set_light(
+            channel.name,
+            LightState(0.0, channel.azimuth_deg, channel.elevation_deg, channel.diffuse),
+        )
+    if lightbox.emulate is not None:
+        from rig.sim.modbus_lights import ModbusLightboxEmulator
 
-            lights = ModbusLightboxEmulator(
-                lightbox,
-                world=world,
-                clock=clock,
-                faults=injector(lightbox.emulate, _MODBUS_FAULTS),
-                bus=rtu_bus,
-            )
-            stack.enter_context(lights)
-            backend.emulators["lightbox"] = lights
-            backend.modbus_endpoints["lightbox"] = lights.endpoint
+        lights = ModbusLightboxEmulator(
+            lightbox,
+            world=world,
+            clock=clock,
+            faults=injector(lightbox.emulate, _MODBUS_FAULTS),
+            bus=rtu_bus,
+        )
+        stack.enter_context(lights)
+        backend.emulators["lightbox"] = lights
+        backend.modbus_endpoints["lightbox"] = lights.endpoint
 
+
+def _start_arm(
+    config: RigConfig, backend: SimBackend, stack: ExitStack, injector: _Injector
+) -> None:
+    """Start the arm's G-code emulator on a pty, if it is emulated."""
     arm = config.arm
     if isinstance(arm, GcodeArmConfig) and arm.emulate is not None:
         from rig.sim.arm_emulator import GcodeArmEmulator
@@ -151,17 +202,16 @@ def start_backend(
         arm_emulator = GcodeArmEmulator(
             config=arm,
             tray=config.tray,
-            world=world,
-            clock=clock,
+            world=backend.world,
+            clock=backend.clock,
             faults=injector(arm.emulate, _SERIAL_FAULTS),
         )
         stack.enter_context(arm_emulator)
         backend.emulators["arm"] = arm_emulator
         backend.serial_ports["arm"] = arm_emulator.port
-    return backend
 
 
-def _shared_rtu_bus(config: RigConfig, stack: ExitStack) -> Any:
+def _shared_rtu_bus(config: RigConfig, stack: ExitStack) -> SerialBus | None:
     """One serial line for the emulated RTU devices when their unit ids differ, else None.
 
     That is an RS-485 bus, as a real rig wires a drive and an LED controller; with equal unit

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:  # targets.py renders through shading.py, which imports this module
-    from rig.sim.targets import TargetScene
+from rig.sim.target_scene import TargetScene
 
 Side = Literal["obverse", "reverse"]
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from captum.attr import Occlusion, Saliency
 from torch import Tensor
 
-from training.explain import Baseline, Target, baseline_image
+from training.explain.targets import Baseline, Target, baseline_image
 
 PATCH_SIZES = (11, 21)
 OCCLUSION_STRIDE = 3

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from training.explain import Baseline, Target, baseline_image
+from training.explain.targets import Baseline, Target, baseline_image
 
 
 class Regions:
@@ -135,6 +135,18 @@ class LandmarkResult:
     seconds: float
 
 
+def _evaluate(
+    target: Target, regions: Regions, x: Tensor, image: Tensor, fade: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Score and loss of the image that region weights x keep, and the loss gradient in x."""
+    x.requires_grad_(True)
+    mask = regions.compose(x)
+    score = target.score(mask * image + (1 - mask) * fade)[0]
+    loss = target.loss(score)
+    (loss_grad,) = torch.autograd.grad(loss, x)
+    return score.detach(), loss.detach(), loss_grad
+
+
 def find_landmarks(
     target: Target,
     image: Tensor,
@@ -179,12 +191,8 @@ def find_landmarks(
     since_best = backprojections = iterations = 0
     while iterations < max_iterations:
         iterations += 1
-        x.requires_grad_(True)
-        mask = regions.compose(x)
-        score = target.score(mask * image + (1 - mask) * fade)[0]
-        loss = target.loss(score)
-        (loss_grad,) = torch.autograd.grad(loss, x)
-        x, score, loss = x.detach(), score.detach(), loss.detach()
+        score, loss, loss_grad = _evaluate(target, regions, x, image, fade)
+        x = x.detach()
         feasible = float(score) >= bound
         direction = loss_grad / loss_grad.abs().max().clamp_min(1e-12)
         since_best += 1
