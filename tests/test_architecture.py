@@ -105,7 +105,9 @@ def test_each_package_states_its_job(name: str) -> None:
     if not init.exists():
         pytest.skip(f"{name} is not a package here")
     doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
-    assert doc is not None and "import" in doc.lower(), f"{name}/__init__.py must say what it may import"
+    assert doc is not None and "import" in doc.lower(), (
+        f"{name}/__init__.py must say what it may import"
+    )
 
 
 def test_no_source_cites_files_outside_the_repository() -> None:

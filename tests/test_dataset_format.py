@@ -15,8 +15,8 @@ from capture.checks import verify
 from capture.engine import CoinJob, ShotSettings
 from capture.records import shot_metadata
 from capture.writer import DatasetWriter
-from dataset.layout import DatasetError, image_name, resolve, safe_relative
 from dataset.jsonl import read_jsonl
+from dataset.layout import DatasetError, image_name, resolve, safe_relative
 from dataset.reader import DatasetReader, FileIndex
 from dataset.schema import (
     CAPTURE_KEYS,
