@@ -1,19 +1,25 @@
-"""Training throughput: images/s of the model step alone, the data pipeline alone, and both.
+"""Training throughput: images/s of the data pipeline alone, the model step alone, and both.
 
-The data pipeline is what a training step reads: a batch gathered from the memory-mapped cache,
-moved to the device, augmented with kornia and normalised. The model step is forward, ArcFace
-loss, backward and AdamW on a batch already on the device. Their ratio says which one bounds
-training (data/model > 1: the model is the bottleneck, as it should be).
+The data pipeline is what a training step reads (training.batches.BatchSource): a balanced
+batch drawn, gathered from a memory-mapped cache (into pinned memory on a GPU), moved to the
+device, augmented with kornia and normalised. The model step is forward, ArcFace loss, backward
+and AdamW on a batch already on the device. A training step is both: `serial` makes the batch
+between steps, `train` makes it ahead in a background thread (training.batches.Prefetcher, as
+`pipeline train` does). `train/model` is the share of the model-alone rate a training step
+keeps: at least 0.9 wherever the data alone is faster than the model (`data/model` > 1).
 
 Usage:
     .venv/bin/python benchmarks/train_throughput.py
-    .venv/bin/python benchmarks/train_throughput.py --models resnet-tiny,resnet50 --sizes 64,224 --batch-size 16
+    .venv/bin/python benchmarks/train_throughput.py --models resnet-tiny --sizes 64 \
+        --batch-size 32 --steps 20
+    python3 benchmarks/train_throughput.py --models resnet50,resnet50-truncated,convnext-tiny,resnet18 \
+        --sizes 224 --batch-size 128 --json table.json          # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,13 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.augment import build_augment, normalize
-from training.data import ImageBank, Record, to_tensor
+from training.augment import build_augment
+from training.batches import BatchSource, Prefetcher, TrainingSet
+from training.data import BalancedSampler, ImageBank, Record
+from training.evaluate import autocast
 from training.losses import LossSettings, build_loss
 from training.models.embedding import build_model
+from training.train_config import TrainConfig
 
 N_IMAGES = 512
 N_CLASSES = 64
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def timed(step: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
@@ -42,41 +53,55 @@ def timed(step: Callable[[], object], steps: int, warmup: int, device: torch.dev
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / max(1, steps)
 
 
 def fake_bank(folder: Path, size: int) -> ImageBank:
     """A memory-mapped cache of random images, laid out as training.cache writes it."""
+    path = folder / f"bench-{size}.npy"
     array = np.lib.format.open_memmap(
-        folder / f"bench-{size}.npy", mode="w+", dtype=np.uint8, shape=(N_IMAGES, size, size, 3)
+        path, mode="w+", dtype=np.uint8, shape=(N_IMAGES, size, size, 3)
     )
     array[:] = np.random.default_rng(0).integers(0, 256, array.shape, dtype=np.uint8)
     array.flush()
-    mapped = np.load(folder / f"bench-{size}.npy", mmap_mode="r")
+    mapped = np.load(path, mmap_mode="r")
     records = [
         Record(
-            folder, f"{i}.png", f"C{i % N_CLASSES}", "obverse", "capture", "diffuse", 0.0, i, None
+            folder, f"{i}.png", f"C{i % N_CLASSES}", "obverse", "catalog", "diffuse", 0.0, i, None
         )
         for i in range(N_IMAGES)
     ]
     return ImageBank(records, [(mapped, i) for i in range(N_IMAGES)])
 
 
+def batch_source(bank: ImageBank, batch: int, aug: str, device: torch.device) -> BatchSource:
+    """The training data pipeline over `bank`: one class per fake coin, two images per class."""
+    labels = [i % N_CLASSES for i in range(N_IMAGES)]
+    data = TrainingSet(
+        list(range(N_IMAGES)), [f"C{c}" for c in range(N_CLASSES)], labels, [False] * N_IMAGES
+    )
+    sampler = BalancedSampler(labels, batch, 2, seed=0)
+    return BatchSource(
+        bank, data, sampler, np.random.default_rng(0), 0.0, build_augment(aug), device
+    )
+
+
 def model_stepper(
-    name: str, size: int, batch: int, device: torch.device
-) -> Callable[[torch.Tensor], None]:
+    name: str, size: int, device: torch.device, *, compile_model: bool = False
+) -> Callable[[Batch], None]:
     """One optimisation step (forward, ArcFace, backward, AdamW) of a fresh model on a batch."""
     model = build_model(name, embedding_dim=512, image_size=size).to(device)
     loss_fn = build_loss(LossSettings(), N_CLASSES, 512).to(device)
     opt = torch.optim.AdamW([*model.parameters(), *loss_fn.parameters()], lr=1e-4)
-    labels = torch.randint(0, N_CLASSES, (batch,), device=device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    forward = torch.compile(model) if compile_model else model
 
-    def step(x: torch.Tensor) -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            emb = model(x)
-        loss = loss_fn(emb.float(), labels)
+    def step(batch: Batch) -> None:
+        x, y = batch
+        with autocast(device):
+            emb = forward(x)
+        loss = loss_fn(emb.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -84,50 +109,101 @@ def model_stepper(
     return step
 
 
-def _chain(produce: Callable[[], torch.Tensor], consume: Callable[[torch.Tensor], None]) -> None:
-    consume(produce())
+def measure(
+    name: str,
+    size: int,
+    bank: ImageBank,
+    args: argparse.Namespace,
+    device: torch.device,
+    *,
+    compile_model: bool,
+) -> dict[str, float | str | int]:
+    """Images/s of data alone, model alone, the serial and the prefetched training step.
+
+    Each of `args.rounds` rounds times the four back to back, and each figure is the median over
+    the rounds (the ratios too, per round): on a shared machine the load changes between rounds
+    far more than within one.
+    """
+    b = args.batch_size
+    source = batch_source(bank, b, args.aug, device)
+    step = model_stepper(name, size, device, compile_model=compile_model)
+    fixed = source.next()
+    rounds: dict[str, list[float]] = {k: [] for k in ("data", "model", "serial", "train")}
+    with Prefetcher(
+        batch_source(bank, b, args.aug, device), args.prefetch, args.data_threads
+    ) as ahead:
+        # the background thread starts at the second batch
+        timed(lambda: step(ahead.next()), 0, max(2, args.warmup), device)
+        for r in range(args.rounds):
+            warmup = args.warmup if r == 0 else 0
+            rounds["data"].append(timed(source.next, args.steps, warmup, device))
+            rounds["model"].append(timed(lambda: step(fixed), args.steps, warmup, device))
+            rounds["serial"].append(timed(lambda: step(source.next()), args.steps, 0, device))
+            rounds["train"].append(timed(lambda: step(ahead.next()), args.steps, 0, device))
+    seconds = {k: float(np.median(v)) for k, v in rounds.items()}
+    ratio = [m / t for m, t in zip(rounds["model"], rounds["train"], strict=True)]
+    data_ratio = [m / d for m, d in zip(rounds["model"], rounds["data"], strict=True)]
+    return {
+        "model": name + (" compiled" if compile_model else ""),
+        "size": size,
+        "batch": b,
+        "data": b / seconds["data"],
+        "model_step": b / seconds["model"],
+        "serial": b / seconds["serial"],
+        "train": b / seconds["train"],
+        "train_over_model": float(np.median(ratio)),
+        "data_over_model": float(np.median(data_ratio)),
+    }
 
 
 def main() -> None:
-    """Print images/s per model and size, and the data/model ratio."""
+    """Print images/s per model and size, and the ratios."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", default="resnet-tiny,resnet18,resnet50-truncated")
     parser.add_argument("--sizes", default="64,224", help="demo size and full size")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="median of this many rounds")
     parser.add_argument("--aug", default="tuned")
+    parser.add_argument("--prefetch", type=int, default=TrainConfig.prefetch)
+    parser.add_argument("--data-threads", type=int, default=TrainConfig.data_threads)
+    parser.add_argument("--threads", type=int, default=0, help="model's torch threads (0: as is)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument("--compiled", default="", help="models measured compiled too (a row each)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rng = np.random.default_rng(0)
-    augment = build_augment(args.aug)
-    b = args.batch_size
     print(
-        f"device {device}, torch threads {torch.get_num_threads()}, batch {b}, augmentation {args.aug}"
+        f"device {device}, torch threads {torch.get_num_threads()} (data thread "
+        f"{args.data_threads}), batch {args.batch_size}, augmentation {args.aug}, prefetch "
+        f"{args.prefetch}{', compiled' if args.compile else ''}"
     )
-    print(
-        f"{'model':<22}{'size':>5}{'data img/s':>12}{'model img/s':>13}{'train img/s':>13}{'data/model':>12}"
-    )
+    header = ("model", "size", "data", "model", "serial", "train", "train/model", "data/model")
+    print(f"{header[0]:<28}{header[1]:>5}" + "".join(f"{h:>12}" for h in header[2:]))
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             bank = fake_bank(Path(tmp), size)
-
-            def data_step(bank: ImageBank = bank) -> torch.Tensor:
-                x = to_tensor(bank.pixels(rng.integers(0, N_IMAGES, b).tolist()), device)
-                with torch.no_grad():
-                    return normalize(augment(x))
-
-            data_s = timed(data_step, args.steps * 3, args.warmup, device)
-            fixed = data_step()
-            for name in args.models.split(","):
-                step = model_stepper(name, size, b, device)
-                model_s = timed(functools.partial(step, fixed), args.steps, args.warmup, device)
-                train_s = timed(functools.partial(_chain, data_step, step), args.steps, 0, device)
+            runs = [(name, args.compile) for name in args.models.split(",")]
+            runs += [(name, True) for name in args.compiled.split(",") if name]
+            for name, compile_model in runs:
+                row = measure(name, size, bank, args, device, compile_model=compile_model)
+                rows.append(row)
                 print(
-                    f"{name:<22}{size:>5}{b / data_s:>12.0f}{b / model_s:>13.1f}{b / train_s:>13.1f}{model_s / data_s:>12.1f}"
+                    f"{row['model']:<28}{size:>5}{row['data']:>12.0f}{row['model_step']:>12.1f}"
+                    f"{row['serial']:>12.1f}{row['train']:>12.1f}"
+                    f"{row['train_over_model']:>12.2f}{row['data_over_model']:>12.1f}",
+                    flush=True,
                 )
+    if args.json:
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        table = {"device": str(device), "device_name": name, "rows": rows}
+        args.json.write_text(json.dumps(table, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,18 +7,24 @@ with backoff, and a turntable alarm (GRBL ALARM, a Modbus drive's latched fault)
 Turntable.recover() before the next try. Arm
 handling (pick, place, flip) is never retried: repeating half a pick could drop the coin, so an
 arm failure goes straight to the runner, which parks and pauses.
+
+The arm may work in a thread of its own beside the shots (capture.handling, the overlapped
+schedule): every arm command goes through `arm_lock`, so parking on the way out of an error
+waits for the arm's task in progress instead of talking to the arm over it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from capture.plan import Plan, ShotEvent, Side
+from capture.staging import FlipOver, Park, Task, Transfer, WaitClear
 from rig.config import CameraSettings
-from rig.devices import Exposure, Frame, Rig, TriggeredCamera
+from rig.devices import Exposure, Frame, Rig, StagingArm, TriggeredCamera
 from rig.errors import (
     DeviceAlarm,
     DeviceFault,
@@ -37,6 +43,8 @@ RetryHook = Callable[[int, BaseException], None]
 # How long a frame may take to arrive once its exposure is over, when the rig's config does not
 # say (its camera's grab_timeout_s): the same default a camera's own grab() uses.
 FRAME_TIMEOUT_S: float = CameraSettings.model_fields["grab_timeout_s"].default
+# How long parking waits for an arm task in progress (each of its moves has its own timeout).
+ARM_BUSY_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class ShotSettings:
 @dataclass
 class _Current:
     turntable_deg: float | None = None
+    turntable_reported: float = 0.0  # where the turntable said it stopped (a whole motor step)
     tilt_deg: float | None = None
     light: str | None = None
     lights: dict[str, float] = field(default_factory=dict)
@@ -130,6 +139,7 @@ class CaptureEngine:
         self.frame_timeout_s = FRAME_TIMEOUT_S if frame_timeout_s is None else frame_timeout_s
         self.on_retry: RetryHook | None = None
         self._current = _Current()
+        self.arm_lock = threading.Lock()
 
     # ------------------------------------------------------------ retries
     def call(self, action: Callable[[], T], *, retries: int | None = None) -> T:
@@ -187,27 +197,51 @@ class CaptureEngine:
     def load_coin(self, job: CoinJob, side: Side) -> None:
         """Put the coin on the turntable, `side` up: the arm from its slot, or the operator."""
         if self.rig.arm is not None and job.slot is not None:
-            self.rig.arm.pick_from_slot(job.slot)
-            self.rig.arm.place_on_turntable()
-            self.rig.arm.park()
+            with self.arm_lock:
+                self.rig.arm.pick_from_slot(job.slot)
+                self.rig.arm.place_on_turntable()
+                self.rig.arm.park()
         else:
             self._ask(OperatorRequest("place", job.coin_id, side))
 
     def flip_coin(self, job: CoinJob, side: Side) -> None:
         """Turn the coin over so that `side` is up."""
         if self.rig.arm is not None:
-            self.rig.arm.flip_on_turntable()
-            self.rig.arm.park()
+            with self.arm_lock:
+                self.rig.arm.flip_on_turntable()
+                self.rig.arm.park()
         else:
             self._ask(OperatorRequest("flip", job.coin_id, side))
 
     def unload_coin(self, job: CoinJob) -> None:
         """Return the coin to its slot (arm) or ask the operator to take it off."""
         if self.rig.arm is not None and job.slot is not None:
-            self.rig.arm.return_to_slot(job.slot)
-            self.rig.arm.park()
+            with self.arm_lock:
+                self.rig.arm.return_to_slot(job.slot)
+                self.rig.arm.park()
         else:
             self._ask(OperatorRequest("remove", job.coin_id, None))
+
+    def perform(self, task: Task) -> None:
+        """Do one task of the overlapped schedule with the arm (never retried, as all handling).
+
+        Raises:
+            RigError: the arm has no staging pads, or failed.
+        """
+        arm = self.rig.arm
+        if arm is None or not isinstance(arm, StagingArm):
+            raise RigError("the overlapped schedule needs an arm with staging pads")
+        with self.arm_lock:
+            if isinstance(task, Transfer):
+                arm.pick(task.source)
+                arm.place(task.target)
+            elif isinstance(task, FlipOver):
+                arm.flip_on_turntable()
+            elif isinstance(task, WaitClear):
+                arm.wait_clear()
+            else:
+                assert isinstance(task, Park)
+                arm.park()
 
     def _ask(self, request: OperatorRequest) -> None:
         if self.prompt is None:
@@ -222,9 +256,9 @@ class CaptureEngine:
             current.turntable_deg = None  # unknown until the move reports success
             reported = self.call(lambda: self.rig.turntable.move_to_deg(event.turntable_deg))
             current.turntable_deg = event.turntable_deg
-            current_reported = reported
+            current.turntable_reported = current_reported = reported
         else:
-            current_reported = event.turntable_deg
+            current_reported = current.turntable_reported
         tilt = self.rig.tilt
         if event.tilt_deg is not None and tilt is not None and current.tilt_deg != event.tilt_deg:
             tilt_deg = event.tilt_deg
@@ -300,8 +334,9 @@ class CaptureEngine:
             ("turntable.stop", self.rig.turntable.stop),
             ("lightbox.all_off", self.rig.lightbox.all_off),
         ]
-        if self.rig.arm is not None:
-            steps.append(("arm.park", self.rig.arm.park))
+        arm = self.rig.arm
+        if arm is not None:
+            steps.append(("arm.park", lambda: self._when_arm_free(arm.park)))
         for name, step in steps:
             try:
                 self.call(step, retries=1)
@@ -310,3 +345,12 @@ class CaptureEngine:
                 problems.append(f"{name}: {exc}")
         self._current = _Current()
         return problems
+
+    def _when_arm_free(self, action: Callable[[], T]) -> T:
+        """Run an arm command once the arm's task in progress (in its own thread) is over."""
+        if not self.arm_lock.acquire(timeout=ARM_BUSY_TIMEOUT_S):
+            raise DeviceTimeout(f"arm: still busy after {ARM_BUSY_TIMEOUT_S:g} s")
+        try:
+            return action()
+        finally:
+            self.arm_lock.release()

@@ -159,7 +159,8 @@ def _loop_order(values: Sequence[T], current: T | None, last: T | None = None) -
     return order
 
 
-_Row = tuple[Side, float, float | None, str, float | None, bool, OnFailure]
+#: a shot as the estimate sees it (`shot_row`)
+ShotRow = tuple[Side, float, float | None, str, float | None, bool, OnFailure]
 _Pose = tuple[Side, float, float | None]
 
 
@@ -199,7 +200,7 @@ def expand(plan: Plan) -> list[ShotEvent]:
     ]
 
 
-def _regular_order(plan: Plan, ends: dict[_Pose, tuple[str, float | None]]) -> list[_Row]:
+def _regular_order(plan: Plan, ends: dict[_Pose, tuple[str, float | None]]) -> list[ShotRow]:
     """The plan's regular shots: serpentine sweeps, lights and exposures in the inner loops.
 
     `ends` names poses whose loop must finish on a given light and exposure (a reference
@@ -210,7 +211,7 @@ def _regular_order(plan: Plan, ends: dict[_Pose, tuple[str, float | None]]) -> l
     # whatever order the plan's author wrote the tilts in.
     tilts: list[float | None] = list(sorted(plan.tilts_deg)) or [None]
     exposures: list[float | None] = list(plan.exposures_us) or [None]
-    order: list[_Row] = []
+    order: list[ShotRow] = []
     tilt_flip = False
     for side_number, side in enumerate(plan.sides):
         # Serpentine: the second side runs the angles backwards from where the first ended.
@@ -227,7 +228,7 @@ def _regular_order(plan: Plan, ends: dict[_Pose, tuple[str, float | None]]) -> l
     return order
 
 
-def _insert_cheapest(order: list[_Row], row: _Row) -> list[_Row]:
+def _insert_cheapest(order: list[ShotRow], row: ShotRow) -> list[ShotRow]:
     """`order` with `row` inserted among its side's shots where it adds the least physical time.
 
     The reference view usually lands beside a shot with the very same settings (costing nothing
@@ -235,7 +236,7 @@ def _insert_cheapest(order: list[_Row], row: _Row) -> list[_Row]:
     decide, which holds for any rig whose motions are slower than its light switches.
     """
     kinematics = Kinematics()
-    states = [_RigState.start()]
+    states = [RigState.start()]
     for r in order:
         states.append(states[-1].after(r))
     best_position, best_cost = len(order), math.inf
@@ -279,7 +280,7 @@ def naive_order(events: Iterable[ShotEvent]) -> list[ShotEvent]:
 
 
 @dataclass(frozen=True)
-class _RigState:
+class RigState:
     """What the rig has set between two shots: the costs of the next shot depend on it."""
 
     side: Side | None
@@ -289,17 +290,17 @@ class _RigState:
     exposure: float | None
 
     @classmethod
-    def start(cls, start_deg: float = 0.0) -> _RigState:
+    def start(cls, start_deg: float = 0.0) -> RigState:
         """A freshly homed rig: nothing lit, no exposure set, no coin side yet."""
         return cls(side=None, angle=start_deg, tilt=0.0, light=None, exposure=None)
 
-    def after(self, row: _Row) -> _RigState:
+    def after(self, row: ShotRow) -> RigState:
         """The rig's state right after shooting `row` from this one (no tilt: tilt stays)."""
         side, angle, tilt, light, exposure = row[:5]
         tilt = self.tilt if tilt is None else tilt
-        return _RigState(side=side, angle=angle, tilt=tilt, light=light, exposure=exposure)
+        return RigState(side=side, angle=angle, tilt=tilt, light=light, exposure=exposure)
 
-    def step_s(self, row: _Row, k: Kinematics) -> float:
+    def step_s(self, row: ShotRow, k: Kinematics) -> float:
         """Seconds from this state to `row` shot: flip, moves, switches, exposure and readout."""
         side, angle, tilt, light, exposure = row[:5]
         total = k.flip_s if self.side is not None and side != self.side else 0.0
@@ -316,7 +317,8 @@ class _RigState:
         return total + exposure_us / 1e6 + k.readout_s
 
 
-def _row(event: ShotEvent) -> _Row:
+def shot_row(event: ShotEvent) -> ShotRow:
+    """A shot as the estimate sees it: side, angle, tilt, light, exposure, reference, on_failure."""
     return (
         event.side,
         event.turntable_deg,
@@ -336,14 +338,16 @@ def estimate_duration_s(
     Motions happen one after the other (the engine never moves two axes at once), a light or
     exposure change costs its switch time, and every change of side costs a flip.
     """
-    return _rows_duration_s([_row(event) for event in events], kinematics, start_deg=start_deg)
+    return _rows_duration_s([shot_row(event) for event in events], kinematics, start_deg=start_deg)
 
 
-def _rows_duration_s(rows: Sequence[_Row], kinematics: Kinematics, start_deg: float = 0.0) -> float:
+def _rows_duration_s(
+    rows: Sequence[ShotRow], kinematics: Kinematics, start_deg: float = 0.0
+) -> float:
     if not rows:
         return 0.0
     total = kinematics.load_s + kinematics.unload_s
-    state = _RigState.start(start_deg)
+    state = RigState.start(start_deg)
     for row in rows:
         total += state.step_s(row, kinematics)
         state = state.after(row)
@@ -393,25 +397,3 @@ def check_plan(plan: Plan, config: RigConfig) -> list[str]:
                 f"[{camera.min_exposure_us:g}, {camera.max_exposure_us:g}] µs"
             )
     return problems
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What `rig capture --dry-run` reports: the events, the problems, the physical duration."""
-
-    events: list[ShotEvent]
-    problems: list[str]
-    duration_per_coin_s: float
-    coins: int
-
-    @property
-    def duration_s(self) -> float:
-        """Physical time for every coin."""
-        return self.duration_per_coin_s * self.coins
-
-
-def dry_run(plan: Plan, config: RigConfig, *, coins: int = 1) -> DryRun:
-    """Expand, check and time a plan against a rig config; touches no device."""
-    events = expand(plan)
-    duration = estimate_duration_s(events, Kinematics.from_config(config))
-    return DryRun(events, check_plan(plan, config), duration, coins)

@@ -7,13 +7,14 @@ sequencing and state. The fields are dataset.schema.MetadataLine's (docs/dataset
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from capture.calibration.flatfield import FlatFieldCorrector
 from capture.engine import CoinJob, ShotSettings
+from capture.estimate import estimate_session_s
 from capture.events import utc_now
-from capture.plan import Kinematics, ShotEvent, estimate_duration_s
+from capture.plan import Kinematics, ShotEvent, Side, estimate_duration_s
 from dataset.layout import image_name
 from rig.config import RigConfig
 from rig.devices import Frame
@@ -144,14 +145,21 @@ def session_timings(
     clock: Any,
     todo: Mapping[str, list[ShotEvent]],
     config: RigConfig | None,
+    coins: Sequence[CoinJob] = (),
+    first_side: Side = "obverse",
 ) -> dict[str, Any]:
     """The session record's timings: wall, twin-clock physical and dry-run estimated seconds.
 
     Wall time runs from `started` (monotonic), physical time from `physical_before`; the
-    estimate is for the shots `todo` on the kinematics of `config`.
+    estimate is for the shots `todo` on the kinematics of `config`: for the session's `coins`
+    (lying `first_side` up) as its schedule runs them, serial or overlapped; without coins,
+    for each coin's shots with their load, flip and unload, one coin after the other.
     """
     estimated = None
-    if config is not None and any(todo.values()):
+    if config is not None and coins and any(todo.values()):
+        pairs = [(job, todo.get(job.coin_id, [])) for job in coins]
+        estimated = estimate_session_s(pairs, config, first_side)
+    elif config is not None and any(todo.values()):
         kinematics = Kinematics.from_config(config)
         estimated = sum(estimate_duration_s(t, kinematics) for t in todo.values() if t)
     physical_now = physical_s(clock)

@@ -49,6 +49,7 @@ from capture.events import (
     SessionStarted,
     ShotRetry,
 )
+from capture.handling import Handling, SerialHandling, choose_handling
 from capture.plan import Plan, ShotEvent, check_plan, expand
 from capture.resume import ResumeIndex
 from capture.shots import ShotPipeline
@@ -122,6 +123,8 @@ class SessionRunner:
         # calibration None: looked up from config.calibration when the session starts
         self._tally = SessionTally(calibration)
         self._stop = threading.Event()
+        # the serial schedule until _prepare knows which coins go on the turntable
+        self._handling: Handling = SerialHandling(self.engine)
         self._shots = ShotPipeline(
             self.spec,
             self.engine,
@@ -173,6 +176,7 @@ class SessionRunner:
             ending = COMPLETED
         except BaseException as exc:
             ending = ending_for(exc, self.session_id)
+        self._settle_handling()
         self._end(ending, recorder)
         if ending.pending is not None:
             raise ending.pending
@@ -194,7 +198,14 @@ class SessionRunner:
                 tally.devices.append(dataclasses.asdict(device.identity()))
             except Exception as exc:  # identity is informative only; never stop a capture for it
                 tally.devices.append({"error": str(exc)})
+        twin = self.rig.twin
+        if twin is not None and twin.mixed_warning is not None:
+            tally.warn_once(twin.mixed_warning)  # real and emulated devices in one record
         self._check_calibration()
+        coins = [(job, tally.todo[job.coin_id]) for job in spec.coins]
+        self._handling = choose_handling(
+            self.engine, self.rig, spec.config, coins, spec.plan.sides[0]
+        )
         total = len(spec.events) * len(spec.coins)
         _, _, to_take = tally.counts()
         self._emitter.emit(SessionStarted(self.session_id, len(spec.coins), total, to_take))
@@ -226,7 +237,7 @@ class SessionRunner:
         """Load the coin, take its shots (flipping it between sides), return it."""
         stop_if_asked(self._stop)
         side = self.spec.plan.sides[0]  # coins lie first-side up in the tray
-        self.engine.load_coin(job, side)
+        self._handling.bring(job, side)
         self._tally.on_turntable = job.coin_id
         try:
             for event in todo:
@@ -235,15 +246,22 @@ class SessionRunner:
                     # a frame lost after its exposure is retaken with the right side up
                     self._shots.collect_all()
                     side = event.side
-                    self.engine.flip_coin(job, side)
+                    self._handling.flip(job, side)
                 self._shots.shoot(job, event)
             self._shots.collect_all()
             stop_if_asked(self._stop)
-            self.engine.unload_coin(job)
-            self._tally.on_turntable = None
+            self._handling.leave(job)  # overlapped: it stays until the next coin swaps it out
+            self._tally.on_turntable = self._handling.on_turntable()
         except BaseException:
             self._shots.keep_on_the_way_out()
             raise
+
+    def _settle_handling(self) -> None:
+        """Let the arm finish its task in progress (never half a pick); note where coins lie."""
+        tally = self._tally
+        tally.errors.extend(self._handling.settle())
+        tally.on_turntable = self._handling.on_turntable()
+        tally.staged = self._handling.staged()
 
     def _on_retry(self, attempt: int, exc: BaseException) -> None:
         self._tally.errors.append(f"retry {attempt}: {exc}")

@@ -53,6 +53,7 @@ class SessionTally:
         self.devices: list[dict[str, Any]] = []
         self.calibration = calibration
         self.on_turntable: str | None = None
+        self.staged: dict[str, str] = {}  # staging pad → the coin left on it
         self.coin_taken = self.coin_skipped = 0  # of the current coin
 
     def plan_coin(self, coin_id: str, todo: list[ShotEvent]) -> None:
@@ -128,7 +129,14 @@ class SessionRecorder:
             None if state is RunState.RUNNING else f"not taken ({reason or 'running'})",
         )
         timings = session_timings(
-            self.started_at, self.started, self.physical_before, self.clock, tally.todo, spec.config
+            self.started_at,
+            self.started,
+            self.physical_before,
+            self.clock,
+            tally.todo,
+            spec.config,
+            spec.coins,
+            spec.plan.sides[0],
         )
         calibration = tally.calibration
         return {
@@ -144,6 +152,7 @@ class SessionRecorder:
             "counts": counts,
             "timings": timings,
             "on_turntable": tally.on_turntable,
+            "staged": dict(tally.staged),
             "calibration": calibration.summary() if calibration is not None else None,
             "warnings": list(tally.warnings),
             "errors": list(tally.errors),

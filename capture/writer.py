@@ -27,6 +27,7 @@ import numpy as np
 from capture.events import utc_now
 from dataset.jsonl import read_jsonl
 from dataset.layout import FORMAT, SIDES, VERSION, DatasetError, catalog_name, validate_coin_id
+from dataset.reader import default_collection
 from dataset.schema import DatasetInfo
 
 __all__ = [
@@ -202,7 +203,11 @@ class DatasetWriter:
                 if info.get("format") != FORMAT or info.get("version") != VERSION:
                     raise DatasetError(f"{self.root} is not a {FORMAT} version {VERSION} folder")
             else:
-                info = DatasetInfo(created=utc_now(), software=self.software).model_dump()
+                created = utc_now()
+                collection = default_collection(self.root, created)  # rename-safe identity
+                info = DatasetInfo(
+                    created=created, software=self.software, collection=collection
+                ).model_dump()
                 atomic_write(info_path, (json.dumps(info, indent=2) + "\n").encode())
             for name in ("images", "catalog", "sessions"):
                 (self.root / name).mkdir(exist_ok=True)

@@ -75,8 +75,13 @@ def resolve(root: Path, file_name: str) -> Path:
     """The path of a metadata file_name under the dataset root.
 
     Raises:
-        DatasetError: the name is absolute, climbs out with `..` or uses a backslash.
+        DatasetError: the name is absolute, climbs out with `..`, uses a backslash, or leads
+            out of the root through a symlink.
     """
     if not safe_relative(file_name):
         raise DatasetError(f"{file_name!r} is not a safe path inside the dataset {root}")
-    return root / file_name
+    path = root / file_name
+    # A safe name can still pass through a symlink that points anywhere (/etc, /dev/zero).
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise DatasetError(f"{file_name!r} leads out of the dataset {root} through a symlink")
+    return path

@@ -23,6 +23,21 @@ class NotADataset(DatasetError):
     """The folder has no readable dataset.json of this format and version."""
 
 
+def default_collection(root: Path, created: str | None) -> str:
+    """The collection name of a dataset that records none: its folder's name and creation time.
+
+    Stable while the folder keeps its name (the writer records this name in dataset.json when
+    it creates a folder, so only datasets from before that depend on the folder's name).
+    """
+    name = Path(root).resolve().name or "dataset"
+    return f"{name}@{created}" if created else name
+
+
+def collection_of(root: Path, info: DatasetInfo) -> str:
+    """The collection a dataset's coins belong to unless their coins.jsonl line names another."""
+    return info.collection or default_collection(root, info.created)
+
+
 def read_info(root: Path) -> DatasetInfo:
     """The folder's dataset.json, checked to be this format, version 1.
 

@@ -53,6 +53,9 @@ class DatasetInfo(_Line):
     version: int = VERSION
     created: str | None = None
     software: str | None = None
+    # the collection its coins belong to unless their coins.jsonl line names one (see
+    # dataset.reader.collection_of): coin ids are unique within a collection, not across
+    collection: str | None = None
 
 
 class CoinLine(_Line):

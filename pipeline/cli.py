@@ -15,7 +15,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,7 +42,10 @@ from training.evaluate import (
 from training.hierarchy import ClassifierSettings
 from training.hierarchy_run import is_hierarchy_run
 from training.losses import LossSettings
+from training.outputs import check_output_folder
 from training.report import BENCHMARK_COLUMNS, benchmark_markdown
+from training.run_folder import read_run_config
+from training.run_state import check_resumable
 from training.train import train
 from training.train_config import TrainConfig
 
@@ -130,6 +132,16 @@ _CacheDir = Annotated[
     Path | None, typer.Option(help="Preprocessed-image cache (default ~/.cache/coinrig).")
 ]
 _Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+_Prefetch = Annotated[
+    int, typer.Option(min=0, help="Batches made ahead in a background thread (0: between steps).")
+]
+_ValEvery = Annotated[
+    int, typer.Option(min=1, help="Validate every N epochs (and after the last).")
+]
+_Workers = Annotated[
+    int | None,
+    typer.Option(min=1, help="Processes that preprocess images (default: every core)."),
+]
 _Folds = Annotated[int, typer.Option(help="hierarchy: cross-validation folds (class-balanced).")]
 _PerSide = Annotated[int, typer.Option(help="hierarchy: images per coin side used, at most.")]
 _Baseline = Annotated[str, typer.Option(help="hierarchy: sift | none (dense-SIFT baseline).")]
@@ -163,8 +175,11 @@ def train_command(
     weights: _Weights = None,
     strict: _Strict = TrainConfig.strict,
     compile_model: _Compile = TrainConfig.compile,
+    prefetch: _Prefetch = TrainConfig.prefetch,
+    val_every: _ValEvery = TrainConfig.val_every,
     cache_dir: _CacheDir = None,
     progress: _Progress = True,
+    workers: _Workers = None,
     folds: _Folds = 5,
     per_side: _PerSide = 4,
     baseline: _Baseline = "sift",
@@ -175,11 +190,13 @@ def train_command(
 
     Example: pipeline train --data datasets/sawhill --model resnet-tiny --image-size 64 --out runs/tiny
     """
-    with expected_errors(TrainingError):
+    with expected_errors(TrainingError, OSError):
         if task not in ("embedding", "hierarchy"):
             raise fail(f"--task must be embedding or hierarchy, got {task!r}")
         if task == "hierarchy" and (resume or weights is not None):
             raise fail("--resume and --weights apply to --task embedding only")
+        # before any image is read: a foreign or unwritable --out is refused now, not after
+        check_output_folder(out, "a training run", lambda p: (p / "config.json").is_file())
         refuse_other_task(out, task)
     if task == "hierarchy":
         settings = ClassifierSettings(
@@ -199,10 +216,14 @@ def train_command(
         split=split, seed=seed, derotate=derotate, rotations=rotations, ema_decay=ema_decay,
         single_photo_p=single_photo_p, weights=str(weights) if weights else None,
         compile=compile_model, strict=strict, cache_dir=str(cache_dir) if cache_dir else None,
+        prefetch=prefetch, val_every=val_every,
     )  # fmt: skip
-    with expected_errors(TrainingError):
+    with expected_errors(TrainingError, OSError):
         summary = train(
-            _resumed_or_new(cfg, data, weights, resume), resume=resume, show_progress=progress
+            _resumed_or_new(cfg, data, weights, resume),
+            resume=resume,
+            show_progress=progress,
+            workers=workers,
         )
     _echo_training(out, summary)
 
@@ -214,15 +235,22 @@ def _resumed_or_new(
 
     Raises:
         typer.Exit: a dataset or the weights file is missing (reported by `fail`).
+        RunFolderError: the run to resume is damaged (config.json or checkpoints/last).
+        SettingsError: an option that cannot work.
     """
     out = Path(cfg.out)
     if resume and (out / "config.json").exists():
-        # The run's own settings win; only the length of training may change.
-        saved = TrainConfig.from_json(json.loads((out / "config.json").read_text()))
-        return replace(saved, epochs=cfg.epochs)
+        saved, _ = read_run_config(out)
+        if (out / "checkpoints" / "last").exists():
+            check_resumable(out / "checkpoints" / "last")
+        # The run's own settings win; only the length of training may change. It resumes in
+        # the folder it was given (a copied or moved run never writes to where it came from),
+        # and caches where this command says (a run folder must not say where we write).
+        return replace(saved, epochs=cfg.epochs, out=cfg.out, cache_dir=cfg.cache_dir)
     check_datasets(data)
     if weights is not None and not weights.is_file():
         raise fail(f"weights file not found: {weights}")
+    cfg.check()
     return cfg
 
 
@@ -250,6 +278,7 @@ def evaluate_command(
     checkpoint: str = typer.Option("best", help="Checkpoint folder under RUN/checkpoints."),
     cache_dir: Path | None = typer.Option(None, help="Preprocessed-image cache."),
     strict: bool = typer.Option(False, help="Fail on an unreadable image instead of skipping it."),
+    workers: _Workers = None,
 ) -> None:
     """Retrieval metrics on held-out coins; writes RUN/eval-PROTOCOL/{metrics.json, report.md, failures.png}.
 
@@ -260,7 +289,7 @@ def evaluate_command(
     if is_hierarchy_run(run):
         evaluate_hierarchy(run, list(data or []), cache_dir)
         return
-    with expected_errors(TrainingError):
+    with expected_errors(TrainingError, OSError):
         if not run.is_dir():
             raise fail(f"run directory not found: {run}")
         check_datasets(list(data or []))
@@ -271,8 +300,12 @@ def evaluate_command(
             cache_dir=cache_dir,
             checkpoint=checkpoint,
             strict=strict,
+            workers=workers,
+            progress=True,
         )
     o = report["overall"]
+    for line in _collection_lines(report):
+        typer.echo(line)
     Console().print(_accuracy_table(report))
     typer.echo(
         f"{run} [{protocol}]: top-1 {100 * o['top1']:.1f}%, top-5 {100 * o['top5']:.1f}%, "
@@ -281,6 +314,23 @@ def evaluate_command(
     )
     if "verdict" in report:
         typer.echo(f"same-coin verdict (validation pairs, {run / 'roc.png'}):\n{report['verdict']}")
+
+
+def _collection_lines(report: dict[str, Any]) -> list[str]:
+    """Per collection: whether the run saw it, so which of its coins were evaluated."""
+    lines = []
+    for c in report["collections"]:
+        if c["seen"]:
+            lines.append(
+                f"collection {c['collection']}: the run trained on it; its {c['held_out']} "
+                f"held-out coins (of {c['coins']}) evaluated"
+            )
+        else:
+            lines.append(
+                f"collection {c['collection']}: not seen by the run; all its {c['coins']} "
+                "coins evaluated"
+            )
+    return lines
 
 
 def _accuracy_table(report: dict[str, Any]) -> Table:
@@ -326,27 +376,32 @@ def benchmark_command(
     Example: pipeline benchmark --data datasets/sawhill --models resnet-tiny,resnet18 --aug standard,tuned
     """
     rows: list[dict[str, Any]] = []
-    with expected_errors(TrainingError):
+    with expected_errors(TrainingError, OSError):
         check_datasets(data)
-        for model in _csv(models):
-            for preset in _csv(aug):
-                for regime in _csv(train_on):
-                    run = out / f"{model}-{preset}-{regime}"
-                    cfg = TrainConfig(
-                        data=[str(d) for d in data], out=str(run), model=model, image_size=image_size,
-                        epochs=epochs, batch_size=batch_size, lr=lr, steps_per_epoch=steps_per_epoch,
-                        aug=preset, train_on=regime, split=split, seed=seed,
-                        cache_dir=str(cache_dir) if cache_dir else None,
-                    )  # fmt: skip
-                    train(cfg, show_progress=False)
-                    rows.append(
-                        {
-                            "model": model,
-                            "aug": preset,
-                            "train_on": regime,
-                            **_score(run, data, cache_dir),
-                        }
-                    )
+        check_output_folder(out, "a benchmark", _holds_benchmark)
+        base = TrainConfig(
+            data=[str(d) for d in data], out=str(out), image_size=image_size, epochs=epochs,
+            batch_size=batch_size, lr=lr, steps_per_epoch=steps_per_epoch, split=split,
+            seed=seed, cache_dir=str(cache_dir) if cache_dir else None,
+        )  # fmt: skip
+        configs = [
+            replace(base, out=str(out / f"{m}-{a}-{r}"), model=m, aug=a, train_on=r)
+            for m in _csv(models)
+            for a in _csv(aug)
+            for r in _csv(train_on)
+        ]
+        for cfg in configs:  # every configuration checked before the first one trains
+            cfg.check()
+        for cfg in configs:
+            train(cfg, show_progress=False)
+            rows.append(
+                {
+                    "model": cfg.model,
+                    "aug": cfg.aug,
+                    "train_on": cfg.train_on,
+                    **_score(Path(cfg.out), data, cache_dir),
+                }
+            )
     table = Table(*BENCHMARK_COLUMNS, title="Top-1 on held-out coins")
     for row in rows:
         table.add_row(
@@ -359,6 +414,13 @@ def benchmark_command(
     Console().print(table)
     (out / "benchmark.md").write_text(benchmark_markdown(rows))
     typer.echo(f"wrote {out / 'benchmark.md'}")
+
+
+def _holds_benchmark(folder: Path) -> bool:
+    """Whether a folder holds an earlier benchmark: its table, or only training runs."""
+    return (folder / "benchmark.md").is_file() or all(
+        (p / "config.json").is_file() for p in folder.iterdir()
+    )
 
 
 def _score(run: Path, data: list[Path], cache_dir: Path | None) -> dict[str, float]:

@@ -11,7 +11,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,9 @@ from training.data import load_images, read_datasets, reference_records
 from training.errors import TrainingError
 from training.explain import METHODS, Explanation, background_baseline, explain_match
 from training.explain.overlay import save_explanation
-from training.imageio import load_rgb
+from training.imageio import load_photo
+from training.outputs import check_output_folder, holds_files
+from training.run_folder import read_run_config
 from training.search import RunModel, embed_crops, load_run_model
 
 TARGETS = ("similarity", "margin")
@@ -32,16 +33,15 @@ TARGETS = ("similarity", "margin")
 
 def _crop(path: Path, loaded: RunModel) -> np.ndarray:
     """The coin in a photo, cropped and resized exactly as the run's training preprocessed it."""
-    image = load_rgb(path)
+    image = load_photo(path)
     return crop_photo(image, find_coin(image), loaded.preprocess)
 
 
 def _reference_gallery(run: Path, loaded: RunModel) -> tuple[list[np.ndarray], list[str]]:
     """The reference images of the run's datasets, cut out as training did, and their views."""
-    config_path = run / "config.json"
-    if not config_path.is_file():
+    if not (run / "config.json").is_file():
         raise fail(f"{run} records no datasets to match against; give --against IMAGE")
-    data = [Path(d) for d in json.loads(config_path.read_text())["data"]]
+    data = [Path(d) for d in read_run_config(run)[0].data]
     refs = list(reference_records(read_datasets(data)).values())
     bank, _ = load_images(refs, loaded.preprocess, default_cache_dir())
     if not len(bank):
@@ -103,13 +103,17 @@ def _explain_command(
 
     Example: pipeline explain --run runs/tiny --query phone.jpg --method landmarks --epsilon 0.5
     """
-    with expected_errors(TrainingError, ValueError):
+    folder = out or run / "explain" / query.stem
+    with expected_errors(TrainingError, ValueError, OSError):
+        check_output_folder(folder, "explanations", holds_files((".png", ".npy")))
         if method not in METHODS:
             raise fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
         if not 0 <= epsilon <= 2:
             raise fail(f"--epsilon must be in [0, 2] (a cosine similarity drop), got {epsilon}")
         if window < 1 or (stride is not None and stride < 1):
             raise fail("--window and --stride must be positive pixel counts")
+        if superpixels is not None and superpixels < 1:
+            raise fail(f"--superpixels must be a positive count, got {superpixels}")
         if target not in TARGETS:
             raise fail(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
         if rival and target != "margin":
@@ -141,7 +145,6 @@ def _explain_command(
             rivals=rival_crops,
             baseline=background_baseline(loaded.preprocess.mask_background),
         )
-        folder = out or run / "explain" / query.stem
         written = _save(folder, result, query_crop, against_crop)
     rival_name = None if result.rival is None else rival_names[result.rival]
     _report(result, against_name, rival_name, written)

@@ -29,6 +29,7 @@ from training.hierarchy_run import (
     train_hierarchy_run,
     write_cv_results,
 )
+from training.outputs import check_output_folder
 
 
 def _warn(line: str) -> None:
@@ -49,6 +50,13 @@ def refuse_other_task(out: Path, task: str) -> None:
         raise fail(
             f"{out} holds a run of --task {existing}; give --out a new folder for --task {task}"
         )
+
+
+def check_counts(**counts: int) -> None:
+    """Refuse a count option under 1 (`--folds 0`, `--per-side -1`), naming it."""
+    for name, value in counts.items():
+        if value < 1:
+            raise fail(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def parse_baseline(baseline: str) -> bool:
@@ -92,9 +100,10 @@ def train_hierarchy(
     cache_dir: Path | None,
 ) -> None:
     """`pipeline train --task hierarchy`: cross-validate, train on every coin, save, report."""
-    with expected_errors(TrainingError, ValueError):
+    with expected_errors(TrainingError, ValueError, OSError):
         refuse_other_task(out, TASK)
         check_datasets(data)
+        check_counts(folds=folds, per_side=per_side)
         results = train_hierarchy_run(
             data,
             out,
@@ -115,7 +124,7 @@ def train_hierarchy(
 
 def evaluate_hierarchy(run: Path, data: list[Path], cache_dir: Path | None) -> None:
     """`pipeline evaluate` on a hierarchy run: its saved classifiers on other labelled coins."""
-    with expected_errors(TrainingError, ValueError):
+    with expected_errors(TrainingError, ValueError, OSError):
         if not data:
             raise fail(
                 "a hierarchy run is evaluated on other coins: give --data (its cross-validation "
@@ -163,8 +172,10 @@ def classify_command(
 
     Example: pipeline classify --data datasets/sawhill --epochs 10 --folds 5 --out runs/classify
     """
-    with expected_errors(TrainingError, ValueError):
+    with expected_errors(TrainingError, ValueError, OSError):
         check_datasets(data)
+        check_output_folder(out, "classification results", lambda p: (p / "results.json").is_file())
+        check_counts(folds=folds, per_side=per_side)
         run_baseline = parse_baseline(baseline)
         settings = ClassifierSettings(
             model=model, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,

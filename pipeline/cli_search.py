@@ -20,6 +20,7 @@ from pipeline.cli_support import expected_errors, fail
 from training.catalog import describe
 from training.errors import TrainingError
 from training.index import KINDS
+from training.outputs import check_output_image
 from training.search import QueryResult, Searcher, index_folder, load_run_model
 
 # Metadata columns worth a table column when present; everything else is in --json.
@@ -41,6 +42,9 @@ def _index_command(
         help=f"faiss structure: {' | '.join(KINDS)} (default: auto for a new index, else kept).",
     ),
     checkpoint: str = typer.Option("best", help="Checkpoint folder under RUN/checkpoints."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Processes that read and crop images (default: every core)."
+    ),
 ) -> None:
     """Embed every coin of a folder of catalog images into a searchable index.
 
@@ -49,7 +53,7 @@ def _index_command(
 
     Example: pipeline index --run runs/tiny --images catalogs/sale --meta lots.csv --out idx/sale
     """
-    with expected_errors(TrainingError):
+    with expected_errors(TrainingError, OSError):
         if not run.is_dir():
             raise fail(f"run directory not found: {run}")
         if meta is not None and not meta.is_file():
@@ -63,6 +67,8 @@ def _index_command(
             meta_csv=meta,
             kind=approximate,
             warn=lambda line: typer.echo(f"warning: {line}", err=True),
+            workers=workers,
+            progress=True,
         )
     typer.echo(
         f"{out}: added {report.added} coins, {report.already} images already indexed, "
@@ -95,14 +101,19 @@ def _search_command(
     top: int = typer.Option(5, "--top", min=1, help="Candidates per coin."),
     sheet: Path | None = typer.Option(None, "--sheet", help="Write a contact-sheet PNG here."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Processes that read and crop photos (default: every core)."
+    ),
 ) -> None:
     """Rank catalog coins for every coin in the photos, with a match / possible / no match verdict.
 
     Example: pipeline search --index idx/sale phone.jpg --top 5 --sheet sheet.png
     """
-    with expected_errors(TrainingError):
+    with expected_errors(TrainingError, OSError):
+        if sheet is not None:  # before any photo is searched, and never over one of them
+            check_output_image(sheet, "--sheet", photos)
         searcher = Searcher.open(index)
-        results = [r for photo in photos for r in searcher.search_photo(photo, top)]
+        results = searcher.search_photos(photos, top, workers=workers, progress=True)
         if sheet is not None:
             from training.contact_sheet import write_contact_sheet
 

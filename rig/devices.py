@@ -9,7 +9,7 @@ with isinstance). A simulated Rig also carries a typed Twin handle (world, clock
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class DeviceIdentity:
     serial: str = ""
     firmware: str = ""
     endpoint: str = ""
+    notes: tuple[str, ...] = ()  # what the driver found in the device's own settings
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,29 @@ class Arm(Device, Protocol):
         """Pick the coin from the turntable and put it back in its slot."""
 
 
+#: where the arm can pick or place a coin: a tray slot (its number), the turntable, or a staging
+#: pad beside it (`incoming`: the next coin waits there; `outgoing`: the coin just shot)
+Spot = int | Literal["turntable", "incoming", "outgoing"]
+
+
+@runtime_checkable
+class StagingArm(Protocol):
+    """An arm with staging pads beside the turntable (an optional capability).
+
+    Asked for with isinstance: it moves coins between spots and waits clear of the camera, so
+    that it can fetch the next coin while the camera shoots the current one.
+    """
+
+    def pick(self, spot: Spot) -> None:
+        """Take the coin lying at `spot` (approach from above, suction on, rise)."""
+
+    def place(self, spot: Spot) -> None:
+        """Put the held coin down at `spot` (approach from above, suction off, rise)."""
+
+    def wait_clear(self) -> None:
+        """Go to the waiting pose above the incoming pad, out of the camera's view."""
+
+
 @runtime_checkable
 class Lightbox(Device, Protocol):
     """Named light channels with a geometry, and named patterns."""
@@ -225,12 +249,29 @@ class Twin:
 
     The world (to stage coins and targets as an operator would), the clock (its ledger of
     physical time), the coin catalog the camera renders, and the running emulators by device.
+    `on_hardware` names the rig's devices that are real (a mixed rig); `ground_truth` is False
+    when one of them moves the coin or its light, so the twin's truth is not the rig's.
     """
 
     world: World
     clock: SimClock
     catalog: CoinCatalog
     emulators: Emulators
+    on_hardware: tuple[str, ...] = ()
+    ground_truth: bool = True
+
+    @property
+    def mixed_warning(self) -> str | None:
+        """One line for a rig that mixes hardware with emulated devices; None when it does not."""
+        if not self.on_hardware:
+            return None
+        truth = (
+            "the twin's ground truth is recorded (every device that moves the twin is emulated)"
+            if self.ground_truth
+            else "the twin's ground truth (`sim` fields, coin labels) is not recorded"
+        )
+        real = ", ".join(self.on_hardware)
+        return f"this rig mixes hardware ({real}) with emulated devices; {truth}"
 
 
 @dataclass

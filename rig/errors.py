@@ -6,7 +6,8 @@ RigError
 ├── SafetyError          a move or setting outside the configured limits; nothing was sent
 ├── TransportError       what the host detected: a bad frame, a broken link
 │   └── DeviceTimeout    no (complete) reply within the timeout
-└── DeviceFault          what the device said: GRBL error:N / ALARM:N, a Modbus exception code
+├── DeviceFault          what the device said: GRBL error:N / ALARM:N, a Modbus exception code
+└── DeviceUnreachable    a device could not be connected after every retry (a rerun may work)
 """
 
 from __future__ import annotations
@@ -56,3 +57,17 @@ DeviceReportedError = DeviceFault
 
 class DeviceAlarm(DeviceFault):
     """The device is in an alarm state (GRBL `ALARM:N`) and needs a reset/unlock to move again."""
+
+
+class DeviceUnreachable(RigError):
+    """A device kept failing to connect with transient errors until the retries ran out.
+
+    Attributes:
+        device: which device ("turntable", "lightbox", "camera", "arm").
+        attempts: how many connects were tried; the last error is the `__cause__`.
+    """
+
+    def __init__(self, message: str, device: str, attempts: int) -> None:
+        super().__init__(message)
+        self.device = device
+        self.attempts = attempts

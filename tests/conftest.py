@@ -25,6 +25,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def command_log_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The commands' log file (pipeline.cli_support.log_file) in a temporary folder, not $HOME."""
+    os.environ.setdefault("COINRIG_LOG", str(tmp_path_factory.mktemp("log") / "rig.log"))
+
+
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """Run torch (and BLAS, e.g. k-means) on one thread for the test.

@@ -48,7 +48,21 @@ REPLIES = [
     ("dexarm-busy", DEXARM, b"echo:busy: processing", Event("echo:busy: processing")),
     ("dexarm-start", DEXARM, b"start", Event("start")),
     ("dexarm-control-char", DEXARM, b"ok\x07", Garbage(b"ok\x07")),
-    ("dexarm-uarm-reply-is-garbage", DEXARM, b"$3 ok", Garbage(b"$3 ok")),
+    # Marlin prints free text before `ok` (M888, M1112, reach checks): every printable line is
+    # data to the DexArm, never garbage (M_dexarm.cpp GcodeSuite::M888, M1112)
+    ("dexarm-module", DEXARM, b"THE CURRENT MODULE IS PUMP", Data("THE CURRENT MODULE IS PUMP")),
+    ("dexarm-m1112-echo", DEXARM, b"M1112", Data("M1112")),
+    ("dexarm-reach", DEXARM, b"XY beyond limit.....", Data("XY beyond limit.....")),
+    ("dexarm-uarm-reply-is-data", DEXARM, b"$3 ok", Data("$3 ok")),
+    # uarm_cmd_p2220: " X%s Y%s Z%s" with four decimals, no R
+    (
+        "uarm-p2220-v4",
+        UARM_SWIFT_PRO,
+        b"$5 ok X200.0000 Y-0.0000 Z150.0000",
+        Ok(seq=5, data="X200.0000 Y-0.0000 Z150.0000"),
+    ),
+    # receive_cmd_line: a full queue answers without the sequence number
+    ("uarm-buffer-full", UARM_SWIFT_PRO, b"E23 buffer full", Garbage(b"E23 buffer full")),
 ]
 
 
@@ -65,13 +79,15 @@ def test_encode_command_numbers_only_the_uarm() -> None:
 
 
 def test_move_formats_match_each_firmware() -> None:
+    # the uArm's X points away from its base (uarm_coord_convert.c: x < 0 "cann't arrive"), the
+    # rig's y does: a quarter turn; the DexArm's frame is the rig's
     pose = Pose(x_mm=10, y_mm=200.126, z_mm=-0.001)
-    assert codec.format_move(UARM_SWIFT_PRO, pose, 6000) == "G0 X10.00 Y200.13 Z0.00 F6000.00"
+    assert codec.format_move(UARM_SWIFT_PRO, pose, 6000) == "G0 X200.13 Y-10.00 Z0.00 F6000.00"
     assert codec.format_move(DEXARM, pose, 6000) == "G1 F6000.00 X10.00 Y200.13 Z0.00"
 
 
 def test_position_parses_from_either_layout() -> None:
-    uarm = codec.parse_line(UARM_SWIFT_PRO, b"$2 ok X-1.25 Y200.00 Z150.00 R90.00")
+    uarm = codec.parse_line(UARM_SWIFT_PRO, b"$2 ok X200.0000 Y1.2500 Z150.0000")
     assert isinstance(uarm, Ok)
     assert codec.parse_position(UARM_SWIFT_PRO, [uarm.data]) == Pose(
         x_mm=-1.25, y_mm=200.0, z_mm=150.0
@@ -81,11 +97,23 @@ def test_position_parses_from_either_layout() -> None:
     assert codec.parse_position(DEXARM, ["FIRMWARE_NAME:Marlin"]) is None
 
 
-def test_moving_and_firmware_queries() -> None:
-    assert codec.parse_moving(UARM_SWIFT_PRO, ["V1"]) is True
-    assert codec.parse_moving(UARM_SWIFT_PRO, ["V0"]) is False
-    assert codec.parse_moving(UARM_SWIFT_PRO, ["X1"]) is None
-    assert codec.parse_moving(DEXARM, ["V0"]) is None  # DexArm waits with M400 instead
+def test_dexarm_position_is_not_read_from_stepper_counts() -> None:
+    # motion.cpp report_current_position_projected: the position opens the first line; stepper
+    # counts may follow on a line of their own, in steps, and the last line is not the answer
+    texts = ["X:5.00 Y:300.00 Z:0.00 E:0.00 Count X:812 Y:4417 Z:93", "Count X:812 Y:4417 Z:93"]
+    assert codec.parse_position(DEXARM, texts) == Pose(x_mm=5.0, y_mm=300.0, z_mm=0.0)
+
+
+def test_refusals_are_read_from_the_dexarm_s_text() -> None:
+    # dexarm.cpp dexarm_position_is_reachable / inverse_kinematics: text, then `ok`
+    assert codec.refusal(DEXARM, ["XY beyond limit....."]) == "XY beyond limit....."
+    not_homed = "Send M1112 or click HOME to initialize DexArm first before any motion."
+    assert codec.refusal(DEXARM, ["echo:x", not_homed]) == not_homed
+    assert codec.refusal(DEXARM, ["X:0.00 Y:300.00 Z:0.00 E:0.00"]) is None
+    assert codec.refusal(UARM_SWIFT_PRO, ["XY beyond limit....."]) is None
+
+
+def test_firmware_queries() -> None:
     assert codec.parse_firmware(UARM_SWIFT_PRO, ["V4.2.0"]) == "4.2.0"
     info = "FIRMWARE_NAME:Marlin DexArm V2.1 MACHINE_TYPE:DexArm"
     assert codec.parse_firmware(DEXARM, [info]) == "Marlin DexArm V2.1"
@@ -124,8 +152,20 @@ def test_move_round_trips_through_the_parser(
     command = codec.parse_command(d, line)
     assert command is not None
     assert command.code == codec.command_code(d.move)
-    for key, value in (("X", x), ("Y", y), ("Z", z), ("F", feed)):
-        assert command.params[key] == pytest.approx(value, abs=0.0051)
+    params = command.params
+    rig = codec.from_native(d, (params["X"], params["Y"], params["Z"]))
+    assert rig == pytest.approx((x, y, z), abs=0.0051)
+    assert params["F"] == pytest.approx(feed, abs=0.0051)
+
+
+@given(d=dialects, xyz=st.tuples(coordinates, coordinates, coordinates))
+def test_frames_are_inverse_and_the_uarm_s_x_is_the_rig_s_y(
+    d: codec.Dialect, xyz: tuple[float, float, float]
+) -> None:
+    native = codec.to_native(d, xyz)
+    assert codec.from_native(d, native) == xyz
+    if d.frame == "x_forward":
+        assert (native[0], native[2]) == (xyz[1], xyz[2])
 
 
 any_float = st.floats(allow_nan=True, allow_infinity=True, width=64)

@@ -6,25 +6,25 @@ import itertools
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from arm_support import (
+    COIN,
+    DIALECTS,
+    ROOT,
+    TRAY,
+    TRAYS,
+    UNREACHABLE,
+    Bench,
+    arm_config,
+    bench,
+)
 
 from capture.kinematics import Kinematics, arm_steps_s
 from rig.arm import choreography, codec
 from rig.arm.choreography import MoveTo, Rise, Step
 from rig.arm.gcode_arm import GcodeArm
-from rig.config import (
-    EmulatorConfig,
-    FaultKind,
-    FaultRule,
-    GcodeArmConfig,
-    Pose,
-    TrayConfig,
-    load_config,
-)
+from rig.config import FaultKind, FaultRule, GcodeArmConfig, Pose, load_config
 from rig.devices import Arm
 from rig.errors import (
     ConfigError,
@@ -35,64 +35,7 @@ from rig.errors import (
     TransportError,
 )
 from rig.motion import trapezoid_duration_s
-from rig.sim.arm_emulator import GcodeArmEmulator
-from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
-from rig.sim.world import CoinPlacement, World
-
-ROOT = Path(__file__).resolve().parents[1]
-DIALECTS = ["uarm-swift-pro", "dexarm"]
-TRAY = TrayConfig()
-COIN = CoinPlacement(coin_id="SAW-0107", side_up="obverse")
-
-
-def arm_config(dialect: str, **overrides: object) -> GcodeArmConfig:
-    # short timeouts keep the fault tests fast; the emulator's late replies come after them
-    settings: dict[str, object] = {
-        "driver": "gcode-arm",
-        "dialect": dialect,
-        "emulate": EmulatorConfig(),
-        "reply_timeout_s": 0.3,
-        "banner_timeout_s": 0.5,
-        "retries": 2,
-    }
-    settings.update(overrides)
-    return GcodeArmConfig.model_validate(settings)
-
-
-@dataclass
-class Bench:
-    arm: GcodeArm
-    emulator: GcodeArmEmulator
-    world: World
-    clock: SimClock
-
-
-@contextmanager
-def bench(
-    dialect: str,
-    *,
-    scale: float = 0.0,
-    faults: FaultInjector | None = None,
-    real_sleep: bool = False,
-    **overrides: object,
-) -> Iterator[Bench]:
-    config = arm_config(dialect, **overrides)
-    world, clock = World(), SimClock(scale)
-    emulator = GcodeArmEmulator(
-        config=config, tray=TRAY, world=world, clock=clock, faults=faults or FaultInjector()
-    )
-    emulator.late_reply_s = 0.45  # past the 0.3 s reply timeout, as on a congested link
-    # retry back-offs need no real waiting here; motion polling does when time is scaled
-    arm = GcodeArm(
-        config, tray=TRAY, port=emulator.port, sleep=time.sleep if real_sleep else lambda s: None
-    )
-    with emulator:
-        try:
-            arm.connect()
-            yield Bench(arm, emulator, world, clock)
-        finally:
-            arm.close()
 
 
 @pytest.fixture(params=DIALECTS)
@@ -102,13 +45,14 @@ def rig(request: pytest.FixtureRequest) -> Iterator[Bench]:
 
 
 def moves_sent(b: Bench) -> list[tuple[float, float, float]]:
-    """Every move the emulator received, as (x, y, z)."""
+    """Every move the emulator received, as (x, y, z) in the rig's frame."""
     d = b.emulator.dialect
     moves = []
     for raw in b.emulator.received:
         command = codec.parse_command(d, raw.decode("ascii"))
         if command is not None and command.code == codec.command_code(d.move):
-            moves.append((command.params["X"], command.params["Y"], command.params["Z"]))
+            native = (command.params["X"], command.params["Y"], command.params["Z"])
+            moves.append(codec.from_native(d, native))
     return moves
 
 
@@ -145,14 +89,17 @@ def test_move_updates_the_world_and_the_time_ledger(rig: Bench) -> None:
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_moves_wait_for_completion_not_for_the_ack(dialect: str) -> None:
-    # at 1/20 of real time a 170 mm move lasts ~0.1 s of wall time: the ack comes long before
+    # at 1/20 of real time a ~200 mm move lasts ~0.1 s of wall time: the DexArm's `ok` comes
+    # long before, and M400 waits; the uArm answers the move itself only once it has stopped
     with bench(dialect, scale=0.05, real_sleep=True) as b:
         target = Pose(x_mm=150.0, y_mm=200.0, z_mm=10.0)
         b.arm.move_to(target)
         assert b.world.snapshot().arm_xyz_mm == xyz(target)
-        completion = b.emulator.dialect.wait_command or b.emulator.dialect.moving_query
-        assert completion is not None
-        assert any(completion.encode() in raw for raw in b.emulator.received)
+        sent = b"".join(b.emulator.received)
+        if b.emulator.dialect.ack_on_completion:
+            assert b"M2200" not in sent  # the V3 "is moving" query: E20 on firmware V4
+        else:
+            assert b"M400" in sent
 
 
 def test_full_sequence_moves_the_coin_and_flips_it(rig: Bench) -> None:
@@ -185,11 +132,13 @@ def test_full_sequence_moves_the_coin_and_flips_it(rig: Bench) -> None:
     assert snap.tray[5].coin_id == "SAW-0107" and snap.tray[5].side_up == "reverse"
     assert snap.arm_xyz_mm == xyz(rig.arm.config.safe_pose)
 
-    # every sideways move happens at clearance height: lowest lifted point is z = 0 + 40 mm
+    # every sideways move happens at clearance height above the lowest pick or place point
+    config = rig.arm.config
+    lowest = min(config.turntable_pose.z_mm, rig.emulator.tray.origin.z_mm)
     moves = moves_sent(rig)
     for a, b in itertools.pairwise(moves):
         if a[:2] != b[:2]:
-            assert min(a[2], b[2]) >= 40.0, f"sideways move {a} -> {b} below clearance"
+            assert min(a[2], b[2]) >= lowest + config.clearance_mm, f"{a} -> {b} below clearance"
 
 
 def test_suction_dwells_in_the_firmware(rig: Bench) -> None:
@@ -217,12 +166,12 @@ def visited(steps: tuple[Step, ...], start: Pose) -> list[tuple[float, float, fl
 def test_a_pick_sends_exactly_the_choreography_s_moves(rig: Bench) -> None:
     rig.world.load_tray({5: COIN})
     rig.arm.pick_from_slot(5)
-    steps = choreography.pick_from_slot(rig.arm.config, TRAY.slot_pose(5))
+    steps = choreography.pick_from_slot(rig.arm.config, rig.emulator.tray.slot_pose(5))
     assert moves_sent(rig) == [xyz(pose) for pose in choreography.moves(steps)]
 
 
 def test_every_action_sends_exactly_the_choreography_s_moves(rig: Bench) -> None:
-    config, slot = rig.arm.config, TRAY.slot_pose(5)
+    config, slot = rig.arm.config, rig.emulator.tray.slot_pose(5)
     rig.world.load_tray({5: COIN})
     rig.arm.pick_from_slot(5)
     rig.arm.place_on_turntable()
@@ -261,7 +210,10 @@ def test_the_estimate_and_the_arm_walk_one_choreography(monkeypatch: pytest.Monk
     def leg_s(a: Pose, b: Pose) -> float:
         return arm_steps_s(arm, (MoveTo(b),), start=a)
 
-    added = leg_s(lifted, detour) + leg_s(detour, above_table) - leg_s(lifted, above_table)
+    # without the detour the arm rises from the slot's clearance to the turntable's, then moves
+    risen = choreography.rise_target(lifted, above_table.z_mm) or lifted
+    direct = leg_s(lifted, risen) + leg_s(risen, above_table)
+    added = leg_s(lifted, detour) + leg_s(detour, above_table) - direct
     assert after.load_s == pytest.approx(before.load_s + added)
     assert after.flip_s == before.flip_s and after.unload_s == before.unload_s
 
@@ -330,7 +282,13 @@ def test_home_pose_outside_the_workspace_is_refused() -> None:
             "pickup": {"x_mm": 60, "y_mm": 260, "z_mm": 0},
         },
     }
-    with bench("dexarm", workspace=config["workspace"], flip_station=config["flip_station"]) as b:
+    with bench(
+        "dexarm",
+        workspace=config["workspace"],
+        flip_station=config["flip_station"],
+        safe_pose={"x_mm": 0, "y_mm": 250, "z_mm": 100},
+        turntable_pose={"x_mm": 180, "y_mm": 250, "z_mm": -40},
+    ) as b:
         before = len(b.emulator.received)
         with pytest.raises(SafetyError, match="home pose"):
             b.arm.home()
@@ -338,8 +296,9 @@ def test_home_pose_outside_the_workspace_is_refused() -> None:
 
 
 def test_unreachable_pose_inside_the_workspace_is_the_arm_s_error(rig: Bench) -> None:
-    with pytest.raises(DeviceFault) as caught:
-        rig.arm.move_to(Pose(x_mm=0.0, y_mm=60.0, z_mm=0.0))  # inside the box, too close
+    # the uArm answers E22; the DexArm prints "XY beyond limit....." and still answers `ok`
+    with pytest.raises(DeviceFault, match=r"E22|beyond limit") as caught:
+        rig.arm.move_to(UNREACHABLE[rig.emulator.dialect.name])  # inside the box, too close
     if rig.emulator.dialect.numbered:
         assert caught.value.code == 22
     assert rig.world.snapshot().arm_xyz_mm == xyz(rig.arm.config.safe_pose)
@@ -351,7 +310,7 @@ def test_unreachable_pose_inside_the_workspace_is_the_arm_s_error(rig: Bench) ->
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_bad_port_is_a_transport_error(dialect: str) -> None:
-    arm = GcodeArm(arm_config(dialect), tray=TRAY, port="/dev/coinrig-no-such-port")
+    arm = GcodeArm(arm_config(dialect), tray=TRAYS[dialect], port="/dev/coinrig-no-such-port")
     with pytest.raises(TransportError, match="cannot open"):
         arm.connect()
     arm.close()
@@ -359,7 +318,7 @@ def test_bad_port_is_a_transport_error(dialect: str) -> None:
 
 def test_no_port_at_all_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no serial port"):
-        GcodeArm(arm_config("dexarm"), tray=TRAY).connect()
+        GcodeArm(arm_config("dexarm"), tray=TRAYS["dexarm"]).connect()
 
 
 def test_methods_need_a_connection_but_safety_comes_first() -> None:

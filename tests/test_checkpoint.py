@@ -17,6 +17,7 @@ from training.checkpoint import (
     save_checkpoint,
     save_optimizer,
 )
+from training.errors import RunFolderError
 from training.models import EmbeddingModel, build_model
 
 
@@ -69,7 +70,7 @@ def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / CONFIG_FILE).read_text())
     meta["format_version"] = 99
     (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="format_version 99"):
+    with pytest.raises(RunFolderError, match="format_version 99"):
         load_checkpoint(tmp_path)
 
 
@@ -78,7 +79,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / CONFIG_FILE).read_text())
     meta["config"]["embedding_dim"] = 16
     (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(RunFolderError, match="size mismatch"):
         load_checkpoint(tmp_path)
 
 

@@ -137,7 +137,8 @@ def test_dataset_info_written_by_the_writer_reads(tmp_path: Path) -> None:
     with DatasetWriter(tmp_path, software="coinrig test"):
         pass
     raw = json.loads((tmp_path / "dataset.json").read_text())
-    assert list(raw) == ["format", "version", "created", "software"]
+    assert list(raw) == ["format", "version", "created", "software", "collection"]
+    assert raw["collection"] == f"{tmp_path.name}@{raw['created']}"
     info = DatasetInfo.model_validate(raw)
     assert (info.format, info.version, info.software) == ("coinrig-dataset", 1, "coinrig test")
 

@@ -99,9 +99,10 @@ def test_explain_margin_over_the_runner_up_by_default(run_dir: Path, tmp_path: P
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     # matched to its own reference; the rival is the closest reverse of another coin
-    assert "saliency vs SYN-0001/reverse: margin" in result.output
+    # views are COLLECTION/COIN/SIDE: the folder's name and creation time name its collection
+    assert "saliency vs data@2026-01-01T00:00:00Z/SYN-0001/reverse: margin" in result.output
     rival = result.output.split("over rival ")[1].split(";")[0]
-    assert rival.endswith("/reverse") and not rival.startswith("SYN-0001")
+    assert rival.endswith("/reverse") and "/SYN-0001/" not in rival
     assert np.isfinite(np.load(tmp_path / "saliency-query.npy")).all()
 
 

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rig.errors import SafetyError
+from rig.sim.grbl_motion import lround
+from rig.turntable.grbl_axes import REPORT_ROUNDING_UNITS, AxisPlan
 from rig.turntable.grbl_codec import (
     ERROR_MEANINGS,
     STATES,
@@ -30,6 +32,12 @@ from rig.turntable.grbl_codec import (
     format_status,
     parse_gcode_words,
     parse_line,
+)
+from rig.turntable.grbl_settings import (
+    INTEGER_SETTINGS,
+    FirmwareSettings,
+    format_setting,
+    stock_settings,
 )
 
 PARSE_TABLE = [
@@ -187,9 +195,12 @@ def test_parse_gcode_words() -> None:
         ("F", 600.0),
     ]
     assert parse_gcode_words("g0x-.5") == [("G", 0.0), ("X", -0.5)]
-    with pytest.raises(GcodeSyntaxError) as bad_number:
-        parse_gcode_words("G1 X1.2.3")
-    assert bad_number.value.code == 2
+    with pytest.raises(GcodeSyntaxError) as second_point:
+        parse_gcode_words("G1 X1.2.3")  # read_float stops at ".3", where a letter must follow
+    assert second_point.value.code == 1
+    with pytest.raises(GcodeSyntaxError) as no_number:
+        parse_gcode_words("G1 X F5")
+    assert no_number.value.code == 2
     with pytest.raises(GcodeSyntaxError) as no_letter:
         parse_gcode_words("G1 #5")
     assert no_letter.value.code == 1
@@ -269,3 +280,28 @@ def test_move_round_trip(angle: float, units_per_deg: float, feed: float | None,
     else:
         assert text.startswith("G90 G1 ")
         assert words["F"] == pytest.approx(feed * units_per_deg, abs=0.0005 + 1e-9 * feed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(stock_settings())), st.floats(0.0, 1e5))
+def test_setting_lines_round_trip(number: int, value: float) -> None:
+    line = format_setting(number, value)
+    parsed = parse_line(line)
+    assert isinstance(parsed, Setting) and parsed.number == number
+    decimals = 0 if number in (30, 31) else 3
+    shown = int(value) if number in INTEGER_SETTINGS else round(value, decimals)
+    assert parsed.value == pytest.approx(shown, abs=10.0**-decimals)
+    assert FirmwareSettings.from_replies([parsed]).values == {number: parsed.value}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(0.05, 2000.0), st.floats(-3600.0, 3600.0))
+def test_the_step_grbl_stops_on_is_within_the_drivers_tolerance(
+    steps_per_unit: float, target: float
+) -> None:
+    axis = AxisPlan(0, "X", 1.0, steps_per_unit, 10.0, 10.0, None)
+    target = round(target, 3)  # what the motion line carries
+    reached = lround(target * steps_per_unit) / steps_per_unit  # planner.c lroundf
+    assert abs(round(reached, 3) - target) <= axis.tolerance_units  # as reported, 3 decimals
+    neighbour = (lround(target * steps_per_unit) + 1) / steps_per_unit
+    assert abs(neighbour - target) > axis.tolerance_units - 2 * REPORT_ROUNDING_UNITS

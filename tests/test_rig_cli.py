@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.rig_cli.app import app
+from rig import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -54,13 +55,19 @@ def test_probe_bad_serial_port_is_one_line(tmp_path: Path) -> None:
     assert_one_line_exit_2(result, "ttyUSB9")
 
 
-def test_probe_unreachable_modbus_device_is_one_line(tmp_path: Path) -> None:
+def test_probe_unreachable_modbus_device_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a refused connection may be a device rebooting: retried, then exit 3 (rerun), one line
+    monkeypatch.setattr(connect, "DEFAULT_POLICY", connect.ConnectPolicy(attempts=1))
     data = sim_config()
     data["lightbox"].pop("emulate")
     port = unused_tcp_port()
     data["lightbox"]["link"] = {"kind": "tcp", "host": "127.0.0.1", "port": port}
     result = runner.invoke(app, ["probe", "--config", str(write_config(tmp_path, data))])
-    assert_one_line_exit_2(result, str(port))
+    assert result.exit_code == 3, result.output
+    (line,) = result.output.strip().splitlines()
+    assert str(port) in line and "unreachable after 1 connect attempts" in line
 
 
 def test_probe_bad_config_is_one_line(tmp_path: Path) -> None:

@@ -55,16 +55,16 @@ def test_split_is_by_coin_disjoint_and_complete(n: int, val: float, test: float,
 
 def test_no_test_coin_in_any_training_regime(dataset: Path) -> None:
     records = read_dataset(dataset).records
-    split = split_coins([r.coin_id for r in records], (0.5, 0.0, 0.5), seed=3)
+    split = split_coins([r.coin for r in records], (0.5, 0.0, 0.5), seed=3)
     for regime in ("captures", "catalog", "both"):
-        used = {r.coin_id for r in training_records(records, split.train, regime)}
+        used = {r.coin for r in training_records(records, split.train, regime)}
         assert used == set(split.train)
         assert not used & set(split.test)
 
 
 def test_regimes_choose_the_right_images(dataset: Path) -> None:
     records = read_dataset(dataset).records
-    coins = sorted({r.coin_id for r in records})
+    coins = sorted({r.coin for r in records})
     catalog = training_records(records, coins, "catalog")
     assert {r.role for r in catalog} == {"catalog"}
     assert len(catalog) == len({r.view for r in records}) == 4 * 2
@@ -81,7 +81,7 @@ def test_catalog_protocol_without_catalog_uses_flagged_reference(tmp_path: Path)
     records = read_dataset(root).records
     refs = reference_records(records)
     assert all(r.reference and r.shot == 0 for r in refs.values())
-    gallery, queries = catalog_protocol(records, ["SYN-0000", "SYN-0001"])
+    gallery, queries = catalog_protocol(records, sorted({r.coin for r in records}))
     assert len(gallery) == 4 and len(queries) == len(records) - 4
     assert not {r.file_name for r in gallery} & {r.file_name for r in queries}
 

@@ -12,8 +12,10 @@ import hashlib
 import json
 import math
 import os
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ import numpy as np
 
 from training.coinfind import Circle, crop_coin, crop_pose, find_coin, find_coin_in_pose
 from training.errors import DataError
+from training.imageio import MAX_PIXELS_ENV, check_coin_shape, header_size, max_file_bytes
+from training.parallel import ordered_map, progress_bar, resolve_workers
+from training.search_errors import ImageReadError
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
 PREPROCESS_VERSION = 9
@@ -121,15 +126,32 @@ def cache_key(items: Sequence[CacheItem], settings: Preprocess) -> str:
 
 
 def decode(item: CacheItem) -> np.ndarray:
-    """Read one file as RGB, checking its checksum; raises ValueError if unusable."""
+    """Read one file as RGB, checking its checksum; raises ValueError if unusable.
+
+    Only a regular file is read (a FIFO would block, a device never end), and only when its
+    size and its header's pixel count are within the limits (training.imageio): the header is
+    checked before any pixel is decoded.
+    """
     try:
+        info = os.stat(item.path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > max_file_bytes():
+            raise ValueError(
+                f"{info.st_size:,} bytes is more than an image within the pixel limit can take "
+                f"(set {MAX_PIXELS_ENV} to raise it)"
+            )
         data = item.path.read_bytes()
     except OSError as e:
         raise ValueError(f"cannot read ({e.strerror})") from e
     if item.sha256 and hashlib.sha256(data).hexdigest() != item.sha256:
         # A truncated or overwritten file often still decodes (grey bottom rows): refuse it.
         raise ValueError("sha256 differs from metadata (truncated or changed)")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        check_coin_shape(*header_size(data, ""), "")
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except (ImageReadError, cv2.error) as e:
+        raise ValueError(str(e).splitlines()[0] if str(e) else "not a decodable image") from e
     if bgr is None:
         raise ValueError("not a decodable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -234,6 +256,24 @@ def _pose_groups(items: Sequence[CacheItem]) -> list[list[int]]:
     return sorted([*groups.values(), *alone], key=lambda g: g[0])
 
 
+def _read_cache(index_path: Path, array_path: Path, count: int, size: int) -> CachedImages | None:
+    """A complete cache entry, or None when absent or damaged (then it is simply rebuilt)."""
+    if not (index_path.exists() and array_path.exists()):
+        return None
+    try:
+        index = json.loads(index_path.read_text())
+        rows, skipped = index["rows"], index["skipped"]
+        both = np.load(array_path, mmap_mode="r", allow_pickle=False)
+    except (OSError, EOFError, ValueError, KeyError, TypeError):
+        return None
+    fits = both.shape == (2, count, size, size, 3) and both.dtype == np.uint8
+    if not (fits and isinstance(rows, dict) and isinstance(skipped, dict)):
+        return None
+    if not all(isinstance(r, int) and 0 <= r < count for r in rows.values()):
+        return None
+    return CachedImages(both[0], rows, skipped, 0, both[1])
+
+
 def warn_stderr(message: str) -> None:
     """Print one warning line on stderr."""
     print(f"warning: {message}", file=sys.stderr)
@@ -246,25 +286,31 @@ def load_cached(
     *,
     strict: bool = False,
     warn: Callable[[str], None] = warn_stderr,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> CachedImages:
     """Preprocessed images for items, from the cache when present, else built and stored.
 
+    A build runs on `workers` processes (None: every core, but one for a small job; see
+    training.parallel) and its bytes are the same whatever the count. `progress` shows a bar
+    on a terminal.
+
     Raises:
         DataError: an image is unreadable and strict is set.
+        SettingsError: a negative worker count.
     """
     key = cache_key(items, settings)
     array_path = cache_dir / f"{key}.npy"
     index_path = cache_dir / f"{key}.json"
-    if index_path.exists() and array_path.exists():
-        index = json.loads(index_path.read_text())
-        known_bad: dict[str, str] = index["skipped"]
+    hit = _read_cache(index_path, array_path, len(items), settings.image_size)
+    if hit is not None:
+        known_bad = hit.skipped
         if strict and known_bad:
             name, reason = next(iter(known_bad.items()))
             raise DataError(f"unreadable image {name}: {reason}")
         for name, reason in known_bad.items():
             warn(f"skipped {name}: {reason}")
-        both = np.load(array_path, mmap_mode="r")
-        return CachedImages(both[0], index["rows"], known_bad, 0, both[1])
+        return hit
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     size = settings.image_size
@@ -273,29 +319,12 @@ def load_cached(
     array = np.lib.format.open_memmap(
         tmp, mode="w+", dtype=np.uint8, shape=(2, len(items), size, size, 3)
     )
-    rows: dict[str, int] = {}
-    skipped: dict[str, str] = {}
-    for group in _pose_groups(items):
-        decoded: list[tuple[int, np.ndarray]] = []
-        for row in group:
-            item = items[row]
-            try:
-                decoded.append((row, decode(item)))
-            except ValueError as e:
-                if strict:
-                    tmp.unlink(missing_ok=True)
-                    raise DataError(f"unreadable image {item.file_name}: {e}") from e
-                warn(f"skipped {item.file_name}: {e}")
-                skipped[item.file_name] = str(e)
-        if not decoded:
-            continue
-        pose_items = [items[row] for row, _ in decoded]
-        crops = crop_frames(pose_items, [rgb for _, rgb in decoded], settings)
-        for (row, rgb), image in zip(decoded, crops, strict=True):
-            array[0, row] = image
-            alone = len(decoded) == 1
-            array[1, row] = image if alone else crop_alone(items[row], rgb, settings)
-            rows[items[row].file_name] = row
+    try:
+        rows, skipped = _build(items, settings, array, strict, warn, workers, progress)
+    except BaseException:
+        del array
+        tmp.unlink(missing_ok=True)
+        raise
     array.flush()
     del array
     # The array lands before its index, and the index marks the cache complete: a crash between
@@ -306,3 +335,102 @@ def load_cached(
     os.replace(index_tmp, index_path)
     both = np.load(array_path, mmap_mode="r")
     return CachedImages(both[0], rows, skipped, len(items), both[1])
+
+
+# Jobs smaller than this build in this process when no worker count is asked for: starting a
+# pool (about a second: each worker imports numpy and OpenCV) would cost more than it saves.
+PARALLEL_FROM = 64
+# Images per pool task: enough to amortise the transfer, few enough to balance the workers.
+MAX_CHUNK_IMAGES = 32
+
+
+@dataclass
+class _Group:
+    """One pose group preprocessed: its good rows with their crops, and its unreadable files."""
+
+    rows: list[int]
+    crops: list[np.ndarray]
+    alone: list[np.ndarray | None]  # None: the frame is its pose's only one, alone == crop
+    bad: list[tuple[int, str]]
+
+
+def _preprocess_group(group: list[tuple[int, CacheItem]], settings: Preprocess) -> _Group:
+    """Decode and crop the frames of one pose (or one lone photo); unreadable ones noted."""
+    decoded: list[tuple[int, CacheItem, np.ndarray]] = []
+    bad: list[tuple[int, str]] = []
+    for row, item in group:
+        try:
+            decoded.append((row, item, decode(item)))
+        except ValueError as e:
+            bad.append((row, str(e)))
+    if not decoded:
+        return _Group([], [], [], bad)
+    crops = crop_frames([i for _, i, _ in decoded], [rgb for _, _, rgb in decoded], settings)
+    single = len(decoded) == 1
+    alone = [None if single else crop_alone(item, rgb, settings) for _, item, rgb in decoded]
+    return _Group([row for row, _, _ in decoded], crops, alone, bad)
+
+
+def _preprocess_chunk(
+    task: tuple[list[list[tuple[int, CacheItem]]], Preprocess],
+) -> list[_Group]:
+    """A pool task: several pose groups, preprocessed in order."""
+    groups, settings = task
+    return [_preprocess_group(group, settings) for group in groups]
+
+
+def _chunks(
+    items: Sequence[CacheItem], settings: Preprocess, per_chunk: int
+) -> list[tuple[list[list[tuple[int, CacheItem]]], Preprocess]]:
+    """Whole pose groups in file order, packed into tasks of about `per_chunk` images."""
+    tasks: list[tuple[list[list[tuple[int, CacheItem]]], Preprocess]] = []
+    current: list[list[tuple[int, CacheItem]]] = []
+    count = 0
+    for group in _pose_groups(items):
+        current.append([(row, items[row]) for row in group])
+        count += len(group)
+        if count >= per_chunk:
+            tasks.append((current, settings))
+            current, count = [], 0
+    if current:
+        tasks.append((current, settings))
+    return tasks
+
+
+def _build(
+    items: Sequence[CacheItem],
+    settings: Preprocess,
+    array: np.ndarray,
+    strict: bool,
+    warn: Callable[[str], None],
+    workers: int | None,
+    progress: bool,
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Fill `array` with every item's crops; the rows written and the files skipped.
+
+    Results arrive in file order whatever the worker count, so warnings, the first unreadable
+    file under `strict` and every byte written are those of one worker.
+    """
+    count = 1 if workers is None and len(items) < PARALLEL_FROM else resolve_workers(workers)
+    per_chunk = max(1, min(MAX_CHUNK_IMAGES, len(items) // (4 * count)))
+    rows: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    tasks = _chunks(items, settings, per_chunk if count > 1 else 1)
+    results = closing(ordered_map(_preprocess_chunk, tasks, count))  # shut down on a raise
+    with progress_bar(len(items), "preprocessing", progress) as advance, results as done:
+        for groups in done:
+            for group in groups:
+                for row, reason in group.bad:
+                    name = items[row].file_name
+                    if strict:
+                        raise DataError(f"unreadable image {name}: {reason}")
+                    warn(f"skipped {name}: {reason}")
+                    skipped[name] = reason
+                for row, crop_image, alone in zip(
+                    group.rows, group.crops, group.alone, strict=True
+                ):
+                    array[0, row] = crop_image
+                    array[1, row] = crop_image if alone is None else alone
+                    rows[items[row].file_name] = row
+                advance(len(group.rows) + len(group.bad))
+    return rows, skipped

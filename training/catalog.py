@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from training.detect import Coin, detect_coins, split_plate
-from training.imageio import is_image_name, load_rgb
+from training.imageio import is_image_name, load_photo
 from training.search_errors import SearchError
 
 # CSV columns that may name the image a row describes, in order of preference.
@@ -69,12 +69,23 @@ def read_meta_csv(path: Path) -> dict[str, dict[str, str]]:
             rows = list(csv.DictReader(f))
     except OSError as e:
         raise SearchError(f"{path}: cannot read metadata CSV ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise SearchError(
+            f"{path}: metadata CSV is not UTF-8 (byte {e.start}); save it as UTF-8"
+        ) from e
+    except csv.Error as e:  # a NUL byte, an over-long field
+        raise SearchError(f"{path}: not a readable CSV ({e})") from e
     if not rows:
         raise SearchError(f"{path}: metadata CSV has no rows")
     column = next((c for c in FILE_COLUMNS if c in rows[0]), None)
     if column is None:
         raise SearchError(f"{path}: metadata CSV needs a column naming the image ({FILE_COLUMNS})")
-    return {Path(row[column]).name: {k: v for k, v in row.items() if k} for row in rows}
+    # a short row leaves its missing cells None: such a row names no image, and carries nothing
+    return {
+        Path(row[column]).name: {k: v for k, v in row.items() if k and isinstance(v, str)}
+        for row in rows
+        if row[column]
+    }
 
 
 def _dataset_sources(root: Path) -> Iterator[Source]:
@@ -86,7 +97,9 @@ def _dataset_sources(root: Path) -> Iterator[Source]:
         if record.role != "catalog":
             continue
         labels = {k: v for k, v in dataset.coins.get(record.coin_id, {}).items() if k != "notes"}
-        meta = {**labels, "coin_id": record.coin_id, "side": record.side}
+        # the collection tells apart coins of two collections that share an id
+        meta = {**labels, "collection": record.collection, "coin_id": record.coin_id}
+        meta["side"] = record.side
         yield Source(record.path, record.file_name, meta)
 
 
@@ -143,7 +156,7 @@ def load_entries(source: Source) -> tuple[np.ndarray, list[Entry]]:
     Raises:
         SearchError: the file is unreadable (ImageReadError) or shows no coin.
     """
-    image = load_rgb(source.path)
+    image = load_photo(source.path)
     return image, entries_for(source, image)
 
 

@@ -168,7 +168,8 @@ def _split_touching(contour: np.ndarray, shape: tuple[int, int], min_r: float) -
     circles: list[Circle] = []
     while True:
         _, r, _, (x, y) = cv2.minMaxLoc(distance)
-        if r < min_r:
+        # A mask without background has no finite distance (OpenCV gives FLT_MAX): no coin.
+        if r < min_r or r > max(shape):
             return circles
         circles.append(Circle(float(x), float(y), float(r), "split"))
         cv2.circle(distance, (x, y), int(r * 1.1) + 1, 0, cv2.FILLED)

@@ -1,15 +1,15 @@
 """Read coinrig datasets, split them by coin, choose training images, and serve batches.
 
-An identity is one side of one physical coin (`COIN/SIDE`): obverse and reverse share nothing
-visually, so they are separate classes for the loss and separate gallery entries for retrieval.
-Splits are by coin, so both sides of a test coin stay out of training.
+A coin is (collection, coin id) (training.split.CoinKey): ids are unique within a collection
+only. An identity is one side of one physical coin (`COLLECTION/COIN/SIDE`): obverse and
+reverse share nothing visually, so they are separate classes for the loss and separate gallery
+entries for retrieval. Splits are by coin, so both sides of a test coin stay out of training.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -19,10 +19,14 @@ from pydantic import ValidationError
 
 from dataset.jsonl import JsonlContent, read_jsonl
 from dataset.layout import DatasetError, resolve
-from dataset.reader import DatasetReader, NotADataset, read_info
+from dataset.reader import DatasetReader, NotADataset, collection_of, read_info
 from dataset.schema import CoinLine, MetadataLine, TurntableCalibration
 from training.cache import CacheItem, Preprocess, load_cached, warn_stderr
-from training.errors import DataError, SettingsError
+from training.errors import DataError, OutsideDataset, SettingsError
+from training.split import CoinKey
+from training.split import Split as Split  # re-exported where callers have always found them
+from training.split import parse_split as parse_split
+from training.split import split_coins as split_coins
 
 Regime = Literal["captures", "catalog", "both"]
 REGIMES: tuple[str, ...] = ("captures", "catalog", "both")
@@ -47,6 +51,13 @@ class Record:
     turntable_centre_px: tuple[float, float] | None = None
     rotation_sign: int = 1
     tilt_deg: float | None = None
+    # the collection the coin belongs to (coins.jsonl, else dataset.json, else a stable name)
+    collection: str = ""
+
+    @property
+    def coin(self) -> CoinKey:
+        """The physical coin shown: collection and coin id."""
+        return CoinKey(self.collection, self.coin_id)
 
     @property
     def pose(self) -> str | None:
@@ -56,6 +67,7 @@ class Record:
         """
         if self.role != "capture":
             return None
+        # one dataset gives an id one collection, so the id suffices (and old caches stay valid)
         return (
             f"{self.session_id}|{self.coin_id}|{self.side}|{self.turntable_deg:g}|{self.tilt_deg}"
         )
@@ -76,17 +88,22 @@ class Record:
 
     @property
     def view(self) -> str:
-        """The identity this image shows: coin and side."""
-        return f"{self.coin_id}/{self.side}"
+        """The identity this image shows: coin (collection/coin_id) and side."""
+        return f"{self.coin}/{self.side}"
 
 
 @dataclass
 class Dataset:
-    """One dataset directory: coin labels from coins.jsonl and image records from metadata."""
+    """One dataset directory: coin labels from coins.jsonl and image records from metadata.
+
+    `collection` is the dataset's own (dataset.json, else a stable name); a coin whose
+    coins.jsonl line names a collection belongs to that one instead.
+    """
 
     root: Path
     coins: dict[str, dict[str, object]] = field(default_factory=dict)
     records: list[Record] = field(default_factory=list)
+    collection: str = ""
 
 
 def read_dataset(root: Path) -> Dataset:
@@ -101,7 +118,7 @@ def read_dataset(root: Path) -> Dataset:
     if not root.is_dir():
         raise DataError(f"dataset directory not found: {root}")
     try:
-        read_info(root)
+        info = read_info(root)
     except NotADataset as e:
         raise DataError(str(e)) from e
     metadata_path = root / "metadata.jsonl"
@@ -113,18 +130,23 @@ def read_dataset(root: Path) -> Dataset:
     _check_corrupt(reader.metadata, metadata_path)
     if reader.nameless():
         raise DataError(f"{metadata_path}: a metadata line has no file_name")
-    dataset = Dataset(root)
+    dataset = Dataset(root, collection=collection_of(root, info))
+    collections: dict[str, str] = {}
     for coin in coins.records:
         try:
-            dataset.coins[CoinLine.model_validate(coin).coin_id] = coin
+            line = CoinLine.model_validate(coin)
         except ValidationError as e:
             raise DataError(f"{root / 'coins.jsonl'}: bad coin line {coin!r:.80}: {e}") from e
+        dataset.coins[line.coin_id] = coin
+        collections[line.coin_id] = line.collection or dataset.collection
     turntables = reader.turntables()
     for row in reader.records():
         try:
-            dataset.records.append(_record(root, MetadataLine.model_validate(row), turntables))
+            record = _record(root, MetadataLine.model_validate(row), turntables)
         except (ValidationError, DatasetError) as e:
             raise DataError(f"{metadata_path}: bad metadata line {row!r:.80}: {e}") from e
+        collection = collections.get(record.coin_id, dataset.collection)
+        dataset.records.append(replace(record, collection=collection))
     return dataset
 
 
@@ -140,9 +162,12 @@ def _record(root: Path, line: MetadataLine, turntables: dict[str, TurntableCalib
     Absent values take the defaults readers always gave them, so hand-made datasets read.
 
     Raises:
-        DatasetError: the file_name would leave the dataset folder.
+        OutsideDataset: the file_name would leave the dataset folder (by name or by a symlink).
     """
-    resolve(root, line.file_name)
+    try:
+        resolve(root, line.file_name)
+    except DatasetError as e:
+        raise OutsideDataset(f"{root / 'metadata.jsonl'}: {e}") from e
     session_id = line.session_id or ""
     turntable = turntables.get(session_id)
     return Record(
@@ -163,62 +188,23 @@ def _record(root: Path, line: MetadataLine, turntables: dict[str, TurntableCalib
     )
 
 
+def dataset_collections(root: Path) -> set[str]:
+    """The collections a dataset's coins belong to; empty when it cannot be read."""
+    try:
+        info = read_info(root)
+        lines = [CoinLine.model_validate(c) for c in read_jsonl(root / "coins.jsonl").records]
+    except (DatasetError, ValidationError, OSError):
+        return set()
+    own = collection_of(root, info)
+    return {own} | {line.collection for line in lines if line.collection}
+
+
 def read_datasets(roots: Sequence[Path]) -> list[Record]:
-    """All records of several datasets; the same coin_id in two datasets is the same coin."""
+    """All records of several datasets; a coin is the same coin only in the same collection."""
     if not roots:
         raise DataError("no dataset given (use --data DIR)")
     unique = list(dict.fromkeys(Path(root).resolve() for root in roots))  # --data A --data A
     return [r for root in unique for r in read_dataset(root).records]
-
-
-def parse_split(text: str) -> tuple[float, float, float]:
-    """Parse 'train,val,test' fractions such as '0.7,0.1,0.2'.
-
-    Raises:
-        SettingsError: not three non-negative numbers summing to 1 with a positive train share.
-    """
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        raise SettingsError(
-            f"bad split {text!r}: expected three fractions like 0.7,0.1,0.2"
-        ) from None
-    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or abs(sum(parts) - 1) > 1e-6:
-        raise SettingsError(
-            f"bad split {text!r}: expected three fractions >= 0 summing to 1, like 0.7,0.1,0.2"
-        )
-    return parts[0], parts[1], parts[2]
-
-
-@dataclass(frozen=True)
-class Split:
-    """Coin ids of each part; disjoint, and together every coin."""
-
-    train: tuple[str, ...]
-    val: tuple[str, ...]
-    test: tuple[str, ...]
-
-
-def split_coins(coin_ids: Sequence[str], fractions: tuple[float, float, float], seed: int) -> Split:
-    """Shuffle coins with the seed and cut them by the fractions (never by image)."""
-    coins = sorted(set(coin_ids))
-    random.Random(seed).shuffle(coins)
-    n = len(coins)
-    n_test = round(fractions[2] * n)
-    n_val = round(fractions[1] * n)
-    # A requested part gets at least one coin when there are enough, so validation never vanishes.
-    if fractions[2] > 0 and n >= 3:
-        n_test = max(1, n_test)
-    if fractions[1] > 0 and n >= 3:
-        n_val = max(1, n_val)
-    n_train = n - n_test - n_val
-    if n_train < 1:
-        raise SettingsError(f"{n} coins are too few for split {fractions}")
-    return Split(
-        tuple(sorted(coins[:n_train])),
-        tuple(sorted(coins[n_train : n_train + n_val])),
-        tuple(sorted(coins[n_train + n_val :])),
-    )
 
 
 def reference_records(records: Sequence[Record]) -> dict[str, Record]:
@@ -238,12 +224,14 @@ def reference_records(records: Sequence[Record]) -> dict[str, Record]:
     return best
 
 
-def training_records(records: Sequence[Record], coins: Sequence[str], regime: str) -> list[Record]:
+def training_records(
+    records: Sequence[Record], coins: Sequence[CoinKey], regime: str
+) -> list[Record]:
     """The images to train on: captures, one reference per view (catalog), or both."""
     if regime not in REGIMES:
         raise SettingsError(f"unknown --train-on {regime!r}; choose from {', '.join(REGIMES)}")
     wanted = set(coins)
-    mine = [r for r in records if r.coin_id in wanted]
+    mine = [r for r in records if r.coin in wanted]
     captures = [r for r in mine if r.role == "capture"]
     refs = list(reference_records(mine).values())
     if regime == "captures":
@@ -254,11 +242,11 @@ def training_records(records: Sequence[Record], coins: Sequence[str], regime: st
 
 
 def catalog_protocol(
-    records: Sequence[Record], coins: Sequence[str]
+    records: Sequence[Record], coins: Sequence[CoinKey]
 ) -> tuple[list[Record], list[Record]]:
     """Gallery = one reference image per view; queries = every other capture of those coins."""
     wanted = set(coins)
-    mine = [r for r in records if r.coin_id in wanted]
+    mine = [r for r in records if r.coin in wanted]
     gallery = sorted(reference_records(mine).values(), key=lambda r: r.view)
     used = {(r.root, r.file_name) for r in gallery}
     queries = [r for r in mine if r.role == "capture" and (r.root, r.file_name) not in used]
@@ -285,15 +273,27 @@ class ImageBank:
     def __len__(self) -> int:
         return len(self.records)
 
-    def pixels(self, indices: Sequence[int], alone: Sequence[bool] | None = None) -> np.ndarray:
-        """Stacked uint8 images for the given positions (cut out alone where `alone` says)."""
+    def pixels(
+        self,
+        indices: Sequence[int],
+        alone: Sequence[bool] | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Stacked uint8 images for the given positions (cut out alone where `alone` says).
+
+        With `out` (e.g. a pinned buffer's numpy view) they are copied straight into it, one
+        image at a time from the memory-mapped cache, with no stacked temporary in between.
+        """
         flags = alone if alone is not None else [False] * len(indices)
-        return np.stack(
-            [
-                (self._alone[i] if single else self._sources[i][0])[self._sources[i][1]]
-                for i, single in zip(indices, flags, strict=True)
-            ]
-        )
+        images = [
+            (self._alone[i] if single else self._sources[i][0])[self._sources[i][1]]
+            for i, single in zip(indices, flags, strict=True)
+        ]
+        if out is None:
+            return np.stack(images)
+        for row, image in enumerate(images):
+            out[row] = image
+        return out
 
 
 @dataclass
@@ -311,8 +311,14 @@ def load_images(
     *,
     strict: bool = False,
     warn: Callable[[str], None] = warn_stderr,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> tuple[ImageBank, LoadReport]:
-    """Preprocessed images for records (via the per-dataset cache); unreadable ones left out."""
+    """Preprocessed images for records (via the per-dataset cache); unreadable ones left out.
+
+    A cache that must be built is built on `workers` processes (None: every core) with a
+    progress bar if asked (training.cache.load_cached).
+    """
     report = LoadReport()
     by_root: dict[Path, list[Record]] = {}
     for r in records:
@@ -325,7 +331,9 @@ def load_images(
             )
             for r in mine
         ]
-        result = load_cached(items, settings, cache_dir, strict=strict, warn=warn)
+        result = load_cached(
+            items, settings, cache_dir, strict=strict, warn=warn, workers=workers, progress=progress
+        )
         cached[root] = result
         report.decoded += result.decoded
         report.skipped.update({str(root / k): v for k, v in result.skipped.items()})

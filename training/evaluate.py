@@ -1,7 +1,9 @@
 """Evaluate a trained run on its held-out coins: retrieval metrics, breakdowns, failures, report.
 
 Test coins are every coin of the given datasets that the run neither trained nor validated on,
-so evaluating on a new dataset of unseen coins needs nothing but --data.
+a coin being (collection, coin id): on a dataset the run trained on that is its held-out part;
+on a collection the run never saw it is every coin (same ids in another collection are other
+coins), so evaluating on a new collection needs nothing but --data.
 
 Protocols:
 - `catalog`: the gallery is one reference image per coin side (the catalog image, else the
@@ -24,7 +26,14 @@ from torch import nn
 from training.augment import build_augment, normalize
 from training.cache import Preprocess, default_cache_dir
 from training.checkpoint import load_checkpoint
-from training.data import ImageBank, Record, catalog_protocol, load_images, read_datasets, to_tensor
+from training.data import (
+    ImageBank,
+    Record,
+    catalog_protocol,
+    load_images,
+    read_datasets,
+    to_tensor,
+)
 from training.errors import DataError, SettingsError
 from training.metrics import (
     Retrieval,
@@ -35,7 +44,11 @@ from training.metrics import (
     worst_failures,
 )
 from training.models.embedding import EmbeddingModel
+from training.outputs import check_output_folder
 from training.report import markdown_report, write_failures
+from training.run_folder import check_same_size, checkpoint_folder, read_run_config, read_run_split
+from training.run_state import json_safe
+from training.split import CoinKey, RunSplit, by_collection
 from training.verdict import write_verdict
 
 PROTOCOLS = ("catalog", "all")
@@ -49,13 +62,27 @@ class TrainedRun:
     data: list[Path]
     preprocess: Preprocess
     cache_dir: Path
-    split: dict[str, list[str]]
+    split: RunSplit
     model: EmbeddingModel
 
-    def held_out(self, bank: ImageBank) -> list[str]:
+    def held_out(self, bank: ImageBank) -> list[CoinKey]:
         """Coins in bank the run neither trained nor validated on."""
-        seen = set(self.split["train"]) | set(self.split["val"])
-        return sorted({r.coin_id for r in bank.records} - seen)
+        return sorted({r.coin for r in bank.records if not self.split.seen(r.coin)})
+
+    def collections(self, bank: ImageBank) -> list[dict[str, Any]]:
+        """Per collection in bank: whether the run saw it, its coins, how many are evaluated.
+
+        A collection the run saw (some of its coins are in split.json) is evaluated on its
+        held-out coins; one it never saw on all of its coins.
+        """
+        out = []
+        for name, coins in by_collection(r.coin for r in bank.records).items():
+            seen = any(self.split.has(part, c) for c in coins for part in self.split.parts)
+            held = [c for c in coins if not self.split.seen(c)]
+            out.append(
+                {"collection": name, "seen": seen, "coins": len(coins), "held_out": len(held)}
+            )
+        return out
 
 
 def load_run(run: Path, checkpoint: str = "best") -> TrainedRun:
@@ -63,18 +90,24 @@ def load_run(run: Path, checkpoint: str = "best") -> TrainedRun:
 
     Raises:
         DataError: the folder is not a training run with that checkpoint.
+        RunFolderError: config.json, split.json or the checkpoint is damaged, or they disagree.
     """
-    folder = run / "checkpoints" / checkpoint
+    folder = checkpoint_folder(run, checkpoint)
     if not (run / "config.json").exists() or not (folder / "model.json").exists():
         raise DataError(f"not a training run with a {checkpoint!r} checkpoint: {run}")
-    config = json.loads((run / "config.json").read_text())
+    config, raw = read_run_config(run)
+    split = read_run_split(run, config.data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_checkpoint(folder, device=device)
+    check_same_size(raw, model.config, run)
     return TrainedRun(
-        data=[Path(d) for d in config["data"]],
-        preprocess=Preprocess.of_run(config),
-        cache_dir=Path(config["cache_dir"]) if config.get("cache_dir") else default_cache_dir(),
-        split=json.loads((run / "split.json").read_text()),
-        model=load_checkpoint(folder, device=device),
+        data=[Path(d) for d in config.data],
+        # settings the config lacks were added after the run was trained (Preprocess.of_run)
+        preprocess=Preprocess.of_run(raw, image_size=int(model.config["image_size"])),
+        # never the config's cache_dir: a run folder must not say where this machine writes
+        cache_dir=default_cache_dir(),
+        split=split,
+        model=model,
     )
 
 
@@ -112,7 +145,7 @@ def _labels(records: list[Record]) -> dict[str, int]:
 
 
 def protocol_sets(
-    bank: ImageBank, coins: list[str], protocol: str
+    bank: ImageBank, coins: list[CoinKey], protocol: str
 ) -> tuple[list[int], list[int], bool]:
     """Query positions, gallery positions, and whether the gallery is the queries (leave-one-out)."""
     position = {id(r): i for i, r in enumerate(bank.records)}
@@ -121,13 +154,13 @@ def protocol_sets(
         return [position[id(r)] for r in queries], [position[id(r)] for r in gallery], False
     if protocol == "all":
         wanted = set(coins)
-        mine = [i for i, r in enumerate(bank.records) if r.coin_id in wanted]
+        mine = [i for i, r in enumerate(bank.records) if r.coin in wanted]
         return mine, mine, True
     raise SettingsError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
 
 
 def run_protocol(
-    model: EmbeddingModel, bank: ImageBank, coins: list[str], protocol: str
+    model: EmbeddingModel, bank: ImageBank, coins: list[CoinKey], protocol: str
 ) -> tuple[dict[str, float], Retrieval, list[int], list[int]]:
     """Metrics and per-query results of one protocol on the given coins."""
     device = next(model.parameters()).device
@@ -151,7 +184,7 @@ def run_protocol(
 def augmented_catalog_top1(
     model: EmbeddingModel,
     bank: ImageBank,
-    coins: list[str],
+    coins: list[CoinKey],
     *,
     preset: str = "tuned",
     copies: int = 4,
@@ -180,58 +213,11 @@ def augmented_catalog_top1(
     return hits / (copies * len(g_pos))
 
 
-def evaluate_run(
-    run: Path,
-    *,
-    data: list[Path] | None = None,
-    protocol: str = "catalog",
-    cache_dir: Path | None = None,
-    checkpoint: str = "best",
-    strict: bool = False,
-) -> dict[str, Any]:
-    """Evaluate a run on its held-out coins; writes RUN/eval-PROTOCOL/{metrics.json, report.md, ...}.
-
-    Raises:
-        DataError: missing run or dataset, or nothing to evaluate.
-        SettingsError: unknown protocol.
-    """
-    if protocol not in PROTOCOLS:
-        raise SettingsError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    trained = load_run(run, checkpoint)
-    model = trained.model
-    roots = data or trained.data
-    bank, load = load_images(
-        read_datasets(roots), trained.preprocess, cache_dir or trained.cache_dir, strict=strict
-    )
-    test_coins = trained.held_out(bank)
-    metrics, result, q_pos, g_pos = run_protocol(model, bank, test_coins, protocol)
+def _write_failures(
+    bank: ImageBank, result: Retrieval, q_pos: list[int], g_pos: list[int], path: Path
+) -> None:
+    """The worst failures as a picture: each query beside its wrong and its right match."""
     queries = [bank.records[i] for i in q_pos]
-    out = run / f"eval-{protocol}"
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {
-        "run": str(run),
-        "protocol": protocol,
-        "checkpoint": checkpoint,
-        "datasets": [str(r) for r in roots],
-        "coins": len(test_coins),
-        "overall": metrics,
-        "breakdown": {
-            "light": breakdown(result, [r.light for r in queries]),
-            "angle": breakdown(result, [f"{r.turntable_deg:g}°" for r in queries]),
-            "side": breakdown(result, [r.side for r in queries]),
-        },
-        "images_skipped": len(load.skipped),
-    }
-    val_coins = sorted(set(trained.split["val"]) & {r.coin_id for r in bank.records})
-    if val_coins:
-        # Verification thresholds must be chosen on validation pairs, never on the test coins.
-        _, val_result, _, _ = run_protocol(model, bank, val_coins, "catalog")
-        genuine, impostor = genuine_impostor(val_result)
-        np.savez_compressed(out / "verification_val.npz", genuine=genuine, impostor=impostor)
-        report["verification"] = verification_summary(genuine, impostor)
-        # the run's same-coin verdict (verdict.json + roc.png) is what `pipeline search` labels by
-        verdict = write_verdict(run, genuine, impostor)
-        report["verdict"] = verdict.summary()
     gallery = [bank.records[i] for i in g_pos]
     failures = []
     for q, wrong, right in worst_failures(result, FAILURES_SHOWN):
@@ -246,7 +232,75 @@ def evaluate_run(
                 (bank.pixels([g_pos[right]])[0], f"right match\n{gallery[right].view}"),
             )
         )
-    write_failures(failures, out / "failures.png")
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    write_failures(failures, path)
+
+
+def evaluate_run(
+    run: Path,
+    *,
+    data: list[Path] | None = None,
+    protocol: str = "catalog",
+    cache_dir: Path | None = None,
+    checkpoint: str = "best",
+    strict: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a run on its held-out coins; writes RUN/eval-PROTOCOL/{metrics.json, report.md, ...}.
+
+    `report["collections"]` says, per collection, whether the run saw it and how many of its
+    coins are evaluated. A cache build runs on `workers` processes (None: every core).
+
+    Raises:
+        DataError: missing run or dataset, or nothing to evaluate.
+        SettingsError: unknown protocol.
+    """
+    if protocol not in PROTOCOLS:
+        raise SettingsError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    trained = load_run(run, checkpoint)
+    out = run / f"eval-{protocol}"
+    check_output_folder(out, "an evaluation", lambda p: (p / "metrics.json").is_file())
+    check_output_folder(run, "a training run", lambda p: True)  # verdict.json, roc.png
+    model = trained.model
+    roots = data or trained.data
+    bank, load = load_images(
+        read_datasets(roots),
+        trained.preprocess,
+        cache_dir or trained.cache_dir,
+        strict=strict,
+        workers=workers,
+        progress=progress,
+    )
+    test_coins = trained.held_out(bank)
+    metrics, result, q_pos, g_pos = run_protocol(model, bank, test_coins, protocol)
+    queries = [bank.records[i] for i in q_pos]
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "run": str(run),
+        "protocol": protocol,
+        "checkpoint": checkpoint,
+        "datasets": [str(r) for r in roots],
+        "coins": len(test_coins),
+        "collections": trained.collections(bank),
+        "overall": metrics,
+        "breakdown": {
+            "light": breakdown(result, [r.light for r in queries]),
+            "angle": breakdown(result, [f"{r.turntable_deg:g}°" for r in queries]),
+            "side": breakdown(result, [r.side for r in queries]),
+        },
+        "images_skipped": len(load.skipped),
+    }
+    val_coins = sorted({r.coin for r in bank.records if trained.split.has("val", r.coin)})
+    if val_coins:
+        # Verification thresholds must be chosen on validation pairs, never on the test coins.
+        _, val_result, _, _ = run_protocol(model, bank, val_coins, "catalog")
+        genuine, impostor = genuine_impostor(val_result)
+        np.savez_compressed(out / "verification_val.npz", genuine=genuine, impostor=impostor)
+        report["verification"] = verification_summary(genuine, impostor)
+        # the run's same-coin verdict (verdict.json + roc.png) is what `pipeline search` labels by
+        verdict = write_verdict(run, genuine, impostor)
+        report["verdict"] = verdict.summary()
+    _write_failures(bank, result, q_pos, g_pos, out / "failures.png")
+    (out / "metrics.json").write_text(json.dumps(json_safe(report), indent=2))
     (out / "report.md").write_text(markdown_report(report))
     return report

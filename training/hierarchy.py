@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from training.augment import build_augment, normalize
 from training.cache import Preprocess, default_cache_dir
-from training.checks import check_model_and_augmentation
+from training.checks import check_classifier_numbers, check_model_and_augmentation
 from training.data import load_images, read_dataset
 from training.errors import DataError, SettingsError
 from training.models.embedding import build_model
@@ -47,7 +47,7 @@ class LabelledImage:
     ruler: str
     type: str
     side: str  # obverse | reverse
-    coin_id: str
+    coin_id: str  # COLLECTION/COIN_ID (training.split.CoinKey): ids repeat across collections
 
 
 @dataclass(frozen=True)
@@ -79,15 +79,18 @@ def load_labelled_images(
     records, labels = [], {}
     for root in datasets:
         dataset = read_dataset(root)
-        for coin_id, row in dataset.coins.items():
-            if row.get("ruler") and row.get("type"):
-                labels[coin_id] = (str(row["ruler"]), str(row["type"]))
+        named = {
+            coin_id: (str(row["ruler"]), str(row["type"]))
+            for coin_id, row in dataset.coins.items()
+            if row.get("ruler") and row.get("type")
+        }
         taken: dict[str, int] = {}
         # the catalog image first: it is the one view every coin of a catalog has
         for r in sorted(dataset.records, key=lambda r: (r.role != "catalog", r.shot)):
-            if r.coin_id in labels and taken.get(r.view, 0) < per_side:
+            if r.coin_id in named and taken.get(r.view, 0) < per_side:
                 taken[r.view] = taken.get(r.view, 0) + 1
                 records.append(r)
+                labels[r.coin] = named[r.coin_id]  # a coin is (collection, id), not its id
     if not records:
         raise DataError("no coin has both a ruler and a type in coins.jsonl")
     bank, _ = load_images(
@@ -96,7 +99,7 @@ def load_labelled_images(
         cache_dir or default_cache_dir(),
     )
     return [
-        LabelledImage(np.asarray(bank.pixels([i])[0]), *labels[r.coin_id], r.side, r.coin_id)
+        LabelledImage(np.asarray(bank.pixels([i])[0]), *labels[r.coin], r.side, str(r.coin))
         for i, r in enumerate(bank.records)
     ]
 
@@ -205,8 +208,7 @@ class ClassifierSettings:
             SettingsError: unknown model or augmentation; sizes, epochs or rate not positive.
         """
         check_model_and_augmentation(self.model, self.aug)
-        if min(self.image_size, self.epochs, self.batch_size) < 1 or self.lr <= 0:
-            raise SettingsError("image size, epochs, batch size and learning rate must be > 0")
+        check_classifier_numbers(self)
 
 
 class Classifier(nn.Module):

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from training.checkpoint import save_weights, write_atomic
-from training.errors import DataError
+from training.errors import DataError, RunFolderError, SettingsError
 from training.hierarchy import (
     Classifier,
     ClassifierSettings,
@@ -40,6 +40,7 @@ from training.hierarchy import (
     write_confusion_png,
 )
 from training.sift_baseline import run_sift_baseline_cv
+from training.validation import check_fields, whole
 
 TASK = "hierarchy"
 CONFIG_FILE = "config.json"
@@ -201,11 +202,19 @@ def load_hierarchy_run(run: Path) -> tuple[HierarchyModel, dict[str, Any]]:
         raise DataError(f"{run} is not a run of `pipeline train --task hierarchy`")
     config: dict[str, Any] = json.loads((run / CONFIG_FILE).read_text())
     try:
+        check_fields(ClassifierSettings, config["settings"], "settings")
         settings = ClassifierSettings(**config["settings"])
+        settings.check()
         rulers, types = list(config["rulers"]), list(config["types"])
         ruler_of_type = [int(r) for r in config["ruler_of_type"]]
-    except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"damaged run config {run / CONFIG_FILE}: {error!r}") from error
+        if not all(0 <= r < len(rulers) for r in ruler_of_type) or len(ruler_of_type) != len(types):
+            raise ValueError("ruler_of_type does not index the rulers, one per type")
+        # written by train_hierarchy_run; a run saved otherwise (tests, notebooks) may lack them
+        whole("per_side", config.get("per_side", 4), low=1)
+        if not isinstance(config.get("derotate", False), bool):
+            raise ValueError(f"derotate {config['derotate']!r:.20} is not true or false")
+    except (KeyError, TypeError, ValueError, SettingsError) as error:
+        raise RunFolderError(f"damaged run config {run / CONFIG_FILE}: {error!r:.200}") from error
     nets = []
     for name, classes in (("ruler", rulers), ("type", types)):
         path = run / CHECKPOINTS / f"{name}.safetensors"
@@ -281,8 +290,8 @@ def evaluate_hierarchy_run(
         data,
         settings.image_size,
         cache_dir=cache_dir,
-        per_side=int(config["per_side"]),
-        derotate=bool(config["derotate"]),
+        per_side=int(config.get("per_side", 4)),
+        derotate=bool(config.get("derotate", False)),
     )
     coins = group_coins(images)
     space = LabelSpace(model.types, model.rulers, model.ruler_of_type)
@@ -301,7 +310,8 @@ def evaluate_hierarchy_run(
     if not coins:
         raise DataError("no coin with both sides imaged is of a type the run was trained on")
     seen = set(config.get("training_coins", []))
-    trained_on = sum(c.coin_id in seen for c in coins)
+    # runs from before collections recorded bare ids
+    trained_on = sum(c.coin_id in seen or c.coin_id.rsplit("/", 1)[-1] in seen for c in coins)
     if trained_on:
         warn(f"{trained_on} of {len(coins)} coins were used in training: figures are optimistic")
     # one prediction per (k-th obverse, k-th reverse) pair of a coin, as in cross-validation

@@ -303,6 +303,11 @@ class CatalogIndex:
     def load(cls, directory: Path) -> CatalogIndex:
         """Open an index directory written by save().
 
+        Every file is checked against index.json before use. An exact (flat) index is rebuilt
+        from embeddings.npy rather than read from faiss.index: its faiss structure is nothing
+        but a copy of the embeddings, and a damaged file's vector lengths are then never
+        trusted to size an allocation.
+
         Raises:
             IndexStoreError: the directory is missing, not an index, or its files disagree.
         """
@@ -310,27 +315,89 @@ class CatalogIndex:
         if not info_path.is_file():
             raise IndexStoreError(f"no catalog index at {directory} (missing {INFO_FILE})")
         try:
-            info = json.loads(info_path.read_text())
-            if info.get("format") != FORMAT or info.get("version") != FORMAT_VERSION:
-                raise IndexStoreError(f"{info_path}: not a {FORMAT} v{FORMAT_VERSION} index")
+            info = _check_info(json.loads(info_path.read_text(encoding="utf-8")), info_path)
+            dim = int(info["dim"])
             # Memory-mapped: a million-coin catalog's 2 GB of vectors are only read for rescoring.
             embeddings = np.load(directory / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False)
-            lines = (directory / ITEMS_FILE).read_text().splitlines()
+            lines = (directory / ITEMS_FILE).read_text(encoding="utf-8").splitlines()
             items = [json.loads(line) for line in lines if line.strip()]
-            stored = faiss.read_index(str(directory / FAISS_FILE))
-        except (OSError, ValueError, RuntimeError) as e:
-            raise IndexStoreError(f"index at {directory} is damaged: {e}") from e
-        try:
+            _check_items(items, embeddings, dim)
+            if info["faiss"]["kind"] == "flat":
+                if not np.isfinite(embeddings).all():
+                    raise IndexStoreError("embeddings are not all finite")
+                built = build_faiss(np.asarray(embeddings), "flat")
+            else:
+                stored = faiss.read_index(str(directory / FAISS_FILE))
+                if stored.d != dim or _faiss_kind(stored) != info["faiss"]["kind"]:
+                    raise IndexStoreError(f"{FAISS_FILE} is not the index {INFO_FILE} describes")
+                built = (stored, info["faiss"])
             return cls(
-                dim=int(info["dim"]),
+                dim=dim,
                 model=info["model"],
                 kind=info["kind"],
-                embeddings=embeddings.reshape(-1, int(info["dim"])),
+                embeddings=embeddings,
                 items=items,
-                built=(stored, info["faiss"]),
+                built=built,
             )
-        except IndexStoreError as e:
-            raise IndexStoreError(f"index at {directory}: {e}") from e
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            RuntimeError,
+            IndexStoreError,
+        ) as e:  # EOF: empty .npy
+            raise IndexStoreError(f"index at {directory} is damaged: {e}") from e
+
+
+def _check_info(info: object, path: Path) -> dict[str, Any]:
+    """index.json, checked to be this format with usable dim, kind, faiss settings and model.
+
+    Raises:
+        IndexStoreError: names what is wrong.
+    """
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise IndexStoreError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} index")
+    if info.get("version") != FORMAT_VERSION:
+        raise IndexStoreError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} index")
+    dim, kind, settings, model = (info.get(k) for k in ("dim", "kind", "faiss", "model"))
+    if not (isinstance(dim, int) and not isinstance(dim, bool) and 1 <= dim <= 65536):
+        raise IndexStoreError(f"{path}: dim {dim!r:.20} is not an embedding width")
+    if kind not in KINDS or not isinstance(model, dict):
+        raise IndexStoreError(f"{path}: kind {kind!r:.20} or model is not valid")
+    if not isinstance(settings, dict) or settings.get("kind") not in KINDS[1:]:
+        raise IndexStoreError(f"{path}: faiss settings are not valid")
+    wanted = {"ivf": ("nlist", "nprobe", "rescore"), "hnsw": ("ef_search",)}
+    for key in wanted.get(settings["kind"], ()):
+        value = settings.get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise IndexStoreError(f"{path}: faiss {key} {value!r:.20} is not a positive count")
+    return info
+
+
+def _check_items(items: list[Any], embeddings: np.ndarray, dim: int) -> None:
+    """Items are objects with unique string ids, one per row of an N×dim float array."""
+    if embeddings.ndim != 2 or embeddings.shape != (len(items), dim):
+        raise IndexStoreError(
+            f"{EMBEDDINGS_FILE} is {embeddings.shape}, expected ({len(items)}, {dim})"
+        )
+    if not np.issubdtype(embeddings.dtype, np.floating):
+        raise IndexStoreError(f"{EMBEDDINGS_FILE} holds {embeddings.dtype}, not floats")
+    ids = [item.get("id") if isinstance(item, dict) else None for item in items]
+    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        raise IndexStoreError(f"{ITEMS_FILE}: every line must be an object with a unique id")
+
+
+def _faiss_kind(index: faiss.Index) -> str:
+    """flat, hnsw or ivf: what a faiss file holds (`other` for anything else)."""
+    concrete = faiss.downcast_index(index)
+    for kind, cls in (
+        ("flat", faiss.IndexFlat),
+        ("hnsw", faiss.IndexHNSW),
+        ("ivf", faiss.IndexIVF),
+    ):
+        if isinstance(concrete, cls):
+            return kind
+    return "other"
 
 
 def _describe(model: dict[str, Any]) -> str:

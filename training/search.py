@@ -9,8 +9,8 @@ between two models' embeddings mean nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,20 +20,26 @@ import numpy as np
 import torch
 
 from training.augment import normalize
-from training.cache import Preprocess, crop_photo
-from training.catalog import Entry, already_indexed, find_sources, load_entries, read_meta_csv
+from training.cache import Preprocess
+from training.catalog import Source, already_indexed, find_sources, read_meta_csv
 from training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_meta
-from training.coinfind import Circle
-from training.detect import Coin, crop, detect_coins
-from training.imageio import load_rgb
+from training.detect import Coin
 from training.index import INFO_FILE, CatalogIndex, Hit
 from training.models.embedding import EmbeddingModel
-from training.search_errors import NoCoinFound, SearchError
+from training.outputs import check_output_folder
+from training.parallel import ordered_map, progress_bar, resolve_workers
+from training.run_folder import check_same_size, checkpoint_folder, read_preprocess_settings
+from training.search_errors import IndexStoreError, SearchError
+from training.search_prep import (
+    PreparedQuery,
+    crop_detected,
+    prepare_image,
+    prepare_photo,
+    prepare_source,
+)
 from training.verdict import NO_MATCH_TEXT, VERDICT_FILE, Verdict
 
 EMBED_BATCH = 32
-# Side of the query crop kept for contact sheets: the model-size crop is often only 64 px.
-PREVIEW_PX = 160
 
 
 @dataclass
@@ -52,18 +58,14 @@ class RunModel:
     @cached_property
     def preprocess(self) -> Preprocess:
         """How the run's training turned photos into model inputs (size, margin, masking)."""
-        config_path = self.run / "config.json"
         # a bare checkpoint folder records no training settings: crop as runs before masking did
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        config = read_preprocess_settings(self.run)
+        check_same_size(config, self.model.config, self.run)
         return Preprocess.of_run(config, image_size=self.image_size)
 
     def crop(self, image: np.ndarray, coin: Coin) -> np.ndarray:
-        """The coin cropped exactly as the run's training preprocessed it (margin, masking).
-
-        A query must look like what the model learned from: the same margin around the flan and,
-        for masked runs, the same flat colour outside its outline, whatever the photo's background.
-        """
-        return crop_photo(image, Circle(coin.x, coin.y, coin.r, coin.method), self.preprocess)
+        """The coin cropped exactly as the run's training preprocessed it (search_prep)."""
+        return crop_detected(image, coin, self.preprocess)
 
 
 def load_run_model(run: Path, checkpoint: str = "best") -> RunModel:
@@ -71,17 +73,15 @@ def load_run_model(run: Path, checkpoint: str = "best") -> RunModel:
 
     Raises:
         SearchError: no such run or checkpoint.
+        RunFolderError: the checkpoint or the run's config.json is damaged, or they disagree.
     """
-    folder = run / "checkpoints" / checkpoint
+    folder = checkpoint_folder(run, checkpoint)
     if not (folder / CONFIG_FILE).is_file() and (run / CONFIG_FILE).is_file():
         folder = run  # a checkpoint folder given directly
     if not (folder / CONFIG_FILE).is_file():
         raise SearchError(f"not a training run with a {checkpoint!r} checkpoint: {run}")
-    try:
-        meta = read_checkpoint_meta(folder)
-        model = load_checkpoint(folder)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise SearchError(f"cannot load the model in {folder}: {e}") from e
+    meta = read_checkpoint_meta(folder)
+    model = load_checkpoint(folder)
     sha = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
     identity = {
         "run": str(run.resolve()),
@@ -89,7 +89,9 @@ def load_run_model(run: Path, checkpoint: str = "best") -> RunModel:
         "config": meta["config"],
         "weights_sha256": sha,
     }
-    return RunModel(model.eval(), identity, run)
+    loaded = RunModel(model.eval(), identity, run)
+    _ = loaded.preprocess  # read config.json now: a damaged one fails before any image is read
+    return loaded
 
 
 @torch.no_grad()
@@ -127,15 +129,20 @@ def index_folder(
     meta_csv: Path | None = None,
     kind: str | None = None,
     warn: Callable[[str], None] = lambda _: None,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> IndexReport:
     """Embed the coins of every not-yet-indexed image under `images` into the index at `out`.
 
     An existing index is extended (its embeddings are kept, not recomputed); `kind` (auto,
-    flat, hnsw, ivf) changes its faiss structure, None keeps it.
+    flat, hnsw, ivf) changes its faiss structure, None keeps it. Pictures are read and cropped
+    on `workers` processes (None: every core, one for a few pictures); the index is the same
+    whatever the count.
 
     Raises:
         SearchError: bad folder or CSV, an index from another model, or nothing indexable.
     """
+    check_output_folder(out, "a catalog index", lambda p: (p / INFO_FILE).is_file())
     meta = read_meta_csv(meta_csv) if meta_csv else None
     sources = find_sources(images, meta)
     if (out / INFO_FILE).exists():
@@ -147,28 +154,63 @@ def index_folder(
         dim = int(run_model.model.config["embedding_dim"])
         index = CatalogIndex(dim=dim, model=run_model.identity, kind=kind or "auto")
     report = IndexReport()
-    entries: list[Entry] = []
-    crops: list[np.ndarray] = []
-    for source in sources:
-        if already_indexed(source, index):
-            report.already += 1
-            continue
-        try:
-            image, found = load_entries(source)
-        except SearchError as e:
-            report.problems.append(str(e))
-            warn(f"skipped: {e}")
-            continue
-        entries.extend(found)
-        crops.extend(run_model.crop(image, e.coin) for e in found)
-    if entries:
-        index.add(embed_crops(run_model.model, crops), [e.item() for e in entries])
-    report.added = len(entries)
+    todo = [source for source in sources if not already_indexed(source, index)]
+    report.already = len(sources) - len(todo)
+    embeddings, items = _embed_sources(run_model, todo, report, warn, workers, progress)
+    if items:
+        index.add(embeddings, items)
+    report.added = len(items)
     report.total = len(index)
     if not len(index):
         raise SearchError(f"no coin could be indexed from {images} ({len(report.problems)} failed)")
     index.save(out)
     return report
+
+
+# Pictures below this many are read here: a pool's start-up would cost more than it saves.
+PARALLEL_FROM = 16
+# Crops embedded at a time while indexing: memory stays bounded however large the catalog.
+EMBED_CHUNK = 32 * EMBED_BATCH
+
+
+def pool_size(workers: int | None, tasks: int) -> int:
+    """Processes for `tasks` pictures: `workers`, else every core unless the job is small."""
+    return 1 if workers is None and tasks < PARALLEL_FROM else resolve_workers(workers)
+
+
+def _embed_sources(
+    run_model: RunModel,
+    sources: Sequence[Source],
+    report: IndexReport,
+    warn: Callable[[str], None],
+    workers: int | None,
+    progress: bool,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Embeddings and index items of every coin of `sources`; unreadable pictures reported.
+
+    Crops are embedded in whole EMBED_BATCH batches as they arrive, the batches falling where
+    one embed_crops call over all of them would put them, so the embeddings are identical.
+    """
+    tasks = [(source, run_model.preprocess) for source in sources]
+    out: list[np.ndarray] = []
+    items: list[dict[str, Any]] = []
+    crops: list[np.ndarray] = []
+    results = closing(ordered_map(prepare_source, tasks, pool_size(workers, len(tasks))))
+    with progress_bar(len(tasks), "indexing", progress) as advance, results as done:
+        for prepared in done:
+            advance(1)
+            if prepared.problem is not None:  # unreadable, too large, no coin: this file only
+                report.problems.append(prepared.problem)
+                warn(f"skipped: {prepared.problem}")
+                continue
+            items.extend(e.item() for e in prepared.entries)
+            crops.extend(prepared.crops)
+            if len(crops) >= EMBED_CHUNK:
+                whole = len(crops) - len(crops) % EMBED_BATCH
+                out.append(embed_crops(run_model.model, crops[:whole]))
+                crops = crops[whole:]
+    out.append(embed_crops(run_model.model, crops))
+    return np.concatenate(out), items
 
 
 # -- searching ----------------------------------------------------------------------------
@@ -237,10 +279,12 @@ class Searcher:
         """
         index = CatalogIndex.load(index_dir)
         recorded = index.model
-        run = Path(str(recorded.get("run", "")))
-        run_model = load_run_model(run, str(recorded.get("checkpoint", "best")))
+        run, checkpoint = recorded.get("run"), recorded.get("checkpoint", "best")
+        if not (isinstance(run, str) and Path(run).is_absolute() and isinstance(checkpoint, str)):
+            raise IndexStoreError(f"{index_dir / INFO_FILE}: no run recorded for its model")
+        run_model = load_run_model(Path(run), checkpoint)
         index.check_model(run_model.identity)
-        verdict = Verdict.load(run) if (run / VERDICT_FILE).is_file() else None
+        verdict = Verdict.load(Path(run)) if (Path(run) / VERDICT_FILE).is_file() else None
         return cls(index, run_model, verdict)
 
     def label(self, hit: Hit) -> Candidate:
@@ -254,16 +298,16 @@ class Searcher:
         Raises:
             NoCoinFound: nothing in the image looks like a coin.
         """
-        coins = detect_coins(image)
-        if not coins:
-            raise NoCoinFound(f"{name}: no coin found in the photo")
-        crops = [self.run_model.crop(image, c) for c in coins]
-        hits = self.index.search(embed_crops(self.run_model.model, crops), top)
+        return self._rank(prepare_image(image, name, self.run_model.preprocess), top)
+
+    def _rank(self, query: PreparedQuery, top: int) -> list[QueryResult]:
+        """Embed a prepared photo's coins and rank the catalog for each."""
+        hits = self.index.search(embed_crops(self.run_model.model, query.crops), top)
         return [
-            QueryResult(
-                name, n, coin, crop(image, coin, PREVIEW_PX), [self.label(h) for h in found]
+            QueryResult(query.name, n, coin, preview, [self.label(h) for h in found])
+            for n, (coin, preview, found) in enumerate(
+                zip(query.coins, query.previews, hits, strict=True), 1
             )
-            for n, (coin, found) in enumerate(zip(coins, hits, strict=True), 1)
         ]
 
     def search_photo(self, photo: Path, top: int = 5) -> list[QueryResult]:
@@ -272,4 +316,31 @@ class Searcher:
         Raises:
             SearchError: unreadable file (ImageReadError) or no coin in it (NoCoinFound).
         """
-        return self.search_image(load_rgb(photo), str(photo), top)
+        return self.search_photos([photo], top)
+
+    def search_photos(
+        self,
+        photos: Sequence[Path],
+        top: int = 5,
+        *,
+        workers: int | None = None,
+        progress: bool = False,
+    ) -> list[QueryResult]:
+        """Candidates for every coin of every photo, in photo order.
+
+        Photos are read and cropped on `workers` processes (None: every core, one for a few
+        photos); the first photo that fails, in photo order, raises as with one worker.
+
+        Raises:
+            SearchError: an unreadable photo (ImageReadError) or one without a coin.
+        """
+        tasks = [(photo, self.run_model.preprocess) for photo in photos]
+        results: list[QueryResult] = []
+        prepared = closing(ordered_map(prepare_photo, tasks, pool_size(workers, len(tasks))))
+        with progress_bar(len(tasks), "searching", progress) as advance, prepared as done:
+            for query in done:
+                if isinstance(query, SearchError):
+                    raise query
+                results.extend(self._rank(query, top))
+                advance(1)
+        return results

@@ -5,6 +5,8 @@ All derive from training.errors.TrainingError, so `pipeline` shows each as one l
 TrainingError
 └── SearchError
     ├── ImageReadError     a file is missing, not an image, or truncated
+    │   ├── ImageTooLarge  more pixels than COINRIG_MAX_IMAGE_PIXELS (checked before decoding)
+    │   └── ImageTooSmall  too small or too narrow to show a coin
     ├── NoCoinFound        a photo was read but no coin could be found in it
     └── IndexStoreError    an index directory is missing, damaged, or built with another model
 """
@@ -28,3 +30,11 @@ class NoCoinFound(SearchError):
 
 class IndexStoreError(SearchError):
     """A catalog index is missing, damaged, or belongs to another model."""
+
+
+class ImageTooLarge(ImageReadError):
+    """An image declares more pixels than the limit (a decompression bomb, or a huge scan)."""
+
+
+class ImageTooSmall(ImageReadError):
+    """An image too small or too narrow to show a coin (for example 20000×1 pixels)."""

@@ -9,7 +9,6 @@ run through the robustness transforms (rotated, rescaled, off-centre, JPEG, grey
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,37 +18,53 @@ import numpy as np
 
 from training.catalog import Source, entries_for
 from training.data import Record, read_datasets
-from training.imageio import load_rgb
+from training.imageio import load_photo
 from training.index import CatalogIndex
 from training.robustness import top1_stability
+from training.run_folder import SPLIT_FILE, read_preprocess_settings, read_run_split
 from training.search import RunModel, Searcher, embed_crops, load_run_model
 from training.search_errors import SearchError
+from training.split import CoinKey
 from training.verdict import VERDICT_FILE, Verdict
 
 
-def _test_coins(run: Path, records: Sequence[Record]) -> list[str]:
-    """The run's test coins (split.json), else every coin of the data."""
-    split_path = run / "split.json"
-    if split_path.is_file():
-        return sorted(json.loads(split_path.read_text())["test"])
-    return sorted({r.coin_id for r in records})
+def _test_coins(run: Path, records: Sequence[Record]) -> list[CoinKey]:
+    """Coins of the data the run neither trained nor validated on (every coin without a split).
+
+    As `pipeline evaluate` chooses them: a coin is (collection, coin id), so a collection the
+    run never saw is all test coins.
+    """
+    if not (run / SPLIT_FILE).is_file():
+        return sorted({r.coin for r in records})
+    data = read_preprocess_settings(run).get("data") or []
+    split = read_run_split(run, data)
+    return sorted({r.coin for r in records if not split.seen(r.coin)})
 
 
 def _view(item: dict[str, Any]) -> str:
-    return f"{item.get('coin_id')}/{item.get('side')}"
+    """An index item's coin side, named as Record.view names it."""
+    coin = CoinKey(str(item.get("collection", "")), str(item.get("coin_id")))
+    return f"{coin}/{item.get('side')}"
 
 
-def _catalog_index(run_model: RunModel, records: Sequence[Record], coins: set[str]) -> CatalogIndex:
+def _catalog_index(
+    run_model: RunModel, records: Sequence[Record], coins: set[CoinKey]
+) -> CatalogIndex:
     """A flat index of every catalog (or reference) image of `coins`, one entry per coin found."""
     index = CatalogIndex(
         dim=int(run_model.model.config["embedding_dim"]), model=run_model.identity, kind="flat"
     )
-    catalog = [r for r in records if r.coin_id in coins and (r.role == "catalog" or r.reference)]
+    catalog = [r for r in records if r.coin in coins and (r.role == "catalog" or r.reference)]
     items, crops = [], []
     for r in catalog:
-        image = load_rgb(r.path)
+        image = load_photo(r.path)
         for entry in entries_for(
-            Source(r.path, r.file_name, {"coin_id": r.coin_id, "side": r.side}), image
+            Source(
+                r.path,
+                r.file_name,
+                {"collection": r.collection, "coin_id": r.coin_id, "side": r.side},
+            ),
+            image,
         ):
             items.append(entry.item())
             crops.append(run_model.crop(image, entry.coin))
@@ -71,10 +86,10 @@ def _best(searcher: Searcher, image: np.ndarray) -> dict[str, Any] | None:
 
 
 def _sample(
-    rng: random.Random, captures: Sequence[Record], coins: set[str], most: int
+    rng: random.Random, captures: Sequence[Record], coins: set[CoinKey], most: int
 ) -> list[Record]:
     """At most `most` captures of `coins`, drawn at random."""
-    of_coins = [r for r in captures if r.coin_id in coins]
+    of_coins = [r for r in captures if r.coin in coins]
     return rng.sample(of_coins, min(most, len(of_coins)))
 
 
@@ -125,8 +140,8 @@ def search_report(
     captures = [r for r in records if r.role == "capture" and not r.reference]
     closed = _sample(rng, captures, indexed, max_queries)
     open_ = _sample(rng, captures, left_out, max_queries)
-    closed_top = [_best(searcher, load_rgb(r.path)) for r in closed]
-    open_top = [_best(searcher, load_rgb(r.path)) for r in open_]
+    closed_top = [_best(searcher, load_photo(r.path)) for r in closed]
+    open_top = [_best(searcher, load_photo(r.path)) for r in open_]
     hits = [t is not None and t["view"] == r.view for t, r in zip(closed_top, closed, strict=True)]
     report: dict[str, Any] = {
         "indexed_coins": len(indexed),
@@ -139,7 +154,7 @@ def search_report(
     }
     if verdict is not None:
         report.update(_verdict_rates(closed_top, open_top))
-    photos = [load_rgb(r.path) for r in closed[:robustness_photos]]
+    photos = [load_photo(r.path) for r in closed[:robustness_photos]]
     if photos:
 
         def top1(image: np.ndarray) -> str | None:

@@ -2,8 +2,11 @@ r"""Train an embedding model with a metric-learning loss; keep the best by valid
 
 Read `train` top to bottom like nanoGPT's train.py: settings (training.train_config), data,
 model, loss and optimizer, then one loop of get_batch → augment → forward → loss → step, with
-validation and a checkpoint at the end of every epoch; the helpers above it are its steps. Validation is the catalog protocol's top-1 on the validation coins (the same
-question the test answers, on coins the model never saw).
+validation and a checkpoint at the end of every epoch (or every --val-every epochs); the helpers
+above it are its steps. Batches are made ahead in a background thread (training.batches:
+gather, copy and augmentation overlap the model step; the same seed trains the same weights
+with --prefetch 0). Validation is the catalog protocol's top-1 on the validation coins (the same
+question the test answers, on coins the model never saw); each epoch's log row has its seconds.
 
 Several GPUs (one process each; RANK/WORLD_SIZE/LOCAL_RANK come from torchrun):
 
@@ -11,7 +14,10 @@ Several GPUs (one process each; RANK/WORLD_SIZE/LOCAL_RANK come from torchrun):
         --model resnet50-truncated --out runs/sawhill-r50
 
 Each rank draws its own batches; gradients of the model and of the loss's class centres are
-averaged by DistributedDataParallel; only rank 0 validates, logs and writes checkpoints.
+averaged by DistributedDataParallel; only rank 0 validates, logs and writes checkpoints (each
+machine's first rank builds the image cache, the others then read it); at the end the ranks
+check that their weights are bit-identical (summary.json's `ranks_agree`). Run for real, two
+ranks on gloo, by tests/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -30,29 +36,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from training.augment import build_augment, normalize
-from training.checkpoint import (
-    load_checkpoint,
-    load_optimizer,
-    read_checkpoint_meta,
-    save_checkpoint,
-    save_optimizer,
-)
+from training.augment import build_augment
+from training.batches import BatchSource, Prefetcher, TrainingSet, make_batches, training_set
+from training.checkpoint import save_checkpoint
 from training.data import (
     BalancedSampler,
     ImageBank,
+    LoadReport,
     Split,
     load_images,
     parse_split,
     read_datasets,
     split_coins,
-    to_tensor,
-    training_records,
 )
 from training.distributed import Distributed, setup_distributed
 from training.errors import SettingsError
@@ -60,12 +59,10 @@ from training.evaluate import autocast, run_protocol
 from training.losses import build_loss
 from training.models.embedding import EmbeddingModel, build_model
 from training.report import write_curves
+from training.run_state import check_finite_loss, json_safe, metrics_log
+from training.run_state import load_state as _load_state
+from training.run_state import save_state as _save_state
 from training.train_config import TrainConfig
-
-# The loss's own parameters (ArcFace class centres) live beside the model weights.
-LOSS_FILE = "loss.safetensors"
-# The weights' moving average, beside the raw weights in checkpoints/last (for --resume).
-EMA_FOLDER = "ema"
 
 
 def lr_at(
@@ -93,51 +90,6 @@ class Objective(nn.Module):
         return self.loss(emb.float(), labels)
 
 
-def _save_state(
-    folder: Path,
-    model: EmbeddingModel,
-    loss: nn.Module,
-    opt: torch.optim.Optimizer,
-    state: dict[str, Any],
-    ema: AveragedModel | None,
-) -> None:
-    """Loss centres, optimizer, average, then the model with the loop state (written last)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if ema is not None:
-        save_checkpoint(folder / EMA_FOLDER, cast(EmbeddingModel, ema.module))
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in loss.state_dict().items()},
-        str(folder / LOSS_FILE),
-    )
-    save_optimizer(folder, opt)
-    save_checkpoint(folder, model, extra=state)
-
-
-def _load_state(
-    folder: Path,
-    model: EmbeddingModel,
-    loss: nn.Module,
-    opt: torch.optim.Optimizer,
-    ema: AveragedModel | None,
-) -> dict[str, Any]:
-    """Restore what _save_state wrote; returns the saved loop state (epoch, step, best)."""
-    device = next(model.parameters()).device
-    model.load_state_dict(load_checkpoint(folder, device=device).state_dict())
-    loss.load_state_dict(load_file(str(folder / LOSS_FILE), device=str(device)))
-    load_optimizer(folder, opt, device=device)
-    state: dict[str, Any] = read_checkpoint_meta(folder)["extra"]
-    if ema is not None:
-        if (folder / EMA_FOLDER).exists():
-            ema.module.load_state_dict(
-                load_checkpoint(folder / EMA_FOLDER, device=device).state_dict()
-            )
-        else:  # the run was started without an average: begin it at the resumed weights
-            ema.module.load_state_dict(model.state_dict())
-        # a non-zero count makes the next update average rather than copy
-        ema.n_averaged.fill_(max(1, int(state["step"])))
-    return state
-
-
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Progress]:
     """A rich progress bar with images/s (silent when disabled: tests, non-zero ranks)."""
@@ -151,36 +103,6 @@ def _progress(enabled: bool) -> Iterator[Progress]:
     )
     with progress:
         yield progress
-
-
-@dataclass(frozen=True)
-class _TrainingSet:
-    """The images trained on: bank positions, one class per coin side (view), pose membership."""
-
-    positions: list[int]  # into the bank
-    views: list[str]  # class index → view
-    labels: list[int]  # class of each training image
-    in_pose: list[bool]  # whether each training image is a frame of a turntable pose
-
-
-def _training_set(cfg: TrainConfig, bank: ImageBank, split: Split) -> _TrainingSet:
-    """The training images of the split's training coins, under the --train-on regime.
-
-    Raises:
-        SettingsError: the regime leaves no training image.
-    """
-    train_set = {id(r) for r in training_records(bank.records, split.train, cfg.train_on)}
-    positions = [i for i, r in enumerate(bank.records) if id(r) in train_set]
-    if not positions:
-        raise SettingsError(f"no training images for --train-on {cfg.train_on} in {cfg.data}")
-    views = sorted({bank.records[i].view for i in positions})
-    class_of = {v: i for i, v in enumerate(views)}
-    return _TrainingSet(
-        positions=positions,
-        views=views,
-        labels=[class_of[bank.records[i].view] for i in positions],
-        in_pose=[bank.records[i].pose is not None for i in positions],
-    )
 
 
 @dataclass
@@ -263,32 +185,6 @@ def _build_optimised(
 
 
 @dataclass
-class _Batches:
-    """Balanced batches of training images, augmented and on the device, ready for a step."""
-
-    bank: ImageBank
-    data: _TrainingSet
-    sampler: BalancedSampler
-    coin_flips: np.random.Generator  # draws which captures are shown cut out alone
-    single_photo_p: float
-    augment: Callable[[torch.Tensor], torch.Tensor]
-    device: torch.device
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch: normalised augmented images and their class labels."""
-        batch = self.sampler.next_batch()
-        in_pose, positions = self.data.in_pose, self.data.positions
-        alone = [in_pose[i] and self.coin_flips.random() < self.single_photo_p for i in batch]
-        x = to_tensor(self.bank.pixels([positions[i] for i in batch], alone), self.device)
-        y = torch.tensor([self.data.labels[i] for i in batch], device=self.device)
-        with torch.no_grad():
-            x = normalize(self.augment(x))
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
-
-
-@dataclass
 class _Loop:
     """Where the loop is: optimizer steps taken and images seen since this process started."""
 
@@ -306,7 +202,9 @@ class _EpochResult:
     images_per_s: float
 
 
-def _step(parts: _Optimised, batches: _Batches, lr: float) -> tuple[torch.Tensor, int]:
+def _step(
+    parts: _Optimised, batches: BatchSource | Prefetcher, lr: float
+) -> tuple[torch.Tensor, int]:
     """One optimizer step at learning rate `lr`; returns the batch's loss and its size."""
     for group in parts.opt.param_groups:
         group["lr"] = lr
@@ -325,7 +223,7 @@ def _train_epoch(
     epoch: int,
     steps: int,
     parts: _Optimised,
-    batches: _Batches,
+    batches: BatchSource | Prefetcher,
     loop: _Loop,
     progress: Progress,
     log: Callable[[dict[str, Any]], None],
@@ -355,6 +253,7 @@ def _train_epoch(
         images_per_s=steps * cfg.batch_size * world_size / seconds,
     )
     progress.update(task, loss=result.train_loss, ips=result.images_per_s)
+    check_finite_loss(result.train_loss, epoch, log)  # a diverged epoch is logged, never saved
     return result
 
 
@@ -368,10 +267,16 @@ def _end_epoch(
     state: dict[str, Any],
     checkpoints: Path,
     log: Callable[[dict[str, Any]], None],
+    validate: bool = True,
 ) -> dict[str, Any]:
-    """Validate, log the epoch, save `last` (and `best` if validation improved); the new state."""
+    """Validate (if `validate`), log the epoch, save `last` (and `best` if validation improved).
+
+    Returns the new state. Without validation coins `best` follows `last`; on an epoch that
+    skips validation (--val-every) `best` stays as it is.
+    """
     evaluated = parts.evaluated
-    val = run_protocol(evaluated, bank, list(split.val), "catalog")[0] if split.val else None
+    val_started = time.perf_counter()
+    val = run_protocol(evaluated, bank, list(split.val), "catalog")[0] if validate else None
     val_top1 = val["top1"] if val else None
     log(
         {
@@ -381,11 +286,13 @@ def _end_epoch(
             "train_loss": result.train_loss,
             "val": val,
             "seconds": result.seconds,
+            "val_seconds": time.perf_counter() - val_started,
             "images_per_s": result.images_per_s,
         }
     )
-    improved = state["best_val_top1"] is None or (
-        val_top1 is not None and val_top1 > state["best_val_top1"]
+    improved = (not split.val or validate) and (
+        state["best_val_top1"] is None
+        or (val_top1 is not None and val_top1 > state["best_val_top1"])
     )
     state = {
         "epoch": epoch + 1,
@@ -399,27 +306,55 @@ def _end_epoch(
     return state
 
 
-@contextmanager
-def _metrics_log(
-    path: Path, *, enabled: bool, append: bool
-) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """A writer of JSON lines to `path`, flushed per row (a no-op where disabled: other ranks)."""
-    metrics_file = path.open("a" if append else "w") if enabled else None
+def _batch_source(
+    cfg: TrainConfig,
+    bank: ImageBank,
+    data: TrainingSet,
+    augment: Callable[[torch.Tensor], torch.Tensor],
+    ddp: Distributed,
+    start_epoch: int,
+) -> BatchSource:
+    """The training batches, drawn from generators seeded for this rank and starting epoch.
 
-    def log(row: dict[str, Any]) -> None:
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(row) + "\n")
-            metrics_file.flush()
+    Seeds depend on rank (each GPU its own batches) and on the epoch a resumed run starts at (so
+    it does not replay the first epochs' batches and augmentations).
+    """
+    stream = cfg.seed + 1000 * ddp.rank + 100_000 * start_epoch
+    torch.manual_seed(stream)
+    sampler = BalancedSampler(data.labels, cfg.batch_size, cfg.per_class, seed=stream)
+    return BatchSource(
+        bank, data, sampler, np.random.default_rng(stream), cfg.single_photo_p, augment, ddp.device
+    )
 
-    try:
-        yield log
-    finally:
-        if metrics_file is not None:
-            metrics_file.close()
+
+def _summary(
+    cfg: TrainConfig, data: TrainingSet, split: Split, load: LoadReport, ddp: Distributed
+) -> dict[str, Any]:
+    """What summary.json says of the run besides its state: data, split, images, processes."""
+    return {
+        "model": cfg.model,
+        "train_images": len(data.positions),
+        "train_views": len(data.views),
+        "coins": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
+        "images_decoded": load.decoded,
+        "images_skipped": len(load.skipped),
+        "skipped": load.skipped,
+        "device": str(ddp.device),
+        "world_size": ddp.world_size,
+        "rank": ddp.rank,
+    }
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    workers: int | None = None,
+) -> dict[str, Any]:
     """Run training as configured; returns the summary written to RUN/summary.json.
+
+    `workers` processes build the image cache if it must be built (None: every core).
 
     Raises:
         DataError: a dataset is missing or malformed (or an image unreadable with strict).
@@ -435,9 +370,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
 
     # ---- data: every image of every dataset, preprocessed once into the cache
     records = read_datasets([Path(d) for d in cfg.data])
-    split = split_coins([r.coin_id for r in records], fractions, cfg.seed)
-    bank, load = load_images(records, cfg.preprocess(), cfg.cache_path(), strict=cfg.strict)
-    data = _training_set(cfg, bank, split)
+    split = split_coins([r.coin for r in records], fractions, cfg.seed)
+    with ddp.main_first():  # rank 0 builds the cache, the others then read it
+        bank, load = load_images(
+            records, cfg.preprocess(), cfg.cache_path(), strict=cfg.strict, workers=workers,
+            progress=show_progress and ddp.is_main,
+        )  # fmt: skip
+    data = training_set(bank, split, cfg.train_on, str(cfg.data))
     steps_per_epoch = cfg.steps_per_epoch or max(
         1, math.ceil(len(data.positions) / (cfg.batch_size * ddp.world_size))
     )
@@ -448,48 +387,41 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
     checkpoints = run / "checkpoints"
     if resume and (checkpoints / "last").exists():
         state = _load_state(checkpoints / "last", parts.model, parts.loss_fn, parts.opt, parts.ema)
-    # Seeds depend on rank (each GPU its own batches) and on the epoch a resumed run starts at
-    # (so it does not replay the first epochs' batches and augmentations).
-    stream = cfg.seed + 1000 * ddp.rank + 100_000 * state["epoch"]
-    torch.manual_seed(stream)
-    sampler = BalancedSampler(data.labels, cfg.batch_size, cfg.per_class, seed=stream)
-    batches = _Batches(
-        bank, data, sampler, np.random.default_rng(stream), cfg.single_photo_p, augment, ddp.device
-    )
+    source = _batch_source(cfg, bank, data, augment, ddp, state["epoch"])
     if ddp.is_main:
         checkpoints.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        (run / "split.json").write_text(json.dumps(asdict(split), indent=2))
+        (run / "split.json").write_text(split.to_json())
 
     # ---- the loop: an epoch of steps, then (rank 0) validation and checkpoints
-    metrics = _metrics_log(run / "metrics.jsonl", enabled=ddp.is_main, append=resume)
-    with metrics as log, _progress(show_progress and ddp.is_main) as progress:
+    metrics = metrics_log(run / "metrics.jsonl", enabled=ddp.is_main, append=resume)
+    batches = make_batches(source, cfg.prefetch, cfg.data_threads)
+    with metrics as log, _progress(show_progress and ddp.is_main) as progress, closing(batches):
         loop = _Loop(step=state["step"])
         for epoch in range(state["epoch"], cfg.epochs):
             result = _train_epoch(
                 cfg, epoch, steps_per_epoch, parts, batches, loop, progress, log, ddp.world_size
             )
             if ddp.is_main:
-                state = _end_epoch(
-                    epoch, loop.step, result, parts, bank, split, state, checkpoints, log
+                validate = bool(split.val) and (
+                    (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
                 )
-    summary: dict[str, Any] = {
+                state = _end_epoch(
+                    epoch, loop.step, result, parts, bank, split, state, checkpoints, log, validate
+                )
+    # every rank takes part (a collective); DDP must have kept their weights bit-identical
+    agree = ddp.ranks_agree([parts.model, parts.loss_fn])
+    summary = {
         **state,
-        "model": cfg.model,
-        "train_images": len(data.positions),
-        "train_views": len(data.views),
-        "coins": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
-        "images_decoded": load.decoded,
-        "images_skipped": len(load.skipped),
-        "skipped": load.skipped,
+        **_summary(cfg, data, split, load, ddp),
         "seconds": time.perf_counter() - started,
-        "device": str(ddp.device),
-        "world_size": ddp.world_size,
-        "rank": ddp.rank,
+        "ranks_agree": agree,
     }
     if ddp.is_main:
-        (run / "summary.json").write_text(json.dumps(summary, indent=2))
+        (run / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
         write_curves(run / "metrics.jsonl", run / "curves.png")
     if ddp.world_size > 1:
         dist.destroy_process_group()
+    if not agree:
+        raise RuntimeError(f"the {ddp.world_size} ranks ended with different weights")
     return summary

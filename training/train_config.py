@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 from training.cache import Preprocess, default_cache_dir
 from training.checks import check_model_and_augmentation
 from training.data import REGIMES, parse_split
-from training.errors import SettingsError
+from training.errors import RunFolderError, SettingsError
 from training.losses import LOSSES, LossSettings
+from training.validation import (
+    MAX_EMBEDDING_DIM,
+    MAX_IMAGE_SIZE,
+    MAX_LR,
+    MAX_ROTATIONS,
+    MAX_SEED,
+    check_fields,
+    number,
+    whole,
+)
+
+
+def check_loss(loss: LossSettings) -> None:
+    """Refuse loss parameters that cannot train: NaN, infinite, negative, no sub-centres.
+
+    Raises:
+        SettingsError: names the option (--margin, --scale) and the allowed range.
+    """
+    # an angular margin past a right angle turns the target logit's cosine around
+    number("--margin", loss.margin_rad, low=0, high=math.pi / 2)
+    number("--scale", loss.scale, low=0, low_open=True)
+    number("triplet_margin", loss.triplet_margin, low=0)
+    whole("sub_centers", loss.sub_centers, low=1)
 
 
 @dataclass
@@ -64,14 +87,39 @@ class TrainConfig:
     strict: bool = False
     cache_dir: str | None = None
     log_every: int = 10
+    # Batches made this many ahead in a background thread, overlapping the model step
+    # (training.batches; 0 = made in the training thread, between steps). Same seed, same run.
+    prefetch: int = 2
+    # torch intra-op threads of that background thread: on a CPU it shares the cores with the
+    # model step (benchmarks/train_throughput.py measures the choice).
+    data_threads: int = 1
+    # Validate (and keep `best`) every this many epochs, and after the last one.
+    val_every: int = 1
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild from config.json (unknown keys from newer versions are ignored)."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["loss"] = LossSettings(**values.get("loss", {}))
-        return cls(**values)
+    def from_json(cls, data: object, where: str = "config.json") -> TrainConfig:
+        """Rebuild from config.json (unknown keys from newer versions are ignored), checked.
+
+        Raises:
+            RunFolderError: not a JSON object, a value of the wrong type, `data` or `out`
+                missing, or a setting `check` refuses.
+        """
+        if not isinstance(data, dict):
+            raise RunFolderError(f"{where}: not a JSON object")
+        try:
+            check_fields(cls, data, where)
+            known = {f.name for f in fields(cls)}
+            values = {k: v for k, v in data.items() if k in known}
+            loss = values.get("loss", {})
+            loss_keys = {f.name for f in fields(LossSettings)}
+            values["loss"] = LossSettings(**{k: v for k, v in loss.items() if k in loss_keys})
+            if "data" not in values or "out" not in values:
+                raise SettingsError(f"{where}: no data or out: not a training run's config")
+            config = cls(**values)
+            config.check()
+        except SettingsError as e:
+            raise RunFolderError(str(e) if str(e).startswith(where) else f"{where}: {e}") from e
+        return config
 
     def check(self) -> None:
         """Fail fast on settings that cannot work, before any image is decoded.
@@ -87,12 +135,23 @@ class TrainConfig:
                 f"unknown --train-on {self.train_on!r}; choose from {', '.join(REGIMES)}"
             )
         parse_split(self.split)
-        if min(self.epochs, self.batch_size, self.per_class, self.image_size) < 1:
-            raise SettingsError("epochs, batch size, images per class and image size must be >= 1")
-        if not 0.0 <= self.single_photo_p <= 1.0:
-            raise SettingsError(f"--single-photo-p must be in [0, 1], got {self.single_photo_p}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise SettingsError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("epochs", "batch_size", "per_class", "log_every", "data_threads", "val_every"):
+            whole(f"--{name.replace('_', '-')}", getattr(self, name), low=1)
+        whole("--prefetch", self.prefetch, low=0)
+        whole("--image-size", self.image_size, low=1, high=MAX_IMAGE_SIZE)
+        whole("--embedding-dim", self.embedding_dim, low=1, high=MAX_EMBEDDING_DIM)
+        whole("--rotations", self.rotations, low=1, high=MAX_ROTATIONS)
+        whole("--seed", self.seed, low=0, high=MAX_SEED)
+        if self.steps_per_epoch is not None:
+            whole("--steps-per-epoch", self.steps_per_epoch, low=1)
+        # AdamW's step is about lr in every weight: past MAX_LR it only diverges (or overflows)
+        number("--lr", self.lr, low=0, high=MAX_LR, low_open=True)
+        number("weight_decay", self.weight_decay, low=0)
+        number("warmup_fraction", self.warmup_fraction, low=0, high=1)
+        number("min_lr_fraction", self.min_lr_fraction, low=0, high=1)
+        number("--single-photo-p", self.single_photo_p, low=0, high=1)
+        number("--ema-decay", self.ema_decay, low=0, high=1, high_open=True)
+        check_loss(self.loss)
 
     def preprocess(self) -> Preprocess:
         """The preprocessing settings (part of the cache key)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli_support import expected_errors, print_version, set_debug
+from pipeline.cli_support import expected_errors, print_version, set_debug, setup_logging
 from pipeline.rig_cli import calibrate as rig_calibrate
 from pipeline.rig_cli import capture as rig_capture
 from pipeline.rig_cli import dataset as rig_dataset
@@ -43,6 +43,7 @@ def main(
 ) -> None:
     """Drive the coin-imaging rig, its emulators and its digital twin."""
     set_debug(debug)
+    setup_logging(debug)
 
 
 @config_app.command("validate")

@@ -9,8 +9,9 @@ Examples:
     rig dataset summary data/demo
     rig dataset sheet data/demo --coin SIM-0001
 
-Exit codes: 0 done, 1 failed, 2 bad input (nothing moved), 3 paused (rerun the same command to
-resume), 130 interrupted (parked, resumable).
+Exit codes: 0 done, 1 failed, 2 bad input (nothing moved), 3 paused or a device unreachable
+after its connect retries (rerun the same command to resume), 130 interrupted (parked,
+resumable).
 """
 
 from __future__ import annotations
@@ -25,14 +26,12 @@ import typer
 from capture.calibration.flatfield import FlatFieldCorrector
 from capture.calibration.store import CalibrationUse, calibration_for_rig
 from capture.engine import CoinJob
-from capture.plan import Plan, dry_run
+from capture.estimate import dry_run
+from capture.plan import Plan
 from dataset.layout import DatasetError, validate_coin_id
 from pipeline.cli_support import UserError, expected_errors
 from pipeline.rig_cli.session_run import check_twin_knows, open_writer, run_session, stage_twin
 from rig.config import RigConfig, load_config
-
-EXIT_FAILED = 1
-EXIT_PAUSED = 3
 
 
 def register(app: typer.Typer) -> None:
@@ -79,6 +78,9 @@ def capture(
     out: Path | None = typer.Option(None, "--out", help="Dataset folder (default: storage.root)."),
     dry: bool = typer.Option(False, "--dry-run", help="List and check the shots; move nothing."),
     faults: str | None = typer.Option(None, "--faults", help="Emulator fault preset."),
+    fault_seed: int | None = typer.Option(
+        None, "--fault-seed", min=0, help="Replay a run's faults (default: new ones each run)."
+    ),
     time_scale: float | None = typer.Option(None, "--time-scale", help="Sim clock scale."),
     flatfield: bool = typer.Option(
         False, "--flatfield", help="Flat-field and white-balance frames (rig calibrate flatfield)."
@@ -103,7 +105,7 @@ def capture(
         config = load_config(config_path)
         plan = Plan.load(plan_path)
         _check_slots(config, jobs)
-        report = dry_run(plan, config, coins=len(jobs))
+        report = dry_run(plan, config, coins=len(jobs), slots=[job.slot for job in jobs])
         if dry:
             _print_dry_run(report, plan, jobs)
         if report.problems:
@@ -111,7 +113,20 @@ def capture(
         if dry:
             return
     root = out if out is not None else config.storage.root
+    if faults not in (None, "none") and _emulates_something(config):
+        from rig.sim.simulation import fresh_fault_seed, reseed_faults
+
+        # each rerun meets new emulator faults, as a real rig's do not repeat on cue
+        fault_seed = fresh_fault_seed() if fault_seed is None else fault_seed
+        config = reseed_faults(config, fault_seed)
+        typer.echo(f"faults {faults}, fault seed {fault_seed} (--fault-seed {fault_seed} replays)")
     raise typer.Exit(_run_capture(config, plan, jobs, root, faults, time_scale, flatfield))
+
+
+def _emulates_something(config: RigConfig) -> bool:
+    from rig.assembly import needs_backend  # imported here: only a fault preset needs it
+
+    return needs_backend(config)
 
 
 def _check_slots(config: RigConfig, jobs: list[CoinJob]) -> None:
@@ -155,6 +170,8 @@ def _run_capture(
         with expected_errors(DatasetError):
             writer = stack.enter_context(open_writer(root, config))
             rig = stack.enter_context(open_rig(config, faults=faults, time_scale=time_scale))
+            if rig.twin is not None and rig.twin.mixed_warning is not None:
+                typer.echo(f"warning: {rig.twin.mixed_warning}", err=True)
             check_twin_knows(rig, jobs)
             calibration = calibration_for_rig(config, rig.camera.identity())
             corrector = _flatfield_corrector(calibration) if flatfield else None

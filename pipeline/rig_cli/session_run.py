@@ -21,12 +21,18 @@ from capture.progress import make_progress
 from capture.session import SessionRunner, new_session_id
 from capture.writer import DatasetWriter
 from dataset.layout import DatasetError
-from pipeline.cli_support import EXIT_INTERRUPTED, UserError, software_name
+from pipeline.cli_support import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_RERUN,
+    UserError,
+    software_name,
+)
 from rig.config import RigConfig
 from rig.devices import Rig
 
-EXIT_FAILED = 1
-EXIT_PAUSED = 3
+EXIT_PAUSED = EXIT_RERUN
 
 
 def open_writer(root: Path, config: RigConfig) -> DatasetWriter:
@@ -85,7 +91,7 @@ def run_session(
             except Exception as exc:
                 progress.stop()
                 typer.echo(f"error: session {session_id} failed: {exc}", err=True)
-                return EXIT_FAILED if not isinstance(exc, DatasetError) else 2
+                return EXIT_FAILED if not isinstance(exc, DatasetError) else EXIT_BAD_INPUT
     finally:
         log.close()
     if status.state is RunState.DONE:
@@ -138,8 +144,12 @@ def _operator(rig: Rig) -> Prompt | None:
 
 
 def _coin_info(rig: Rig, coin_id: str) -> dict[str, Any]:
-    """What the twin's catalog knows of a coin (its coins.jsonl line); {} on a real rig."""
-    if rig.twin is None:
+    """What the twin's catalog knows of a coin (its coins.jsonl line); {} on a real rig.
+
+    Also {} on a mixed rig whose real devices move the coin: the twin's labels would name a
+    coin the real arm never put in front of the camera.
+    """
+    if rig.twin is None or not rig.twin.ground_truth:
         return {}
     info = dict(rig.twin.catalog.record(coin_id))
     info.pop("coin_id", None)

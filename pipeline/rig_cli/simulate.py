@@ -13,7 +13,9 @@ Examples:
     rig simulate --coins 48 --plan configs/plans/standard.yaml --faults light --out data/sim
 
 Rerunning the same command resumes: finished tray loads are skipped, a paused one completes.
-Exit codes as for `rig capture`: 0 done, 2 bad input, 3 paused, 130 interrupted, 1 failed.
+Each run draws new emulator faults (its fault seed is printed; `--fault-seed N` replays one).
+Exit codes as for `rig capture`: 0 done, 1 failed, 2 bad input, 3 paused or a device
+unreachable after its retries (rerun), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -30,17 +32,20 @@ from rich.console import Console
 from rich.table import Table
 
 from capture.engine import CoinJob
-from capture.plan import Plan, ShotEvent, Side, dry_run, expand
+from capture.estimate import dry_run
+from capture.plan import Plan, ShotEvent, Side, expand
 from capture.resume import ResumeIndex
 from capture.writer import DatasetWriteError, DatasetWriter
 from dataset.layout import DatasetError
 from dataset.reader import DatasetReader
 from pipeline.cli_support import EXIT_INTERRUPTED, UserError, expected_errors
 from pipeline.rig_cli.session_run import EXIT_PAUSED, open_writer, run_session
+from rig.assembly import devices_on_hardware
 from rig.config import RigConfig, SimCameraConfig, load_config, parse_config
 from rig.devices import Rig
 from rig.sim.coins import SIDES, CoinCatalog, stable_rng
 from rig.sim.faults import FAULT_PRESETS
+from rig.sim.simulation import fresh_fault_seed, reseed_faults
 
 DEFAULT_PLAN = Path("configs/plans/quick.yaml")
 # coins.jsonl fields that depend on the catalog's seed and types: a mismatch means the folder
@@ -73,6 +78,9 @@ def simulate(
     image_size: int | None = typer.Option(
         None, "--image-size", min=32, help="Square sim camera frames of N px (default: config)."
     ),
+    fault_seed: int | None = typer.Option(
+        None, "--fault-seed", min=0, help="Replay a run's faults (default: new ones each run)."
+    ),
 ) -> None:
     """Capture a simulated collection end to end: emulators, real drivers, twin, dataset.
 
@@ -84,6 +92,9 @@ def simulate(
     with expected_errors(DatasetError):
         if faults not in FAULT_PRESETS:
             raise UserError(f"unknown --faults {faults!r}; choose one of {sorted(FAULT_PRESETS)}")
+        # A rerun must meet new faults: one drawn from the folder's state would repeat for
+        # ever after a run that fails before recording anything (at connect).
+        fault_seed = fresh_fault_seed() if fault_seed is None else fault_seed
         config = simulation_config(
             load_config(config_path),
             coins=coins,
@@ -91,7 +102,7 @@ def simulate(
             seed=seed,
             image_size=image_size,
             time_scale=time_scale,
-            fault_seed=_sessions_recorded(out),
+            fault_seed=fault_seed,
         )
         plan = Plan.load(plan_path)
         report = dry_run(plan, config, coins=coins)
@@ -100,6 +111,8 @@ def simulate(
         catalog = make_catalog(config)
         check_same_simulation(out, catalog, config)
         batches = tray_batches(catalog.coin_ids(), _tray_slots(config))
+    if faults != "none":
+        typer.echo(f"faults {faults}, fault seed {fault_seed} (--fault-seed {fault_seed} replays)")
     tally = SimTally()
     physical_s: float | None = None
     try:
@@ -124,16 +137,21 @@ def simulation_config(
 ) -> RigConfig:
     """The rig config with the simulation section (and camera size) the command line asks for.
 
-    `fault_seed` shifts every emulator's fault seed: a rerun must not replay the very faults
-    that paused the previous run (a real rig's faults do not repeat on cue), yet stay
-    reproducible from the folder's state.
+    `fault_seed` shifts every emulator's fault seed (rig.sim.simulation.reseed_faults).
 
     Raises:
-        UserError: the config has no simulation section or no simulated camera.
+        UserError: the config has no simulation section, no simulated camera, or a device on
+            hardware (the twin could not know what it did: its ground truth would be wrong).
         ConfigError: the resulting config is invalid.
     """
     if config.simulation is None or not isinstance(config.camera, SimCameraConfig):
         raise UserError("rig simulate needs a config with a `simulation:` section and camera sim")
+    real = devices_on_hardware(config)
+    if real:
+        raise UserError(
+            f"rig simulate needs every device emulated; on hardware: {', '.join(real)} "
+            "(the twin cannot see a real device: use `rig capture` for a mixed rig)"
+        )
     data = config.model_dump(mode="json")
     sim = data["simulation"]
     # The catalog gives every ruler at least one type, so fewer types means fewer rulers.
@@ -142,11 +160,7 @@ def simulation_config(
         sim["time_scale"] = time_scale  # so the session's config snapshot tells the truth
     if image_size is not None:
         data["camera"].update(width=image_size, height=image_size)
-    for device in ("turntable", "lightbox", "arm"):
-        emulate = (data.get(device) or {}).get("emulate")
-        if emulate is not None:
-            emulate["seed"] = emulate.get("seed", 0) + 7919 * fault_seed
-    return parse_config(data, source="rig simulate settings")
+    return reseed_faults(parse_config(data, source="rig simulate settings"), fault_seed)
 
 
 def make_catalog(config: RigConfig) -> CoinCatalog:
@@ -286,12 +300,6 @@ def batch_complete(
         if not all(index.intact(f"catalog/{job.coin_id}/{side}.jpg") for side in SIDES):
             return False
     return True
-
-
-def _sessions_recorded(root: Path) -> int:
-    """How many session records a dataset folder holds (0 for a new folder)."""
-    folder = root / "sessions"
-    return len(list(folder.glob("*.json"))) if folder.is_dir() else 0
 
 
 def _tray_slots(config: RigConfig) -> int | None:

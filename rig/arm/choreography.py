@@ -6,15 +6,21 @@ Every action approaches a point from above at `clearance_mm`, descends, switches
 cup, and rises again; it travels sideways only at clearance height.
 
 The actions take poses, not slot numbers: the caller resolves a slot with `TrayConfig.slot_pose`
-(which refuses a slot that does not exist) before any step exists.
+(which refuses a slot that does not exist) before any step exists, or a spot (a slot, the
+turntable, a staging pad) with `spot_pose`. With staging pads the arm waits above the incoming
+pad (`wait_clear`) while the camera shoots; `path` lists the points the arm passes through, for
+checking that work done beside the camera keeps out of its view (`keep_out_breach`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
-from rig.config import GcodeArmConfig, Pose
+from rig.config import GcodeArmConfig, Pose, TrayConfig, xy_distance_mm
+from rig.devices import Spot
+from rig.errors import ConfigError
 
 #: firmware dwell after switching suction: vacuum builds (or vents) in a few hundred ms
 SUCTION_SETTLE_MS = 300
@@ -116,3 +122,74 @@ def return_to_slot(config: GcodeArmConfig, slot_pose: Pose) -> tuple[Step, ...]:
 def park(config: GcodeArmConfig) -> tuple[Step, ...]:
     """Rise straight up, then go to the safe pose; suction is left as it is."""
     return (Rise(config.safe_pose.z_mm), MoveTo(config.safe_pose))
+
+
+# ---------------------------------------------------------------- staging (issue 16)
+
+
+def spot_pose(config: GcodeArmConfig, tray: TrayConfig, spot: Spot) -> Pose:
+    """Where a coin lies at `spot`: a tray slot, the turntable, or a staging pad.
+
+    Raises:
+        ConfigError: no such tray slot, or a staging pad on an arm configured without pads.
+    """
+    if spot == "turntable":
+        return config.turntable_pose
+    if spot in ("incoming", "outgoing"):
+        if config.staging is None:
+            raise ConfigError(f"arm: no staging pads configured (asked for {spot!r})")
+        return config.staging.incoming if spot == "incoming" else config.staging.outgoing
+    assert isinstance(spot, int)
+    return tray.slot_pose(spot)
+
+
+def wait_pose(config: GcodeArmConfig) -> Pose:
+    """Where the arm waits while the camera shoots: above the incoming pad, at clearance."""
+    if config.staging is None:
+        raise ConfigError("arm: no staging pads configured (no waiting pose)")
+    return above(config.staging.incoming, config.clearance_mm)
+
+
+def wait_clear(config: GcodeArmConfig) -> tuple[Step, ...]:
+    """Rise, then go to the waiting pose, clear of the camera's view."""
+    pose = wait_pose(config)
+    return (Rise(pose.z_mm), MoveTo(pose))
+
+
+def path(steps: tuple[Step, ...], start: Pose) -> list[Pose]:
+    """Every point the arm passes through performing `steps` from `start`, rises included."""
+    here, points = start, [start]
+    for step in steps:
+        target = rise_target(here, step.z_mm) if isinstance(step, Rise) else None
+        if isinstance(step, MoveTo):
+            target = step.pose
+        if target is not None:
+            points.append(target)
+            here = target
+    return points
+
+
+def _segment_xy_distance(a: Pose, b: Pose, centre: Pose) -> float:
+    """The closest horizontal approach of the straight move a→b to `centre`."""
+    ax, ay = a.x_mm - centre.x_mm, a.y_mm - centre.y_mm
+    dx, dy = b.x_mm - a.x_mm, b.y_mm - a.y_mm
+    length2 = dx * dx + dy * dy
+    t = 0.0 if length2 == 0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / length2))
+    return math.hypot(ax + t * dx, ay + t * dy)
+
+
+def keep_out_breach(config: GcodeArmConfig, points: list[Pose]) -> str | None:
+    """Where a path enters the cylinder about the turntable kept clear while shooting; or None."""
+    if config.staging is None:
+        return "no staging pads configured, hence no keep-out radius"
+    radius, centre = config.staging.keep_out_mm, config.turntable_pose
+    for a, b in itertools.pairwise(points):
+        gap = _segment_xy_distance(a, b, centre)
+        if gap < radius - 1e-9:
+            return (
+                f"the move from ({a.x_mm:g}, {a.y_mm:g}) to ({b.x_mm:g}, {b.y_mm:g}) passes "
+                f"{gap:.1f} mm from the turntable, inside keep_out_mm ({radius:g} mm)"
+            )
+    if len(points) == 1 and xy_distance_mm(points[0], centre) < radius - 1e-9:
+        return "the arm stands inside the keep-out radius"
+    return None

@@ -1,15 +1,24 @@
 """G-code arm codec: how each dialect formats commands and reads replies, as data plus pure functions.
 
-Two dialects are described, each by one `Dialect` record:
+Two dialects are described, each by one `Dialect` record, as their firmware sources show them
+(docs/fidelity-arm-modbus.md lists every behaviour with its reference):
 
-- uFactory uArm Swift Pro: every command carries a sequence number (`#7 G0 X… Y… Z… F…`) and
-  every reply echoes it (`$7 ok`, `$7 ok X… Y… Z…`, `$7 E22`); unsolicited events start with `@`
-  (`@1` is the ready banner).
-- Rotrics DexArm (Marlin): plain commands (`G1 F… X… Y… Z…`), data lines first (`X:… Y:… Z:…`)
-  and then a bare `ok`; `Error:…` and `echo:Unknown command` are followed by an `ok` too.
+- uFactory uArm Swift Pro (firmware V4, grbl-based; `Source code/uarm_protocol.c` of
+  uArm-Developer/SwiftProForArduino): every command carries a sequence number (`#7 G0 X… Y… Z… F…`)
+  and every reply echoes it (`$7 ok`, `$7 ok X… Y… Z…`, `$7 E22`); unsolicited events start with `@`
+  (`@1` is the ready banner). G and M commands are queued and their reply is printed only once
+  the arm is idle (`report_parse_result`), so a move's `ok` marks its end; P queries are answered
+  at once, even mid-move. The arm's own frame has X pointing away from the base.
+- Rotrics DexArm (Marlin 2; iwwwwwwi/Marlin_For_DexArm): plain commands (`G1 F… X… Y… Z…`), data
+  lines first and then a bare `ok`; `Error:…` and `echo:Unknown command` are followed by an `ok`
+  too. The firmware prints free text before its `ok` (`THE CURRENT MODULE IS PUMP`, `M1112`,
+  `XY beyond limit.....`): every printable line is data. A move it refuses still gets its `ok`,
+  after a line saying why.
 
-Nothing here does I/O: the driver and the emulator share these functions, so both sides agree on
-the wire format by construction, and hypothesis checks the round trips.
+Poses in the rig's frame (x to the right, y away from the base, z up: the DexArm's own frame)
+are turned into the arm's frame on the way out and back on the way in (`to_native`,
+`from_native`). Nothing here does I/O: the driver and the emulator share these functions, so both
+sides agree on the wire format by construction, and hypothesis checks the round trips.
 """
 
 from __future__ import annotations
@@ -32,9 +41,11 @@ class Dialect:
 
     name: DialectName
     model: str
-    #: move template; `{x}`, `{y}`, `{z}` in mm and `{f}` in mm/min
+    #: move template; `{x}`, `{y}`, `{z}` in mm (the arm's frame) and `{f}` in mm/min
     move: str
-    #: firmware homing command and the pose it ends in (None: absolute encoders, no homing)
+    #: the arm's frame: "rig" (x right, y away from the base) or "x_forward" (x away from it)
+    frame: Literal["rig", "x_forward"]
+    #: firmware homing command and the pose it ends in, rig frame (None: absolute encoders)
     home: str | None
     home_pose_mm: tuple[float, float, float] | None
     suction_on: str
@@ -44,11 +55,14 @@ class Dialect:
     position_query: str
     #: a command whose `ok` only comes once every queued motion has finished (Marlin `M400`)
     wait_command: str | None
-    #: a query answering whether the arm still moves, when there is no wait command
-    moving_query: str | None
-    moving_re: str | None
-    #: firmware dwell, in milliseconds: the firmware waits, the host only waits for its `ok`
+    #: whether a move's own reply comes only once the arm has stopped (uArm: synchronous
+    #: replies are held until the arm is idle), so no completion query is needed
+    ack_on_completion: bool
+    #: firmware dwell, in milliseconds
     dwell: str
+    #: whether the dwell's reply comes at once and the firmware holds the *next* command
+    #: instead (uArm G2004), rather than answering when the dwell is over (Marlin G4)
+    dwell_holds_next: bool
     info_query: str
     info_re: str
     #: commands that put the arm into a known mode after connecting
@@ -64,6 +78,10 @@ class Dialect:
     error_re: str
     event_re: str
     data_re: str
+    #: data lines with which the firmware refuses a command it still answers `ok` to
+    refusal_re: str
+    #: the refusal that means "home me first" (DexArm: no motion before M1112)
+    not_homed_re: str
     position_re: str
     #: formats of the emulator's replies
     position_reply: str
@@ -73,9 +91,6 @@ class Dialect:
     parameter_code: int
     unreachable_code: int
     fault_code: int
-    #: the emulated arm's reach: radius in the XY plane and height, in mm
-    reach_radius_mm: tuple[float, float]
-    reach_z_mm: tuple[float, float]
     line_ending: bytes = b"\n"
 
 
@@ -83,6 +98,8 @@ UARM_SWIFT_PRO = Dialect(
     name="uarm-swift-pro",
     model="uFactory uArm Swift Pro",
     move="G0 X{x} Y{y} Z{z} F{f}",
+    # uarm_coord_convert.c coord_to_angle: x < 0 "cann't arrive"; X points away from the base
+    frame="x_forward",
     home=None,
     home_pose_mm=None,
     suction_on="M2231 V1",
@@ -90,48 +107,50 @@ UARM_SWIFT_PRO = Dialect(
     suction_off_aliases=(),
     position_query="P2220",
     wait_command=None,
-    moving_query="M2200",
-    moving_re=r"V(?P<moving>\d)",
+    ack_on_completion=True,  # uarm_protocol.c report_parse_result: sync replies when idle
     dwell="G2004 P{ms}",
+    dwell_holds_next=True,  # uarm_cmd_g2004 sets gcode_delay_flag; parse_cmd_line waits on it
     info_query="P2203",
     info_re=r"V(?P<firmware>\S+)",
     setup=("M2400 S0",),  # work mode 0: suction cup / gripper
     numbered=True,
     data_inline=True,
     error_then_ok=False,
-    banner=("@1",),
+    banner=("@1",),  # uarm_swift.c uarm_swift_init
     ok_re=r"^\$(?P<seq>\d+) ok(?: (?P<data>.*))?$",
     error_re=r"^\$(?P<seq>\d+) E(?P<code>\d+)(?: (?P<message>.*))?$",
     event_re=r"^@\d+(?: .*)?$",
     data_re=r"(?!)",  # never: the uArm puts every datum on its `$n ok` line
+    refusal_re=r"(?!)",  # never: the uArm refuses with `$n E..`
+    not_homed_re=r"(?!)",
     position_re=(
-        r"X(?P<x>[-+]?\d+(?:\.\d+)?) Y(?P<y>[-+]?\d+(?:\.\d+)?) Z(?P<z>[-+]?\d+(?:\.\d+)?)"
+        r"^X(?P<x>[-+]?\d+(?:\.\d+)?) Y(?P<y>[-+]?\d+(?:\.\d+)?) Z(?P<z>[-+]?\d+(?:\.\d+)?)"
     ),
-    position_reply="X{x:.2f} Y{y:.2f} Z{z:.2f} R90.00",
+    # uarm_cmd_p2220: " X%s Y%s Z%s" with dtostrf(v, 5, 4): four decimals, no R
+    position_reply="X{x:.4f} Y{y:.4f} Z{z:.4f}",
     info_reply="V4.2.0",
     error_reply="E{code}",
-    unknown_command_code=20,
-    parameter_code=21,
-    unreachable_code=22,
-    fault_code=25,
-    reach_radius_mm=(100.0, 360.0),
-    reach_z_mm=(-150.0, 230.0),
+    unknown_command_code=20,  # STATUS_GCODE_UNSUPPORTED_COMMAND -> E20
+    parameter_code=21,  # UARM_CMD_ERROR -> E21
+    unreachable_code=22,  # UARM_COORD_ERROR -> E22
+    fault_code=26,  # UARM_ENCODER_ERR0R -> E26 (closed-loop step loss, firmware 4.2+)
 )
 
 DEXARM = Dialect(
     name="dexarm",
     model="Rotrics DexArm",
     move="G1 F{f} X{x} Y{y} Z{z}",
+    frame="rig",
     home="M1112",
-    home_pose_mm=(0.0, 300.0, 0.0),
+    home_pose_mm=(0.0, 300.0, 0.0),  # M_dexarm.cpp GcodeSuite::M1112 without X Y Z
     suction_on="M1000",
     suction_off="M1002",
     suction_off_aliases=("M1001", "M1003"),
     position_query="M114",
     wait_command="M400",
-    moving_query=None,
-    moving_re=None,
+    ack_on_completion=False,  # Marlin answers G1 once it is planned
     dwell="G4 P{ms}",
+    dwell_holds_next=False,  # Marlin G4 answers `ok` when the dwell is over
     info_query="M115",
     info_re=r"FIRMWARE_NAME:(?P<firmware>.+?)(?: [A-Z_]+:|$)",
     setup=("M888 P2",),  # end effector: pneumatic module
@@ -142,19 +161,23 @@ DEXARM = Dialect(
     ok_re=r"^ok(?: (?P<data>.*))?$",
     error_re=r"^(?:Error:|echo:Unknown command:)\s*(?P<message>.*)$",
     event_re=r"^(?:start|echo:.*|busy:.*|//.*)$",
-    data_re=r"^[A-Za-z_][A-Za-z_ ]*:.*$",
+    # Marlin prints free text before `ok` (M888, M1112, reach checks): all of it is data
+    data_re=r"^.+$",
+    # dexarm.cpp dexarm_position_is_reachable and inverse_kinematics: text, then `ok`
+    refusal_re=r"beyond limit|Send M1112",
+    not_homed_re=r"Send M1112",
+    # motion.cpp report_current_position_projected: the position opens the line; stepper
+    # counts (" Count ...") may follow on it or on lines of their own, and must not be read
     position_re=(
-        r"X:(?P<x>[-+]?\d+(?:\.\d+)?) Y:(?P<y>[-+]?\d+(?:\.\d+)?) Z:(?P<z>[-+]?\d+(?:\.\d+)?)"
+        r"^X:(?P<x>[-+]?\d+(?:\.\d+)?) Y:(?P<y>[-+]?\d+(?:\.\d+)?) Z:(?P<z>[-+]?\d+(?:\.\d+)?)"
     ),
-    position_reply="X:{x:.2f} Y:{y:.2f} Z:{z:.2f} E:0.00 Count X:{x:.2f} Y:{y:.2f} Z:{z:.2f}",
+    position_reply="X:{x:.2f} Y:{y:.2f} Z:{z:.2f} E:0.00",
     info_reply="FIRMWARE_NAME:Marlin DexArm V2.1 (emulated) MACHINE_TYPE:DexArm",
     error_reply="Error:{message}",
     unknown_command_code=0,
     parameter_code=0,
     unreachable_code=0,
     fault_code=0,
-    reach_radius_mm=(120.0, 420.0),
-    reach_z_mm=(-120.0, 230.0),
 )
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (UARM_SWIFT_PRO, DEXARM)}
@@ -172,6 +195,28 @@ def dialect(name: str) -> Dialect:
         raise ConfigError(
             f"unknown arm dialect {name!r}; choose one of {sorted(DIALECTS)}"
         ) from None
+
+
+# ---------------------------------------------------------------- frames
+
+XYZ = tuple[float, float, float]
+
+
+def to_native(d: Dialect, xyz: XYZ) -> XYZ:
+    """Rig-frame coordinates in the arm's own frame (a quarter turn for the uArm)."""
+    x, y, z = xyz
+    if d.frame == "x_forward":
+        # right-handed both: rig y (away from the base) is the uArm's X, rig x its -Y
+        return (y, -x, z)
+    return (x, y, z)
+
+
+def from_native(d: Dialect, xyz: XYZ) -> XYZ:
+    """The arm's own coordinates in the rig's frame (inverse of `to_native`)."""
+    x, y, z = xyz
+    if d.frame == "x_forward":
+        return (-y, x, z)
+    return (x, y, z)
 
 
 # ---------------------------------------------------------------- host → arm
@@ -193,12 +238,8 @@ def format_move(d: Dialect, pose: Pose, feed_mm_per_min: float) -> str:
         check_within(getattr(pose, axis), -math.inf, math.inf, what=f"arm {axis}", unit="mm")
     if not (math.isfinite(feed_mm_per_min) and feed_mm_per_min > 0):
         raise SafetyError(f"arm feed {feed_mm_per_min} mm/min must be a positive finite number")
-    return d.move.format(
-        x=_number(pose.x_mm),
-        y=_number(pose.y_mm),
-        z=_number(pose.z_mm),
-        f=_number(feed_mm_per_min),
-    )
+    x, y, z = to_native(d, (pose.x_mm, pose.y_mm, pose.z_mm))
+    return d.move.format(x=_number(x), y=_number(y), z=_number(z), f=_number(feed_mm_per_min))
 
 
 def check_pose(workspace: Workspace, pose: Pose, *, device: str = "arm") -> Pose:
@@ -323,24 +364,20 @@ def parse_line(d: Dialect, raw: bytes) -> Reply:
 
 
 def parse_position(d: Dialect, texts: list[str]) -> Pose | None:
-    """The last position found in a reply's data lines (the freshest), or None."""
+    """The last position found in a reply's data lines (the freshest), rig frame, or None."""
     for text in reversed(texts):
         if match := re.search(d.position_re, text):
-            return Pose(
-                x_mm=float(match.group("x")),
-                y_mm=float(match.group("y")),
-                z_mm=float(match.group("z")),
-            )
+            native = (float(match.group("x")), float(match.group("y")), float(match.group("z")))
+            x, y, z = from_native(d, native)
+            return Pose(x_mm=x + 0.0, y_mm=y + 0.0, z_mm=z + 0.0)  # + 0.0: no "-0.0"
     return None
 
 
-def parse_moving(d: Dialect, texts: list[str]) -> bool | None:
-    """Whether a moving-query reply says the arm still moves (None: no answer in it)."""
-    if d.moving_re is None:
-        return None
+def refusal(d: Dialect, texts: list[str]) -> str | None:
+    """The data line with which the firmware refused a command it answered `ok` to, if any."""
     for text in texts:
-        if match := re.search(d.moving_re, text):
-            return match.group("moving") != "0"
+        if re.search(d.refusal_re, text):
+            return text
     return None
 
 
@@ -409,7 +446,7 @@ def format_reply_error(d: Dialect, seq: int | None, code: int, message: str) -> 
     return [line, "ok"] if d.error_then_ok else [line]
 
 
-def format_position(d: Dialect, xyz: tuple[float, float, float]) -> str:
-    """The position data as the dialect reports it."""
-    x, y, z = xyz
-    return d.position_reply.format(x=x, y=y, z=z)
+def format_position(d: Dialect, xyz: XYZ) -> str:
+    """The position data as the dialect reports it, for rig-frame coordinates."""
+    x, y, z = to_native(d, xyz)
+    return d.position_reply.format(x=x + 0.0, y=y + 0.0, z=z + 0.0)

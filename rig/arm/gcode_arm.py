@@ -7,12 +7,21 @@ performs the pick-and-place sequences the capture layer asks for, step by step a
 
 Safety: every pose of a sequence is checked against `config.workspace` before a byte of it is
 written, and every sequence moves between points at clearance height above them. The workspace
-is a box, hence convex, so a straight move between two checked poses never leaves it.
+is a box, hence convex, so a straight move between two checked poses never leaves it. (The
+DexArm's G1 is straight; the uArm's G0 interpolates its joints, so its path bends between the
+two poses: a known gap, listed in docs/fidelity-arm-modbus.md.)
+
+When a move is over differs by firmware (docs/fidelity-arm-modbus.md): the uArm answers a move
+only once the arm has stopped, the DexArm answers at once and `M400` waits for the stop. A
+uArm dwell answers at once and holds the next command instead, so that command gets the dwell
+added to its timeout. The DexArm refuses an unreachable move, or any move before it was homed,
+with a line of text and still answers `ok`: that text is turned into a `DeviceFault`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from itertools import count
@@ -21,7 +30,7 @@ from rig.arm import choreography, codec
 from rig.arm.choreography import MoveTo, Rise, Step, Suction
 from rig.arm.codec import Data, ErrorReply, Event, Garbage, Ok
 from rig.config import GcodeArmConfig, Pose, TrayConfig
-from rig.devices import DeviceIdentity, DeviceStatus
+from rig.devices import DeviceIdentity, DeviceStatus, Spot
 from rig.errors import (
     ConfigError,
     DeviceFault,
@@ -35,14 +44,16 @@ from rig.transport import SerialLineTransport
 
 log = logging.getLogger(__name__)
 
-#: how often a moving-query is repeated while the arm travels
-POLL_INTERVAL_S = 0.02
 #: how far the reported pose may lie from the commanded one after a move (reports round to 0.01)
 ARRIVAL_TOLERANCE_MM = 1.0
 
 
 def _show(pose: Pose) -> str:
     return f"({pose.x_mm:.2f}, {pose.y_mm:.2f}, {pose.z_mm:.2f}) mm"
+
+
+class _NotHomed(DeviceFault):
+    """The DexArm refused a move because it has not been homed (M1112) since power-on."""
 
 
 class GcodeArm:
@@ -68,6 +79,8 @@ class GcodeArm:
         self._pose: Pose | None = None
         self._suction = False
         self._owed = False  # a command timed out: its reply may still be on its way
+        # monotonic time until which the firmware holds the next command (a uArm dwell)
+        self._held_until = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
@@ -159,6 +172,8 @@ class GcodeArm:
             for stale in link.drain(quiet_s):
                 log.debug("arm: dropped stale line %r", stale)
         self._owed = False
+        # a running uArm dwell holds this command: its reply comes that much later
+        timeout_s += max(0.0, self._held_until - time.monotonic())
         link.write(codec.encode_command(self.dialect, command, seq))
         deadline = time.monotonic() + timeout_s
         data: list[str] = []
@@ -193,7 +208,19 @@ class GcodeArm:
             assert isinstance(reply, Ok)
             if error is not None:
                 raise self._fault(command, error)
+            self._check_refusal(command, data)
             return [*data, reply.data] if reply.data else data
+
+    def _check_refusal(self, command: str, data: list[str]) -> None:
+        """Raise if the firmware said in text that it refused a command it still acknowledged."""
+        refused = codec.refusal(self.dialect, data)
+        if refused is None:
+            return
+        if re.search(self.dialect.not_homed_re, refused):
+            raise _NotHomed(
+                f"arm ({self.dialect.model}) is not homed, refused {command!r}: {refused}"
+            )
+        raise DeviceFault(f"arm ({self.dialect.model}) refused {command!r}: {refused}")
 
     def _fault(self, command: str, reply: ErrorReply) -> DeviceFault:
         code = f" E{reply.code}" if reply.code is not None else ""
@@ -237,7 +264,7 @@ class GcodeArm:
         return pose
 
     def move_to(self, pose: Pose) -> None:
-        """Move the tool in a straight line to a pose and wait until the arm reports it there.
+        """Move the tool to a pose and wait until the arm reports it there.
 
         Raises:
             SafetyError: the pose lies outside the workspace (nothing was sent).
@@ -250,31 +277,22 @@ class GcodeArm:
         self._link()
         start = self._pose if self._pose is not None else self.position()
         feed = self.config.speed_mm_per_s * 60.0
+        timeout = self._motion_timeout_s(choreography.distance_mm(start, pose))
         self._pose = None  # unknown until the arm confirms where it stopped
-        self._request(codec.format_move(self.dialect, pose, feed))
-        self._wait_until_still(pose, choreography.distance_mm(start, pose))
+        move = codec.format_move(self.dialect, pose, feed)
+        # a uArm answers a move once the arm has stopped: its reply waits the motion out
+        self._request(move, timeout_s=timeout if self.dialect.ack_on_completion else None)
+        self._wait_until_still(pose, timeout)
 
-    def _wait_until_still(self, target: Pose, distance_mm: float) -> None:
-        """Wait for the motion to end (completion reply or moving-query), then verify the pose."""
-        timeout = motion_timeout_s(
+    def _motion_timeout_s(self, distance_mm: float) -> float:
+        return motion_timeout_s(
             distance_mm, self.config.speed_mm_per_s, self.config.accel_mm_per_s2
         )
-        if self.dialect.wait_command is not None:
-            self._request(self.dialect.wait_command, timeout_s=timeout)
-        elif self.dialect.moving_query is not None:
-            deadline = time.monotonic() + timeout
-            while True:
-                texts = self._request(self.dialect.moving_query)
-                moving = codec.parse_moving(self.dialect, texts)
-                if moving is None:
-                    raise TransportError(f"arm: cannot read a moving state from {texts!r}")
-                if not moving:
-                    break
-                if time.monotonic() > deadline:
-                    raise DeviceTimeout(
-                        f"arm: still moving to {_show(target)} after {timeout:.1f} s"
-                    )
-                self._sleep(POLL_INTERVAL_S)  # a poll interval, not a guess at the motion time
+
+    def _wait_until_still(self, target: Pose, timeout_s: float) -> None:
+        """Wait for the motion to end (if the move's reply did not mark it), then verify the pose."""
+        if not self.dialect.ack_on_completion and self.dialect.wait_command is not None:
+            self._request(self.dialect.wait_command, timeout_s=timeout_s)
         reached = self.position()
         off = choreography.distance_mm(reached, target)
         if off > ARRIVAL_TOLERANCE_MM:
@@ -296,9 +314,15 @@ class GcodeArm:
     def _switch_suction(self, step: Suction) -> None:
         self._request(self.dialect.suction_on if step.on else self.dialect.suction_off)
         self._suction = step.on
-        # the firmware waits, and answers `ok` when done: no guessing on the host side
+        # the firmware waits, not the host: no guessing on the host side
         dwell = codec.format_dwell(self.dialect, step.settle_ms)
-        self._request(dwell, timeout_s=self.config.reply_timeout_s + step.settle_ms / 1000)
+        if self.dialect.dwell_holds_next:
+            # uArm G2004: `ok` at once; the firmware holds the next command for the dwell
+            self._request(dwell)
+            self._held_until = time.monotonic() + step.settle_ms / 1000
+        else:
+            # Marlin G4: `ok` once the dwell is over
+            self._request(dwell, timeout_s=self.config.reply_timeout_s + step.settle_ms / 1000)
 
     # ------------------------------------------------------------------ sequences
     def _lift_to(self, z_mm: float) -> None:
@@ -361,6 +385,28 @@ class GcodeArm:
         """
         self._perform(choreography.return_to_slot(self.config, self.tray.slot_pose(slot)))
 
+    # staging pads beside the turntable (rig.devices.StagingArm; issue 16)
+    def pick(self, spot: Spot) -> None:
+        """Take the coin at a spot: a tray slot, the turntable or a staging pad.
+
+        Raises:
+            ConfigError: no such slot, or no staging pads configured (nothing was sent).
+            SafetyError: the spot or its clearance lies outside the workspace (nothing was sent).
+            DeviceFault, DeviceTimeout, TransportError: as `move_to` and `suction`.
+        """
+        self._perform(choreography.pick_at(self.config, self._spot(spot)))
+
+    def place(self, spot: Spot) -> None:
+        """Put the held coin down at a spot (raises as `pick`)."""
+        self._perform(choreography.place_at(self.config, self._spot(spot)))
+
+    def wait_clear(self) -> None:
+        """Go to the waiting pose above the incoming pad, clear of the camera (raises as `pick`)."""
+        self._perform(choreography.wait_clear(self.config))
+
+    def _spot(self, spot: Spot) -> Pose:
+        return choreography.spot_pose(self.config, self.tray, spot)
+
     def park(self) -> None:
         """Rise straight up, then go to the safe pose; suction is left as it is.
 
@@ -382,12 +428,13 @@ class GcodeArm:
             home_pose = Pose(x_mm=x, y_mm=y, z_mm=z)
             # the firmware drives there on its own: check it like any commanded pose
             codec.check_pose(self.config.workspace, home_pose, device="arm home pose")
-            self._lift_to(self.config.safe_pose.z_mm)
+            try:
+                self._lift_to(self.config.safe_pose.z_mm)
+            except _NotHomed:
+                # a DexArm moves only once homed: M1112 itself is the first motion it takes
+                log.warning("arm: not homed since power-on, homing without lifting first")
             start = self._pose if self._pose is not None else self.position()
-            distance = choreography.distance_mm(start, home_pose)
-            timeout = motion_timeout_s(
-                distance, self.config.speed_mm_per_s, self.config.accel_mm_per_s2
-            )
+            timeout = self._motion_timeout_s(choreography.distance_mm(start, home_pose))
             self._request(d.home, timeout_s=timeout)
-            self._wait_until_still(home_pose, distance)
+            self._wait_until_still(home_pose, timeout)
         self.park()

@@ -31,6 +31,7 @@ from rig.config.devices import (
     CameraSettings,
     FlipStation,
     GcodeArmConfig,
+    GrblEmulatorConfig,
     GrblTurntableConfig,
     Intensity,
     LightboxConfig,
@@ -42,11 +43,13 @@ from rig.config.devices import (
     PixelFormat,
     Pose,
     SimCameraConfig,
+    Staging,
     TiltAxis,
     TrayConfig,
     TurntableConfig,
     TurntableLimits,
     Workspace,
+    xy_distance_mm,
 )
 from rig.config.loading import (
     config_json_schema,
@@ -74,6 +77,7 @@ __all__ = [
     "FaultRule",
     "FlipStation",
     "GcodeArmConfig",
+    "GrblEmulatorConfig",
     "GrblTurntableConfig",
     "Intensity",
     "LightChannel",
@@ -93,6 +97,7 @@ __all__ = [
     "SerialPort",
     "SimCameraConfig",
     "SimulationConfig",
+    "Staging",
     "StorageConfig",
     "StrictModel",
     "TiltAxis",
@@ -104,4 +109,5 @@ __all__ = [
     "describe_validation_error",
     "load_config",
     "parse_config",
+    "xy_distance_mm",
 ]

@@ -52,12 +52,39 @@ class TiltAxis(StrictModel):
     speed_deg_per_s: float = Field(30.0, gt=0, le=720)
 
 
+#: GRBL 1.1 setting numbers: the global ones, and per axis $100+ (steps), $110+ (rate), $120+
+#: (acceleration), $130+ (travel) for up to six axes (X Y Z and a fork's A B C)
+_GRBL_SETTINGS = frozenset(
+    {0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 30, 31, 32}
+    | {first + axis for first in (100, 110, 120, 130) for axis in range(6)}
+)
+
+
+class GrblEmulatorConfig(EmulatorConfig):
+    """An emulated GRBL controller: its faults, and the `$$` settings flashed on it."""
+
+    settings: dict[int, float] = Field(
+        default_factory=dict,
+        description="`$N: value` as set on the controller (e.g. 100: 8.889 steps/deg); every "
+        "other setting keeps its stock GRBL 1.1h value",
+    )
+
+    @model_validator(mode="after")
+    def _known_settings(self) -> GrblEmulatorConfig:
+        for number, value in self.settings.items():
+            if number not in _GRBL_SETTINGS:
+                raise ValueError(f"emulate.settings: GRBL 1.1 has no setting ${number}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"emulate.settings: ${number}={value} must be a number >= 0")
+        return self
+
+
 class GrblTurntableConfig(StrictModel):
     """GRBL 1.1 controller (Arduino + stepper) turning the turntable over serial G-code."""
 
     driver: Literal["grbl"]
     link: SerialPort | None = None
-    emulate: EmulatorConfig | None = None
+    emulate: GrblEmulatorConfig | None = None
     axis: Literal["X", "Y", "Z", "A", "B", "C"] = "X"
     units_per_deg: float = Field(1.0, gt=0, le=1e5, description="GRBL axis units per degree")
     speed_deg_per_s: float = Field(60.0, gt=0, le=3600)
@@ -67,7 +94,9 @@ class GrblTurntableConfig(StrictModel):
     reply_timeout_s: float = Field(2.0, gt=0, le=120)
     banner_timeout_s: float = Field(5.0, gt=0, le=120)
     retries: int = Field(2, ge=0, le=10)
-    poll_interval_s: float = Field(0.02, gt=0, le=5)
+    poll_interval_s: float = Field(
+        0.2, ge=0.2, le=5, description="status query period; GRBL asks for at most 5 Hz"
+    )
 
     @model_validator(mode="after")
     def _endpoint(self) -> GrblTurntableConfig:
@@ -202,6 +231,42 @@ class FlipStation(StrictModel):
     pickup: Pose
 
 
+#: how far apart (in x and y) two places that each hold a coin must be: a coin is ~20-30 mm across
+MIN_PAD_GAP_MM = 30.0
+
+
+def xy_distance_mm(a: Pose, b: Pose) -> float:
+    """The horizontal distance between two poses."""
+    return math.dist((a.x_mm, a.y_mm), (b.x_mm, b.y_mm))
+
+
+class Staging(StrictModel):
+    """Two pads beside the turntable where coins wait, so the arm works while the camera shoots.
+
+    The next coin waits on `incoming` (first side up) to go on the turntable; the coin just shot
+    waits on `outgoing` to go back to its tray slot. While the camera shoots, the arm stays
+    `keep_out_mm` (in x and y) away from the turntable pose: out of the camera's view and of the
+    lights' paths. It waits above `incoming`. `overlap: false` keeps the serial schedule (load,
+    shoot, flip, shoot, unload, parking after each) on a rig that has pads.
+    """
+
+    incoming: Pose
+    outgoing: Pose
+    keep_out_mm: float = Field(
+        60.0, gt=0, le=1000, description="radius about the turntable the arm avoids while shooting"
+    )
+    overlap: bool = True
+
+    @model_validator(mode="after")
+    def _apart(self) -> Staging:
+        gap = xy_distance_mm(self.incoming, self.outgoing)
+        if gap < MIN_PAD_GAP_MM:
+            raise ValueError(
+                f"staging pads are {gap:.1f} mm apart; at least {MIN_PAD_GAP_MM:g} mm is needed"
+            )
+        return self
+
+
 class GcodeArmConfig(StrictModel):
     """A G-code arm with a suction cup (uFactory uArm Swift Pro or Rotrics DexArm dialect)."""
 
@@ -216,6 +281,7 @@ class GcodeArmConfig(StrictModel):
         drop=Pose(x_mm=0.0, y_mm=300.0, z_mm=40.0), pickup=Pose(x_mm=60.0, y_mm=300.0, z_mm=0.0)
     )
     clearance_mm: float = Field(40.0, ge=0, le=300, description="lift above a pick/place point")
+    staging: Staging | None = None
     speed_mm_per_s: float = Field(100.0, gt=0, le=1000)
     accel_mm_per_s2: float = Field(500.0, gt=0, le=1e5)
     reply_timeout_s: float = Field(2.0, gt=0, le=120)
@@ -232,10 +298,21 @@ class GcodeArmConfig(StrictModel):
             "flip_station.drop": self.flip_station.drop,
             "flip_station.pickup": self.flip_station.pickup,
         }
+        staging = self.staging
+        if staging is not None:
+            named |= {"staging.incoming": staging.incoming, "staging.outgoing": staging.outgoing}
         for name, pose in named.items():
             lifted = Pose(x_mm=pose.x_mm, y_mm=pose.y_mm, z_mm=pose.z_mm + self.clearance_mm)
             if not (self.workspace.contains(pose) and self.workspace.contains(lifted)):
                 raise ValueError(f"{name} (or its clearance above) lies outside the workspace")
+        if staging is not None:
+            for name in ("incoming", "outgoing"):
+                away = xy_distance_mm(getattr(staging, name), self.turntable_pose)
+                if away < staging.keep_out_mm:
+                    raise ValueError(
+                        f"staging.{name} lies {away:.1f} mm from the turntable, inside "
+                        f"keep_out_mm ({staging.keep_out_mm:g} mm)"
+                    )
         return self
 
 

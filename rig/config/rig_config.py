@@ -9,12 +9,15 @@ from pydantic import Field, model_validator
 
 from rig.config.common import StrictModel
 from rig.config.devices import (
+    MIN_PAD_GAP_MM,
     ArmConfig,
     CameraConfig,
+    GcodeArmConfig,
     LightboxConfig,
     Pose,
     TrayConfig,
     TurntableConfig,
+    xy_distance_mm,
 )
 
 # ---------------------------------------------------------------- storage, simulation, rig
@@ -81,6 +84,9 @@ class RigConfig(StrictModel):
                 )
                 if not (self.arm.workspace.contains(pose) and self.arm.workspace.contains(lifted)):
                     raise ValueError(f"tray slot {slot} lies outside the arm workspace")
+            crowded = _crowded_pad(self.arm, self.tray)
+            if crowded is not None:
+                raise ValueError(crowded)
         emulated = (
             any(
                 getattr(device, "emulate", None) is not None
@@ -91,3 +97,22 @@ class RigConfig(StrictModel):
         if emulated and self.simulation is None:
             raise ValueError("emulated devices need a `simulation:` section")
         return self
+
+
+def _crowded_pad(arm: GcodeArmConfig, tray: TrayConfig) -> str | None:
+    """Why a staging pad overlaps a tray slot, the flip station or the other pad; else None."""
+    if arm.staging is None:
+        return None
+    places = {f"tray slot {slot}": tray.slot_pose(slot) for slot in range(tray.slots)}
+    places["flip_station.drop"] = arm.flip_station.drop
+    places["flip_station.pickup"] = arm.flip_station.pickup
+    for pad in ("incoming", "outgoing"):
+        pose = getattr(arm.staging, pad)
+        for name, other in places.items():
+            gap = xy_distance_mm(pose, other)
+            if gap < MIN_PAD_GAP_MM:
+                return (
+                    f"staging.{pad} lies {gap:.1f} mm from {name}: pads need "
+                    f"{MIN_PAD_GAP_MM:g} mm to themselves"
+                )
+    return None

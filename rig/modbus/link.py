@@ -37,7 +37,7 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from rig.config import ModbusRtu, ModbusTcp
-from rig.errors import DeviceFault, DeviceTimeout, NotConnected, TransportError
+from rig.errors import ConfigError, DeviceFault, DeviceTimeout, NotConnected, TransportError
 from rig.modbus.line import LineClient, SharedLine, shared_line
 from rig.retry import with_retries
 
@@ -92,6 +92,18 @@ class ModbusRegisterLink:
         name: str = "modbus",
         backoff_s: float = 0.02,
     ) -> None:
+        """Talk to `unit_id` at `endpoint`.
+
+        Raises:
+            ConfigError: unit 0 on a serial line: the broadcast address, which every unit
+                obeys and none answers (MODBUS over Serial Line V1.02, 2.1), so no read or
+                write could ever be confirmed.
+        """
+        if isinstance(endpoint, ModbusRtu) and unit_id == 0:
+            raise ConfigError(
+                f"{name}: unit 0 on {endpoint.port} is the Modbus broadcast address: every unit "
+                "on the line obeys it and none answers; give the device's own unit id (1..247)"
+            )
         self.endpoint = endpoint
         self.unit_id = unit_id
         self.timeout_s = timeout_s

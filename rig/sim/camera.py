@@ -74,9 +74,15 @@ class SimCamera:
         *,
         coin_diameter_mm: float = COIN_DIAMETER_MM,
         axis_offset_mm: tuple[float, float] = (0.0, 0.0),
+        ground_truth: bool = True,
     ) -> None:
-        """Render `world` as `config` describes; coins turn about `axis_offset_mm` (plane mm)."""
+        """Render `world` as `config` describes; coins turn about `axis_offset_mm` (plane mm).
+
+        `ground_truth` False: frames carry no `sim` (a real device moves what the twin cannot
+        see, so the twin's state is not the truth; rig.assembly.twin_ground_truth).
+        """
         self.config = config
+        self.ground_truth = ground_truth
         self.world = world
         self.catalog = catalog
         self.clock = clock or SimClock(0.0)
@@ -286,7 +292,7 @@ class SimCamera:
             pixel_format=shot.pixel_format,
             camera=f"sim:{self.config.serial}",
             timestamp_s=shot.timestamp_s,
-            sim=truth,
+            sim=truth if self.ground_truth else None,
         )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +30,8 @@ _CROWNS: tuple[Crown, ...] = ("laurel", "radiate", "diadem")
 Figure = Literal["standing", "eagle", "altar", "standards"]
 
 _COIN_ID = re.compile(r"^SIM-(\d{4,})$")
+# rulers, types and dies per design of `rig simulate`'s default catalog (rig.config)
+_DEFAULT_SHAPE = (3, 6, 2)
 _NAME_HEADS = ("AVRE", "VALEN", "GALL", "TRAI", "CONST", "MAX", "DIOC", "PROB", "SEVER", "GORD")
 _NAME_TAILS = ("LIANVS", "TINIANVS", "IENVS", "ANVS", "ANTIVS", "IMINVS", "LETIANVS", "VS")
 _REVERSE_LEGENDS = (
@@ -184,6 +186,24 @@ class CoinCatalog:
         """What identifies this catalog's pixels (cache key for rendered surfaces)."""
         return (self.seed, self.n_rulers, self.n_types, self.dies_per_design, self.variation)
 
+    @property
+    def collection(self) -> str:
+        """The collection its coins belong to: the seed, and the catalog's shape if not default.
+
+        SIM-0001 is another coin under another seed, or other rulers, types or dies, so each
+        such catalog is its own collection (coins are told apart by collection and id:
+        docs/dataset-format.md). The default shape keeps the plain `sim-seed-N` name that
+        earlier datasets carry, so resuming into them still works.
+        """
+        name = f"sim-seed-{self.seed}"
+        shape = (self.n_rulers, self.n_types, self.dies_per_design)
+        if shape != _DEFAULT_SHAPE or self.variation != Variation():
+            name += f"-r{shape[0]}-t{shape[1]}-d{shape[2]}"
+            if self.variation != Variation():
+                off = [k for k, v in asdict(self.variation).items() if not v]
+                name += "-no-" + "-".join(off)
+        return name
+
     def coin_ids(self) -> list[str]:
         """Every coin id, in order."""
         return [f"SIM-{i:04d}" for i in range(self.n_coins)]
@@ -225,7 +245,7 @@ class CoinCatalog:
         ctype = self.types[coin.type_index]
         return {
             "coin_id": coin.coin_id,
-            "collection": f"sim-seed-{self.seed}",
+            "collection": self.collection,
             "ruler": self.rulers[coin.ruler].name,
             "type": f"{ctype.legend} ({ctype.figure})",
             "catalog_ref": ctype.catalog_ref,

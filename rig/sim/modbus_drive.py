@@ -33,6 +33,9 @@ class ModbusTurntableEmulator(ModbusEmulator):
     """
 
     allowed_faults = (*ModbusEmulator.allowed_faults, "alarm")
+    served_functions = frozenset(
+        {READ_HOLDING, WRITE_REGISTER, WRITE_REGISTERS, DEVICE_INFORMATION}
+    )
 
     def __init__(
         self,

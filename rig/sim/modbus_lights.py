@@ -28,6 +28,18 @@ from rig.sim.world import LightState, World
 class ModbusLightboxEmulator(ModbusEmulator):
     """An LED/PWM controller: one holding register (0..full_scale) or coil per channel."""
 
+    served_functions = frozenset(
+        {
+            READ_COILS,
+            WRITE_COIL,
+            WRITE_COILS,
+            READ_HOLDING,
+            WRITE_REGISTER,
+            WRITE_REGISTERS,
+            DEVICE_INFORMATION,
+        }
+    )
+
     def __init__(
         self,
         config: ModbusLightboxConfig,

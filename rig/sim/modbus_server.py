@@ -18,7 +18,11 @@ handler that replaces pymodbus's own:
   has no connection to close: the line goes dead for the request (not carried out, no reply);
 - `alarm` (turntable only): the drive latches its fault bit and stops.
 
-Over RTU an emulator ignores requests for other unit ids, as a device on a shared bus must.
+Over RTU an emulator ignores requests for other unit ids, as a device on a shared bus must, and
+carries out a broadcast write (unit 0) without answering it; over TCP it answers units 0 and 0xFF
+as its own. Requests the Modbus specification refuses before any register is read (a function
+the device lacks, a quantity out of range, a single-coil value other than 0x0000/0xFF00) get
+exceptions 1 and 3 as the specification says (rig.sim.modbus_frames), not pymodbus's own answers.
 """
 
 from __future__ import annotations
@@ -58,6 +62,13 @@ from rig.modbus.link import (
 from rig.sim.clock import SimClock
 from rig.sim.faults import FaultInjector
 from rig.sim.modbus_bus import SerialBus
+from rig.sim.modbus_frames import (
+    BROADCAST_UNIT,
+    GATEWAY_TARGET_FAILED,
+    TCP_SELF_UNIT,
+    request_exception,
+    split_frame,
+)
 
 Framing = Literal["tcp", "rtu"]
 
@@ -87,6 +98,29 @@ class ModbusRequest:
 class _FaultyRequestHandler(ServerRequestHandler):
     """pymodbus's per-connection handler, with the emulator's faults applied to each request."""
 
+    def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        """Answer what the Modbus specification answers before pymodbus decodes the request.
+
+        pymodbus answers a quantity out of range, or an unknown function code, with function 0
+        and exception 1, accepts any single-coil value as ON, and over RTU drops an unknown
+        function code unanswered; a Modbus server answers exceptions 3 and 1 with the
+        request's own function code (rig.sim.modbus_frames).
+        """
+        emulator: ModbusEmulator = self.server.emulator
+        frame = split_frame(data, emulator.framing)
+        if frame is None:
+            return super().callback_data(data, addr)
+        transaction, unit, pdu = frame
+        code = request_exception(pdu, emulator.served_functions)
+        if code is None:
+            return super().callback_data(data, addr)
+        if emulator.answers(unit):
+            response = ExceptionResponse(
+                pdu[0] & 0x7F, exception_code=code, device_id=unit, transaction=transaction
+            )
+            self.server_send(response, addr)
+        return len(data)
+
     async def handle_request(self) -> None:
         # pymodbus overwrites last_pdu when the next request arrives; a late reply must still
         # answer the request it belongs to, so take both now.
@@ -95,7 +129,11 @@ class _FaultyRequestHandler(ServerRequestHandler):
             return
         emulator: ModbusEmulator = self.server.emulator
         rtu = emulator.framing == "rtu"
-        if rtu and pdu.dev_id != emulator.unit_id:
+        unit = pdu.dev_id
+        if rtu and unit == BROADCAST_UNIT:
+            await self._broadcast(pdu, emulator)
+            return
+        if rtu and unit != emulator.unit_id:
             return  # another unit on the bus is addressed: stay silent
         fault = emulator.draw_fault(pdu)
         kind = fault.kind if fault is not None else None
@@ -103,15 +141,19 @@ class _FaultyRequestHandler(ServerRequestHandler):
             if not rtu:  # a serial line has no connection to drop; it just goes quiet
                 self.close()
             return
-        if kind in ("modbus_exception", "error"):
+        if not emulator.answers(unit):
+            # TCP, another unit id: what a gateway with no such unit behind it answers
+            response: ModbusPDU = ExceptionResponse(pdu.function_code, GATEWAY_TARGET_FAILED)
+        elif kind in ("modbus_exception", "error"):
             code = fault.code if fault is not None and fault.code else ExcCodes.DEVICE_FAILURE
-            response: ModbusPDU = ExceptionResponse(pdu.function_code, int(code))
+            response = ExceptionResponse(pdu.function_code, int(code))
         else:
             if kind == "alarm":
                 emulator.on_alarm(fault.code if fault is not None else None)
+            pdu.dev_id = emulator.unit_id  # TCP units 0 and 0xFF mean this device
             response = await self._execute(pdu, emulator)
         response.transaction_id = pdu.transaction_id
-        response.dev_id = pdu.dev_id
+        response.dev_id = unit
         if kind == "lost_reply":
             return
         delay = emulator.late_reply_s if kind == "late_reply" else emulator.next_reply_delay()
@@ -121,6 +163,16 @@ class _FaultyRequestHandler(ServerRequestHandler):
             self.send(emulator.garbage_frame(pdu, self.framer.buildFrame(response)))
             return
         self.server_send(response, addr)
+
+    async def _broadcast(self, pdu: ModbusPDU, emulator: ModbusEmulator) -> None:
+        """Serial Line 2.1: every unit carries out a broadcast write; none answers anything."""
+        fault = emulator.draw_fault(pdu)
+        if pdu.function_code not in WRITE_FUNCTIONS:
+            return  # "The broadcast requests are necessarily writing commands"
+        if fault is not None and fault.kind in ("disconnect", "modbus_exception", "error"):
+            return  # the unit did not hear it, or failed to carry it out: nobody learns which
+        pdu.dev_id = emulator.unit_id
+        await self._execute(pdu, emulator)
 
     async def _execute(self, pdu: ModbusPDU, emulator: ModbusEmulator) -> ModbusPDU:
         refused = emulator.check_request(pdu)
@@ -166,6 +218,8 @@ class _RtuServer(ModbusSerialServer):
 class ModbusEmulator:
     """Base: a pymodbus server (TCP on a free loopback port, or RTU on a pty) in a daemon thread."""
 
+    #: function codes the device implements; others are answered with exception 1
+    served_functions: frozenset[int] = frozenset()
     allowed_faults: tuple[FaultKind, ...] = (
         "lost_reply",
         "late_reply",
@@ -386,6 +440,17 @@ class ModbusEmulator:
     def check_request(self, pdu: ModbusPDU) -> ExcCodes | None:
         """Refuse a request before it touches the datastore (function or address not served)."""
         return None
+
+    def answers(self, unit: int) -> bool:
+        """Whether a request for `unit` is this device's to answer.
+
+        RTU: its own unit id only (unit 0 is a broadcast: carried out, never answered). TCP:
+        also units 0 and 0xFF, which address a Modbus/TCP server itself (Implementation Guide
+        V1.0b, p. 23).
+        """
+        if unit == self.unit_id:
+            return True
+        return self.framing == "tcp" and unit in (BROADCAST_UNIT, TCP_SELF_UNIT)
 
 
 def request_span(pdu: ModbusPDU) -> tuple[int, int]:

@@ -6,6 +6,7 @@ exactly as they would to hardware; nothing in a driver knows it is simulated.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -63,6 +64,28 @@ class SimBackend:
     emulators: Emulators = field(default_factory=lambda: Emulators())
     serial_ports: dict[str, str] = field(default_factory=dict)
     modbus_endpoints: dict[str, ModbusTcp | ModbusRtu] = field(default_factory=dict)
+
+
+def reseed_faults(config: RigConfig, fault_seed: int) -> RigConfig:
+    """The config with every emulator's fault seed shifted by `fault_seed` (0: unchanged).
+
+    A rerun draws a new `fault_seed` (`fresh_fault_seed`) so that it meets other faults than
+    the run before, as a real rig's faults do not repeat on cue; the session record's config
+    snapshot keeps the shifted seeds, so a run's faults can be replayed.
+    """
+    updates: dict[str, object] = {}
+    for name in ("turntable", "lightbox", "arm"):
+        device = getattr(config, name)
+        emulate = getattr(device, "emulate", None)
+        if emulate is not None:
+            shifted = emulate.model_copy(update={"seed": emulate.seed + 7919 * fault_seed})
+            updates[name] = device.model_copy(update={"emulate": shifted})
+    return config.model_copy(update=updates)
+
+
+def fresh_fault_seed() -> int:
+    """A fault seed no earlier run is likely to have used (from the OS's entropy)."""
+    return secrets.randbelow(2**31)
 
 
 def fault_rules(

@@ -52,6 +52,7 @@ class WorldSnapshot:
     tilt_deg: float
     flip_chute: CoinPlacement | None
     target: TargetScene | None = None  # a calibration target, seen instead of any coin
+    pads: dict[str, CoinPlacement] = field(default_factory=dict)  # staging pads beside the table
 
 
 @dataclass
@@ -65,6 +66,7 @@ class _State:
     tilt_deg: float = 0.0
     flip_chute: CoinPlacement | None = None
     target: TargetScene | None = None
+    pads: dict[str, CoinPlacement] = field(default_factory=dict)
 
 
 class World:
@@ -73,6 +75,12 @@ class World:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._state = _State()
+        self._collisions: list[str] = []
+
+    def collisions(self) -> list[str]:
+        """Every time a coin was put down where another one lay (none, on a sound schedule)."""
+        with self._lock:
+            return list(self._collisions)
 
     def snapshot(self) -> WorldSnapshot:
         """A consistent copy of everything."""
@@ -88,6 +96,7 @@ class World:
                 tilt_deg=s.tilt_deg,
                 flip_chute=s.flip_chute,
                 target=s.target,
+                pads=dict(s.pads),
             )
 
     # turntable and tilt
@@ -137,8 +146,11 @@ class World:
         with self._lock:
             self._state.arm_xyz_mm = xyz_mm
 
-    def take(self, where: str, slot: int | None = None) -> CoinPlacement | None:
-        """Suction picks whatever lies at `where` ("turntable", "tray", "chute"); None if empty."""
+    def take(self, where: str, slot: int | str | None = None) -> CoinPlacement | None:
+        """Suction picks whatever lies at `where`; None if empty.
+
+        `where` is "turntable", "chute", "tray" (`slot`: its number) or "pad" (`slot`: its name).
+        """
         with self._lock:
             s = self._state
             if s.held is not None:
@@ -149,8 +161,10 @@ class World:
                 if coin is not None:
                     # the coin keeps its orientation relative to the world, not the turntable
                     coin = replace(coin, spin_deg=coin.spin_deg + s.turntable_deg)
-            elif where == "tray" and slot is not None:
+            elif where == "tray" and isinstance(slot, int):
                 coin = s.tray.pop(slot, None)
+            elif where == "pad" and isinstance(slot, str):
+                coin = s.pads.pop(slot, None)
             elif where == "chute":
                 coin, s.flip_chute = s.flip_chute, None
             else:
@@ -158,17 +172,34 @@ class World:
             s.held = coin
             return coin
 
-    def release(self, where: str, slot: int | None = None) -> CoinPlacement | None:
-        """Suction releases the held coin at `where`; the chute turns it over. Returns it."""
+    def release(self, where: str, slot: int | str | None = None) -> CoinPlacement | None:
+        """Suction releases the held coin at `where` (as `take`); the chute turns it over.
+
+        Returns the coin. A place holds one coin: releasing onto an occupied one is a collision
+        (two coins on the turntable, say); the twin notes it in `collisions()` and keeps the new
+        coin, as it always has, so a test can tell that a schedule broke its own invariant.
+        """
         with self._lock:
             s = self._state
             coin, s.held = s.held, None
             if coin is None:
                 return None
+            occupied = {
+                "turntable": s.on_turntable,
+                "tray": s.tray.get(slot) if isinstance(slot, int) else None,
+                "pad": s.pads.get(slot) if isinstance(slot, str) else None,
+            }.get(where)
+            if occupied is not None:
+                place = where if slot is None else f"{where} {slot}"
+                self._collisions.append(
+                    f"{coin.coin_id} put on {place}, which held {occupied.coin_id}"
+                )
             if where == "turntable":
                 s.on_turntable = replace(coin, spin_deg=coin.spin_deg - s.turntable_deg)
-            elif where == "tray" and slot is not None:
+            elif where == "tray" and isinstance(slot, int):
                 s.tray[slot] = coin
+            elif where == "pad" and isinstance(slot, str):
+                s.pads[slot] = coin
             elif where == "chute":
                 s.flip_chute = replace(coin, side_up=other_side(coin.side_up))
             # released anywhere else, the coin falls to the floor: the twin forgets it

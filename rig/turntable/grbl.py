@@ -2,18 +2,19 @@
 
 Layers: SerialLineTransport (bytes) → GrblLink (one `ok`/`error:N` per line, `?` reports,
 resynchronisation after timeouts) → this class (degrees, limits, motion, recovery).
-- A status report `<…>` is self-describing, so a lost status reply is always safe to ask again;
-  a motion line is not (it would move twice), so after a lost `ok` the driver asks where the
-  axis is before deciding to resend.
-- Motion completion is found by polling `?` every `poll_interval_s`, listening for `ALARM:N` in
-  between, under an overall timeout computed from distance, speed and acceleration.
+- At connect the driver reads `$$`: steps per unit, rates, accelerations and travel come from
+  the firmware (rig.turntable.grbl_axes), which is what GRBL moves by. What it clamps or
+  notices is logged and shown in identity().notes, which the session record keeps.
+- Moves end on a firmware barrier (`G4` answered once the planner is empty) and on the step
+  nearest the target; stop() leaves GRBL reading lines in every state (rig.turntable.grbl_moves).
+- A status report is self-describing, so a lost one is always safe to ask again; an absolute
+  (G90) motion line is safe to resend too, but the driver still asks where the axis is first.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from types import TracebackType
 
 from rig.config import GrblTurntableConfig
@@ -21,32 +22,28 @@ from rig.devices import DeviceIdentity, DeviceStatus
 from rig.errors import (
     ConfigError,
     DeviceAlarm,
-    DeviceTimeout,
+    DeviceFault,
     NotConnected,
-    RigError,
     TransportError,
 )
-from rig.motion import check_within, motion_timeout_s
+from rig.motion import check_within
 from rig.transport import SerialLineTransport
+from rig.turntable.grbl_axes import AxisPlan, homing_budget_s, plan_axes, read_firmware
 from rig.turntable.grbl_codec import (
     FEED_HOLD,
     SOFT_RESET,
     Banner,
     Status,
-    axis_index,
-    encode_move,
     encode_set_zero,
 )
 from rig.turntable.grbl_link import GrblLink
+from rig.turntable.grbl_moves import GrblMoves
+from rig.turntable.grbl_settings import FirmwareSettings
 
 log = logging.getLogger(__name__)
 
-#: GRBL prints positions with 3 decimals; a target counts as reached within this many units.
-_TOLERANCE_UNITS = 0.002
-_MOVING_STATES = frozenset({"Run", "Jog", "Home", "Hold", "Door"})
 
-
-class GrblTurntable:
+class GrblTurntable(GrblMoves):
     """A turntable (and optional camera tilt axis) on a GRBL 1.1 controller.
 
     Angles are absolute degrees in GRBL's work coordinates and may exceed 360 within the
@@ -67,45 +64,48 @@ class GrblTurntable:
                     "and pass its port"
                 )
             port = config.link.port
+        if config.tilt is not None and config.tilt.axis == config.axis:
+            raise ConfigError(f"GRBL turntable: tilt axis {config.axis} is the turntable axis")
         self.config = config
         self.port = port
+        self._name = f"GRBL turntable on {port}"
         self._baudrate = config.link.baudrate if config.link is not None else 115200
-        self._axis = axis_index(config.axis)
-        self._tilt_axis = axis_index(config.tilt.axis) if config.tilt is not None else None
-        if self._tilt_axis == self._axis:
-            raise ConfigError(f"GRBL turntable: tilt axis {config.axis} is the turntable axis")
         self._link: GrblLink | None = None
         self._last_banner: Banner | None = None  # kept after close() for identity()
         self._lock = threading.RLock()
         self._stop_requested = threading.Event()
         self._wco: tuple[float, ...] | None = None
         self._wpos: tuple[float, ...] | None = None
+        self._settings = FirmwareSettings({})
+        self._axes: tuple[AxisPlan, AxisPlan | None] | None = None
+        self._notes: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
-        """Open the port, wait for the GRBL banner, unlock (or home) and read the position.
+        """Open the port, wait for the banner, read `$$`, unlock (or home), read the position.
 
         Raises:
             TransportError: the port cannot be opened or the link drops.
             DeviceTimeout: no GRBL banner or no reply in time.
+            ConfigError: the config and the controller's settings disagree (homing, inches,
+                an acceleration above the configured limit).
             DeviceFault: the controller is not GRBL 1.1 or rejects the unlock/homing.
         """
         with self._lock:
             if self._link is not None:
                 return
-            transport = SerialLineTransport(
-                self.port, baudrate=self._baudrate, name="GRBL turntable"
-            )
+            transport = SerialLineTransport(self.port, baudrate=self._baudrate, name=self._name)
             transport.open()
             self._link = GrblLink(
                 transport,
-                name=f"GRBL turntable on {self.port}",
+                name=self._name,
                 reply_timeout_s=self.config.reply_timeout_s,
                 banner_timeout_s=self.config.banner_timeout_s,
                 retries=self.config.retries,
             )
             try:
                 self._link.await_banner(send_reset=True)
+                self._read_settings()
                 self._make_ready()
             except BaseException:
                 self.close()
@@ -132,11 +132,16 @@ class GrblTurntable:
         self.close()
 
     def identity(self) -> DeviceIdentity:
-        """Model GRBL, the firmware version from the banner, the port as endpoint."""
+        """Model GRBL, the firmware version, the port; notes on what `$$` made the driver do."""
         banner = self._link.banner if self._link is not None else self._last_banner
         firmware = banner.firmware if banner is not None else ""
         return DeviceIdentity(
-            kind="turntable", driver="grbl", model="GRBL", firmware=firmware, endpoint=self.port
+            kind="turntable",
+            driver="grbl",
+            model="GRBL",
+            firmware=firmware,
+            endpoint=self.port,
+            notes=self._notes,
         )
 
     def status(self) -> DeviceStatus:
@@ -150,14 +155,19 @@ class GrblTurntable:
         with self._lock:
             self._prepare()
             status = self._query_status()
+            turntable, tilt = self._plans()
+            details: dict[str, object] = {
+                "position_deg": self._angle_deg(turntable),
+                "firmware": self.identity().firmware,
+                "endpoint": self.port,
+                "step_deg": turntable.step_deg,
+                "speed_deg_per_s": turntable.speed_deg_per_s,
+                "accel_deg_per_s2": turntable.accel_deg_per_s2,
+                "notes": list(self._notes),
+            }
+            if tilt is not None:
+                details["tilt_deg"] = self._angle_deg(tilt)
         state = status.state if status.substate is None else f"{status.state}:{status.substate}"
-        details: dict[str, object] = {
-            "position_deg": self._angle_deg(self._axis, self.config.units_per_deg),
-            "firmware": self.identity().firmware,
-            "endpoint": self.port,
-        }
-        if self._tilt_axis is not None and self.config.tilt is not None:
-            details["tilt_deg"] = self._angle_deg(self._tilt_axis, self.config.tilt.units_per_deg)
         return DeviceStatus(state=state, details=details)
 
     # ------------------------------------------------------------------ Turntable protocol
@@ -183,10 +193,13 @@ class GrblTurntable:
             self._query_status()
 
     def move_to_deg(self, angle_deg: float) -> float:
-        """Turn to an absolute angle, wait until the controller is idle there, return it.
+        """Turn to an absolute angle, wait until the controller has finished there, return it.
+
+        The angle returned is the one GRBL reports: the whole step nearest the target.
 
         Raises:
-            SafetyError: the angle is NaN/inf or outside the limits; nothing was sent.
+            SafetyError: the angle is NaN/inf, outside the limits or outside the controller's
+                soft-limit travel; nothing was sent.
             NotConnected: connect() was not called.
             DeviceAlarm: the controller raised ALARM:N (call recover()).
             DeviceFault: the controller rejected the move (error:N).
@@ -197,13 +210,7 @@ class GrblTurntable:
         limits = self.config.limits
         check_within(angle_deg, limits.min_deg, limits.max_deg, what="turntable angle", unit="deg")
         with self._lock:
-            return self._move_axis(
-                self._axis,
-                self.config.axis,
-                angle_deg,
-                units_per_deg=self.config.units_per_deg,
-                speed_deg_per_s=self.config.speed_deg_per_s,
-            )
+            return self._move_axis(self._plans()[0], angle_deg)
 
     def tilt_to_deg(self, tilt_deg: float) -> float:
         """Tilt the camera to an absolute angle on the second GRBL axis and return it.
@@ -218,17 +225,13 @@ class GrblTurntable:
             TransportError: the link dropped.
         """
         tilt = self.config.tilt
-        if tilt is None or self._tilt_axis is None:
+        if tilt is None:
             raise ConfigError("GRBL turntable: no tilt axis configured (`tilt:` section)")
         check_within(tilt_deg, tilt.min_deg, tilt.max_deg, what="camera tilt", unit="deg")
         with self._lock:
-            return self._move_axis(
-                self._tilt_axis,
-                tilt.axis,
-                tilt_deg,
-                units_per_deg=tilt.units_per_deg,
-                speed_deg_per_s=tilt.speed_deg_per_s,
-            )
+            plan = self._plans()[1]
+            assert plan is not None  # planned whenever the config has a tilt
+            return self._move_axis(plan, tilt_deg)
 
     def position_deg(self) -> float:
         """The turntable's absolute angle as the controller reports it now.
@@ -241,7 +244,7 @@ class GrblTurntable:
         with self._lock:
             self._prepare()
             self._query_status()
-            return self._angle_deg(self._axis, self.config.units_per_deg)
+            return self._angle_deg(self._plans()[0])
 
     def tilt_deg(self) -> float:
         """The camera tilt as the controller reports it now.
@@ -252,15 +255,22 @@ class GrblTurntable:
             DeviceTimeout: no status report after the configured retries.
             TransportError: the link dropped.
         """
-        if self.config.tilt is None or self._tilt_axis is None:
+        if self.config.tilt is None:
             raise ConfigError("GRBL turntable: no tilt axis configured (`tilt:` section)")
         with self._lock:
             self._prepare()
             self._query_status()
-            return self._angle_deg(self._tilt_axis, self.config.tilt.units_per_deg)
+            plan = self._plans()[1]
+            assert plan is not None
+            return self._angle_deg(plan)
 
     def stop(self) -> None:
-        """Stop any motion now: feed hold, wait until stopped, then flush the planner.
+        """Stop any motion and leave the controller reading commands again.
+
+        Feed hold, wait until the axes are at rest, then (if GRBL is holding) a soft reset to
+        flush the planner: in a completed hold GRBL reads no command lines, and a reset before
+        the hold is complete would lose steps. GRBL enters a hold on `!` even when idle, so the
+        reset follows then too. A controller in alarm stays in alarm (recover() clears it).
 
         Safe to call from another thread while move_to_deg() waits: the feed hold byte goes
         out at once and the waiting move raises RigError.
@@ -293,116 +303,32 @@ class GrblTurntable:
             link.write(SOFT_RESET)
             link.await_banner(send_reset=False)
             self._make_ready()
-            log.info(
-                "GRBL turntable on %s recovered at %.3f deg",
-                self.port,
-                self._angle_deg(self._axis, self.config.units_per_deg),
-            )
+            log.info("%s recovered at %.3f deg", self._name, self._angle_deg(self._plans()[0]))
 
     # ------------------------------------------------------------------ motion internals
-    def _move_axis(
-        self,
-        index: int,
-        letter: str,
-        target_deg: float,
-        *,
-        units_per_deg: float,
-        speed_deg_per_s: float,
-    ) -> float:
-        link = self._prepare()
-        self._refuse_in_alarm(f"move {letter} to {target_deg:g} deg")
-        distance_deg = abs(target_deg - self._angle_deg(index, units_per_deg))
-        budget_s = motion_timeout_s(
-            distance_deg, speed_deg_per_s, self.config.limits.accel_deg_per_s2
-        )
-        deadline = time.monotonic() + budget_s + self.config.reply_timeout_s
-        line = encode_move(
-            target_deg,
-            axis=letter,
-            units_per_deg=units_per_deg,
-            feed_deg_per_min=speed_deg_per_s * 60.0,
-        )
-        target_units = round(target_deg * units_per_deg, 3)
-        self._send_motion(link, line.decode("ascii").strip(), index, target_units)
-        while True:
-            status = self._query_status()
-            reached = self._at(status, index, target_units)
-            if status.state == "Idle" and reached:
-                return self._angle_deg(index, units_per_deg)
-            if status.state == "Alarm":
-                # the ALARM:N line itself may have been lost; the state still tells
-                raise DeviceAlarm(
-                    f"GRBL turntable on {self.port}: controller in alarm during the move of "
-                    f"{letter} to {target_deg:g} deg; call recover()"
-                )
-            if self._stop_requested.is_set():
-                raise RigError(
-                    f"GRBL turntable on {self.port}: move of {letter} to {target_deg:g} deg "
-                    f"interrupted by stop() at {self._angle_deg(index, units_per_deg):.3f} deg"
-                )
-            now = time.monotonic()
-            if now >= deadline:
-                raise DeviceTimeout(
-                    f"GRBL turntable on {self.port}: move of {letter} to {target_deg:g} deg did "
-                    f"not finish within {budget_s:.1f} s (state {status.state}, at "
-                    f"{self._angle_deg(index, units_per_deg):.3f} deg)"
-                )
-            # wait for the next poll listening, so an ALARM line is raised the moment it comes
-            link.listen(min(self.config.poll_interval_s, deadline - now))
-
-    def _send_motion(self, link: GrblLink, line: str, index: int, target_units: float) -> None:
-        """Send a motion line once; after a lost `ok`, resend only if it never started."""
-        for attempt in range(self.config.retries + 1):
-            try:
-                link.command(line)
-                return
-            except DeviceTimeout:
-                status = self._query_status()
-                if status.state in _MOVING_STATES or self._at(status, index, target_units):
-                    log.warning(
-                        "GRBL turntable: no `ok` for %r, but the axis is %s: accepted",
-                        line,
-                        "moving" if status.state in _MOVING_STATES else "at the target",
-                    )
-                    return
-                if status.state == "Alarm":
-                    raise DeviceAlarm(
-                        f"GRBL turntable on {self.port}: in alarm after sending {line!r}"
-                    ) from None
-                if attempt == self.config.retries:
-                    raise
-                log.warning("GRBL turntable: %r was not executed; resending", line)
-                link.resync()
-
     def _home_cycle(self) -> None:
-        limits = self.config.limits
-        # homing seeks over at most the whole travel range before it gives up with ALARM:9
-        budget = motion_timeout_s(
-            limits.max_deg - limits.min_deg, self.config.speed_deg_per_s, limits.accel_deg_per_s2
-        )
         link = self._require_open()
-        link.command("$H", timeout_s=budget + self.config.reply_timeout_s)
+        budget = homing_budget_s(self._settings, [p.index for p in self._plans() if p])
+        try:
+            link.command("$H", timeout_s=budget + self.config.reply_timeout_s)
+        except DeviceFault as exc:
+            if exc.code == 5:
+                raise ConfigError(
+                    f"{self._name}: homing is disabled on the controller ($22=0) but the config "
+                    "asks for it; set $22=1 or `homing: false`"
+                ) from None
+            raise
         link.in_alarm = False
 
-    def _finish_stop(self) -> None:
-        link = self._require_open()
-        status = self._query_status()
-        speed = max(self.config.speed_deg_per_s, self.config.limits.max_speed_deg_per_s)
-        decel_s = speed / self.config.limits.accel_deg_per_s2
-        deadline = time.monotonic() + 2.0 * decel_s + self.config.reply_timeout_s
-        # Hold:1 is decelerating, Hold:0 is stopped; a reset before Hold:0 would lose steps
-        while status.state == "Run" or (status.state == "Hold" and status.substate != 0):
-            if time.monotonic() >= deadline:
-                raise DeviceTimeout(f"GRBL turntable on {self.port}: did not come to a hold")
-            link.listen(self.config.poll_interval_s)
-            status = self._query_status()
-        if status.state == "Hold":
-            # flush the rest of the planned motion; GRBL keeps the position (no alarm) here
-            link.write(SOFT_RESET)
-            link.await_banner(send_reset=False)
-            self._query_status()
-
     # ------------------------------------------------------------------ link helpers
+    def _read_settings(self) -> None:
+        """`$$` → the axes' plans and the notes (once per connection)."""
+        settings = read_firmware(self._require_open(), self.config)
+        turntable, tilt, notes = plan_axes(self.config, settings, self._name)
+        self._settings = settings
+        self._axes = (turntable, tilt)
+        self._notes = tuple(notes)
+
     def _make_ready(self) -> None:
         """After a banner: unlock or home, then read the position."""
         link = self._require_open()
@@ -429,14 +355,18 @@ class GrblTurntable:
     # ------------------------------------------------------------------ state helpers
     def _require_open(self) -> GrblLink:
         if self._link is None:
-            raise NotConnected(f"GRBL turntable on {self.port}: not connected")
+            raise NotConnected(f"{self._name}: not connected")
         return self._link
+
+    def _plans(self) -> tuple[AxisPlan, AxisPlan | None]:
+        if self._axes is None:
+            raise NotConnected(f"{self._name}: not connected")
+        return self._axes
 
     def _refuse_in_alarm(self, what: str) -> None:
         if self._require_open().in_alarm:
             raise DeviceAlarm(
-                f"GRBL turntable on {self.port}: cannot {what}: controller is in alarm; "
-                "call recover()"
+                f"{self._name}: cannot {what}: controller is in alarm; call recover()"
             )
 
     def _absorb(self, status: Status) -> None:
@@ -446,20 +376,22 @@ class GrblTurntable:
         # until that report has been seen
         wpos = status.work_position(self._wco or (0.0,) * 6)
         if wpos is None:
-            raise TransportError(f"GRBL turntable on {self.port}: status has no position")
-        needed = max(self._axis, self._tilt_axis or 0) + 1
+            raise TransportError(f"{self._name}: status has no position")
+        needed = max(p.index for p in self._plans() if p is not None) + 1
         if len(wpos) < needed:
             raise TransportError(
-                f"GRBL turntable on {self.port}: status reports {len(wpos)} axes; the "
-                f"configured axes need {needed}"
+                f"{self._name}: status reports {len(wpos)} axes; the configured axes need {needed}"
             )
         self._wpos = wpos
 
-    def _angle_deg(self, index: int, units_per_deg: float) -> float:
+    def _angle_deg(self, axis: AxisPlan) -> float:
         if self._wpos is None:
             return 0.0
-        return round(self._wpos[index] / units_per_deg, 6)
+        return round(self._wpos[axis.index] / axis.units_per_deg, 6)
 
-    def _at(self, status: Status, index: int, target_units: float) -> bool:
-        wpos = status.work_position(self._wco or (0.0,) * 6)
-        return wpos is not None and abs(wpos[index] - target_units) <= _TOLERANCE_UNITS
+    def _at(self, axis: AxisPlan, target_units: float) -> bool:
+        """Whether the last report lies on the step GRBL stops on for this target."""
+        return (
+            self._wpos is not None
+            and abs(self._wpos[axis.index] - target_units) <= axis.tolerance_units
+        )

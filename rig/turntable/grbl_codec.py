@@ -83,7 +83,8 @@ _BANNER = re.compile(r"^Grbl (\d+\.\d+[a-zA-Z]?)\b(.*)$")
 _MESSAGE = re.compile(r"^\[([A-Za-z][A-Za-z0-9]*):(.*)\]$")
 _SETTING = re.compile(r"^\$(\d+)=(.*)$")
 _STARTUP = re.compile(r"^\$N(\d)=(.*)$")
-_WORD = re.compile(r"([A-Za-z])\s*([+-]?[0-9.]*)")
+# nuts_bolts.c read_float: a sign, digits and at most one point; a second point ends the number
+_WORD = re.compile(r"([A-Za-z])\s*([+-]?[0-9]*\.?[0-9]*)")
 
 
 def error_meaning(code: int) -> str:
@@ -412,7 +413,8 @@ def parse_gcode_words(line: str) -> list[tuple[str, float]]:
     """Split a G-code block into (letter, value) words, dropping spaces and comments.
 
     Raises:
-        GcodeSyntaxError: a letter without a number (code 2) or a stray character (code 1).
+        GcodeSyntaxError: a letter without a number (code 2) or a stray character where a
+            letter should be, such as the second point of `X1.2.3` (code 1), as gcode.c does.
     """
     text = re.sub(r"\s+", "", re.sub(r"\([^)]*\)|;.*", "", line)).upper()
     words: list[tuple[str, float]] = []

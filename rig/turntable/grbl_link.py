@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from rig.errors import DeviceAlarm, DeviceFault, DeviceTimeout
 from rig.retry import with_retries
@@ -164,8 +165,13 @@ class GrblLink:
 
         with_retries(attempt, attempts=self.retries + 1, retry_on=(DeviceTimeout,))
 
-    def command(self, line: str, *, timeout_s: float | None = None) -> None:
+    def command(
+        self, line: str, *, timeout_s: float | None = None, collect: list[Reply] | None = None
+    ) -> None:
         """Send one line and wait for its `ok` (never resent here: a motion must not repeat).
+
+        `collect` receives the lines that came before the `ok` (a `$$` dump), status reports
+        and line noise excepted.
 
         Raises:
             DeviceFault: `error:N` (with GRBL's meaning); DeviceAlarm on `ALARM:N`.
@@ -187,6 +193,84 @@ class GrblLink:
                     f"{self.name}: {line!r} rejected with error:{reply.code} ({reply.meaning})",
                     code=reply.code,
                 )
+            if collect is not None and not isinstance(reply, Status):
+                collect.append(reply)
+
+    def query(self, line: str) -> list[Reply]:
+        """Send a read-only line answered by several lines (`$$`, `$#`) and return them all.
+
+        Idempotent, so a timeout is retried (after re-synchronising).
+
+        Raises:
+            DeviceFault: `error:N`; DeviceAlarm on `ALARM:N`.
+            DeviceTimeout: no `ok` after every attempt.
+            TransportError: the link dropped.
+        """
+
+        def attempt() -> list[Reply]:
+            self.prepare()
+            replies: list[Reply] = []
+            self.command(line, collect=replies)
+            return replies
+
+        return with_retries(attempt, attempts=self.retries + 1, retry_on=(DeviceTimeout,))
+
+    def await_ok(
+        self,
+        line: str,
+        *,
+        deadline: float,
+        poll_s: float,
+        watch: Callable[[Status | None], bool],
+    ) -> None:
+        """Send a line whose `ok` comes only once the controller is done (a `G4` dwell).
+
+        Meanwhile `?` goes out every poll_s and `watch` sees each report (and None at each poll,
+        so it can give up even when reports are lost). When `watch` says a report alone shows the
+        work done, the `ok` gets one reply timeout more; if it is lost it is left owed and the
+        next operation re-synchronises. A lost report thus costs one poll, not the deadline.
+
+        Raises:
+            DeviceTimeout: no `ok` by the deadline (it is then owed).
+            DeviceFault: `error:N`; DeviceAlarm on `ALARM:N`.
+            TransportError: the link dropped.
+            Exception: whatever `watch` raises (the `ok` is then owed).
+        """
+        self.transport.write(line.encode("ascii") + b"\n")
+        next_poll = time.monotonic() + poll_s
+        settled_by: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if settled_by is not None and now >= settled_by:
+                    log.warning("%s: no `ok` for %r, but the controller is done", self.name, line)
+                    self.owed_replies += 1
+                    return
+                if now >= next_poll:
+                    self.transport.write(STATUS_QUERY)
+                    next_poll = now + poll_s
+                    watch(None)
+                until = min(deadline, next_poll, settled_by or deadline)
+                if now >= deadline:
+                    raise DeviceTimeout(f"{self.name}: {line!r} not done by its deadline")
+                try:
+                    reply = self.next_reply(until, line)
+                except DeviceTimeout:
+                    continue
+                if isinstance(reply, Ok):
+                    return
+                if isinstance(reply, ErrorReply):
+                    raise DeviceFault(
+                        f"{self.name}: {line!r} rejected with error:{reply.code} ({reply.meaning})",
+                        code=reply.code,
+                    )
+                if isinstance(reply, Status) and watch(reply) and settled_by is None:
+                    settled_by = time.monotonic() + self.reply_timeout_s
+        except DeviceFault:
+            raise  # an error:N answered the line: nothing is owed (an ALARM leaves it to a reset)
+        except BaseException:
+            self.owed_replies += 1
+            raise
 
     def query_status(self) -> Status:
         """Ask `?` (always safe to repeat, so retried) and return the report.

@@ -1,0 +1,70 @@
+"""Benchmark the preprocessed-image cache build: images per second on 1, 2 and every core.
+
+Builds the cache of a dataset from cold (a fresh cache folder each time) with each worker
+count, several times, and prints the mean and spread of images/s and the speed-up over one
+worker. The pages of the dataset's files are warmed first, so every count reads from memory:
+
+    rig simulate --coins 320 --types 6 --seed 0 --image-size 256 --out data/demo
+    .venv/bin/python benchmarks/preprocess.py --data data/demo --image-size 64
+    .venv/bin/python benchmarks/preprocess.py --data data/demo --workers 1,2,4,8,16 --repeat 5
+
+Other work on the machine skews the figures: check `uptime` first. The goal (issue 15) is at
+least 0.8 × the number of cores in speed-up on a machine of 8 or more, and 1.6× on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from training.cache import Preprocess
+from training.data import load_images, read_dataset
+from training.parallel import default_workers
+
+
+def _counts(text: str) -> list[int]:
+    """`1,2,all` → [1, 2, every core] (duplicates dropped, order kept)."""
+    counts = [default_workers() if part.strip() == "all" else int(part) for part in text.split(",")]
+    return list(dict.fromkeys(counts))
+
+
+def build_seconds(data: Path, settings: Preprocess, workers: int) -> tuple[float, int]:
+    """Seconds to build the dataset's cache from cold with `workers`, and its image count."""
+    records = read_dataset(data).records
+    with tempfile.TemporaryDirectory(prefix="coinrig-bench-") as cache:
+        start = time.perf_counter()
+        load_images(records, settings, Path(cache), warn=lambda _: None, workers=workers)
+        return time.perf_counter() - start, len(records)
+
+
+def main() -> None:
+    """Parse the options, warm the page cache, time every worker count, print the table."""
+    parser = argparse.ArgumentParser(description="Time the cache build on 1, 2 and all cores.")
+    parser.add_argument("--data", type=Path, required=True, help="a coinrig dataset")
+    parser.add_argument("--image-size", type=int, default=64, help="cache side (make demo: 64)")
+    parser.add_argument("--workers", default="1,2,all", help="worker counts, e.g. 1,2,4,all")
+    parser.add_argument("--repeat", type=int, default=3, help="builds per worker count")
+    args = parser.parse_args()
+    settings = Preprocess(image_size=args.image_size)
+    for record in read_dataset(args.data).records:  # into the page cache: time work, not disk
+        record.path.read_bytes()
+    print(f"{args.data}: cache build at {args.image_size} px, {default_workers()} cores here")
+    print(f"{'workers':>7}  {'images/s':>9}  {'spread':>13}  {'seconds':>8}  {'speed-up':>8}")
+    base = None
+    for workers in _counts(args.workers):
+        runs = [build_seconds(args.data, settings, workers) for _ in range(args.repeat)]
+        rates = [count / seconds for seconds, count in runs]
+        mean = statistics.mean(rates)
+        base = base or mean
+        seconds = statistics.mean(s for s, _ in runs)
+        print(
+            f"{workers:>7}  {mean:>9.1f}  {min(rates):>6.1f}-{max(rates):<6.1f}  "
+            f"{seconds:>8.2f}  {mean / base:>7.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

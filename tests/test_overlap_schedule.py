@@ -1,0 +1,167 @@
+"""The overlapped schedule as data (capture.staging): its invariants, poses and config checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from capture.engine import CoinJob
+from capture.staging import (
+    FlipOver,
+    Layout,
+    Park,
+    ScheduleError,
+    Transfer,
+    WaitClear,
+    keep_out_problems,
+    overlap_wanted,
+    schedule_tasks,
+    staged_schedule,
+    task_steps,
+)
+from rig.arm import choreography, codec
+from rig.config import RigConfig, load_config, xy_distance_mm
+
+ROOT = Path(__file__).resolve().parents[1]
+SIM = load_config(ROOT / "configs" / "sim.yaml")
+
+
+def _jobs(slots: list[int]) -> list[CoinJob]:
+    return [CoinJob(f"C{i:02d}", slot) for i, slot in enumerate(slots)]
+
+
+_SLOTS = st.lists(st.integers(0, 23), min_size=1, max_size=24, unique=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(slots=_SLOTS, data=st.data())
+def test_a_schedule_keeps_one_coin_per_place_and_returns_every_coin(
+    slots: list[int], data: st.DataObject
+) -> None:
+    jobs = _jobs(slots)
+    flips = data.draw(st.lists(st.booleans(), min_size=len(jobs), max_size=len(jobs)))
+    schedule = staged_schedule(jobs, flips)
+    layout = Layout(jobs)
+    for coin, flip in zip(schedule, flips, strict=True):
+        # the coin's shots start with it, and only it, on the turntable: the layout allows one
+        for task in (*coin.bring.blocking, *coin.bring.background):
+            layout.apply(task)  # raises ScheduleError on two coins in one place
+            if task in coin.bring.blocking:
+                assert layout.on_turntable() in (coin.job.coin_id, None, _previous(jobs, coin))
+        assert layout.on_turntable() == coin.job.coin_id
+        assert (coin.flip is not None) == flip
+        if coin.flip is not None:
+            for task in (*coin.flip.blocking, *coin.flip.background):
+                layout.apply(task)
+            assert layout.on_turntable() == coin.job.coin_id
+        for task in (*coin.leave.blocking, *coin.leave.background):
+            layout.apply(task)
+    # every coin back in its own slot, nothing left on the turntable or the pads
+    assert layout.places == {job.slot: job.coin_id for job in jobs}
+    # every coin goes on the turntable exactly once and is turned over at most once
+    tasks = [task for task, _ in schedule_tasks(schedule)]
+    placed = [t.coin_id for t in tasks if isinstance(t, Transfer) and t.target == "turntable"]
+    assert placed == [job.coin_id for job in jobs]
+    assert [t.coin_id for t in tasks if isinstance(t, FlipOver)] == [
+        job.coin_id for job, flip in zip(jobs, flips, strict=True) if flip
+    ]
+    # background work never touches the turntable: the camera is shooting it
+    for task, background in schedule_tasks(schedule):
+        if background:
+            assert isinstance(task, Transfer | WaitClear)
+            if isinstance(task, Transfer):
+                assert "turntable" not in (task.source, task.target)
+    assert isinstance(tasks[-1], Park)
+
+
+def _previous(jobs: list[CoinJob], coin: Any) -> str | None:
+    index = [job.coin_id for job in jobs].index(coin.job.coin_id)
+    return jobs[index - 1].coin_id if index else None
+
+
+@settings(max_examples=60, deadline=None)
+@given(slots=_SLOTS)
+def test_every_pose_of_the_sim_schedule_is_in_the_workspace_and_background_keeps_out(
+    slots: list[int],
+) -> None:
+    arm, tray = SIM.arm, SIM.tray
+    assert arm is not None and tray is not None and arm.staging is not None
+    jobs = _jobs(slots)
+    schedule = staged_schedule(jobs, [True] * len(jobs))
+    assert keep_out_problems(SIM, schedule) == []
+    here = arm.safe_pose
+    for task, background in schedule_tasks(schedule):
+        points = choreography.path(task_steps(arm, tray, task), here)
+        for pose in points[1:]:
+            codec.check_pose(arm.workspace, pose)  # as GcodeArm does before a byte is sent
+            if background:
+                assert xy_distance_mm(pose, arm.turntable_pose) >= arm.staging.keep_out_mm
+        here = points[-1]
+
+
+def test_the_layout_refuses_a_second_coin_on_the_turntable_and_a_coin_not_there() -> None:
+    layout = Layout(_jobs([0, 1]))
+    layout.apply(Transfer("C00", 0, "turntable"))
+    with pytest.raises(ScheduleError, match="already holds C00"):
+        layout.apply(Transfer("C01", 1, "turntable"))
+    with pytest.raises(ScheduleError, match="not at 'incoming'"):
+        layout.apply(Transfer("C01", "incoming", "outgoing"))
+    with pytest.raises(ScheduleError, match="not on the turntable"):
+        layout.apply(FlipOver("C01"))
+    assert layout.places == {"turntable": "C00", 1: "C01"}  # refused tasks changed nothing
+
+
+def test_a_schedule_needs_slots_and_one_flag_per_coin() -> None:
+    with pytest.raises(ValueError, match="tray slot"):
+        staged_schedule([CoinJob("A", None)], [True])
+    with pytest.raises(ValueError, match="flip flag"):
+        staged_schedule(_jobs([0]), [])
+
+
+def test_overlap_is_wanted_only_with_pads_switched_on_and_slots() -> None:
+    jobs = _jobs([0, 1])
+    assert overlap_wanted(SIM, jobs)
+    assert not overlap_wanted(SIM, [CoinJob("A", None)])
+    assert not overlap_wanted(_staging(overlap=False), jobs)
+    data = SIM.model_dump()
+    data["arm"]["staging"] = None
+    assert not overlap_wanted(RigConfig.model_validate(data), jobs)
+    assert not overlap_wanted(None, jobs)
+
+
+def _staging(**changes: Any) -> RigConfig:
+    data = SIM.model_dump()
+    data["arm"]["staging"] |= changes
+    return RigConfig.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"incoming": {"x_mm": 180, "y_mm": 200, "z_mm": 10}}, "inside keep_out_mm"),
+        ({"outgoing": {"x_mm": 120, "y_mm": 200, "z_mm": 10}}, "apart"),
+        ({"outgoing": {"x_mm": -250, "y_mm": 110, "z_mm": 0}}, "tray slot 0"),
+        ({"outgoing": {"x_mm": 95, "y_mm": 200, "z_mm": 180}}, "outside the workspace"),
+        ({"incoming": {"x_mm": 50, "y_mm": 320, "z_mm": 10}}, "flip_station"),
+    ],
+)
+def test_staging_pads_are_checked_with_the_config(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _staging(**changes)
+
+
+def test_background_that_would_cross_the_camera_s_view_is_found() -> None:
+    # pads beyond the turntable: the way back from the tray passes over it
+    config = _staging(
+        incoming={"x_mm": 280, "y_mm": 200, "z_mm": 10},
+        outgoing={"x_mm": 280, "y_mm": 250, "z_mm": 10},
+        keep_out_mm=60,
+    )
+    schedule = staged_schedule(_jobs([0, 1, 2]), [True] * 3)
+    problems = keep_out_problems(config, schedule)
+    assert problems and all("inside keep_out_mm" in p for p in problems)
