@@ -74,15 +74,20 @@ def fake_bank(folder: Path, size: int) -> ImageBank:
     return ImageBank(records, [(mapped, i) for i in range(N_IMAGES)])
 
 
-def batch_source(bank: ImageBank, batch: int, aug: str, device: torch.device) -> BatchSource:
-    """The training data pipeline over `bank`: one class per fake coin, two images per class."""
+def batch_source(
+    bank: ImageBank, batch: int, aug: str, device: torch.device, threads: int
+) -> BatchSource:
+    """The training data pipeline over `bank`: one class per fake coin, two images per class.
+
+    Augmentation runs on `threads` intra-op threads, as in the background thread.
+    """
     labels = [i % N_CLASSES for i in range(N_IMAGES)]
     data = TrainingSet(
         list(range(N_IMAGES)), [f"C{c}" for c in range(N_CLASSES)], labels, [False] * N_IMAGES
     )
     sampler = BalancedSampler(labels, batch, 2, seed=0)
     return BatchSource(
-        bank, data, sampler, np.random.default_rng(0), 0.0, build_augment(aug), device
+        bank, data, sampler, np.random.default_rng(0), 0.0, build_augment(aug), device, threads
     )
 
 
@@ -125,12 +130,14 @@ def measure(
     far more than within one.
     """
     b = args.batch_size
-    source = batch_source(bank, b, args.aug, device)
+    source = batch_source(bank, b, args.aug, device, args.data_threads)
     step = model_stepper(name, size, device, compile_model=compile_model)
     fixed = source.next()
     rounds: dict[str, list[float]] = {k: [] for k in ("data", "model", "serial", "train")}
     with Prefetcher(
-        batch_source(bank, b, args.aug, device), args.prefetch, args.data_threads
+        batch_source(bank, b, args.aug, device, args.data_threads),
+        args.prefetch,
+        args.data_threads,
     ) as ahead:
         # the background thread starts at the second batch
         timed(lambda: step(ahead.next()), 0, max(2, args.warmup), device)

@@ -4,8 +4,9 @@ A plan is a frozen pydantic model loaded from YAML (configs/plans/*.yaml). `expa
 shots to minimise physical time: one flip per coin, the turntable serpentines (ascending angles
 on the first side, descending on the second, so it never rewinds 360°), tilts serpentine within
 an angle, and lights (milliseconds to switch) vary in the inner loops instead of rotating per
-light (seconds). `dry_run` checks every pose and setting against a rig config and estimates the
-physical duration from the rig's kinematics (`capture.kinematics`) without touching any device.
+light (seconds). `check_plan` checks every pose and setting against a rig config and
+`estimate_duration_s` times one coin's shots from the rig's kinematics (`capture.kinematics`);
+`capture.estimate.dry_run` times a whole session with them, coin handling included.
 """
 
 from __future__ import annotations

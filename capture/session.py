@@ -1,7 +1,9 @@
 """The session runner: runs a plan on a Rig for a list of coins, writing to a dataset.
 
-The runner sequences the session (prepare, each coin: load, shoot, flip, unload; then end) over
-pieces with one job each: the engine (capture.engine) owns the devices, the shot pipeline
+The runner sequences the session (prepare, each coin: bring, shoot, flip, shoot, leave; then
+end) over pieces with one job each: coin handling (capture.handling: serial, or overlapped with
+the arm working in its own thread while the camera shoots) moves the coins, the engine
+(capture.engine) owns the devices, the shot pipeline
 (capture.shots) the shots in flight, the tally and recorder (capture.tally) what was done and
 sessions/SESSION_ID.json, the ending policy (capture.ending) how the session ends, and
 SessionProgress (capture.events) its state and position. Whatever happens, `run()` drains the
@@ -15,6 +17,8 @@ writer, parks the rig, records why it finished and only then re-raises:
   the way out, the rig parked, the session `paused` (interrupted), and the KeyboardInterrupt
   re-raised;
 - anything unexpected: `failed`, parked, re-raised.
+
+Before parking, the arm's work in progress beside the shots is let finish (never half a pick).
 
 An exposed shot whose frame cannot be kept on the way out is listed in the record's `missing`
 as lost after its exposure, not as not taken. Every ending but `done` is resumable: a rerun

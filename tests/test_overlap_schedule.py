@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeArm, make_rig
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from capture.engine import CoinJob
+from capture.plan import Plan
+from capture.session import SessionRunner
 from capture.staging import (
     FlipOver,
     Layout,
@@ -24,11 +27,15 @@ from capture.staging import (
     staged_schedule,
     task_steps,
 )
+from capture.writer import DatasetWriter
+from dataset.reader import DatasetReader
 from rig.arm import choreography, codec
 from rig.config import RigConfig, load_config, xy_distance_mm
+from rig.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM = load_config(ROOT / "configs" / "sim.yaml")
+QUICK = Plan.load(ROOT / "configs" / "plans" / "quick.yaml")
 
 
 def _jobs(slots: list[int]) -> list[CoinJob]:
@@ -165,3 +172,102 @@ def test_background_that_would_cross_the_camera_s_view_is_found() -> None:
     schedule = staged_schedule(_jobs([0, 1, 2]), [True] * 3)
     problems = keep_out_problems(config, schedule)
     assert problems and all("inside keep_out_mm" in p for p in problems)
+
+
+# ---------------------------------------------------------------- the runner, on fake devices
+
+
+class _StagingArm(FakeArm):
+    """A fake arm with staging pads (rig.devices.StagingArm)."""
+
+    def pick(self, spot: Any) -> None:
+        self._call("pick", spot)
+
+    def place(self, spot: Any) -> None:
+        self._call("place", spot)
+
+    def wait_clear(self) -> None:
+        self._call("wait_clear")
+
+
+def _staging_rig() -> Any:
+    fake = make_rig()
+    fake.rig.arm = _StagingArm(fake.log)
+    return fake
+
+
+def _run_fake(tmp_path: Path, fake: Any, config: RigConfig, jobs: list[CoinJob]) -> Any:
+    writer = DatasetWriter(tmp_path).open()
+    runner = SessionRunner(fake.rig, QUICK, writer, jobs, config=config, sleep=lambda s: None)
+    try:
+        return runner.run()
+    finally:
+        writer.close()
+
+
+def test_the_runner_swaps_coins_through_the_pads_and_parks_last(tmp_path: Path) -> None:
+    fake = _staging_rig()
+    status = _run_fake(tmp_path, fake, SIM, _jobs([0, 1]))
+    assert status.state.value == "done"
+    arm_calls = [(m, a) for d, m, a in fake.log.calls if d == "arm"]
+    assert arm_calls == [
+        ("home", ()),
+        ("pick", (0,)),  # the first coin straight from its slot
+        ("place", ("turntable",)),
+        ("wait_clear", ()),
+        ("flip_on_turntable", ()),
+        ("wait_clear", ()),
+        ("pick", (1,)),  # beside the first coin's second side: fetch the next
+        ("place", ("incoming",)),
+        ("wait_clear", ()),
+        ("pick", ("turntable",)),  # the swap
+        ("place", ("outgoing",)),
+        ("pick", ("incoming",)),
+        ("place", ("turntable",)),
+        ("wait_clear", ()),
+        ("pick", ("outgoing",)),  # beside the second coin's first side: the first goes home
+        ("place", (0,)),
+        ("wait_clear", ()),
+        ("flip_on_turntable", ()),
+        ("wait_clear", ()),
+        ("pick", ("turntable",)),  # the last coin straight home
+        ("place", (1,)),
+        ("wait_clear", ()),
+        ("park", ()),
+        ("park", ()),  # parking at the end of every session
+    ]
+    # the camera never shoots between a pick at the turntable and the arm going clear
+    names = [f"{d}.{m}" for d, m, _ in fake.log.calls]
+    clear = True
+    for (device, method, args), name in zip(fake.log.calls, names, strict=True):
+        if device == "arm" and method in ("pick", "place") and args == ("turntable",):
+            clear = False
+        elif device == "arm" and method in ("wait_clear", "park"):
+            clear = True
+        elif name == "camera.grab":
+            assert clear, "a shot while the arm was at the turntable"
+
+
+def test_a_schedule_into_the_camera_s_view_is_refused_before_anything_moves(
+    tmp_path: Path,
+) -> None:
+    config = _staging(
+        incoming={"x_mm": 280, "y_mm": 200, "z_mm": 10},
+        outgoing={"x_mm": 280, "y_mm": 250, "z_mm": 10},
+    )
+    fake = _staging_rig()
+    with pytest.raises(ConfigError, match="would enter the camera's view"):
+        _run_fake(tmp_path, fake, config, _jobs([0, 1]))
+    (record,) = DatasetReader(tmp_path).sessions()
+    assert record["status"] == "failed"
+    # nothing moved but the parking on the way out
+    assert fake.log.names() == ["turntable.stop", "lightbox.all_off", "arm.park"]
+
+
+def test_without_a_staging_arm_the_serial_schedule_runs(tmp_path: Path) -> None:
+    fake = make_rig()  # FakeArm: no pick/place/wait_clear
+    writer = DatasetWriter(tmp_path).open()
+    runner = SessionRunner(fake.rig, QUICK, writer, _jobs([0]), config=SIM, sleep=lambda s: None)
+    assert runner.run().state.value == "done"
+    writer.close()
+    assert "arm.pick_from_slot" in fake.log.names() and "arm.wait_clear" not in fake.log.names()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ def _jobs(slots: list[int]) -> list[CoinJob]:
 
 
 def _run(
-    root: Path, config: RigConfig, rig: Rig, jobs: list[CoinJob], listeners: list[Any] = ()
+    root: Path, config: RigConfig, rig: Rig, jobs: list[CoinJob], listeners: Sequence[Any] = ()
 ) -> tuple[SessionRunner, float]:
     """Run a session; returns the runner and the ledger's physical seconds after homing."""
     assert rig.twin is not None
@@ -126,7 +126,9 @@ def test_one_coin_per_place_and_the_arm_keeps_clear_while_the_camera_shoots(
         assert runner.status().state.value == "done"
         assert world.collisions() == []
         snap = world.snapshot()
-        assert {slot: c.coin_id for slot, c in snap.tray.items()} == {j.slot: j.coin_id for j in jobs}
+        assert {slot: c.coin_id for slot, c in snap.tray.items()} == {
+            j.slot: j.coin_id for j in jobs
+        }
         assert snap.on_turntable is None and snap.pads == {} and snap.held is None
     assert counts and set(counts) == {len(jobs)}  # never a coin lost, never one in two places
     assert beside  # the arm did work beside the shots, and all of it outside the keep-out

@@ -89,6 +89,23 @@ def test_prefetched_batches_equal_the_serial_ones(tmp_path: Path, model_draws: b
         assert torch.equal(xs, xp) and torch.equal(ys, yp)
 
 
+def test_serial_and_prefetched_batches_agree_whatever_the_model_threads(tmp_path: Path) -> None:
+    # At 96 px augmentation's means differ in the last bit between one thread and two: both
+    # pipelines must augment on the data thread count, not on the model's.
+    pixels = np.random.default_rng(2).integers(0, 256, (N, 96, 96, 3), dtype=np.uint8)
+    records = _bank(tmp_path).records
+    bank = ImageBank(records, [(pixels, i) for i in range(N)])
+    torch.set_num_threads(2)  # the model's threads (the fixture puts back one)
+    torch.manual_seed(5)
+    serial = make_batches(_source(bank), 0, data_threads=1)
+    first = _batches(serial, 3, lambda: None)
+    torch.manual_seed(5)
+    second = _batches(make_batches(_source(bank), 2, data_threads=1), 3, lambda: None)
+    assert torch.get_num_threads() == 2
+    for (xs, ys), (xp, yp) in zip(first, second, strict=True):
+        assert torch.equal(xs, xp) and torch.equal(ys, yp)
+
+
 def test_the_producer_makes_the_next_batch_while_the_step_runs(tmp_path: Path) -> None:
     started = threading.Semaphore(0)
     made = 0
@@ -123,6 +140,10 @@ def test_a_producer_failure_reaches_the_training_thread(tmp_path: Path) -> None:
         ahead.next()
         with pytest.raises(RuntimeError, match="augmentation broke"):
             ahead.next()
+        with pytest.raises(RuntimeError, match="augmentation broke"):  # not a wait forever
+            ahead.next()
+    with pytest.raises(RuntimeError, match="closed"):
+        ahead.next()
 
 
 def test_closing_a_full_prefetcher_stops_its_thread(tmp_path: Path) -> None:

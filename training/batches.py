@@ -20,15 +20,17 @@ in the serial order.
 
 CPU threads: a background thread competes with torch's intra-op threads for the cores, so it
 runs torch with `data_threads` intra-op threads of its own (torch keeps the count per thread;
-the model's threads are left as they are). See benchmarks/train_throughput.py for the figures.
+the model's threads are left as they are). Augmentation runs on that many threads wherever it
+runs, the serial pipeline included: a mean over two threads can differ in the last bit from
+one over one. See benchmarks/train_throughput.py for the figures.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +104,9 @@ class BatchSource:
     single_photo_p: float
     augment: Callable[[torch.Tensor], torch.Tensor]
     device: torch.device
+    # torch intra-op threads augmentation runs on (CPU; None: the calling thread's): the same
+    # count in every thread keeps the serial and the prefetched batches equal to the bit
+    threads: int | None = None
     _slots: list[_Slot] = field(default_factory=list)
     _turn: int = 0
 
@@ -148,7 +153,8 @@ class BatchSource:
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
         """Augment and normalise a moved batch (channels-last on a GPU)."""
-        with torch.no_grad():
+        threads = self.threads if self.device.type != "cuda" else None
+        with torch.no_grad(), intra_op_threads(threads):
             x = normalize(self.augment(x))
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -161,6 +167,24 @@ class BatchSource:
 
     def close(self) -> None:
         """Nothing to stop (the same interface as Prefetcher)."""
+
+
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Run the block on `threads` torch intra-op threads (None: as it is), then restore.
+
+    A reduction's result can depend on how many threads share it (augmentation's means differ
+    in the last bit between one and two threads at 96 px and above).
+    """
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def rng_state(device: torch.device) -> list[torch.Tensor]:
@@ -201,12 +225,14 @@ class Prefetcher:
         self.source = source
         self.depth = depth
         self.data_threads = data_threads
+        source.threads = data_threads  # batches augmented in this thread too (see finish)
         # None until the second batch: whether augmentation runs in the background thread
         self.augments: bool | None = None
         self._after_first: list[torch.Tensor] | None = None
         self._queue: queue.Queue[_Ready | _Failed] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failed: BaseException | None = None
 
     @property
     def device(self) -> torch.device:
@@ -220,7 +246,17 @@ class Prefetcher:
         self.close()
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch: normalised augmented images and their class labels, on the device."""
+        """The next batch: normalised augmented images and their class labels, on the device.
+
+        Raises:
+            RuntimeError: the prefetcher was closed.
+            Exception: whatever making a batch raised in the background thread (then again on
+                every later call: the thread has ended).
+        """
+        if self._stop.is_set():
+            raise RuntimeError("the prefetcher is closed")
+        if self._failed is not None:
+            raise self._failed
         if self._thread is None:
             if self._after_first is None:
                 batch = self.source.next()  # made here: the model step has not run yet
@@ -235,6 +271,7 @@ class Prefetcher:
             self._start(augment=not drew)
         item = self._queue.get()
         if isinstance(item, _Failed):
+            self._failed = item.error
             raise item.error
         x, y = item.x, item.y
         if item.done is not None:
@@ -295,5 +332,9 @@ class Prefetcher:
 
 
 def make_batches(source: BatchSource, prefetch: int, data_threads: int) -> BatchSource | Prefetcher:
-    """The serial pipeline when `prefetch` is 0, else a Prefetcher that many batches ahead."""
+    """The serial pipeline when `prefetch` is 0, else a Prefetcher that many batches ahead.
+
+    Either way augmentation runs on `data_threads` intra-op threads, so both give the same bits.
+    """
+    source.threads = data_threads
     return source if prefetch == 0 else Prefetcher(source, prefetch, data_threads)
