@@ -29,7 +29,7 @@ from pipeline.cli_hierarchy import (
     refuse_other_task,
     train_hierarchy,
 )
-from pipeline.cli_support import expected_errors, fail, print_version, set_debug
+from pipeline.cli_support import DebugOption, VersionOption, expected_errors, fail, set_debug
 from training.data import load_images, read_datasets
 from training.errors import TrainingError
 from training.evaluate import (
@@ -54,14 +54,8 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_comp
 
 @app.callback()
 def main(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for expected errors."),
-    show_version: bool = typer.Option(
-        False,
-        "--version",
-        callback=print_version,
-        is_eager=True,
-        help="Print the version and exit.",
-    ),
+    debug: DebugOption = False,
+    show_version: VersionOption = False,
 ) -> None:
     """Train, evaluate, search and explain coin-identification models on coinrig datasets."""
     set_debug(debug)

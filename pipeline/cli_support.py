@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TextIO
+from typing import Annotated, TextIO
 
 import typer
 
@@ -157,3 +157,13 @@ def print_version(value: bool) -> None:
         name = software_name()
         typer.echo(name if name != "coinrig" else "coinrig (not installed)")
         raise typer.Exit()
+
+
+# The options every command root takes: one definition, so `rig` and `pipeline` cannot drift.
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks for expected errors.")]
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version", callback=print_version, is_eager=True, help="Print the version and exit."
+    ),
+]

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli_support import expected_errors, print_version, set_debug, setup_logging
+from pipeline.cli_support import (
+    DebugOption,
+    VersionOption,
+    expected_errors,
+    set_debug,
+    setup_logging,
+)
 from pipeline.rig_cli import calibrate as rig_calibrate
 from pipeline.rig_cli import capture as rig_capture
 from pipeline.rig_cli import dataset as rig_dataset
@@ -32,14 +38,8 @@ app.add_typer(config_app, name="config")
 
 @app.callback()
 def main(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for expected errors."),
-    show_version: bool = typer.Option(
-        False,
-        "--version",
-        callback=print_version,
-        is_eager=True,
-        help="Print the version and exit.",
-    ),
+    debug: DebugOption = False,
+    show_version: VersionOption = False,
 ) -> None:
     """Drive the coin-imaging rig, its emulators and its digital twin."""
     set_debug(debug)
