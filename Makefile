@@ -19,7 +19,7 @@ venv: $(VENV)/.installed
 # The main job on the simulation backend: capture a tray of 320 simulated coins with the real
 # drivers on the emulators, train a small CPU model on them, evaluate it on held-out coins.
 demo: venv
-	$(VENV)/bin/rig probe --config configs/sim.yaml
+	$(VENV)/bin/rig probe --config sim
 	$(VENV)/bin/rig simulate --coins 320 --types 6 --seed 0 --image-size 256 --out data/demo
 	$(VENV)/bin/pipeline train --data data/demo --image-size 64 --epochs 24 --steps-per-epoch 300 --ema-decay 0.999 --out runs/demo --no-progress
 	$(VENV)/bin/pipeline evaluate --run runs/demo

@@ -78,7 +78,7 @@ def coin_turn_centre(rig: Rig, coin_id: str = "SIM-0003") -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/sim.yaml")
+    parser.add_argument("--config", default="sim")
     parser.add_argument("--twin", choices=sorted(TWINS), default="default")
     parser.add_argument(
         "--light-distance-mm", type=float, default=None, help="directional lights this near"

@@ -8,7 +8,7 @@ polling latency, protocol round trips, rendering and encoding that block the dev
 Goal: under 3 %.
 
     .venv/bin/python benchmarks/capture_overhead.py                       # quick plan, 512 px
-    .venv/bin/python benchmarks/capture_overhead.py --plan configs/plans/standard.yaml
+    .venv/bin/python benchmarks/capture_overhead.py --plan standard
     .venv/bin/python benchmarks/capture_overhead.py --image-size 128 --profile
 
 The ledger sums the actions one after the other, which is the critical path because the engine
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(plan_path: Path, image_size: int, profile: bool) -> dict[str, float]:
     """Capture one coin at time scale 1; return wall and physical seconds."""
     config = simulation_config(
-        load_config(ROOT / "configs" / "sim.yaml"),
+        load_config(ROOT / "rig" / "config" / "presets" / "sim.yaml"),
         coins=1,
         types=1,
         seed=0,
@@ -143,7 +143,7 @@ def _time_frame_waits(camera: Any) -> dict[str, float]:
 def main() -> None:
     """Parse arguments and run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", type=Path, default=ROOT / "configs" / "plans" / "quick.yaml")
+    parser.add_argument("--plan", type=Path, default=ROOT / "capture" / "plans" / "quick.yaml")
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--profile", action="store_true", help="cProfile the session thread")
     args = parser.parse_args()

@@ -1,14 +1,14 @@
 """Benchmark coin handling: coins per hour for a tray, serial schedule vs overlapped (issue 16).
 
 A whole session runs on the sim rig at time scale 0 (real drivers, emulators, twin) for one
-tray load (default 24 coins, slots 0..23, configs/plans/standard.yaml), twice: with the
+tray load (default 24 coins, slots 0..23, capture/plans/standard.yaml), twice: with the
 serial schedule (`arm.staging.overlap: false`: load, shoot, flip, shoot, unload, the arm
 parking after each) and with the overlapped one (the arm returns the previous coin and fetches
 the next while the camera shoots). Each is timed twice: by the twin's ledger (its makespan,
 from the first coin on: homing is not counted) and by the dry run (`capture.estimate`).
 
     .venv/bin/python benchmarks/coins_per_hour.py
-    .venv/bin/python benchmarks/coins_per_hour.py --coins 8 --plan configs/plans/quick.yaml
+    .venv/bin/python benchmarks/coins_per_hour.py --coins 8 --plan quick
 
 A serial coin whose parking rises out of the arm's reach (the uArm cannot lift straight up to
 the safe pose's height above the tray slots nearest its base) pauses that session: the table
@@ -73,8 +73,8 @@ def ledger_s(config: RigConfig, plan: Plan, jobs: list[CoinJob]) -> tuple[float,
 def main() -> None:
     """Run both schedules and print coins per hour with their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", type=Path, default=ROOT / "configs" / "plans" / "standard.yaml")
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.yaml")
+    parser.add_argument("--plan", type=Path, default=ROOT / "capture" / "plans" / "standard.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "rig" / "config" / "presets" / "sim.yaml")
     parser.add_argument("--coins", type=int, default=24, help="one tray load (at most its slots)")
     args = parser.parse_args()
     plan = Plan.load(args.plan)

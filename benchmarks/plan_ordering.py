@@ -1,6 +1,6 @@
 """Benchmark shot ordering: physical time of the planner's order vs the naive nested orders.
 
-For one coin of a plan (default: configs/plans/standard.yaml) on a rig (default: the sim rig's
+For one coin of a plan (default: capture/plans/standard.yaml) on a rig (default: the sim rig's
 kinematics), three orders of the same shots are timed:
 
 - optimized: capture.plan.expand (lights switch in the inner loop, the turntable serpentines,
@@ -15,7 +15,7 @@ the physical ledger (load, flip and unload by the arm included; the last columns
 arm out, since coin handling costs the same in every order).
 
     .venv/bin/python benchmarks/plan_ordering.py
-    .venv/bin/python benchmarks/plan_ordering.py --plan configs/plans/quick.yaml
+    .venv/bin/python benchmarks/plan_ordering.py --plan quick
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def twin_duration_s(config: RigConfig, plan: Plan, order: list[ShotEvent]) -> tu
 def main() -> None:
     """Time the three orders and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", type=Path, default=ROOT / "configs" / "plans" / "standard.yaml")
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "sim.yaml")
+    parser.add_argument("--plan", type=Path, default=ROOT / "capture" / "plans" / "standard.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "rig" / "config" / "presets" / "sim.yaml")
     args = parser.parse_args()
     plan = Plan.load(args.plan)
     # tiny frames: only the ledger matters here, not the pixels

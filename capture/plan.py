@@ -1,6 +1,6 @@
 """Capture plans: what to shoot of one coin, expanded into an ordered list of shot events.
 
-A plan is a frozen pydantic model loaded from YAML (configs/plans/*.yaml). `expand` orders the
+A plan is a frozen pydantic model loaded from YAML (capture/plans/*.yaml). `expand` orders the
 shots to minimise physical time: one flip per coin, the turntable serpentines (ascending angles
 on the first side, descending on the second, so it never rewinds 360°), tilts serpentine within
 an angle, and lights (milliseconds to switch) vary in the inner loops instead of rotating per
@@ -21,9 +21,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from capture.kinematics import Kinematics
-from rig.config import GrblTurntableConfig, RigConfig, describe_validation_error
+from rig.config import GrblTurntableConfig, RigConfig, describe_validation_error, presets
 from rig.errors import ConfigError
 from rig.motion import trapezoid_duration_s
+
+PLANS = "capture.plans"  # the package that ships the named plans
 
 Side = Literal["obverse", "reverse"]
 OnFailure = Literal["pause", "skip"]
@@ -102,16 +104,17 @@ class Plan(_Frozen):
 
     @classmethod
     def load(cls, path: Path | str) -> Plan:
-        """Read and validate a YAML plan.
+        """Read and validate a YAML plan, or a shipped one by name (`quick`, `standard`).
 
         Raises:
             ConfigError: missing file, bad YAML or an invalid plan (one line).
         """
-        path = Path(path)
+        given = path
+        path = presets.resolve(path, PLANS)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"{path}: no such plan file") from None
+            raise ConfigError(presets.missing_message(given, "plan", PLANS)) from None
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read plan: {exc}") from exc
         try:

@@ -15,12 +15,12 @@ from dataset.layout import image_name
 from dataset.reader import DatasetReader
 
 ROOT = Path(__file__).resolve().parents[1]
-SIM = ROOT / "configs" / "sim.yaml"
-QUICK = ROOT / "configs" / "plans" / "quick.yaml"
+SIM = ROOT / "rig" / "config" / "presets" / "sim.yaml"
+QUICK = ROOT / "capture" / "plans" / "quick.yaml"
 
 
 def write_config(path: Path, **sections: dict[str, Any]) -> Path:
-    """configs/sim.yaml with some sections updated (shallow merge per section)."""
+    """rig/config/presets/sim.yaml with some sections updated (shallow merge per section)."""
     data = yaml.safe_load(SIM.read_text())
     for key, changes in sections.items():
         data[key] = {**data[key], **changes}

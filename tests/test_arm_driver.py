@@ -192,7 +192,7 @@ def test_every_action_sends_exactly_the_choreography_s_moves(rig: Bench) -> None
 
 def test_the_estimate_and_the_arm_walk_one_choreography(monkeypatch: pytest.MonkeyPatch) -> None:
     # a detour written into the choreography reaches both the wire and the dry-run estimate
-    sim = load_config(ROOT / "configs" / "sim.yaml")
+    sim = load_config(ROOT / "rig" / "config" / "presets" / "sim.yaml")
     assert sim.arm is not None and sim.tray is not None
     before = Kinematics.from_config(sim)
     detour = Pose(x_mm=0.0, y_mm=250.0, z_mm=100.0)

@@ -21,7 +21,7 @@ from rig.sim.target_geometry import truth_intrinsics
 from rig.sim.target_scene import TwinRig
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = load_config(ROOT / "configs/sim.yaml")
+CONFIG = load_config("sim")
 
 
 def staged(rig: Rig, twin: TwinRig | None = None) -> Stager:
@@ -64,7 +64,7 @@ def test_command_refuses_a_fit_above_the_threshold(tmp_path: Path) -> None:
     app = typer.Typer()
     register(app)
     app.command("noop")(lambda: None)
-    args = ["calibrate", "camera", "--config", str(ROOT / "configs/sim.yaml")]
+    args = ["calibrate", "camera", "--config", "sim"]
     result = CliRunner().invoke(app, [*args, "--folder", str(tmp_path), "--max-rms", "0.01"])
     assert result.exit_code == 1
     assert "refused" in result.output and "nothing written" in result.output

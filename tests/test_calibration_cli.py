@@ -17,9 +17,9 @@ from pipeline.rig_cli.app import app
 from training.data import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "configs/sim.yaml")
-PLAN = str(ROOT / "configs/plans/quick.yaml")  # raking_n, raking_e, diffuse
-DEVICE_FOLDER = "sim-rig_SIM-0001"  # configs/sim.yaml's rig name and its camera's serial
+CONFIG = "sim"
+PLAN = "quick"  # raking_n, raking_e, diffuse
+DEVICE_FOLDER = "sim-rig_SIM-0001"  # rig/config/presets/sim.yaml's rig name and its camera's serial
 
 
 def corner_to_edge(path: Path) -> float:

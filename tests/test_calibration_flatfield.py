@@ -22,7 +22,7 @@ from rig.config import load_config
 from rig.sim.shading import LED_WHITE, SENSOR_RESPONSE
 from rig.sim.target_scene import TwinRig
 
-CONFIG = load_config("configs/sim.yaml")
+CONFIG = load_config("sim")
 TRUE_GAMMA = 1 / 2.2
 
 

@@ -17,7 +17,7 @@ from rig.config import RigConfig, load_config, parse_config
 from rig.devices import Rig
 from rig.sim.target_scene import TwinRig
 
-CONFIG = load_config("configs/sim.yaml")
+CONFIG = load_config("sim")
 
 
 def staged(rig: Rig, twin: TwinRig | None = None) -> Stager:

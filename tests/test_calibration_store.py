@@ -70,7 +70,7 @@ def test_show_lists_and_marks_stale(tmp_path: Path) -> None:
     register(app)
     app.command("noop")(lambda: None)  # a second command keeps `calibrate` a sub-command
     runner = CliRunner()
-    config = str(ROOT / "configs/sim.yaml")
+    config = "sim"
     empty = runner.invoke(app, ["calibrate", "show", "--config", config, "--folder", str(tmp_path)])
     assert empty.exit_code == 0 and "no calibrations" in empty.output
     store.save(turntable_record(days_old=45))

@@ -17,7 +17,7 @@ from rig.sim.target_geometry import truth_turntable
 from rig.sim.target_scene import TwinRig
 from rig.sim.world import CoinPlacement
 
-CONFIG = load_config("configs/sim.yaml")
+CONFIG = load_config("sim")
 
 
 def staged(rig: Rig, twin: TwinRig | None = None) -> Stager:

@@ -16,7 +16,7 @@ from rig.sim.target_scene import ArucoMarker, CharucoBoard, GreyCard, TargetScen
 from rig.sim.targets import truth_card_flat
 from rig.sim.world import CoinPlacement, World
 
-CONFIG = load_config("configs/sim.yaml")
+CONFIG = load_config("sim")
 AXIS_MM = (0.9, -0.65)  # the turntable axis off the optical axis, for coins and targets alike
 OPTICS = Optics(40.0, 20.0, 0.0, axis_offset_mm=AXIS_MM)
 

@@ -153,7 +153,7 @@ def test_homing_on_a_controller_without_homing_is_one_config_error(
 
 
 def test_homing_without_22_is_one_line_from_the_cli(tmp_path: Path) -> None:
-    data = yaml.safe_load((ROOT / "configs" / "sim.yaml").read_text())
+    data = yaml.safe_load((ROOT / "rig" / "config" / "presets" / "sim.yaml").read_text())
     data["turntable"]["homing"] = True
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -32,7 +32,7 @@ PLAN = "name: mixed\nsides: [obverse]\nangles_deg: [90, 200]\nlights: [raking_n]
 
 
 def sim_data() -> dict[str, Any]:
-    """configs/sim.yaml as a dict."""
+    """rig/config/presets/sim.yaml as a dict."""
     data: dict[str, Any] = yaml.safe_load(SIM.read_text())
     return data
 

@@ -254,8 +254,8 @@ def test_late_replies_never_answer_a_different_read() -> None:
 
 
 def rtu_rig_config() -> RigConfig:
-    """configs/sim.yaml with a Modbus drive (unit 1) and the lightbox (unit 2) emulated over RTU."""
-    data = yaml.safe_load((ROOT / "configs" / "sim.yaml").read_text())
+    """rig/config/presets/sim.yaml with a Modbus drive (unit 1) and the lightbox (unit 2) emulated over RTU."""
+    data = yaml.safe_load((ROOT / "rig" / "config" / "presets" / "sim.yaml").read_text())
     data["turntable"] = {"driver": "modbus", "emulate": {"framing": "rtu"}, "unit_id": 1}
     data["lightbox"]["emulate"] = {"framing": "rtu"}
     data["lightbox"]["unit_id"] = 2
@@ -287,7 +287,7 @@ def test_probe_over_rtu(tmp_path: Path) -> None:
 
 
 def test_sim_serve_offers_rtu() -> None:
-    sim = str(ROOT / "configs" / "sim.yaml")
+    sim = str(ROOT / "rig" / "config" / "presets" / "sim.yaml")
     result = runner.invoke(
         app, ["sim", "serve", "-c", sim, "--modbus", "rtu", "--duration-s", "0.1"]
     )
@@ -314,10 +314,10 @@ def test_probe_missing_rtu_port_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_shipped_rs485_example_runs_on_emulated_units() -> None:
-    # configs/modbus-dexarm-webcam.yaml puts the drive (unit 1) and the relay board (unit 2) on
+    # rig/config/presets/modbus-dexarm-webcam.yaml puts the drive (unit 1) and the relay board (unit 2) on
     # one adapter; emulated, they share one line too, with the example's register maps
-    data = yaml.safe_load((ROOT / "configs" / "modbus-dexarm-webcam.yaml").read_text())
-    sim = yaml.safe_load((ROOT / "configs" / "sim.yaml").read_text())
+    data = yaml.safe_load((ROOT / "rig" / "config" / "presets" / "modbus-dexarm-webcam.yaml").read_text())
+    sim = yaml.safe_load((ROOT / "rig" / "config" / "presets" / "sim.yaml").read_text())
     for device in ("turntable", "lightbox"):
         assert data[device]["link"]["port"] == "/dev/ttyUSB1"
         data[device].pop("link")

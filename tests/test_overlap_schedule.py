@@ -34,8 +34,8 @@ from rig.config import RigConfig, load_config, xy_distance_mm
 from rig.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-SIM = load_config(ROOT / "configs" / "sim.yaml")
-QUICK = Plan.load(ROOT / "configs" / "plans" / "quick.yaml")
+SIM = load_config(ROOT / "rig" / "config" / "presets" / "sim.yaml")
+QUICK = Plan.load(ROOT / "capture" / "plans" / "quick.yaml")
 
 
 def _jobs(slots: list[int]) -> list[CoinJob]:

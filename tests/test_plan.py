@@ -31,7 +31,7 @@ LIGHTS = ["raking_n", "raking_e", "raking_s", "raking_w", "top", "diffuse"]
 
 @pytest.fixture(scope="module")
 def sim_config() -> RigConfig:
-    return load_config(ROOT / "configs" / "sim.yaml")
+    return load_config(ROOT / "rig" / "config" / "presets" / "sim.yaml")
 
 
 plans = st.builds(
@@ -100,7 +100,7 @@ def test_ordering_flips_once_switches_lights_inside_and_serpentines(plan: Plan) 
 
 
 def test_optimized_order_beats_naive_on_standard(sim_config: RigConfig) -> None:
-    plan = Plan.load(ROOT / "configs" / "plans" / "standard.yaml")
+    plan = Plan.load(ROOT / "capture" / "plans" / "standard.yaml")
     events = expand(plan)
     kinematics = Kinematics.from_config(sim_config)
     optimized = estimate_duration_s(events, kinematics)
@@ -145,7 +145,7 @@ def test_duration_estimate_by_hand() -> None:
 
 
 def test_dry_run_of_quick_plan(sim_config: RigConfig) -> None:
-    plan = Plan.load(ROOT / "configs" / "plans" / "quick.yaml")
+    plan = Plan.load(ROOT / "capture" / "plans" / "quick.yaml")
     serial_config = _without_overlap(sim_config)
     report = dry_run(plan, serial_config, coins=3)
     assert len(report.events) == 24
@@ -219,7 +219,7 @@ def test_plan_load_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_plan_json_round_trip() -> None:
-    plan = Plan.load(ROOT / "configs" / "plans" / "standard.yaml")
+    plan = Plan.load(ROOT / "capture" / "plans" / "standard.yaml")
     again = Plan.model_validate_json(plan.model_dump_json())
     assert again == plan
     assert expand(again) == expand(plan)

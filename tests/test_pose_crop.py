@@ -26,7 +26,7 @@ from training.data import ImageBank
 
 SIZE = 64
 MARGIN = 0.04
-# the quick plan's lights on the sim rig (configs/sim.yaml)
+# the quick plan's lights on the sim rig (rig/config/presets/sim.yaml)
 LIGHTS = {
     "raking_n": {"north": LightState(1.0, 90.0, 20.0, False)},
     "raking_e": {"east": LightState(1.0, 0.0, 20.0, False)},

@@ -309,7 +309,7 @@ def test_exposed_shots_the_writer_refuses_are_recorded_lost(
 
 
 def _with_grab_timeout(timeout_s: float) -> Any:
-    config = load_config(ROOT / "configs" / "sim.yaml")
+    config = load_config(ROOT / "rig" / "config" / "presets" / "sim.yaml")
     camera = config.camera.model_copy(update={"grab_timeout_s": timeout_s})
     return config.model_copy(update={"camera": camera})
 
@@ -634,7 +634,7 @@ def test_operator_handles_coins_without_arm(tmp_path: Path) -> None:
 
 
 def test_refusals_before_any_device_moves(tmp_path: Path) -> None:
-    config = load_config(ROOT / "configs" / "sim.yaml")
+    config = load_config(ROOT / "rig" / "config" / "presets" / "sim.yaml")
     fake = make_rig()
     writer = DatasetWriter(tmp_path).open()
     bad_plan = Plan(name="b", angle_count=2, lights=("laser",))
@@ -689,8 +689,8 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[typer.Typer, list[Fak
     assert len(opened) <= 3
 
 
-QUICK = str(ROOT / "configs" / "plans" / "quick.yaml")
-SIM = str(ROOT / "configs" / "sim.yaml")
+QUICK = str(ROOT / "capture" / "plans" / "quick.yaml")
+SIM = str(ROOT / "rig" / "config" / "presets" / "sim.yaml")
 
 
 @pytest.mark.parametrize("coin", ["../x", "a/b", "", "x" * 65, "Münze"])
@@ -763,7 +763,7 @@ def test_session_record_snapshot_and_progress_output(tmp_path: Path) -> None:
 
     from capture.progress import PlainProgress, RichProgress
 
-    config = load_config(ROOT / "configs" / "sim.yaml")
+    config = load_config(ROOT / "rig" / "config" / "presets" / "sim.yaml")
     fake = make_rig()
     writer = DatasetWriter(tmp_path).open()
     plain, rich_out = io.StringIO(), io.StringIO()

@@ -19,7 +19,7 @@ def test_render_writes_the_configured_size(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     image = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
     assert image is not None
-    assert image.shape == (512, 512, 3)  # configs/sim.yaml: 512 × 512 colour
+    assert image.shape == (512, 512, 3)  # rig/config/presets/sim.yaml: 512 × 512 colour
 
 
 def test_render_catalog_style_jpeg(tmp_path: Path) -> None:

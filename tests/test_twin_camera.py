@@ -21,7 +21,7 @@ CONFIG = SimCameraConfig(driver="sim", width=128, height=96, exposure_us=20000)
 @pytest.fixture
 def rig() -> tuple[SimCamera, World, SimClock]:
     world = World()
-    lightbox = load_config("configs/sim.yaml").lightbox
+    lightbox = load_config("sim").lightbox
     for name, light in pattern_lights(lightbox, lightbox.patterns["top"]).items():
         world.set_light(name, light)
     clock = SimClock(0.0)

@@ -18,7 +18,7 @@ from rig.sim.coins import CoinCatalog
 from rig.sim.world import CoinPlacement, World
 
 CONFIG = SimCameraConfig(driver="sim", width=96, height=96, exposure_us=20000)
-LIGHTBOX = load_config("configs/sim.yaml").lightbox
+LIGHTBOX = load_config("sim").lightbox
 
 
 def _set_pattern(world: World, name: str) -> None:

@@ -1,9 +1,10 @@
 """The `rig` command: configuration, devices, emulators, the digital twin, capture.
 
 Examples:
-    rig config validate configs/sim.yaml
+    rig config validate sim
+    rig config show sim > my-rig.yaml
     rig config schema > rig-config.schema.json
-    rig probe --config configs/sim.yaml
+    rig probe --config sim
     rig devices
 """
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import typer
 
+from capture.plan import PLANS
 from pipeline.cli_support import (
     DebugOption,
     VersionOption,
     expected_errors,
+    fail,
     set_debug,
     setup_logging,
 )
@@ -27,7 +30,7 @@ from pipeline.rig_cli import dataset as rig_dataset
 from pipeline.rig_cli import devices as rig_devices
 from pipeline.rig_cli import sim as rig_sim
 from pipeline.rig_cli import simulate as rig_simulate
-from rig.config import config_json_schema, load_config
+from rig.config import config_json_schema, load_config, presets
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 config_app = typer.Typer(
@@ -50,11 +53,33 @@ def main(
 def config_validate(path: Path = typer.Argument(..., help="YAML rig configuration")) -> None:
     """Check a rig configuration; name the first bad field and value in one line (exit 2).
 
-    Example: rig config validate configs/sim.yaml
+    Example: rig config validate sim
     """
     with expected_errors():
         config = load_config(path)
     typer.echo(f"{path}: ok (rig {config.name!r})")
+
+
+@config_app.command("presets")
+def config_presets() -> None:
+    """List the rig configs and capture plans shipped with coinrig (use them by name).
+
+    Example: rig config presets
+    """
+    typer.echo(f"rig configs (--config NAME): {', '.join(presets.preset_names())}")
+    typer.echo(f"capture plans (--plan NAME): {', '.join(presets.preset_names(PLANS))}")
+
+
+@config_app.command("show")
+def config_show(name: str = typer.Argument(..., help="a shipped config or plan name")) -> None:
+    """Print a shipped rig config or capture plan, to copy and edit.
+
+    Example: rig config show sim > my-rig.yaml
+    """
+    path = presets.preset_path(name) or presets.preset_path(name, PLANS)
+    if path is None:
+        raise fail(f"{name}: no such preset (see `rig config presets`)")
+    typer.echo(path.read_text(encoding="utf-8"), nl=False)
 
 
 @config_app.command("schema")

@@ -1,7 +1,7 @@
 """`rig calibrate ...`: capture calibration frames with the rig, fit, and write calibration files.
 
 Examples:
-    rig calibrate camera --config configs/sim.yaml
+    rig calibrate camera --config sim
     rig calibrate turntable --angles 12
     rig calibrate lights --tolerance-deg 2
     rig calibrate flatfield --pattern diffuse --pattern raking_n
@@ -32,7 +32,7 @@ from rig.devices import Rig
 
 EXIT_REFUSED = 1
 
-ConfigOption = typer.Option(Path("configs/sim.yaml"), "--config", help="Rig config.")
+ConfigOption = typer.Option(Path("sim"), "--config", help="Rig config.")
 FolderOption = typer.Option(None, "--folder", help="Calibration folder (default: from config).")
 FaultsOption = typer.Option(None, "--faults", help="Emulator fault preset.")
 TimeScaleOption = typer.Option(None, "--time-scale", help="Sim clock scale.")

@@ -1,8 +1,8 @@
 """`rig capture`, `rig simulate`, `rig dataset ...`: thin commands over capture's library.
 
 Examples:
-    rig capture --coin SIM-0001 --slot 0 --plan configs/plans/quick.yaml --out data/demo
-    rig capture --tray tray.csv --config configs/sim.yaml --out data/demo
+    rig capture --coin SIM-0001 --slot 0 --plan quick --out data/demo
+    rig capture --tray tray.csv --config sim --out data/demo
     rig capture --coin SIM-0001 --dry-run
     rig simulate --coins 3 --image-size 128 --out data/sim-demo   (see pipeline.rig_cli.simulate)
     rig dataset verify data/demo
@@ -71,9 +71,9 @@ def capture(
     coin: str | None = typer.Option(None, "--coin", help="Coin id, e.g. SAW-0107."),
     slot: int | None = typer.Option(None, "--slot", min=0, help="Tray slot the arm picks from."),
     tray: Path | None = typer.Option(None, "--tray", help="CSV of slot,coin_id rows."),
-    config_path: Path = typer.Option(Path("configs/sim.yaml"), "--config", help="Rig config."),
+    config_path: Path = typer.Option(Path("sim"), "--config", help="Rig config."),
     plan_path: Path = typer.Option(
-        Path("configs/plans/standard.yaml"), "--plan", help="Capture plan."
+        Path("standard"), "--plan", help="Capture plan."
     ),
     out: Path | None = typer.Option(None, "--out", help="Dataset folder (default: storage.root)."),
     dry: bool = typer.Option(False, "--dry-run", help="List and check the shots; move nothing."),
@@ -89,7 +89,7 @@ def capture(
     """Photograph coins following a plan; a rerun resumes where the last one stopped.
 
     Examples:
-        rig capture --coin SIM-0001 --slot 0 --plan configs/plans/quick.yaml --out data/demo
+        rig capture --coin SIM-0001 --slot 0 --plan quick --out data/demo
         rig capture --tray tray.csv --out data/demo --flatfield
         rig capture --coin SIM-0001 --dry-run
     """

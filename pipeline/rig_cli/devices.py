@@ -21,7 +21,7 @@ from rig.config import (
     load_config,
 )
 
-DEFAULT_CONFIG = Path("configs/sim.yaml")
+DEFAULT_CONFIG = Path("sim")
 console = Console()
 
 
@@ -33,7 +33,7 @@ def probe(
 ) -> None:
     """Connect every configured device and print its identity and state as a table.
 
-    Example: rig probe --config configs/sim.yaml
+    Example: rig probe --config sim
     """
     from rig.assembly import open_rig
 
@@ -127,7 +127,7 @@ def serve(
     Point a config's `link:` at the printed endpoints to drive them from another process.
 
     Examples:
-        rig sim serve --config configs/sim.yaml --time-scale 1
+        rig sim serve --config sim --time-scale 1
         rig sim serve --modbus rtu
     """
     from rig.sim.simulation import start_backend

@@ -26,7 +26,7 @@ sim_app = typer.Typer(
     no_args_is_help=True, help="The digital twin: render simulated coins under the lightbox."
 )
 
-_CONFIG = typer.Option(Path("configs/sim.yaml"), "--config", "-c", help="YAML rig configuration")
+_CONFIG = typer.Option(Path("sim"), "--config", "-c", help="YAML rig configuration")
 
 
 def _catalog(config: RigConfig) -> CoinCatalog:

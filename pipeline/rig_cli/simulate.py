@@ -10,7 +10,7 @@ ground truth (ruler, type, catalog reference).
 Examples:
     rig simulate
     rig simulate --coins 3 --types 2 --image-size 128 --out /tmp/sim
-    rig simulate --coins 48 --plan configs/plans/standard.yaml --faults light --out data/sim
+    rig simulate --coins 48 --plan standard --faults light --out data/sim
 
 Rerunning the same command resumes: finished tray loads are skipped, a paused one completes.
 Each run draws new emulator faults (its fault seed is printed; `--fault-seed N` replays one).
@@ -47,7 +47,7 @@ from rig.sim.coins import SIDES, CoinCatalog, stable_rng
 from rig.sim.faults import FAULT_PRESETS
 from rig.sim.simulation import fresh_fault_seed, reseed_faults
 
-DEFAULT_PLAN = Path("configs/plans/quick.yaml")
+DEFAULT_PLAN = Path("quick")
 # coins.jsonl fields that depend on the catalog's seed and types: a mismatch means the folder
 # was simulated with other settings, and resuming into it would mix two different coin sets.
 _IDENTITY_FIELDS = ("collection", "ruler", "type", "catalog_ref")
@@ -74,7 +74,7 @@ def simulate(
         0.0, "--time-scale", min=0.0, help="0 = no waiting, 1 = real time."
     ),
     plan_path: Path = typer.Option(DEFAULT_PLAN, "--plan", help="Capture plan."),
-    config_path: Path = typer.Option(Path("configs/sim.yaml"), "--config", help="Rig config."),
+    config_path: Path = typer.Option(Path("sim"), "--config", help="Rig config."),
     image_size: int | None = typer.Option(
         None, "--image-size", min=32, help="Square sim camera frames of N px (default: config)."
     ),

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from rig.config import presets
 from rig.config.rig_config import RigConfig
 from rig.errors import ConfigError
 
@@ -42,16 +43,17 @@ def parse_config(data: Any, *, source: str = "config") -> RigConfig:
 
 
 def load_config(path: Path | str) -> RigConfig:
-    """Read and validate a YAML rig configuration file.
+    """Read and validate a YAML rig configuration file, or a shipped one by name (`sim`).
 
     Raises:
         ConfigError: the file is missing, not YAML, or invalid (one line).
     """
-    path = Path(path)
+    given = path
+    path = presets.resolve(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(presets.missing_message(given, "config")) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     try:
