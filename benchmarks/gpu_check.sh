@@ -115,7 +115,8 @@ setup() {
 
 setup_figure() {
     local wheels="no $WHEELS: the packages already importable"
-    compgen -G "$WHEELS/*.whl" >/dev/null && wheels="$(ls "$WHEELS"/*.whl | wc -l) wheels into $SITE"
+    compgen -G "$WHEELS/*.whl" >/dev/null &&
+        wheels="$(ls "$WHEELS"/*.whl | wc -l) wheels into $SITE"
     echo "Python $("$PY" -c 'import sys; print(sys.version.split()[0])'), $wheels"
 }
 
@@ -276,7 +277,9 @@ else
 fi
 
 echo
-echo "GPU check ($([ "$SMOKE" = 1 ] && echo "smoke, CPU" || echo "full")), $((SECONDS - START)) s; logs in $OUT/logs"
+MODE="full"
+[ "$SMOKE" = 1 ] && MODE="smoke, CPU"
+echo "GPU check ($MODE), $((SECONDS - START)) s; logs in $OUT/logs"
 printf '%-14s %-8s %8s  %s\n' step status seconds figure
 for row in "${ROWS[@]}"; do
     IFS='|' read -r name status seconds text <<<"$row"

@@ -78,7 +78,9 @@ def main() -> None:
     """Time the three orders and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", type=Path, default=ROOT / "capture" / "plans" / "standard.yaml")
-    parser.add_argument("--config", type=Path, default=ROOT / "rig" / "config" / "presets" / "sim.yaml")
+    parser.add_argument(
+        "--config", type=Path, default=ROOT / "rig" / "config" / "presets" / "sim.yaml"
+    )
     args = parser.parse_args()
     plan = Plan.load(args.plan)
     # tiny frames: only the ledger matters here, not the pixels

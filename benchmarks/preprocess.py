@@ -8,7 +8,8 @@ worker. The pages of the dataset's files are warmed first, so every count reads 
     .venv/bin/python benchmarks/preprocess.py --data data/demo --image-size 64
     .venv/bin/python benchmarks/preprocess.py --data data/demo --workers 1,2,4,8,16 --repeat 5
 
-Other work on the machine skews the figures: check `uptime` first. The goal (issue 15) is at
+Other work on the machine skews the figures: check `uptime` first (the counts take turns, so
+load that comes and goes skews them alike, but widens the spread). The goal (issue 15) is at
 least 0.8 × the number of cores in speed-up on a machine of 8 or more, and 1.6× on 2 cores.
 """
 
@@ -53,13 +54,17 @@ def main() -> None:
         record.path.read_bytes()
     print(f"{args.data}: cache build at {args.image_size} px, {default_workers()} cores here")
     print(f"{'workers':>7}  {'images/s':>9}  {'spread':>13}  {'seconds':>8}  {'speed-up':>8}")
+    counts = _counts(args.workers)
+    runs: dict[int, list[tuple[float, int]]] = {w: [] for w in counts}
+    for _ in range(args.repeat):  # interleaved, so that other load skews every count alike
+        for workers in counts:
+            runs[workers].append(build_seconds(args.data, settings, workers))
     base = None
-    for workers in _counts(args.workers):
-        runs = [build_seconds(args.data, settings, workers) for _ in range(args.repeat)]
-        rates = [count / seconds for seconds, count in runs]
+    for workers in counts:
+        rates = [count / seconds for seconds, count in runs[workers]]
         mean = statistics.mean(rates)
         base = base or mean
-        seconds = statistics.mean(s for s, _ in runs)
+        seconds = statistics.mean(s for s, _ in runs[workers])
         print(
             f"{workers:>7}  {mean:>9.1f}  {min(rates):>6.1f}-{max(rates):<6.1f}  "
             f"{seconds:>8.2f}  {mean / base:>7.2f}x"

@@ -3,16 +3,20 @@
 The data pipeline is what a training step reads (training.batches.BatchSource): a balanced
 batch drawn, gathered from a memory-mapped cache (into pinned memory on a GPU), moved to the
 device, augmented with kornia and normalised. The model step is forward, ArcFace loss, backward
-and AdamW on a batch already on the device. A training step is both: `serial` makes the batch
-between steps, `train` makes it ahead in a background thread (training.batches.Prefetcher, as
-`pipeline train` does). `train/model` is the share of the model-alone rate a training step
-keeps: at least 0.9 wherever the data alone is faster than the model (`data/model` > 1).
+and AdamW on a batch already on the device. A training step is both: `train` makes the batch
+ahead in a background thread (training.batches.Prefetcher, as `pipeline train` does), `serial`
+between steps (--prefetch 0). `train/model` is the share of the model-alone rate a training
+step keeps: at least 0.9 wherever the data alone is faster than the model (`data/model` > 1).
+On a CPU the prefetcher leaves its thread a core, so `model` is the model alone on the threads
+left to it and `model all` the model alone on every thread (as `serial` runs). `--rounds N`
+reports medians of N rounds, for a shared machine.
 
 Usage:
     .venv/bin/python benchmarks/train_throughput.py
     .venv/bin/python benchmarks/train_throughput.py --models resnet-tiny --sizes 64 \
         --batch-size 32 --steps 20
-    python3 benchmarks/train_throughput.py --models resnet50,resnet50-truncated,convnext-tiny,resnet18 \
+    python3 benchmarks/train_throughput.py \
+        --models resnet50,resnet50-truncated,convnext-tiny,resnet18 \
         --sizes 224 --batch-size 128 --json table.json          # on a GPU
 """
 
@@ -29,7 +33,7 @@ import numpy as np
 import torch
 
 from training.augment import build_augment
-from training.batches import BatchSource, Prefetcher, TrainingSet
+from training.batches import BatchSource, Prefetcher, TrainingSet, intra_op_threads
 from training.data import BalancedSampler, ImageBank, Record
 from training.evaluate import autocast
 from training.losses import LossSettings, build_loss
@@ -123,17 +127,20 @@ def measure(
     *,
     compile_model: bool,
 ) -> dict[str, float | str | int]:
-    """Images/s of data alone, model alone, the serial and the prefetched training step.
+    """Images/s of data alone, model alone, the prefetched and the serial training step.
 
-    Each of `args.rounds` rounds times the four back to back, and each figure is the median over
-    the rounds (the ratios too, per round): on a shared machine the load changes between rounds
-    far more than within one.
+    On a CPU the prefetcher leaves its thread a core: `model` is the model step alone on the
+    threads the training step's model gets, `model_all` on every thread, as is `serial` (what
+    --prefetch 0 runs). Each of `args.rounds` rounds times them back to back, and each figure is
+    the median over the rounds (the ratios too, per round): on a shared machine the load
+    changes between rounds far more than within one.
     """
     b = args.batch_size
     source = batch_source(bank, b, args.aug, device, args.data_threads)
     step = model_stepper(name, size, device, compile_model=compile_model)
     fixed = source.next()
-    rounds: dict[str, list[float]] = {k: [] for k in ("data", "model", "serial", "train")}
+    every = torch.get_num_threads()
+    times: dict[str, list[float]] = {}
     with Prefetcher(
         batch_source(bank, b, args.aug, device, args.data_threads),
         args.prefetch,
@@ -141,26 +148,39 @@ def measure(
     ) as ahead:
         # the background thread starts at the second batch
         timed(lambda: step(ahead.next()), 0, max(2, args.warmup), device)
+        model_threads = torch.get_num_threads()
         for r in range(args.rounds):
             warmup = args.warmup if r == 0 else 0
-            rounds["data"].append(timed(source.next, args.steps, warmup, device))
-            rounds["model"].append(timed(lambda: step(fixed), args.steps, warmup, device))
-            rounds["serial"].append(timed(lambda: step(source.next()), args.steps, 0, device))
-            rounds["train"].append(timed(lambda: step(ahead.next()), args.steps, 0, device))
-    seconds = {k: float(np.median(v)) for k, v in rounds.items()}
-    ratio = [m / t for m, t in zip(rounds["model"], rounds["train"], strict=True)]
-    data_ratio = [m / d for m, d in zip(rounds["model"], rounds["data"], strict=True)]
-    return {
+            for key, run in (
+                ("data", source.next),
+                ("model", lambda: step(fixed)),
+                ("train", lambda: step(ahead.next())),
+            ):
+                times.setdefault(key, []).append(timed(run, args.steps, warmup, device))
+            with intra_op_threads(every):
+                for key, run in (
+                    ("model_all", lambda: step(fixed)),
+                    ("serial", lambda: step(source.next())),
+                ):
+                    times.setdefault(key, []).append(timed(run, args.steps, warmup, device))
+    row: dict[str, float | str | int] = {
         "model": name + (" compiled" if compile_model else ""),
         "size": size,
         "batch": b,
-        "data": b / seconds["data"],
-        "model_step": b / seconds["model"],
-        "serial": b / seconds["serial"],
-        "train": b / seconds["train"],
-        "train_over_model": float(np.median(ratio)),
-        "data_over_model": float(np.median(data_ratio)),
+        "model_threads": model_threads,
+        **{
+            ("model_step" if k == "model" else k): b / float(np.median(v)) for k, v in times.items()
+        },
     }
+    for ratio, (top, bottom) in {
+        "train_over_model": ("model", "train"),
+        "train_over_model_all": ("model_all", "train"),
+        "data_over_model": ("model", "data"),
+    }.items():
+        row[ratio] = float(
+            np.median([t / u for t, u in zip(times[top], times[bottom], strict=True)])
+        )
+    return row
 
 
 def main() -> None:
@@ -190,7 +210,8 @@ def main() -> None:
         f"{args.data_threads}), batch {args.batch_size}, augmentation {args.aug}, prefetch "
         f"{args.prefetch}{', compiled' if args.compile else ''}"
     )
-    header = ("model", "size", "data", "model", "serial", "train", "train/model", "data/model")
+    header = ["model", "size", "data", "model", "train", "train/model"]
+    header += ["model all", "serial", "data/model"]
     print(f"{header[0]:<28}{header[1]:>5}" + "".join(f"{h:>12}" for h in header[2:]))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,8 +224,9 @@ def main() -> None:
                 rows.append(row)
                 print(
                     f"{row['model']:<28}{size:>5}{row['data']:>12.0f}{row['model_step']:>12.1f}"
-                    f"{row['serial']:>12.1f}{row['train']:>12.1f}"
-                    f"{row['train_over_model']:>12.2f}{row['data_over_model']:>12.1f}",
+                    f"{row['train']:>12.1f}{row['train_over_model']:>12.2f}"
+                    f"{row['model_all']:>12.1f}{row['serial']:>12.1f}"
+                    f"{row['data_over_model']:>12.1f}",
                     flush=True,
                 )
     if args.json:

@@ -17,16 +17,24 @@ from typing import Any
 from pydantic import ValidationError
 
 from capture.plan import Plan, expand
-from dataset.layout import image_name
-from dataset.reader import DatasetReader
-from dataset.validate import Problem, check_files
+from dataset.layout import DatasetFormatError, InvalidCoinId, image_name
+from dataset.reader import DatasetReader, json_object, typed
+from dataset.schema import SessionRecord
+from dataset.validate import Problem, check_files, check_well_formed
 
 __all__ = ["Problem", "summary", "verify"]
 
 
 def verify(root: Path | str) -> list[Problem]:
-    """Every problem found in a dataset folder (empty when it is complete and consistent)."""
-    reader = DatasetReader(root)
+    """Every problem found in a dataset folder (empty when it is complete and consistent).
+
+    A damaged file is a problem like any other; only a metadata.jsonl that cannot be read at
+    all (a folder in its place) leaves nothing else to check.
+    """
+    try:
+        reader = DatasetReader(root)
+    except OSError as exc:
+        return [Problem("error", "metadata.jsonl", f"cannot read: {exc.strerror or exc}")]
     problems, present = check_files(reader)
     problems.extend(_plan_accounting(reader, present))
     return problems
@@ -34,27 +42,30 @@ def verify(root: Path | str) -> list[Problem]:
 
 def _plan_accounting(reader: DatasetReader, present: set[str]) -> list[Problem]:
     problems: list[Problem] = []
-    sessions = reader.sessions()
+    sessions = _readable_sessions(reader)  # unreadable ones are check_files' errors
     recorded_missing: dict[str, str] = {}
     for session in sessions:
-        for item in session.get("missing") or []:
-            recorded_missing[str(item.get("file_name"))] = str(item.get("reason", ""))
+        for item in session.missing or []:
+            recorded_missing[item.file_name] = item.reason or ""
     expected: dict[str, str] = {}
     for session in sessions:
-        sid = str(session.get("session_id"))
-        if session.get("status") in ("running", "preparing", "finishing"):
-            problems.append(
-                Problem("warning", f"sessions/{sid}.json", "session never finished (a crash?)")
-            )
+        sid = str(session.session_id)
+        where = f"sessions/{sid}.json"
+        if session.status in ("running", "preparing", "finishing"):
+            problems.append(Problem("warning", where, "session never finished (a crash?)"))
         try:
-            events = expand(Plan.model_validate(session.get("plan")))
+            events = expand(Plan.model_validate((session.model_extra or {}).get("plan")))
         except ValidationError:
-            problems.append(Problem("error", f"sessions/{sid}.json", "unreadable plan"))
+            problems.append(Problem("error", where, "unreadable plan"))
             continue
-        ext = str(session.get("image_format", "png"))
-        for coin in session.get("coins") or []:
-            for event in events:
-                name = image_name(str(coin["coin_id"]), event.side, event.index, ext)
+        ext = session.image_format or "png"
+        for coin in session.coins or []:
+            try:
+                names = [image_name(coin.coin_id, e.side, e.index, ext) for e in events]
+            except InvalidCoinId as exc:
+                problems.append(Problem("error", where, str(exc)))
+                continue
+            for name in names:
                 expected.setdefault(name, sid)
     for name, sid in sorted(expected.items()):
         if name in present:
@@ -66,25 +77,42 @@ def _plan_accounting(reader: DatasetReader, present: set[str]) -> list[Problem]:
     return problems
 
 
+def _readable_sessions(reader: DatasetReader) -> list[SessionRecord]:
+    """The session records that read as the format says, oldest first."""
+    sessions = []
+    for path in reader.session_paths():
+        name = f"sessions/{path.name}"
+        try:
+            sessions.append(typed(SessionRecord, json_object(path, name), name))
+        except DatasetFormatError:
+            continue
+    return sessions
+
+
 def summary(root: Path | str) -> dict[str, Any]:
-    """Counts for `rig dataset summary`: coins, images per side, light, angle and coin."""
+    """Counts for `rig dataset summary`: coins, images per side, light, angle and coin.
+
+    Raises:
+        DatasetFormatError: a file of the dataset is damaged (NotADataset: not a dataset).
+    """
+    check_well_formed(root)
     reader = DatasetReader(root)
-    records = reader.records()
-    captures = [r for r in records if r.get("role") == "capture"]
-    sessions = reader.sessions()
+    lines = reader.lines()
+    captures = [line for line in lines if line.role == "capture"]
 
     def count(key: str) -> dict[str, int]:
-        return dict(sorted(Counter(str(r.get(key)) for r in captures).items()))
+        return dict(sorted(Counter(str(getattr(line, key)) for line in captures).items()))
 
-    angles = Counter(f"{float(r.get('turntable_deg', 0.0)) % 360:g}" for r in captures)
+    angles = Counter(f"{(line.turntable_deg or 0.0) % 360:g}" for line in captures)
+    coins = {line.coin_id for line in lines} | {line.coin_id for line in reader.coin_lines()}
     return {
         "root": str(Path(root)),
-        "coins": len({r.get("coin_id") for r in records} | {c["coin_id"] for c in reader.coins()}),
+        "coins": len(coins),
         "images": len(captures),
-        "catalog_images": len(records) - len(captures),
+        "catalog_images": len(lines) - len(captures),
         "by_side": count("side"),
         "by_light": count("light"),
         "by_angle": dict(sorted(angles.items(), key=lambda kv: float(kv[0]))),
         "by_coin": count("coin_id"),
-        "sessions": dict(Counter(str(s.get("status")) for s in sessions)),
+        "sessions": dict(Counter(str(s.status) for s in reader.session_records())),
     }

@@ -112,9 +112,17 @@ class _Current:
     turntable_deg: float | None = None
     turntable_reported: float = 0.0  # where the turntable said it stopped (a whole motor step)
     tilt_deg: float | None = None
+    tilt_reported: float | None = None  # where the tilt stage said it stopped
     light: str | None = None
     lights: dict[str, float] = field(default_factory=dict)
     camera: tuple[float | None, float | None] | None = None
+
+
+def _reported_tilt(event: ShotEvent, current: _Current) -> float | None:
+    """The tilt to record for a shot: where the stage said it stopped (None: no tilt, no stage)."""
+    if event.tilt_deg is None or current.tilt_deg is None:
+        return None
+    return current.tilt_reported
 
 
 class CaptureEngine:
@@ -263,7 +271,9 @@ class CaptureEngine:
         if event.tilt_deg is not None and tilt is not None and current.tilt_deg != event.tilt_deg:
             tilt_deg = event.tilt_deg
             current.tilt_deg = None
-            self.call(lambda: tilt.tilt_to_deg(tilt_deg))
+            # the stage stops on a whole step: record where it says it is, not the command
+            reported = self.call(lambda: tilt.tilt_to_deg(tilt_deg))
+            current.tilt_reported = tilt_deg if reported is None else float(reported)
             current.tilt_deg = tilt_deg
         if current.light != event.light:
             current.light = None
@@ -284,7 +294,7 @@ class CaptureEngine:
             current.camera = wanted
         return ShotSettings(
             turntable_deg=float(current_reported),
-            tilt_deg=current.tilt_deg if event.tilt_deg is not None else None,
+            tilt_deg=_reported_tilt(event, current),
             lights=dict(current.lights),
         )
 

@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from capture.kinematics import BY_HAND_S, Kinematics, schedule_times, serial_handling_s
+from capture.kinematics import (
+    BY_HAND_S,
+    Kinematics,
+    reach_problems,
+    schedule_times,
+    serial_handling_s,
+)
 from capture.plan import Plan, RigState, ShotEvent, ShotRow, Side, check_plan, expand, shot_row
 from capture.staging import Job, overlap_wanted, staged_schedule
 from rig.config import RigConfig
@@ -56,6 +62,9 @@ def dry_run(
 
     The coins lie in tray slots `slots` (default: one tray load after another from slot 0, as
     `rig simulate` lays them out; no slots on a rig without an arm), each load one session.
+    The problems include every pose of the arm's layout its firmware would refuse
+    (`capture.kinematics.reach_problems`), so an unreachable layout is refused before a byte
+    is sent.
     """
     events = expand(plan)
     loads = _tray_loads(config, coins, slots)
@@ -65,7 +74,8 @@ def dry_run(
     overlapped = bool(loads) and overlap_wanted(config, loads[0])
     per_coin = total / coins if coins else 0.0
     schedule: Schedule = "overlapped" if overlapped else "serial"
-    return DryRun(events, check_plan(plan, config), per_coin, coins, schedule)
+    problems = check_plan(plan, config) + reach_problems(config)
+    return DryRun(events, problems, per_coin, coins, schedule)
 
 
 def _tray_loads(

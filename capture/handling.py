@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from capture.engine import CaptureEngine, CoinJob
+from capture.kinematics import reach_problems
 from capture.plan import ShotEvent, Side
 from capture.staging import (
     CoinActs,
@@ -84,9 +85,15 @@ def choose_handling(
     put on the turntable); they lie `first_side` up in their slots.
 
     Raises:
-        ConfigError: the overlapped schedule would take the arm into the camera's keep-out
-            cylinder while it shoots (checked before anything moves).
+        ConfigError: a pose of the arm's layout is out of its reach, or the overlapped schedule
+            would take the arm into the camera's keep-out cylinder while it shoots (both checked
+            before anything moves).
     """
+    if config is not None and rig.arm is not None:
+        unreachable = reach_problems(config)
+        if unreachable:
+            more = f" (and {len(unreachable) - 1} more)" if len(unreachable) > 1 else ""
+            raise ConfigError(f"arm layout: {unreachable[0]}{more}")
     loaded = [(job, todo) for job, todo in coins if todo]
     if config is None or not overlap_wanted(config, [job for job, _ in loaded]):
         return SerialHandling(engine)

@@ -8,6 +8,11 @@ straight up before travelling, then the straight move, each timed with the trape
 the arm's firmware (and its emulator) uses, and a suction switch costs the firmware dwell that
 follows it. `schedule_times` times the overlapped handling of `capture.staging` the same way.
 
+`reach_problems` checks a layout against the arm's reach as its firmware computes it
+(`rig.arm.reach`) before a session sends a byte: every place a coin lies, the approach above it,
+and every height the arm rises to above it (a park rises straight up to the safe pose's height
+from wherever the arm stands).
+
 What is counted is what the twin's ledger counts: the devices' physical actions. Neither
 counts the host's round trips on the wire (a few milliseconds per command).
 """
@@ -17,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from capture.staging import Act, CoinActs, task_steps
-from rig.arm import choreography
+from capture.staging import Act, CoinActs, schedule_tasks, staged_schedule, task_steps
+from rig.arm import choreography, codec, reach
 from rig.arm.choreography import MoveTo, Rise, Step, Suction
 from rig.config import (
     GcodeArmConfig,
@@ -161,3 +166,99 @@ def schedule_times(
         flip = act_times(coin.flip) if coin.flip is not None else None
         timed.append(CoinTimes(bring, flip, act_times(coin.leave)))
     return timed
+
+
+# ---------------------------------------------------------------- reach
+
+
+def _places(arm: GcodeArmConfig, tray: TrayConfig | None) -> dict[str, Pose]:
+    """Every place the arm puts the cup down at, named."""
+    places = {
+        "the turntable": arm.turntable_pose,
+        "the flip station's drop": arm.flip_station.drop,
+        "the flip station's pickup": arm.flip_station.pickup,
+    }
+    if arm.staging is not None:
+        places["the incoming pad"] = arm.staging.incoming
+        places["the outgoing pad"] = arm.staging.outgoing
+    if tray is not None:
+        places |= {f"tray slot {slot}": tray.slot_pose(slot) for slot in range(tray.slots)}
+    return places
+
+
+def session_poses(arm: GcodeArmConfig, tray: TrayConfig | None) -> list[Pose]:
+    """Every pose a session may send the arm to with this layout, rises included (no repeats).
+
+    The serial schedule for every slot, the overlapped one (every slot as the first, a middle
+    and the last coin) and parking, which rises straight up to the safe pose's height from
+    wherever a task ended, on the way out of an error too.
+    """
+    poses: list[Pose] = [arm.safe_pose]
+    slots = [] if tray is None else [tray.slot_pose(slot) for slot in range(tray.slots)]
+    park = choreography.park(arm)
+    for slot in slots or [arm.turntable_pose]:
+        load = (*choreography.pick_from_slot(arm, slot), *choreography.place_on_turntable(arm))
+        unload = choreography.return_to_slot(arm, slot)
+        for action in (load, choreography.flip_on_turntable(arm), unload):
+            poses += choreography.path((*action, *park), arm.safe_pose)
+    if arm.staging is not None and tray is not None:
+        orders = [[slot] for slot in range(tray.slots)] + [list(range(tray.slots))]
+        for order in orders:
+            jobs = [_Slotted(f"coin-{slot}", slot) for slot in order]
+            schedule = staged_schedule(jobs, [True] * len(jobs))
+            here = arm.safe_pose
+            for task, _ in schedule_tasks(schedule):
+                points = choreography.path(task_steps(arm, tray, task), here)
+                poses += points
+                here = points[-1]
+    # a park from wherever a step may leave the arm (after a failure too): a place, its approach
+    for place in _places(arm, tray).values():
+        for end in (place, choreography.above(place, arm.clearance_mm)):
+            poses += choreography.path(park, end)
+    unique: dict[tuple[float, float, float], Pose] = {}
+    for pose in poses:
+        unique.setdefault((pose.x_mm, pose.y_mm, pose.z_mm), pose)
+    return list(unique.values())
+
+
+@dataclass(frozen=True)
+class _Slotted:
+    coin_id: str
+    slot: int | None
+
+
+def _describe(arm: GcodeArmConfig, tray: TrayConfig | None, pose: Pose) -> str:
+    """What a pose is, for a person: a place, its approach, or a point straight above it."""
+    named = {"the safe pose": arm.safe_pose, **_places(arm, tray)}
+    for name, place in named.items():
+        if (place.x_mm, place.y_mm) != (pose.x_mm, pose.y_mm):
+            continue
+        if pose.z_mm == place.z_mm:
+            return name
+        if pose.z_mm == place.z_mm + arm.clearance_mm:
+            return f"the approach above {name}"
+        if pose.z_mm == arm.safe_pose.z_mm:
+            return f"the point above {name} at the safe pose's height"
+        return f"the point above {name} at z {pose.z_mm:g} mm"
+    return "a point between two places"
+
+
+def reach_problems(config: RigConfig) -> list[str]:
+    """One line for each pose of the layout the arm's firmware would refuse (empty: all reachable).
+
+    Checked before anything moves (the dry run, the session's handling), so an unreachable
+    layout is refused in one line instead of pausing a session with a coin on the cup.
+    """
+    arm = config.arm
+    if arm is None:
+        return []
+    dialect = codec.dialect(arm.dialect)
+    problems: list[str] = []
+    for pose in session_poses(arm, config.tray):
+        refused = reach.refusal(dialect, pose)
+        if refused is not None:
+            problems.append(
+                f"the {dialect.model} cannot reach {_describe(arm, config.tray, pose)}, "
+                f"({pose.x_mm:g}, {pose.y_mm:g}, {pose.z_mm:g}) mm: {refused}"
+            )
+    return problems

@@ -17,15 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from capture.kinematics import Kinematics
-from rig.config import GrblTurntableConfig, RigConfig, describe_validation_error, presets
+from rig.config import (
+    GrblTurntableConfig,
+    RigConfig,
+    describe_validation_error,
+    presets,
+    safe_yaml,
+)
 from rig.errors import ConfigError
 from rig.motion import trapezoid_duration_s
 
 PLANS = "capture.plans"  # the package that ships the named plans
+# Shots of one coin a plan may ask for: 20,000 is over five hours of shooting per coin at a
+# second a shot, and `rig capture --dry-run` still times such a plan in seconds. Past it, a
+# hostile plan (3,600 angles x thousands of lights) would keep `expand` busy for hours.
+MAX_SHOTS_PER_COIN = 20_000
 
 Side = Literal["obverse", "reverse"]
 OnFailure = Literal["pause", "skip"]
@@ -33,7 +42,8 @@ Intensity = float
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities refused in every float field, also those without bounds (tilts).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ReferenceShot(_Frozen):
@@ -52,7 +62,7 @@ class Plan(_Frozen):
     description: str = ""
     sides: tuple[Side, ...] = ("obverse", "reverse")
     angles_deg: tuple[float, ...] | None = Field(
-        None, description="explicit turntable angles in [0, 360)"
+        None, min_length=1, description="explicit turntable angles in [0, 360)"
     )
     angle_count: int | None = Field(None, ge=1, le=3600, description="evenly spaced over 360°")
     tilts_deg: tuple[float, ...] = Field((), description="camera tilts; empty = no tilt axis used")
@@ -93,7 +103,19 @@ class Plan(_Frozen):
             for channel, level in levels.items():
                 if not 0.0 <= level <= 1.0:
                     raise ValueError(f"pattern {pattern!r}: {channel} level {level} not in 0..1")
+        shots = self.shot_count()
+        if not 1 <= shots <= MAX_SHOTS_PER_COIN:
+            raise ValueError(
+                f"the plan makes {shots:,} shots per coin; a plan makes 1 to {MAX_SHOTS_PER_COIN:,}"
+            )
         return self
+
+    def shot_count(self) -> int:
+        """How many images `expand` makes of one coin, computed without expanding."""
+        angles = len(self.angles_deg) if self.angles_deg is not None else self.angle_count or 1
+        per_side = angles * max(1, len(self.tilts_deg)) * len(self.lights)
+        per_side = per_side * max(1, len(self.exposures_us)) + (self.reference is not None)
+        return len(self.sides) * per_side
 
     def angles(self) -> tuple[float, ...]:
         """The turntable angles in ascending order, each in [0, 360)."""
@@ -112,11 +134,9 @@ class Plan(_Frozen):
         given = path
         path = presets.resolve(path, PLANS)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = safe_yaml.load_file(path)
         except FileNotFoundError:
             raise ConfigError(presets.missing_message(given, "plan", PLANS)) from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read plan: {exc}") from exc
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -56,7 +56,11 @@ def settings_differ(record: dict[str, Any], event: ShotEvent) -> bool:
         tilt = record.get("tilt_deg")
         if (tilt is None) != (event.tilt_deg is None):
             return True
-        if tilt is not None and event.tilt_deg is not None and abs(tilt - event.tilt_deg) > 0.5:
+        if (
+            tilt is not None
+            and event.tilt_deg is not None
+            and abs(float(tilt) - event.tilt_deg) > 0.5
+        ):
             return True
         if event.exposure_us is not None:
             exposure = float(record.get("exposure_us", 0.0))

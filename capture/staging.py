@@ -10,17 +10,17 @@ shoots. For each coin, in order:
 - flip: the shots wait while the arm turns the coin over through the flip station and goes
   clear; beside the second side's shots it fetches the next coin from its slot to the incoming
   pad;
-- leave: the last coin goes from the turntable straight back to its slot and the arm parks by
-  way of the waiting pose (rising to the safe pose's height right above a slot near the arm's
-  base is out of its reach); any other coin stays on the turntable until the next coin's bring
-  swaps it out.
+- leave: the last coin goes from the turntable straight back to its slot and the arm parks
+  from there (every rise of the layout is checked against the arm's reach before the session
+  starts: capture.kinematics.reach_problems); any other coin stays on the turntable until the
+  next coin's bring swaps it out.
 
 So the turntable never holds two coins, a pad never holds two, and the arm never holds two: the
 `Layout` checks every task against those rules, the executor applies it as the arm works and
 the tests walk whole schedules through it. Work beside the shots is checked before the session
 starts to keep out of the cylinder about the turntable that the camera needs clear
 (`keep_out_problems`). The session runner executes this schedule (`capture.handling`) and the
-dry run times it (`capture.plan`), so the two cannot drift apart.
+dry run times it (`capture.estimate`), so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def staged_schedule(jobs: Sequence[Job], flips: Sequence[bool]) -> list[CoinActs
         beside = back + (() if flips[i] else fetch)
         bring = Act((*blocking, WaitClear()), _cleared(beside))
         flip = Act((FlipOver(job.coin_id), WaitClear()), _cleared(fetch)) if flips[i] else None
-        home = (Transfer(job.coin_id, "turntable", _slot(job)), WaitClear(), Park())
+        home = (Transfer(job.coin_id, "turntable", _slot(job)), Park())
         leave = Act() if following else Act(home)
         acts.append(CoinActs(job, bring, flip, leave))
     return acts

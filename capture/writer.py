@@ -26,8 +26,9 @@ import numpy as np
 
 from capture.events import utc_now
 from dataset.jsonl import read_jsonl
-from dataset.layout import FORMAT, SIDES, VERSION, DatasetError, catalog_name, validate_coin_id
-from dataset.reader import default_collection
+from dataset.layout import SIDES, DatasetError, catalog_name, validate_coin_id
+from dataset.outputs import check_dataset_folder
+from dataset.reader import DatasetReader, default_collection
 from dataset.schema import DatasetInfo
 
 __all__ = [
@@ -79,6 +80,23 @@ def atomic_write(path: Path, data: bytes) -> None:
         temp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _mend_tail(path: Path) -> None:
+    """Cut a torn last line (a crash tore the last append), end a whole one that lacks its newline.
+
+    Only a writer's own interrupted append is torn (dataset.jsonl); check_dataset_folder has
+    refused a file with any other bad line, so nothing else is ever cut.
+    """
+    content = read_jsonl(path)
+    if content.torn:
+        os.truncate(path, content.good_bytes)
+    elif content.unterminated:
+        # A whole line another tool wrote without its newline: end it, never cut it.
+        with path.open("ab") as handle:
+            handle.write(b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def encode_image(image: np.ndarray, ext: str, pixel_format: str, png_compression: int) -> bytes:
@@ -192,17 +210,21 @@ class DatasetWriter:
 
         Raises:
             DatasetLocked: another writer holds the dataset.
-            DatasetError: the folder holds something that is not a version-1 dataset.
+            OutputPathError: the folder is not new, empty or a dataset, or cannot be written.
+            DatasetFormatError: it holds a damaged dataset (NotADataset: another format).
+            DatasetWriteError: creating the folder, the lock or dataset.json failed.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock.acquire()
+        # Before anything is written: a foreign folder is never taken over, a damaged dataset
+        # never appended to (its torn last lines, the writer's own, are no damage).
+        check_dataset_folder(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise _write_error(exc, f"{self.root}/.lock") from exc
         try:
             info_path = self.root / "dataset.json"
-            if info_path.exists():
-                info = json.loads(info_path.read_text(encoding="utf-8"))
-                if info.get("format") != FORMAT or info.get("version") != VERSION:
-                    raise DatasetError(f"{self.root} is not a {FORMAT} version {VERSION} folder")
-            else:
+            if not info_path.exists():
                 created = utc_now()
                 collection = default_collection(self.root, created)  # rename-safe identity
                 info = DatasetInfo(
@@ -220,18 +242,13 @@ class DatasetWriter:
             for temp in temps:
                 temp.unlink(missing_ok=True)
             meta_path = self.root / "metadata.jsonl"
-            content = read_jsonl(meta_path)
-            if content.torn:
-                # A crash tore the last append; cut it so the next line starts clean.
-                os.truncate(meta_path, content.good_bytes)
-            elif content.unterminated:
-                # A whole line another tool wrote without its newline: end it, never cut it.
-                with meta_path.open("ab") as handle:
-                    handle.write(b"\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            self._coins = {c["coin_id"] for c in read_jsonl(self.root / "coins.jsonl").records}
+            _mend_tail(meta_path)
+            _mend_tail(self.root / "coins.jsonl")  # add_coin appends the same way
+            self._coins = {line.coin_id for line in DatasetReader(self.root).coin_lines()}
             self._meta = meta_path.open("ab")
+        except OSError as exc:
+            self._lock.release()
+            raise _write_error(exc, str(self.root)) from exc
         except BaseException:
             self._lock.release()
             raise

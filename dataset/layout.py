@@ -21,6 +21,13 @@ class DatasetError(Exception):
     """A problem with a dataset folder: locked, wrong format, a write that failed."""
 
 
+class DatasetFormatError(DatasetError):
+    """A file of a dataset that breaks the format: unreadable, not JSON, a value of the wrong type.
+
+    Its message is one line naming the file (and line) and what is wrong with it.
+    """
+
+
 class InvalidCoinId(DatasetError, ValueError):
     """A coin id that could escape the dataset folder or is not allowed by the format."""
 

@@ -4,7 +4,8 @@ Each model allows extra fields: the writer adds fields over time (`flatfield`, c
 `source`) and users add their own, and a dataset written before a field existed must still read.
 Fields are optional where some line of the format lacks them (a catalog line has no shot or
 angle); which keys each role must carry is `CAPTURE_KEYS` and `CATALOG_KEYS`. Numbers are
-accepted where text is expected (a coin id written as 7 reads as "7"), as readers always did.
+accepted where text is expected (a coin id written as 7 reads as "7"), as readers always did;
+NaN and infinities are not numbers of the format (JSON has none, the writer writes none).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ CATALOG_KEYS: tuple[str, ...] = ("file_name", "coin_id", "side", "role", "sha256
 class _Line(BaseModel):
     """Base of the format's records: extra fields kept, numbers read as text where text is due."""
 
-    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 class DatasetInfo(_Line):
@@ -145,12 +146,47 @@ class SessionCalibration(_Line):
     turntable: TurntableCalibration | None = None
 
 
+class SessionCoin(_Line):
+    """A coin of a session record's `coins`: which coin, from which tray slot."""
+
+    coin_id: str
+    slot: int | None = None
+
+
+class MissingShot(_Line):
+    """A shot of a session record's `missing`: planned, not on disk, and why."""
+
+    file_name: str
+    coin_id: str | None = None
+    shot: int | None = None
+    reason: str | None = None
+
+
 class SessionRecord(_Line):
-    """The part of sessions/SESSION_ID.json a dataset reader relies on; the rest stays as is."""
+    """The part of sessions/SESSION_ID.json a dataset reader relies on; the rest stays as is.
+
+    Its `plan` is a capture.plan.Plan, which only capture can check (verify does).
+    """
 
     session_id: str | None = None
     status: str | None = None
     calibration: SessionCalibration | None = None
+    image_format: str | None = None
+    coins: list[SessionCoin] | None = None
+    missing: list[MissingShot] | None = None
+
+
+def field_errors(exc: ValidationError, *, absent: bool = True) -> list[str]:
+    """A validation error as one short text per field (`turntable_deg: Input should be ...`).
+
+    `absent=False` leaves out the keys that are missing (a role's required keys are checked
+    apart, with the role in mind).
+    """
+    return [
+        f"{'.'.join(str(part) for part in error['loc']) or 'line'}: {error['msg']}"
+        for error in exc.errors()
+        if absent or error["type"] != "missing"
+    ]
 
 
 def type_errors(line: dict[str, Any]) -> list[str]:
@@ -158,9 +194,5 @@ def type_errors(line: dict[str, Any]) -> list[str]:
     try:
         MetadataLine.model_validate(line)
     except ValidationError as exc:
-        return [
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
-            if error["type"] != "missing"
-        ]
+        return field_errors(exc, absent=False)
     return []

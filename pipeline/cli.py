@@ -30,6 +30,7 @@ from pipeline.cli_hierarchy import (
     train_hierarchy,
 )
 from pipeline.cli_support import DebugOption, VersionOption, expected_errors, fail, set_debug
+from training.collapse import collapse_note, validation_of_epoch
 from training.data import load_images, read_datasets
 from training.errors import TrainingError
 from training.evaluate import (
@@ -41,6 +42,7 @@ from training.evaluate import (
 )
 from training.hierarchy import ClassifierSettings
 from training.hierarchy_run import is_hierarchy_run
+from training.init_weights import init_checkpoint, resolve_weights
 from training.losses import LossSettings
 from training.outputs import check_output_folder
 from training.report import BENCHMARK_COLUMNS, benchmark_markdown
@@ -118,7 +120,18 @@ _SinglePhotoP = Annotated[
 ]
 _Resume = Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")]
 _Weights = Annotated[
-    Path | None, typer.Option(help="torchvision-style backbone .pth to start from.")
+    Path | None,
+    typer.Option(
+        help="torchvision-style backbone .pth to start from, or a torchvision name (resnet50, "
+        "resnet18, convnext_tiny, inception_v3) whose file is in torch's hub cache."
+    ),
+]
+_Init = Annotated[
+    Path | None,
+    typer.Option(
+        help="A run (or checkpoint folder) whose weights start this one, those that fit: "
+        "fine-tuning after pretraining (docs/pretraining.md)."
+    ),
 ]
 _Strict = Annotated[bool, typer.Option(help="Fail on an unreadable image instead of skipping it.")]
 _Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
@@ -167,6 +180,7 @@ def train_command(
     single_photo_p: _SinglePhotoP = TrainConfig.single_photo_p,
     resume: _Resume = False,
     weights: _Weights = None,
+    init: _Init = None,
     strict: _Strict = TrainConfig.strict,
     compile_model: _Compile = TrainConfig.compile,
     prefetch: _Prefetch = TrainConfig.prefetch,
@@ -187,8 +201,8 @@ def train_command(
     with expected_errors(TrainingError, OSError):
         if task not in ("embedding", "hierarchy"):
             raise fail(f"--task must be embedding or hierarchy, got {task!r}")
-        if task == "hierarchy" and (resume or weights is not None):
-            raise fail("--resume and --weights apply to --task embedding only")
+        if task == "hierarchy" and (resume or weights is not None or init is not None):
+            raise fail("--resume, --weights and --init apply to --task embedding only")
         # before any image is read: a foreign or unwritable --out is refused now, not after
         check_output_folder(out, "a training run", lambda p: (p / "config.json").is_file())
         refuse_other_task(out, task)
@@ -209,6 +223,7 @@ def train_command(
         loss=LossSettings(name=loss, margin_rad=margin, scale=scale), aug=aug, train_on=train_on,
         split=split, seed=seed, derotate=derotate, rotations=rotations, ema_decay=ema_decay,
         single_photo_p=single_photo_p, weights=str(weights) if weights else None,
+        init=str(init) if init else None,
         compile=compile_model, strict=strict, cache_dir=str(cache_dir) if cache_dir else None,
         prefetch=prefetch, val_every=val_every,
     )  # fmt: skip
@@ -242,8 +257,10 @@ def _resumed_or_new(
         # and caches where this command says (a run folder must not say where we write).
         return replace(saved, epochs=cfg.epochs, out=cfg.out, cache_dir=cfg.cache_dir)
     check_datasets(data)
-    if weights is not None and not weights.is_file():
-        raise fail(f"weights file not found: {weights}")
+    if weights is not None:  # a file, or a torchvision name in torch's hub cache
+        cfg = replace(cfg, weights=str(resolve_weights(str(weights), cfg.model)))
+    if cfg.init is not None:
+        init_checkpoint(Path(cfg.init))  # a run to start from, before any image is read
     cfg.check()
     return cfg
 
@@ -258,10 +275,16 @@ def _echo_training(out: Path, summary: dict[str, Any]) -> None:
         if best is None
         else f"{100 * best:.1f}% (epoch {summary['best_epoch']})"
     )
+    if summary.get("init"):
+        typer.echo(summary["init"])
     typer.echo(
         f"{out}: {summary['epoch']} epochs, best validation top-1 {best_text}, "
         f"{summary['images_skipped']} images skipped, {summary['seconds']:.1f} s"
     )
+    best_val = validation_of_epoch(out / "metrics.jsonl", summary["best_epoch"])
+    note = collapse_note(best_val, "validation")
+    if note:
+        typer.echo(note)
 
 
 @app.command("evaluate")
@@ -308,6 +331,9 @@ def evaluate_command(
     )
     if "verdict" in report:
         typer.echo(f"same-coin verdict (validation pairs, {run / 'roc.png'}):\n{report['verdict']}")
+    note = collapse_note(o, "test")
+    if note:
+        typer.echo(note)
 
 
 def _collection_lines(report: dict[str, Any]) -> list[str]:

@@ -74,6 +74,11 @@ def _index_command(
         f"{out}: added {report.added} coins, {report.already} images already indexed, "
         f"{len(report.problems)} skipped; {report.total} coins in the index"
     )
+    if report.calibration is not None:
+        typer.echo(report.calibration.summary())
+    if report.domain is not None and report.domain.outside:
+        line = report.domain.warning("the indexed coins", "median cosine between them")
+        typer.echo(f"warning: {line}")
 
 
 def _table(results: list[QueryResult]) -> Table:
@@ -125,8 +130,22 @@ def _search_command(
     console.print(_table(results))
     for r in results:
         console.print(f"{Path(r.photo).name} coin {r.coin_number}: {r.conclusion}")
+        if r.domain is not None and r.domain.outside:
+            console.print(
+                f"warning: {r.domain.warning(f'{Path(r.photo).name} coin {r.coin_number}')}",
+                markup=False,
+                soft_wrap=True,
+            )
+    bars = searcher.bars
+    if bars is not None:
+        console.print(bars.summary(), markup=False, soft_wrap=True)
     if searcher.verdict is None:
-        console.print("note: the run has no verdict.json; scores are not calibrated")
+        note = (
+            "labels come from the index's calibration alone"
+            if bars
+            else "scores are not calibrated"
+        )
+        console.print(f"note: the run has no verdict.json; {note}", soft_wrap=True)
     if sheet is not None:
         console.print(f"contact sheet: {sheet}")
 

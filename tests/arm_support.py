@@ -22,7 +22,9 @@ DIALECTS = ["uarm-swift-pro", "dexarm"]
 COIN = CoinPlacement(coin_id="SAW-0107", side_up="obverse")
 # The default poses suit the uArm; a DexArm reaches less close to its base (its firmware's
 # ARMLIMIT table), so its benches use the shipped DexArm rig's poses and tray.
-DEXARM_RIG = yaml.safe_load((ROOT / "rig" / "config" / "presets" / "modbus-dexarm-webcam.yaml").read_text())
+DEXARM_RIG = yaml.safe_load(
+    (ROOT / "rig" / "config" / "presets" / "modbus-dexarm-webcam.yaml").read_text()
+)
 DEXARM_POSES = {
     key: DEXARM_RIG["arm"][key]
     for key in ("workspace", "safe_pose", "turntable_pose", "flip_station")

@@ -30,6 +30,9 @@ from rig.transport import SerialLineTransport
 
 UARM, DEXARM = codec.UARM_SWIFT_PRO, codec.DEXARM
 COIN = CoinPlacement(coin_id="SAW-0107", side_up="obverse")
+# where the DexArm rests: its config's safe pose, where the tests put it and homing parks it
+_SAFE = arm_config("dexarm").safe_pose
+DEXARM_SAFE = (_SAFE.x_mm, _SAFE.y_mm, _SAFE.z_mm)
 
 
 @dataclass
@@ -237,7 +240,7 @@ def test_dexarm_refuses_motion_before_m1112_in_text_and_still_answers_ok() -> No
     with wire("dexarm", homed=False) as w:
         w.send("G1 F6000 X0 Y300 Z50")
         assert w.lines_until("ok") == [NOT_HOMED, "ok"]
-        assert w.world.snapshot().arm_xyz_mm == (0.0, 300.0, 100.0)  # did not move
+        assert w.world.snapshot().arm_xyz_mm == DEXARM_SAFE  # did not move
         w.send("M114")
         assert w.lines_until("ok") == ["X:0.00 Y:300.00 Z:50.00 E:0.00", "ok"]
 
@@ -259,7 +262,7 @@ def test_dexarm_unreachable_move_prints_why_then_ok() -> None:
         assert w.lines_until("ok") == ["XY beyond limit.....", "ok"]
         w.send("G0 F6000 X0 Y300 Z170")
         assert w.lines_until("ok") == ["Z beyond limit.....", "ok"]
-        assert w.world.snapshot().arm_xyz_mm == (0.0, 300.0, 100.0)
+        assert w.world.snapshot().arm_xyz_mm == DEXARM_SAFE
 
 
 def test_dexarm_checks_no_reach_for_a_z_only_line_move() -> None:
@@ -278,7 +281,7 @@ def test_dexarm_m114_reports_the_last_target_not_where_the_arm_is() -> None:
         assert w.line() == "ok"  # planned, not done
         w.send("M114")
         assert w.lines_until("ok") == ["X:180.00 Y:280.00 Z:-40.00 E:0.00", "ok"]
-        assert w.world.snapshot().arm_xyz_mm == (0.0, 300.0, 100.0)  # still on its way
+        assert w.world.snapshot().arm_xyz_mm == DEXARM_SAFE  # still on its way
 
 
 def test_dexarm_pump_waits_for_the_queued_motion() -> None:
@@ -360,7 +363,7 @@ def test_dexarm_driver_homes_an_arm_fresh_from_power_on() -> None:
     # the driver lifted with G1 before M1112: refused before homing, and its text was garbage
     with bench("dexarm", homed=False) as b:
         b.arm.home()
-        assert b.world.snapshot().arm_xyz_mm == (0.0, 300.0, 100.0)  # homed, then parked
+        assert b.world.snapshot().arm_xyz_mm == DEXARM_SAFE  # homed, then parked
         assert any(raw.startswith(b"M1112") for raw in b.emulator.received)
 
 

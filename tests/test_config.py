@@ -16,7 +16,9 @@ def sim_data() -> dict:
     return yaml.safe_load((ROOT / "rig" / "config" / "presets" / "sim.yaml").read_text())
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "rig" / "config" / "presets").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "rig" / "config" / "presets").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_shipped_config_validates(path: Path) -> None:
     load_config(path)
 

@@ -59,9 +59,8 @@ def _keys(path: Path) -> set[str]:
         return set(f.keys())
 
 
-# ~90 s of CPU (two torchrun launches, each importing the CLI in two processes): over a minute
-# on two cores, hence slow.
-@pytest.mark.slow
+# 32 s on two nearly idle cores (two torchrun launches, each importing the CLI in two
+# processes; 149 s under a load of 5): not marked slow.
 @pytest.mark.skipif(shutil.which(str(TORCHRUN)) is None, reason="torchrun is not installed")
 def test_two_ranks_train_resume_and_match_one_process(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "ds", Spec(n_coins=6, size=32, angles=(0.0, 180.0)))

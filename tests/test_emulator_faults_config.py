@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sim_data() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((ROOT / "rig" / "config" / "presets" / "sim.yaml").read_text())
+    data: dict[str, Any] = yaml.safe_load(
+        (ROOT / "rig" / "config" / "presets" / "sim.yaml").read_text()
+    )
     return data
 
 

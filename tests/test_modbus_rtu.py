@@ -316,7 +316,9 @@ def test_probe_missing_rtu_port_is_one_line(tmp_path: Path) -> None:
 def test_the_shipped_rs485_example_runs_on_emulated_units() -> None:
     # rig/config/presets/modbus-dexarm-webcam.yaml puts the drive (unit 1) and the relay board (unit 2) on
     # one adapter; emulated, they share one line too, with the example's register maps
-    data = yaml.safe_load((ROOT / "rig" / "config" / "presets" / "modbus-dexarm-webcam.yaml").read_text())
+    data = yaml.safe_load(
+        (ROOT / "rig" / "config" / "presets" / "modbus-dexarm-webcam.yaml").read_text()
+    )
     sim = yaml.safe_load((ROOT / "rig" / "config" / "presets" / "sim.yaml").read_text())
     for device in ("turntable", "lightbox"):
         assert data[device]["link"]["port"] == "/dev/ttyUSB1"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from capture.engine import CoinJob
-from capture.plan import Plan
+from capture.plan import Plan, expand
 from capture.session import SessionRunner
 from capture.staging import (
     FlipOver,
@@ -29,7 +29,7 @@ from capture.staging import (
 )
 from capture.writer import DatasetWriter
 from dataset.reader import DatasetReader
-from rig.arm import choreography, codec
+from rig.arm import choreography, codec, reach
 from rig.config import RigConfig, load_config, xy_distance_mm
 from rig.errors import ConfigError
 
@@ -93,7 +93,7 @@ def _previous(jobs: list[CoinJob], coin: Any) -> str | None:
 
 @settings(max_examples=60, deadline=None)
 @given(slots=_SLOTS)
-def test_every_pose_of_the_sim_schedule_is_in_the_workspace_and_background_keeps_out(
+def test_every_pose_of_the_sim_schedule_is_within_reach_and_background_keeps_out(
     slots: list[int],
 ) -> None:
     arm, tray = SIM.arm, SIM.tray
@@ -102,10 +102,12 @@ def test_every_pose_of_the_sim_schedule_is_in_the_workspace_and_background_keeps
     schedule = staged_schedule(jobs, [True] * len(jobs))
     assert keep_out_problems(SIM, schedule) == []
     here = arm.safe_pose
+    dialect = codec.dialect(arm.dialect)
     for task, background in schedule_tasks(schedule):
         points = choreography.path(task_steps(arm, tray, task), here)
         for pose in points[1:]:
             codec.check_pose(arm.workspace, pose)  # as GcodeArm does before a byte is sent
+            assert reach.refusal(dialect, pose) is None  # and the firmware would move there
             if background:
                 assert xy_distance_mm(pose, arm.turntable_pose) >= arm.staging.keep_out_mm
         here = points[-1]
@@ -151,10 +153,10 @@ def _staging(**changes: Any) -> RigConfig:
     ("changes", "message"),
     [
         ({"incoming": {"x_mm": 180, "y_mm": 200, "z_mm": 10}}, "inside keep_out_mm"),
-        ({"outgoing": {"x_mm": 120, "y_mm": 200, "z_mm": 10}}, "apart"),
-        ({"outgoing": {"x_mm": -250, "y_mm": 110, "z_mm": 0}}, "tray slot 0"),
-        ({"outgoing": {"x_mm": 95, "y_mm": 200, "z_mm": 180}}, "outside the workspace"),
-        ({"incoming": {"x_mm": 50, "y_mm": 320, "z_mm": 10}}, "flip_station"),
+        ({"outgoing": {"x_mm": 80, "y_mm": 230, "z_mm": 10}}, "apart"),
+        ({"outgoing": {"x_mm": -150, "y_mm": 140, "z_mm": 0}}, "tray slot 0"),
+        ({"outgoing": {"x_mm": 90, "y_mm": 186, "z_mm": 180}}, "outside the workspace"),
+        ({"incoming": {"x_mm": 120, "y_mm": 290, "z_mm": 10}}, "flip_station"),
     ],
 )
 def test_staging_pads_are_checked_with_the_config(changes: dict[str, Any], message: str) -> None:
@@ -162,13 +164,16 @@ def test_staging_pads_are_checked_with_the_config(changes: dict[str, Any], messa
         _staging(**changes)
 
 
+#: staging pads beyond the turntable, seen from the tray (within the arm's reach)
+_BEYOND: dict[str, Any] = {
+    "incoming": {"x_mm": 220, "y_mm": 220, "z_mm": 10},
+    "outgoing": {"x_mm": 220, "y_mm": 260, "z_mm": 10},
+}
+
+
 def test_background_that_would_cross_the_camera_s_view_is_found() -> None:
     # pads beyond the turntable: the way back from the tray passes over it
-    config = _staging(
-        incoming={"x_mm": 280, "y_mm": 200, "z_mm": 10},
-        outgoing={"x_mm": 280, "y_mm": 250, "z_mm": 10},
-        keep_out_mm=60,
-    )
+    config = _staging(**_BEYOND)
     schedule = staged_schedule(_jobs([0, 1, 2]), [True] * 3)
     problems = keep_out_problems(config, schedule)
     assert problems and all("inside keep_out_mm" in p for p in problems)
@@ -230,9 +235,8 @@ def test_the_runner_swaps_coins_through_the_pads_and_parks_last(tmp_path: Path) 
         ("wait_clear", ()),
         ("flip_on_turntable", ()),
         ("wait_clear", ()),
-        ("pick", ("turntable",)),  # the last coin straight home
+        ("pick", ("turntable",)),  # the last coin straight home, then park from there
         ("place", (1,)),
-        ("wait_clear", ()),
         ("park", ()),
         ("park", ()),  # parking at the end of every session
     ]
@@ -251,10 +255,7 @@ def test_the_runner_swaps_coins_through_the_pads_and_parks_last(tmp_path: Path) 
 def test_a_schedule_into_the_camera_s_view_is_refused_before_anything_moves(
     tmp_path: Path,
 ) -> None:
-    config = _staging(
-        incoming={"x_mm": 280, "y_mm": 200, "z_mm": 10},
-        outgoing={"x_mm": 280, "y_mm": 250, "z_mm": 10},
-    )
+    config = _staging(**_BEYOND)
     fake = _staging_rig()
     with pytest.raises(ConfigError, match="would enter the camera's view"):
         _run_fake(tmp_path, fake, config, _jobs([0, 1]))
@@ -271,3 +272,84 @@ def test_without_a_staging_arm_the_serial_schedule_runs(tmp_path: Path) -> None:
     assert runner.run().state.value == "done"
     writer.close()
     assert "arm.pick_from_slot" in fake.log.names() and "arm.wait_clear" not in fake.log.names()
+
+
+# ---------------------------------------------------------------- invariants of whole sessions
+
+
+class _CoinTrackingArm(_StagingArm):
+    """A staging arm that carries coins between places and notes whatever a real one could not do.
+
+    It keeps its own account of where every coin lies (not the schedule's `Layout`): a pick
+    where no coin lies, a place where one already lies, a second coin in the cup or a flip with
+    nothing on the turntable is a violation.
+    """
+
+    def __init__(self, log: Any, jobs: list[CoinJob], first_side: str) -> None:
+        super().__init__(log)
+        self.places: dict[Any, str] = {job.slot: job.coin_id for job in jobs}
+        self.up = {job.coin_id: first_side for job in jobs}
+        self.held: str | None = None
+        self.violations: list[str] = []
+
+    def pick(self, spot: Any) -> None:
+        super().pick(spot)
+        if self.held is not None or spot not in self.places:
+            self.violations.append(f"pick at {spot!r} holding {self.held}: {self.places}")
+            return
+        self.held = self.places.pop(spot)
+
+    def place(self, spot: Any) -> None:
+        super().place(spot)
+        if self.held is None or spot in self.places:
+            self.violations.append(f"place {self.held} at {spot!r}: {self.places}")
+            return
+        self.places[spot], self.held = self.held, None
+
+    def flip_on_turntable(self) -> None:
+        super().flip_on_turntable()
+        coin = self.places.get("turntable")
+        if coin is None:
+            self.violations.append("flip with nothing on the turntable")
+            return
+        self.up[coin] = "reverse" if self.up[coin] == "obverse" else "obverse"
+
+
+_ONE_SIDE = Plan.model_validate({**QUICK.model_dump(), "name": "one-side", "sides": ["obverse"]})
+
+
+@settings(max_examples=12, deadline=None)
+@given(slots=st.lists(st.integers(0, 23), min_size=1, max_size=5, unique=True), two=st.booleans())
+def test_every_planned_shot_once_with_its_coin_alone_on_the_turntable_right_side_up(
+    tmp_path_factory: pytest.TempPathFactory, slots: list[int], two: bool
+) -> None:
+    plan = QUICK if two else _ONE_SIDE
+    jobs = _jobs(slots)
+    fake = make_rig()
+    arm = _CoinTrackingArm(fake.log, jobs, plan.sides[0])
+    fake.rig.arm = arm
+    seen: list[tuple[str | None, str | None]] = []
+    grab = fake.camera.grab
+
+    def watched(timeout_s: float | None = None) -> Any:
+        coin = arm.places.get("turntable")
+        seen.append((coin, arm.up.get(coin) if coin else None))
+        return grab(timeout_s)
+
+    fake.camera.grab = watched  # type: ignore[method-assign]
+    root = tmp_path_factory.mktemp("session")
+    writer = DatasetWriter(root).open()
+    runner = SessionRunner(fake.rig, plan, writer, jobs, config=SIM, sleep=lambda s: None)
+    try:
+        assert runner.run().state.value == "done"
+    finally:
+        writer.close()
+    assert arm.violations == []  # never two coins in one place (the turntable included)
+    shots = [r for r in DatasetReader(root).records() if r.get("role") == "capture"]
+    # every planned shot exactly once
+    names = [r["file_name"] for r in shots]
+    assert len(names) == len(set(names)) == len(jobs) * len(expand(plan))
+    # each shot taken with its own coin, alone on the turntable, the recorded side up
+    assert seen == [(r["coin_id"], r["side"]) for r in shots]
+    # every coin back in its own slot, nothing left on the turntable or a pad
+    assert arm.places == {job.slot: job.coin_id for job in jobs} and arm.held is None

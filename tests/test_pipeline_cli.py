@@ -89,7 +89,7 @@ def test_train_not_a_dataset(tmp_path: Path) -> None:
 def test_train_missing_weights(data: Path, tmp_path: Path) -> None:
     _one_line_exit_2(
         ["train", "--data", str(data), "--weights", str(tmp_path / "r50.pth")],
-        "weights file not found",
+        "no such file, and not a torchvision name",
     )
 
 

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 from synthetic_dataset import Spec, write_dataset
 
+from training import batches
 from training.augment import build_augment
 from training.batches import BatchSource, Prefetcher, TrainingSet, make_batches
 from training.data import BalancedSampler, ImageBank, Record
@@ -154,6 +155,20 @@ def test_closing_a_full_prefetcher_stops_its_thread(tmp_path: Path) -> None:
     ahead.close()  # the producer waits on a full queue: it must notice and end
     assert not any(t.name == "batch-prefetch" for t in threading.enumerate())
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize(("cores", "during"), [(2, 1), (8, 2)])
+def test_on_a_cpu_the_producer_gets_its_own_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, during: int
+) -> None:
+    monkeypatch.setattr(batches, "cpus", lambda: cores)
+    torch.set_num_threads(2)  # the fixture puts back one
+    with Prefetcher(_source(_bank(tmp_path)), depth=1, data_threads=1) as ahead:
+        ahead.next()
+        assert torch.get_num_threads() == 2  # the first batch: no producer yet
+        ahead.next()
+        assert torch.get_num_threads() == during  # never more than the model had
+    assert torch.get_num_threads() == 2
 
 
 def test_make_batches_is_serial_at_zero(tmp_path: Path) -> None:

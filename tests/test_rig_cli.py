@@ -40,7 +40,9 @@ def assert_one_line_exit_2(result, *needles: str) -> None:
 
 
 def test_probe_lists_every_emulated_device() -> None:
-    result = runner.invoke(app, ["probe", "--config", str(ROOT / "rig" / "config" / "presets" / "sim.yaml")])
+    result = runner.invoke(
+        app, ["probe", "--config", str(ROOT / "rig" / "config" / "presets" / "sim.yaml")]
+    )
     assert result.exit_code == 0, result.output
     for device in ("turntable", "lightbox", "camera", "arm"):
         assert device in result.output
@@ -88,7 +90,15 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 def test_sim_serve_prints_endpoints_and_stops() -> None:
     result = runner.invoke(
-        app, ["sim", "serve", "--config", str(ROOT / "rig" / "config" / "presets" / "sim.yaml"), "--duration-s", "0.2"]
+        app,
+        [
+            "sim",
+            "serve",
+            "--config",
+            str(ROOT / "rig" / "config" / "presets" / "sim.yaml"),
+            "--duration-s",
+            "0.2",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "/dev/pts/" in result.output

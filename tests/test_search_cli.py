@@ -10,10 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import typer
 from coin_drawing import draw_coin, scene
 from synthetic_dataset import Spec, write_dataset
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from pipeline.cli_search import register
 from training.checkpoint import save_checkpoint
@@ -36,8 +37,6 @@ runner = CliRunner()
 
 
 def _run(tmp: Path, name: str, seed: int) -> Path:
-    import torch
-
     torch.manual_seed(seed)
     model = build_model("resnet-tiny", image_size=64, embedding_dim=32)
     save_checkpoint(tmp / name / "checkpoints" / "best", model)
@@ -77,7 +76,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"tmp": tmp, "run": run, "images": images, "meta": meta, "index": tmp / "index"}
 
 
-def _index(s: dict[str, Path], *extra: str) -> object:
+def _index(s: dict[str, Path], *extra: str) -> Result:
     args = ["index", "--run", str(s["run"]), "--images", str(s["images"]), "--out", str(s["index"])]
     return runner.invoke(app, [*args, *extra])
 
@@ -87,6 +86,8 @@ def test_index_then_search_end_to_end(setup: dict[str, Path]) -> None:
     result = _index(s, "--meta", str(s["meta"]))
     assert result.exit_code == 0, result.output
     assert "added 5 coins" in result.output  # 3 studio shots + a plate's two coins
+    # 10 pairs of 5 coins, less the plate's two halves (one lot, maybe one coin)
+    assert "index calibration: 9 impostor pairs of 5 coins" in result.output
     items = [json.loads(x) for x in (s["index"] / "items.jsonl").read_text().splitlines()]
     by_id = {i["id"]: i for i in items}
     assert set(by_id) == {
@@ -111,6 +112,7 @@ def test_index_then_search_end_to_end(setup: dict[str, Path]) -> None:
     # A new photo of lot 2's coin (same pixels, other file and format) finds it, as a match.
     query = s["tmp"] / "query.jpg"
     image = cv2.imread(str(s["images"] / "lot2.png"))
+    assert image is not None
     assert cv2.imwrite(str(query), image, [cv2.IMWRITE_JPEG_QUALITY, 98])
     sheet = s["tmp"] / "sheet.png"
     result = runner.invoke(
@@ -154,6 +156,28 @@ def test_open_set_says_no_catalog_coin_matches(setup: dict[str, Path]) -> None:
     assert result.conclusion == "no catalog coin matches"
 
 
+def test_without_a_verdict_the_index_calibration_labels(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(setup["run"], run)
+    (run / "verdict.json").unlink()
+    out = tmp_path / "idx"
+    args = ["index", "--run", str(run), "--images", str(setup["images"]), "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    photo = str(setup["images"] / "lot2.png")
+    result = runner.invoke(app, ["search", "--index", str(out), photo, "--json"])
+    assert result.exit_code == 0, result.output
+    (answer,) = json.loads(result.output)
+    match = answer["thresholds"]["match"]
+    assert (match["decided_by"], match["run"]) == ("index", None) and match["index"] < 1
+    assert answer["out_of_domain"] is None  # no validation reference without a verdict
+    assert answer["candidates"][0]["label"] == "match"  # its own image, cosine 1
+    table = runner.invoke(app, ["search", "--index", str(out), photo])
+    assert "labels come from the index's calibration alone" in table.output
+    assert "set by the index (run none, index" in table.output
+
+
 def test_incremental_index_embeds_only_new_images(setup: dict[str, Path], tmp_path: Path) -> None:
     s = setup
     images = tmp_path / "grow"
@@ -162,7 +186,12 @@ def test_incremental_index_embeds_only_new_images(setup: dict[str, Path], tmp_pa
     run_model = load_run_model(s["run"])
     embedded: list[int] = []
     forward = run_model.model.forward
-    run_model.model.forward = lambda x: (embedded.append(len(x)), forward(x))[1]  # type: ignore[method-assign]
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        embedded.append(len(x))
+        return forward(x)
+
+    run_model.model.forward = counting  # type: ignore[method-assign]
     first = index_folder(run_model, images, out)
     assert (first.added, sum(embedded)) == (5, 5)
     _studio(images / "new" / "lot9.png", 9, (150, 150, 160))
@@ -172,7 +201,7 @@ def test_incremental_index_embeds_only_new_images(setup: dict[str, Path], tmp_pa
     assert sum(embedded) == 1  # the old coins' embeddings were reused, not recomputed
 
 
-def _one_error_line(result: object) -> str:
+def _one_error_line(result: Result) -> str:
     assert result.exit_code == 2, result.output
     lines = [x for x in result.output.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
@@ -293,8 +322,11 @@ def test_search_report_splits_held_out_coins(setup: dict[str, Path], tmp_path: P
     )  # coins × sides × angles
     assert 0 <= report["closed_set_top1"] <= 1 and report["calibrated"]
     # The fixture's verdict calls anything above ~0.9 a match; an untrained net scores every
-    # pair near 1, so every left-out query is a false match: the report must say so.
-    assert report["open_set_false_match_rate"] == 1.0
+    # pair near 1, so by the run's thresholds every left-out query is a false match: the report
+    # must say so. The index's own pairs score near 1 too, and its stricter bar says no.
+    assert report["open_set_false_match_rate_run_only"] == 1.0
+    assert report["open_set_false_match_rate"] < 1.0
+    assert report["index_calibration"].startswith("index calibration: 4 impostor pairs of 4 coins")
     assert set(report["robustness_top1_unchanged"]) == {
         "rotated",
         "smaller",

@@ -615,7 +615,7 @@ def test_operator_handles_coins_without_arm(tmp_path: Path) -> None:
     fake = make_rig(arm=False, tilt=True)
     asked: list[OperatorRequest] = []
     plan = PLAN.model_copy(update={"tilts_deg": (0.0, 15.0)})
-    writer = DatasetWriter(tmp_path).open()
+    writer = DatasetWriter(tmp_path / "a").open()  # beside b: never a dataset in a dataset
     runner = SessionRunner(
         fake.rig, plan, writer, [CoinJob("C1")], prompt=asked.append, sleep=_no_sleep
     )

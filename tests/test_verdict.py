@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,24 @@ def test_roc_png(tmp_path: Path) -> None:
 def test_bad_scores(bad: list[float]) -> None:
     with pytest.raises(SearchError):
         calibrate_from_pairs(bad, [0.1])
+
+
+def test_validation_impostor_spread_is_kept_and_old_verdicts_still_load(tmp_path: Path) -> None:
+    impostor = np.array([0.1, 0.2, 0.3, 0.6])
+    verdict = calibrate_from_pairs([0.9], impostor)
+    assert verdict.impostor_mean == pytest.approx(0.3) and verdict.impostor_std == pytest.approx(
+        impostor.std()
+    )
+    verdict.save(tmp_path)
+    raw = json.loads((tmp_path / "verdict.json").read_text())
+    del raw["impostor_mean"], raw["impostor_std"]  # as `pipeline evaluate` wrote it before
+    (tmp_path / "verdict.json").write_text(json.dumps(raw))
+    old = Verdict.load(tmp_path)
+    assert old.impostor_mean is None and old.match == verdict.match
+    raw["impostor_std"] = "wide"
+    (tmp_path / "verdict.json").write_text(json.dumps(raw))
+    with pytest.raises(SearchError, match="not a readable verdict"):
+        Verdict.load(tmp_path)
 
 
 def test_load_missing(tmp_path: Path) -> None:

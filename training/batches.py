@@ -1,4 +1,4 @@
-"""Training batches: drawn, gathered, moved to the device and augmented, ahead in a background thread.
+"""Training batches: drawn, gathered, moved to the device, augmented; ahead in a background thread.
 
 A batch is made in four steps: draw (which images: the balanced sampler and the cut-out-alone
 coin flips, both numpy generators), gather (copy their uint8 pixels out of the memory-mapped
@@ -18,15 +18,22 @@ the prefetcher looks whether the model step drew from torch's generators; if it 
 background thread only draws, gathers and moves, and augmentation stays in the caller's thread,
 in the serial order.
 
-CPU threads: a background thread competes with torch's intra-op threads for the cores, so it
-runs torch with `data_threads` intra-op threads of its own (torch keeps the count per thread;
-the model's threads are left as they are). Augmentation runs on that many threads wherever it
-runs, the serial pipeline included: a mean over two threads can differ in the last bit from
-one over one. See benchmarks/train_throughput.py for the figures.
+CPU threads: a background thread competes with torch's intra-op threads for the cores. It runs
+torch on `data_threads` intra-op threads of its own (torch keeps the count per thread), and
+while it runs the training thread leaves it those cores: the model step gets at most the other
+cores (restored on close). On two cores the model alone already keeps both busy and
+augmentation is about a fifth of the work, so a third thread only slowed the model's two
+(resnet-tiny at 64 px: 0.67 of the model-alone rate, no faster than the serial pipeline); one
+core each kept 0.96-0.98 of the one-thread model's rate and beat the serial pipeline on both
+(benchmarks/train_throughput.py). Augmentation runs on `data_threads` threads wherever it runs,
+the serial pipeline included (a mean over two threads can differ in the last bit from one over
+one); the model's arithmetic follows its own thread count, so a serial run equals a prefetched
+one to the bit at the thread count the prefetcher leaves the model.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -169,6 +176,14 @@ class BatchSource:
         """Nothing to stop (the same interface as Prefetcher)."""
 
 
+def cpus() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @contextmanager
 def intra_op_threads(threads: int | None) -> Iterator[None]:
     """Run the block on `threads` torch intra-op threads (None: as it is), then restore.
@@ -233,6 +248,7 @@ class Prefetcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: BaseException | None = None
+        self._model_threads: int | None = None  # the training thread's count, to restore
 
     @property
     def device(self) -> torch.device:
@@ -283,8 +299,11 @@ class Prefetcher:
         return (x, y) if item.augmented else (self.source.finish(x), y)
 
     def _start(self, *, augment: bool) -> None:
-        """Start the producer thread."""
+        """Start the producer thread, leaving it its cores (on a CPU)."""
         self.augments = augment
+        if self.source.device.type != "cuda":
+            self._model_threads = torch.get_num_threads()
+            torch.set_num_threads(min(self._model_threads, max(1, cpus() - self.data_threads)))
         self._thread = threading.Thread(
             target=self._produce, args=(augment,), name="batch-prefetch", daemon=True
         )
@@ -327,8 +346,11 @@ class Prefetcher:
             self._thread.join(timeout=_JOIN_S)
             self._thread = None
             # The producer's set_num_threads also set the count threads started later inherit;
-            # put back this thread's own (which it left alone).
-            torch.set_num_threads(torch.get_num_threads())
+            # put back this thread's own as it was before the producer started.
+            if self._model_threads is not None:
+                torch.set_num_threads(self._model_threads)
+            else:
+                torch.set_num_threads(torch.get_num_threads())
 
 
 def make_batches(source: BatchSource, prefetch: int, data_threads: int) -> BatchSource | Prefetcher:

@@ -10,6 +10,8 @@ folder recognises what is already indexed and embeds only the new files.
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,24 @@ from training.search_errors import SearchError
 FILE_COLUMNS = ("file_name", "file", "filename", "image", "path")
 # CSV column saying which side a plate shows on the left (default: obverse, the convention).
 PLATE_LEFT_COLUMN = "plate_left"
+# The largest metadata CSV read: 100,000 lots of 1 KB each fit in 256 MiB several times.
+MAX_META_BYTES_ENV = "COINRIG_MAX_META_BYTES"
+DEFAULT_MAX_META_BYTES = 256 << 20
+
+
+def max_meta_bytes() -> int:
+    """The size limit of a metadata CSV: $COINRIG_MAX_META_BYTES, else 256 MiB.
+
+    Raises:
+        SearchError: the variable is set but is not a positive whole number.
+    """
+    raw = os.environ.get(MAX_META_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_META_BYTES
+    value = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if value < 1:
+        raise SearchError(f"{MAX_META_BYTES_ENV}={raw!r}: expected a positive whole number")
+    return value
 
 
 @dataclass(frozen=True)
@@ -62,8 +82,23 @@ def read_meta_csv(path: Path) -> dict[str, dict[str, str]]:
     """Rows of a lots CSV keyed by file name (base name), every column carried through.
 
     Raises:
-        SearchError: the file is missing, empty, or has no column naming the image.
+        SearchError: the file is missing, empty, not a regular file, over the size limit, or
+            has no column naming the image.
     """
+    try:
+        info = path.stat()
+    except OSError as e:
+        raise SearchError(f"{path}: cannot read metadata CSV ({e.strerror})") from e
+    # A FIFO blocks and /dev/zero is one endless line: only a regular file of bounded size is
+    # read (csv itself bounds a field, not a line).
+    if not stat.S_ISREG(info.st_mode):
+        raise SearchError(f"{path}: metadata CSV is not a regular file")
+    limit = max_meta_bytes()
+    if info.st_size > limit:
+        raise SearchError(
+            f"{path}: metadata CSV of {info.st_size:,} bytes is over the limit of {limit:,} "
+            f"bytes (set {MAX_META_BYTES_ENV} to raise it)"
+        )
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))

@@ -26,6 +26,7 @@ from torch import nn
 from training.augment import build_augment, normalize
 from training.cache import Preprocess, default_cache_dir
 from training.checkpoint import load_checkpoint
+from training.collapse import spread
 from training.data import (
     ImageBank,
     Record,
@@ -161,8 +162,11 @@ def protocol_sets(
 
 def run_protocol(
     model: EmbeddingModel, bank: ImageBank, coins: list[CoinKey], protocol: str
-) -> tuple[dict[str, float], Retrieval, list[int], list[int]]:
-    """Metrics and per-query results of one protocol on the given coins."""
+) -> tuple[dict[str, Any], Retrieval, list[int], list[int]]:
+    """Metrics and per-query results of one protocol on the given coins.
+
+    Besides retrieval_metrics' figures, training.collapse.spread's (None where not measurable).
+    """
     device = next(model.parameters()).device
     q_pos, g_pos, loo = protocol_sets(bank, coins, protocol)
     if not q_pos or not g_pos:
@@ -177,7 +181,10 @@ def run_protocol(
         [label[bank.records[i].view] for i in g_pos],
         leave_one_out=loo,
     )
-    return metrics, result, q_pos, g_pos
+    sides = [bank.records[i].side for i in q_pos], [bank.records[i].side for i in g_pos]
+    figures: dict[str, Any] = {**metrics}
+    figures.update(spread(result.similarity, *sides, [bank.records[i].coin for i in g_pos]))
+    return figures, result, q_pos, g_pos
 
 
 @torch.no_grad()

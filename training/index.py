@@ -3,7 +3,8 @@
 On disk an index is a directory:
 
     INDEX/
-      index.json        format, embedding dim, faiss kind and search settings, the model identity
+      index.json        format, embedding dim, faiss kind and search settings, the model identity,
+                        and the index's own same-coin calibration (training/index_calibration.py)
       items.jsonl       one line per indexed coin: id, source file, side, and carried metadata
       embeddings.npy    float32 N×D, row i belongs to line i of items.jsonl
       faiss.index       the faiss structure built from embeddings.npy
@@ -27,6 +28,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from training.index_calibration import IndexCalibration, calibrate_index
 from training.search_errors import IndexStoreError
 
 INFO_FILE = "index.json"
@@ -176,6 +178,7 @@ class CatalogIndex:
         embeddings: np.ndarray | None = None,
         items: Sequence[dict[str, Any]] = (),
         built: tuple[faiss.Index, dict[str, Any]] | None = None,
+        calibration: IndexCalibration | None = None,
     ) -> None:
         resolve_kind(kind, 0)  # validate early
         self.dim = dim
@@ -199,6 +202,14 @@ class CatalogIndex:
                 f"{len(self.items)} items but {self._faiss.ntotal} faiss vectors: index is damaged"
             )
         apply_settings(self._faiss, self.settings)
+        self._calibration = calibration
+
+    @property
+    def calibration(self) -> IndexCalibration:
+        """Thresholds from the index's own impostor pairs, recomputed when coins were added."""
+        if self._calibration is None or self._calibration.entries != len(self.items):
+            self._calibration = calibrate_index(self.embeddings, self.items)
+        return self._calibration
 
     def __len__(self) -> int:
         return len(self.items)
@@ -222,6 +233,7 @@ class CatalogIndex:
         self.embeddings = np.concatenate([self.embeddings, embeddings])
         self.items.extend(dict(item) for item in items)
         self._ids.update(new_ids)
+        self._calibration = None
         wanted = resolve_kind(self.kind, len(self.items))
         # IVF centroids trained on a small catalog fit a grown one badly: retrain when it doubled.
         stale_ivf = self.settings["kind"] == "ivf" and ivf_lists(len(self.items)) >= 2 * int(
@@ -279,6 +291,7 @@ class CatalogIndex:
 
     def save(self, directory: Path) -> None:
         """Write the index directory; index.json goes last so a crash never leaves it half-new."""
+        calibration = self.calibration.to_json()  # before any file: it can refuse the data
         directory.mkdir(parents=True, exist_ok=True)
         _atomic(directory / EMBEDDINGS_FILE, lambda p: np.save(p, self.embeddings))
         _atomic(
@@ -296,6 +309,7 @@ class CatalogIndex:
             "kind": self.kind,
             "faiss": self.settings,
             "model": self.model,
+            "calibration": calibration,
         }
         _atomic(directory / INFO_FILE, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
 
@@ -331,6 +345,9 @@ class CatalogIndex:
                 if stored.d != dim or _faiss_kind(stored) != info["faiss"]["kind"]:
                     raise IndexStoreError(f"{FAISS_FILE} is not the index {INFO_FILE} describes")
                 built = (stored, info["faiss"])
+            # An index written before calibrations were kept has none: computed when first used.
+            raw = info.get("calibration")
+            calibration = None if raw is None else IndexCalibration.from_json(raw)
             return cls(
                 dim=dim,
                 model=info["model"],
@@ -338,6 +355,7 @@ class CatalogIndex:
                 embeddings=embeddings,
                 items=items,
                 built=built,
+                calibration=calibration,
             )
         except (
             OSError,

@@ -3,7 +3,9 @@
 Both sides use the same preprocessing as training: find the coin, crop a tight square, resize
 to the run's image_size, ImageNet-normalise. The index records which run (config and a hash of
 the weights) made its embeddings; searching re-loads exactly that run, because similarities
-between two models' embeddings mean nothing.
+between two models' embeddings mean nothing. A search labels by the stricter of the run's
+verdict and the index's own calibration, and says when a query is unlike the run's validation
+photos (training/index_calibration.py, docs/verdict.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from training.catalog import Source, already_indexed, find_sources, read_meta_cs
 from training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_meta
 from training.detect import Coin
 from training.index import INFO_FILE, CatalogIndex, Hit
+from training.index_calibration import (
+    Bars,
+    DomainCheck,
+    IndexCalibration,
+    calibration_rows,
+    combine,
+    domain_check,
+)
 from training.models.embedding import EmbeddingModel
 from training.outputs import check_output_folder
 from training.parallel import ordered_map, progress_bar, resolve_workers
@@ -119,6 +129,9 @@ class IndexReport:
     already: int = 0
     total: int = 0
     problems: list[str] = field(default_factory=list)
+    calibration: IndexCalibration | None = None
+    # The index's typical cosine against the run's validation (None: the run kept no reference)
+    domain: DomainCheck | None = None
 
 
 def index_folder(
@@ -143,6 +156,7 @@ def index_folder(
         SearchError: bad folder or CSV, an index from another model, or nothing indexable.
     """
     check_output_folder(out, "a catalog index", lambda p: (p / INFO_FILE).is_file())
+    verdict = run_verdict(run_model.run)  # read first: a damaged one fails before any work
     meta = read_meta_csv(meta_csv) if meta_csv else None
     sources = find_sources(images, meta)
     if (out / INFO_FILE).exists():
@@ -164,7 +178,19 @@ def index_folder(
     if not len(index):
         raise SearchError(f"no coin could be indexed from {images} ({len(report.problems)} failed)")
     index.save(out)
+    report.calibration = index.calibration
+    if report.calibration.typical_cosine is not None:
+        report.domain = domain_check(report.calibration.typical_cosine, verdict)
     return report
+
+
+def run_verdict(run: Path) -> Verdict | None:
+    """RUN/verdict.json when `pipeline evaluate` wrote one, else None.
+
+    Raises:
+        SearchError: the file exists but is not a verdict.
+    """
+    return Verdict.load(run) if (run / VERDICT_FILE).is_file() else None
 
 
 # Pictures below this many are read here: a pool's start-up would cost more than it saves.
@@ -235,6 +261,8 @@ class QueryResult:
     coin: Coin
     crop: np.ndarray  # PREVIEW_PX square, for contact sheets
     candidates: list[Candidate]
+    bars: Bars | None = None  # the thresholds the labels came from (None: uncalibrated)
+    domain: DomainCheck | None = None  # None: the run kept no validation reference
 
     @property
     def conclusion(self) -> str:
@@ -245,7 +273,10 @@ class QueryResult:
         if best.label in ("match", "possible"):
             return f"{best.label}: {best.item['id']}"
         if best.label == "n/a":
-            return f"uncalibrated (no {VERDICT_FILE}): nearest {best.item['id']}"
+            return (
+                f"uncalibrated (no {VERDICT_FILE}, too few indexed coins to calibrate): "
+                f"nearest {best.item['id']}"
+            )
         return NO_MATCH_TEXT
 
     def to_json(self) -> dict[str, Any]:
@@ -255,6 +286,8 @@ class QueryResult:
             "coin": self.coin_number,
             "circle": [round(self.coin.x, 1), round(self.coin.y, 1), round(self.coin.r, 1)],
             "conclusion": self.conclusion,
+            "thresholds": None if self.bars is None else self.bars.to_json(),
+            "out_of_domain": None if self.domain is None else self.domain.to_json(),
             "candidates": [
                 {"rank": c.rank, "score": round(c.score, 5), "label": c.label, **c.item}
                 for c in self.candidates
@@ -284,13 +317,31 @@ class Searcher:
             raise IndexStoreError(f"{index_dir / INFO_FILE}: no run recorded for its model")
         run_model = load_run_model(Path(run), checkpoint)
         index.check_model(run_model.identity)
-        verdict = Verdict.load(Path(run)) if (Path(run) / VERDICT_FILE).is_file() else None
-        return cls(index, run_model, verdict)
+        return cls(index, run_model, run_verdict(Path(run)))
 
-    def label(self, hit: Hit) -> Candidate:
-        """A hit with its verdict label (`n/a` without a calibrated verdict)."""
-        label = self.verdict.label(hit.score) if self.verdict else "n/a"
+    @property
+    def bars(self) -> Bars | None:
+        """The stricter of the run's and the index's thresholds (None: neither exists)."""
+        return combine(self.verdict, self.index.calibration)
+
+    @cached_property
+    def reference(self) -> np.ndarray:
+        """The indexed coins a query's typical similarity is measured on (a sample if many)."""
+        rows = calibration_rows(len(self.index))
+        return np.asarray(self.index.embeddings[rows], dtype=np.float32)
+
+    def label(self, hit: Hit, bars: Bars | None = None) -> Candidate:
+        """A hit with its verdict label (`n/a` when neither run nor index is calibrated)."""
+        bars = self.bars if bars is None else bars
+        label = bars.label(hit.score) if bars else "n/a"
         return Candidate(hit.rank, hit.score, label, hit.item)
+
+    def domain(self, embeddings: np.ndarray) -> list[DomainCheck | None]:
+        """Each query's median cosine to the indexed coins, held against the run's validation."""
+        if not len(self.reference):
+            return [None for _ in embeddings]
+        medians = np.median(embeddings @ self.reference.T, axis=1)
+        return [domain_check(float(m), self.verdict) for m in medians]
 
     def search_image(self, image: np.ndarray, name: str, top: int = 5) -> list[QueryResult]:
         """Candidates for every coin found in an RGB image.
@@ -302,11 +353,15 @@ class Searcher:
 
     def _rank(self, query: PreparedQuery, top: int) -> list[QueryResult]:
         """Embed a prepared photo's coins and rank the catalog for each."""
-        hits = self.index.search(embed_crops(self.run_model.model, query.crops), top)
+        embeddings = embed_crops(self.run_model.model, query.crops)
+        hits = self.index.search(embeddings, top)
+        bars = self.bars
         return [
-            QueryResult(query.name, n, coin, preview, [self.label(h) for h in found])
-            for n, (coin, preview, found) in enumerate(
-                zip(query.coins, query.previews, hits, strict=True), 1
+            QueryResult(
+                query.name, n, coin, preview, [self.label(h, bars) for h in found], bars, domain
+            )
+            for n, (coin, preview, found, domain) in enumerate(
+                zip(query.coins, query.previews, hits, self.domain(embeddings), strict=True), 1
             )
         ]
 

@@ -3,8 +3,10 @@
 Held-out coins are split in two: the catalog images of one half are indexed (a), the other half
 is left out of the index (b). Captures of (a) should find their own coin and side at rank 1;
 captures of (b) have no right answer, so every `match` verdict on them is a false match. That
-open-set rate is the figure a provenance researcher lives with. A sample of (a) queries is also
-run through the robustness transforms (rotated, rescaled, off-centre, JPEG, grey).
+open-set rate is the figure a provenance researcher lives with, given both with the labels a
+search gives (the stricter of the run's and the index's thresholds) and with the run's alone.
+A sample of (a) queries is also run through the robustness transforms (rotated, rescaled,
+off-centre, JPEG, grey).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from training.imageio import load_photo
 from training.index import CatalogIndex
 from training.robustness import top1_stability
 from training.run_folder import SPLIT_FILE, read_preprocess_settings, read_run_split
-from training.search import RunModel, Searcher, embed_crops, load_run_model
+from training.search import RunModel, Searcher, embed_crops, load_run_model, run_verdict
 from training.search_errors import SearchError
+from training.search_prep import prepare_image
 from training.split import CoinKey
-from training.verdict import VERDICT_FILE, Verdict
 
 
 def _test_coins(run: Path, records: Sequence[Record]) -> list[CoinKey]:
@@ -72,8 +74,49 @@ def _catalog_index(
     return index
 
 
+def picture_index(
+    run_model: RunModel, pictures: Sequence[tuple[np.ndarray, dict[str, Any]]]
+) -> CatalogIndex:
+    """A flat index of in-memory pictures of one coin each (the largest found) and their items.
+
+    Raises:
+        NoCoinFound: a picture shows no coin.
+    """
+    crops = []
+    for image, item in pictures:
+        query = prepare_image(image, str(item.get("id")), run_model.preprocess)
+        crops.append(query.crops[int(np.argmax([c.r for c in query.coins]))])
+    index = CatalogIndex(
+        dim=int(run_model.model.config["embedding_dim"]), model=run_model.identity, kind="flat"
+    )
+    index.add(embed_crops(run_model.model, crops), [dict(item) for _, item in pictures])
+    return index
+
+
+def open_set_rates(searcher: Searcher, images: Sequence[np.ndarray]) -> dict[str, float | None]:
+    """For query photos of coins not in the index: how often each verdict says `match`.
+
+    `false_match` is what search says (the stricter of the run's and the index's thresholds),
+    `false_match_run_only` what the run's verdict alone says, `out_of_domain` the share of
+    queries the search flags as unlike the run's validation photos.
+    """
+    tops = [_best(searcher, image) for image in images]
+    rates = _verdict_rates([], tops)
+    return {
+        "queries": len(tops),
+        "false_match": rates["open_set_false_match_rate"],
+        "false_match_run_only": rates.get("open_set_false_match_rate_run_only"),
+        "possible_or_match": rates["open_set_possible_or_match_rate"],
+        "out_of_domain": rates["open_set_out_of_domain"],
+    }
+
+
 def _best(searcher: Searcher, image: np.ndarray) -> dict[str, Any] | None:
-    """The top candidate's view and verdict label for a photo's main coin (None: no coin)."""
+    """The top candidate's view and labels, and the domain check, of a photo's main coin.
+
+    None when no coin is found. `label` is what search says, `run_label` what the run's
+    verdict alone would say (None without one).
+    """
     try:
         results = searcher.search_image(image, "query", 1)
     except SearchError:
@@ -82,7 +125,13 @@ def _best(searcher: Searcher, image: np.ndarray) -> dict[str, Any] | None:
     if not main.candidates:
         return None
     c = main.candidates[0]
-    return {"view": _view(c.item), "label": c.label}
+    verdict = searcher.verdict
+    return {
+        "view": _view(c.item),
+        "label": c.label,
+        "run_label": verdict.label(c.score) if verdict else None,
+        "outside": None if main.domain is None else main.domain.outside,
+    }
 
 
 def _sample(
@@ -96,20 +145,31 @@ def _sample(
 def _verdict_rates(
     closed_top: Sequence[dict[str, Any] | None], open_top: Sequence[dict[str, Any] | None]
 ) -> dict[str, float | None]:
-    """Share of `match` (and `possible`) verdicts on left-out coins, and of `match` on indexed."""
-    labels = [t["label"] if t else "no coin" for t in open_top]
-    closed_labels = [t["label"] if t else "no coin" for t in closed_top]
-    return {
-        "open_set_false_match_rate": (
-            float(np.mean([x == "match" for x in labels])) if labels else None
-        ),
-        "open_set_possible_or_match_rate": (
-            float(np.mean([x in ("match", "possible") for x in labels])) if labels else None
-        ),
-        "closed_set_match_rate": (
-            float(np.mean([x == "match" for x in closed_labels])) if closed_labels else None
-        ),
+    """Share of `match` (and `possible`) verdicts on left-out coins, and of `match` on indexed.
+
+    `*_run_only` rates are what the run's thresholds alone would have said; `*_out_of_domain`
+    the share of queries the search flagged as unlike the run's validation photos.
+    """
+
+    def share(
+        tops: Sequence[dict[str, Any] | None], key: str, wanted: tuple[Any, ...]
+    ) -> float | None:
+        values = [t[key] if t else None for t in tops]
+        if not values or (key == "outside" and all(v is None for v in values)):
+            return None  # no photos, or a run without a validation reference to hold them to
+        return float(np.mean([v in wanted for v in values]))
+
+    rates = {
+        "open_set_false_match_rate": share(open_top, "label", ("match",)),
+        "open_set_possible_or_match_rate": share(open_top, "label", ("match", "possible")),
+        "closed_set_match_rate": share(closed_top, "label", ("match",)),
+        "open_set_out_of_domain": share(open_top, "outside", (True,)),
+        "closed_set_out_of_domain": share(closed_top, "outside", (True,)),
     }
+    if any(t and t["run_label"] for t in [*open_top, *closed_top]):
+        rates["open_set_false_match_rate_run_only"] = share(open_top, "run_label", ("match",))
+        rates["closed_set_match_rate_run_only"] = share(closed_top, "run_label", ("match",))
+    return rates
 
 
 def search_report(
@@ -134,8 +194,7 @@ def search_report(
     shuffled = rng.sample(coins, len(coins))
     indexed, left_out = set(shuffled[: len(coins) // 2]), set(shuffled[len(coins) // 2 :])
     index = _catalog_index(run_model, records, indexed)
-    verdict = Verdict.load(run) if (run / VERDICT_FILE).is_file() else None
-    searcher = Searcher(index, run_model, verdict)
+    searcher = Searcher(index, run_model, run_verdict(run))
 
     captures = [r for r in records if r.role == "capture" and not r.reference]
     closed = _sample(rng, captures, indexed, max_queries)
@@ -150,9 +209,10 @@ def search_report(
         "closed_set_queries": len(closed),
         "closed_set_top1": float(np.mean(hits)) if hits else None,
         "open_set_queries": len(open_),
-        "calibrated": verdict is not None,
+        "calibrated": searcher.verdict is not None,
+        "index_calibration": index.calibration.summary(),
     }
-    if verdict is not None:
+    if searcher.bars is not None:
         report.update(_verdict_rates(closed_top, open_top))
     photos = [load_photo(r.path) for r in closed[:robustness_photos]]
     if photos:

@@ -4,9 +4,10 @@ Read `train` top to bottom like nanoGPT's train.py: settings (training.train_con
 model, loss and optimizer, then one loop of get_batch → augment → forward → loss → step, with
 validation and a checkpoint at the end of every epoch (or every --val-every epochs); the helpers
 above it are its steps. Batches are made ahead in a background thread (training.batches:
-gather, copy and augmentation overlap the model step; the same seed trains the same weights
-with --prefetch 0). Validation is the catalog protocol's top-1 on the validation coins (the same
-question the test answers, on coins the model never saw); each epoch's log row has its seconds.
+gather, copy and augmentation overlap the model step; with --prefetch 0 the same seed trains
+the same weights, at the same thread counts). Validation is the catalog protocol's top-1 on the
+validation coins (the same question the test answers, on coins the model never saw); each
+epoch's log row has its seconds.
 
 Several GPUs (one process each; RANK/WORLD_SIZE/LOCAL_RANK come from torchrun):
 
@@ -56,6 +57,7 @@ from training.data import (
 from training.distributed import Distributed, setup_distributed
 from training.errors import SettingsError
 from training.evaluate import autocast, run_protocol
+from training.init_weights import init_from
 from training.losses import build_loss
 from training.models.embedding import EmbeddingModel, build_model
 from training.report import write_curves
@@ -115,6 +117,7 @@ class _Optimised:
     opt: torch.optim.Optimizer
     schedule: Callable[[int], float]  # step → learning rate
     ema: AveragedModel | None
+    init: str | None = None  # where the starting weights came from (--init), in one line
 
     @property
     def evaluated(self) -> EmbeddingModel:
@@ -122,11 +125,17 @@ class _Optimised:
         return cast(EmbeddingModel, self.ema.module) if self.ema is not None else self.model
 
 
-def _build_model(cfg: TrainConfig, device: torch.device) -> EmbeddingModel:
+def _build_model(
+    cfg: TrainConfig, device: torch.device, init: str | None = None
+) -> tuple[EmbeddingModel, str | None]:
     """The embedding model as configured, on `device` (channels-last on a GPU).
 
+    `init`: a run whose fitting weights it starts from (training.init_weights); returns the
+    model and, then, the line saying what was copied.
+
     Raises:
-        SettingsError: the model cannot be built (unknown name, unreadable weights).
+        SettingsError: the model cannot be built (unknown name, unreadable weights), or `init`
+            is no run, or one of another model family.
     """
     try:
         model = build_model(
@@ -139,18 +148,21 @@ def _build_model(cfg: TrainConfig, device: torch.device) -> EmbeddingModel:
         )
     except ValueError as e:
         raise SettingsError(str(e)) from e
+    report = init_from(model, Path(init)).line() if init is not None else None
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return model
+    return model, report
 
 
 def _build_optimised(
-    cfg: TrainConfig, ddp: Distributed, classes: int, total_steps: int
+    cfg: TrainConfig, ddp: Distributed, classes: int, total_steps: int, resume: bool = False
 ) -> _Optimised:
-    """Model, loss (with its own parameters), optimizer, learning-rate schedule and average."""
+    """Model (from --init's weights, unless resuming), loss, optimizer, schedule and average."""
     device = ddp.device
-    model = _build_model(cfg, device)
+    # a resumed run loads its own checkpoint: --init's run may be long gone by then
+    resuming = resume and (Path(cfg.out) / "checkpoints" / "last").exists()
+    model, report = _build_model(cfg, device, None if resuming else cfg.init)
     loss_fn = build_loss(cfg.loss, classes, cfg.embedding_dim).to(device)
     objective: nn.Module = Objective(torch.compile(model) if cfg.compile else model, loss_fn)  # type: ignore[arg-type]
     if ddp.world_size > 1:
@@ -181,7 +193,7 @@ def _build_optimised(
         if cfg.ema_decay > 0
         else None
     )
-    return _Optimised(model, loss_fn, objective, opt, schedule, ema)
+    return _Optimised(model, loss_fn, objective, opt, schedule, ema, report)
 
 
 @dataclass
@@ -328,11 +340,17 @@ def _batch_source(
 
 
 def _summary(
-    cfg: TrainConfig, data: TrainingSet, split: Split, load: LoadReport, ddp: Distributed
+    cfg: TrainConfig,
+    data: TrainingSet,
+    split: Split,
+    load: LoadReport,
+    ddp: Distributed,
+    init: str | None = None,
 ) -> dict[str, Any]:
     """What summary.json says of the run besides its state: data, split, images, processes."""
     return {
         "model": cfg.model,
+        "init": init,  # what --init copied, in one line
         "train_images": len(data.positions),
         "train_views": len(data.views),
         "coins": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
@@ -382,7 +400,7 @@ def train(
     )
 
     # ---- model, loss (with its own parameters), optimizer, moving average
-    parts = _build_optimised(cfg, ddp, len(data.views), cfg.epochs * steps_per_epoch)
+    parts = _build_optimised(cfg, ddp, len(data.views), cfg.epochs * steps_per_epoch, resume)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_top1": None, "best_epoch": None}
     checkpoints = run / "checkpoints"
     if resume and (checkpoints / "last").exists():
@@ -413,7 +431,7 @@ def train(
     agree = ddp.ranks_agree([parts.model, parts.loss_fn])
     summary = {
         **state,
-        **_summary(cfg, data, split, load, ddp),
+        **_summary(cfg, data, split, load, ddp, parts.init),
         "seconds": time.perf_counter() - started,
         "ranks_agree": agree,
     }

@@ -50,6 +50,10 @@ class Verdict:
     genuine_pairs: int
     impostor_pairs: int
     auc: float
+    # What validation impostor pairs scored: the reference a search query's typical similarity
+    # to the indexed coins is held against (None in verdicts written before it was kept).
+    impostor_mean: float | None = None
+    impostor_std: float | None = None
 
     def label(self, score: float) -> str:
         """`match`, `possible` or `no match` for one cosine similarity."""
@@ -94,9 +98,24 @@ class Verdict:
                 genuine_pairs=int(raw["genuine_pairs"]),
                 impostor_pairs=int(raw["impostor_pairs"]),
                 auc=float(raw["auc"]),
+                impostor_mean=_optional_float(raw.get("impostor_mean")),
+                impostor_std=_optional_float(raw.get("impostor_std")),
             )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SearchError(f"{path}: not a readable verdict ({e})") from e
+
+
+def _optional_float(value: object) -> float | None:
+    """A finite float, or None for a missing value.
+
+    Raises:
+        ValueError: present but not a finite number.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ValueError(f"{value!r:.20} is not a finite number")
+    return float(value)
 
 
 def _scores(values: np.ndarray | list[float], name: str) -> np.ndarray:
@@ -106,14 +125,23 @@ def _scores(values: np.ndarray | list[float], name: str) -> np.ndarray:
     return array
 
 
-def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_far: float) -> OperatingPoint:
-    """The lowest threshold whose measured FAR (impostor > threshold) is at most target_far."""
+def impostor_threshold(impostor: np.ndarray, target_far: float) -> tuple[float, float, bool]:
+    """(threshold, measured FAR, resolved): the lowest threshold with FAR <= target_far.
+
+    FAR is the share of impostor scores strictly above the threshold; `resolved` is False when
+    there are fewer than 1/target_far scores, and the threshold is then the highest of them.
+    """
     ranked = np.sort(impostor)[::-1]
     allowed = int(np.floor(target_far * len(ranked)))  # impostors allowed above the threshold
     # Thresholding at the (allowed+1)-th highest impostor score lets exactly `allowed` (fewer
     # with ties) through; strict ">" keeps ties below, so FAR never exceeds the target.
     threshold = float(ranked[min(allowed, len(ranked) - 1)])
-    far = float(np.mean(impostor > threshold))
+    return threshold, float(np.mean(impostor > threshold)), len(ranked) * target_far >= 1
+
+
+def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_far: float) -> OperatingPoint:
+    """The lowest threshold whose measured FAR (impostor > threshold) is at most target_far."""
+    threshold, far, resolved = impostor_threshold(impostor, target_far)
     tar = float(np.mean(genuine > threshold))
     return OperatingPoint(
         target_far=target_far,
@@ -121,7 +149,7 @@ def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_far: float
         far=far,
         frr=1.0 - tar,
         tar=tar,
-        resolved=len(ranked) * target_far >= 1,
+        resolved=resolved,
     )
 
 
@@ -152,6 +180,8 @@ def calibrate_from_pairs(
         genuine_pairs=len(g),
         impostor_pairs=len(i),
         auc=float(np.trapezoid(tar, far)),
+        impostor_mean=float(i.mean()),
+        impostor_std=float(i.std()),
     )
 
 

@@ -16,7 +16,6 @@ resumable).
 
 from __future__ import annotations
 
-import csv
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,9 @@ from capture.calibration.store import CalibrationUse, calibration_for_rig
 from capture.engine import CoinJob
 from capture.estimate import dry_run
 from capture.plan import Plan
+from capture.tray import TrayError, read_tray
 from dataset.layout import DatasetError, validate_coin_id
+from dataset.outputs import check_dataset_folder
 from pipeline.cli_support import UserError, expected_errors
 from pipeline.rig_cli.session_run import check_twin_knows, open_writer, run_session, stage_twin
 from rig.config import RigConfig, load_config
@@ -39,42 +40,12 @@ def register(app: typer.Typer) -> None:
     app.command("capture")(capture)
 
 
-def read_tray(path: Path) -> list[CoinJob]:
-    """Parse a tray CSV of `slot,coin_id` rows (a header row is allowed).
-
-    Raises:
-        UserError: unreadable file, a bad row, a duplicate slot or coin.
-    """
-    try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read tray file: {exc}") from exc
-    jobs: list[CoinJob] = []
-    for number, row in enumerate(rows, start=1):
-        cells = [cell.strip() for cell in row]
-        if not any(cells) or cells[0].startswith("#"):
-            continue
-        if number == 1 and cells[0].lower() == "slot":
-            continue
-        if len(cells) != 2 or not cells[0].isdigit():
-            raise UserError(f"{path}:{number}: expected `slot,coin_id`, got {row}")
-        jobs.append(CoinJob(validate_coin_id(cells[1]), int(cells[0])))
-    if not jobs:
-        raise UserError(f"{path}: no coins listed")
-    for what, values in (("slot", [j.slot for j in jobs]), ("coin", [j.coin_id for j in jobs])):
-        if len(set(values)) != len(values):
-            raise UserError(f"{path}: a {what} is listed twice")
-    return jobs
-
-
 def capture(
     coin: str | None = typer.Option(None, "--coin", help="Coin id, e.g. SAW-0107."),
     slot: int | None = typer.Option(None, "--slot", min=0, help="Tray slot the arm picks from."),
     tray: Path | None = typer.Option(None, "--tray", help="CSV of slot,coin_id rows."),
     config_path: Path = typer.Option(Path("sim"), "--config", help="Rig config."),
-    plan_path: Path = typer.Option(
-        Path("standard"), "--plan", help="Capture plan."
-    ),
+    plan_path: Path = typer.Option(Path("standard"), "--plan", help="Capture plan."),
     out: Path | None = typer.Option(None, "--out", help="Dataset folder (default: storage.root)."),
     dry: bool = typer.Option(False, "--dry-run", help="List and check the shots; move nothing."),
     faults: str | None = typer.Option(None, "--faults", help="Emulator fault preset."),
@@ -93,7 +64,7 @@ def capture(
         rig capture --tray tray.csv --out data/demo --flatfield
         rig capture --coin SIM-0001 --dry-run
     """
-    with expected_errors(DatasetError):
+    with expected_errors(DatasetError, TrayError):
         if (coin is None) == (tray is None):
             raise UserError("give exactly one of --coin or --tray")
         if tray is not None and slot is not None:
@@ -112,7 +83,8 @@ def capture(
             raise UserError(f"plan {plan.name!r} cannot run on this rig: {report.problems[0]}")
         if dry:
             return
-    root = out if out is not None else config.storage.root
+        root = out if out is not None else config.storage.root
+        check_dataset_folder(root)  # a foreign folder is refused before anything is written
     if faults not in (None, "none") and _emulates_something(config):
         from rig.sim.simulation import fresh_fault_seed, reseed_faults
 

@@ -16,6 +16,7 @@ import typer
 from capture.checks import summary, verify
 from capture.sheet import write_contact_sheet
 from dataset.layout import DatasetError, validate_coin_id
+from dataset.outputs import check_output_file
 from pipeline.cli_support import expected_errors, fail
 
 EXIT_FAILED = 1
@@ -41,7 +42,8 @@ def dataset_verify(
     """
     if not (root / "dataset.json").exists():
         raise fail(f"{root}: not a dataset folder (no dataset.json)")
-    problems = verify(root)
+    with expected_errors(DatasetError, OSError):
+        problems = verify(root)  # a damaged file is a problem in the report, not an error
     for problem in problems:
         typer.echo(str(problem))
     errors = [p for p in problems if p.severity == "error"]
@@ -61,7 +63,8 @@ def dataset_summary(
     """
     if not (root / "dataset.json").exists():
         raise fail(f"{root}: not a dataset folder (no dataset.json)")
-    counts = summary(root)
+    with expected_errors(DatasetError, OSError):
+        counts = summary(root)
     if as_json:
         typer.echo(json.dumps(counts, indent=2))
         return
@@ -82,7 +85,11 @@ def dataset_sheet(
 
     Example: rig dataset sheet data/demo --coin SIM-0001
     """
-    with expected_errors(DatasetError):
+    with expected_errors(DatasetError, OSError):
         validate_coin_id(coin)
-        path = write_contact_sheet(root, coin, out or Path(f"{coin}-sheet.png"), thumb_px=thumb_px)
+        target = out or Path(f"{coin}-sheet.png")
+        check_output_file(target, "--out")  # before any image is read
+        if not (root / "dataset.json").exists():
+            raise DatasetError(f"{root}: not a dataset folder (no dataset.json)")
+        path = write_contact_sheet(root, coin, target, thumb_px=thumb_px)
     typer.echo(f"wrote {path}")

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import typer
 
+from capture.writer import atomic_write
+from dataset.outputs import OutputPathError, check_output_file
 from pipeline.cli_support import UserError, expected_errors
 from rig.config import ModbusLightboxConfig, RigConfig, load_config
 from rig.sim.camera import pattern_lights
@@ -26,6 +28,8 @@ sim_app = typer.Typer(
     no_args_is_help=True, help="The digital twin: render simulated coins under the lightbox."
 )
 
+# the image types that hold a 16-bit frame (JPEG and BMP hold 8 bits)
+_DEEP_SUFFIXES = (".png", ".tif", ".tiff")
 _CONFIG = typer.Option(Path("sim"), "--config", "-c", help="YAML rig configuration")
 
 
@@ -53,13 +57,27 @@ def _side(value: str) -> Side:
     return "obverse" if value == "obverse" else "reverse"
 
 
+def _check_out(path: Path, bit_depth: int = 8) -> None:
+    """Refuse an output path before anything is rendered: extension, place, bit depth.
+
+    Raises:
+        OutputPathError: unknown extension or a place that cannot be written.
+        UserError: a 16-bit frame asked for as JPEG or BMP, which hold 8 bits.
+    """
+    check_output_file(path, "--out")
+    if bit_depth > 8 and path.suffix.lower() not in _DEEP_SUFFIXES:
+        raise UserError(f"--out {path}: the camera gives {bit_depth}-bit frames; use .png or .tiff")
+
+
 def _write(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Encode by the path's extension and replace the file atomically (temp file, fsync, rename)."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
     # PNGs get the strongest compression: sheets are looked at and committed, not streamed
     params = [cv2.IMWRITE_PNG_COMPRESSION, 9] if path.suffix.lower() == ".png" else []
-    if not cv2.imwrite(str(path), bgr, params):
-        raise UserError(f"cannot write {path} (unknown image extension or unwritable folder)")
+    ok, encoded = cv2.imencode(path.suffix.lower(), bgr, params)
+    if not ok:
+        raise UserError(f"cannot encode {path} as {path.suffix}")
+    atomic_write(path, encoded.tobytes())
 
 
 @sim_app.command("render")
@@ -79,23 +97,23 @@ def render(
 
     Example: rig sim render --coin SIM-0003 --side obverse --angle 30 --light raking_n --out x.png
     """
-    with expected_errors(UnknownCoin):
+    with expected_errors(UnknownCoin, OutputPathError, OSError):
         config = load_config(config_path)
         catalog = _catalog(config)
         face = _side(side)
+        camera = config.camera
+        bit_depth = 8 if catalog_style else int(getattr(camera, "bit_depth", 8))
+        _check_out(out, bit_depth)
         if catalog_style:
             rgb, jpeg = render_catalog_image(catalog, coin, face)
             if out.suffix.lower() in (".jpg", ".jpeg"):
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(jpeg)
+                atomic_write(out, jpeg)  # the twin's own JPEG: compressed once
             else:
                 _write(out, rgb)
         else:
-            camera = config.camera
             width = getattr(camera, "width", None) or 512
             height = getattr(camera, "height", None) or width
             color = bool(getattr(camera, "color", True))
-            bit_depth = int(getattr(camera, "bit_depth", 8))
             image = render_view(
                 catalog,
                 coin,
@@ -133,8 +151,9 @@ def sheet(
 
     Example: rig sim sheet --coins 6 --side both --out docs/twin_sheet.png
     """
-    with expected_errors(UnknownCoin):
+    with expected_errors(UnknownCoin, OutputPathError, OSError):
         config = load_config(config_path)
+        _check_out(out)
         catalog = _catalog(config)
         names = [n.strip() for n in lights.split(",") if n.strip()] or list(
             _lightbox(config).patterns

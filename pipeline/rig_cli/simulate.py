@@ -23,9 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -33,17 +31,30 @@ from rich.table import Table
 
 from capture.engine import CoinJob
 from capture.estimate import dry_run
-from capture.plan import Plan, ShotEvent, Side, expand
+from capture.parallel_sim import leftover_units
+from capture.plan import Plan, ShotEvent, expand
 from capture.resume import ResumeIndex
-from capture.writer import DatasetWriteError, DatasetWriter
 from dataset.layout import DatasetError
+from dataset.outputs import check_dataset_folder
 from dataset.reader import DatasetReader
 from pipeline.cli_support import EXIT_INTERRUPTED, UserError, expected_errors
-from pipeline.rig_cli.session_run import EXIT_PAUSED, open_writer, run_session
+from pipeline.cli_support import settings as cli_settings
+from pipeline.rig_cli.session_run import open_writer
+from pipeline.rig_cli.simulate_load import SimTally, capture_load, make_catalog
+from pipeline.rig_cli.simulate_load import coin_line as coin_line
+from pipeline.rig_cli.simulate_load import stage_tray as stage_tray
+from pipeline.rig_cli.simulate_load import tray_spin_deg as tray_spin_deg
+from pipeline.rig_cli.simulate_units import UnitSettings, capture_unit, render_unit
+from pipeline.rig_cli.simulate_workers import (
+    MIN_UNIT_COINS,
+    adopt_leftover_units,
+    plan_units,
+    run_parallel,
+    unit_images,
+)
 from rig.assembly import devices_on_hardware
 from rig.config import RigConfig, SimCameraConfig, load_config, parse_config
-from rig.devices import Rig
-from rig.sim.coins import SIDES, CoinCatalog, stable_rng
+from rig.sim.coins import SIDES, CoinCatalog
 from rig.sim.faults import FAULT_PRESETS
 from rig.sim.simulation import fresh_fault_seed, reseed_faults
 
@@ -51,17 +62,6 @@ DEFAULT_PLAN = Path("quick")
 # coins.jsonl fields that depend on the catalog's seed and types: a mismatch means the folder
 # was simulated with other settings, and resuming into it would mix two different coin sets.
 _IDENTITY_FIELDS = ("collection", "ruler", "type", "catalog_ref")
-
-
-@dataclass
-class SimTally:
-    """What one `rig simulate` run did, for its closing summary."""
-
-    captures: int = 0
-    catalog_images: int = 0
-    batches_run: int = 0
-    batches_skipped: int = 0
-    exit_codes: list[int] = field(default_factory=list)
 
 
 def simulate(
@@ -81,6 +81,19 @@ def simulate(
     fault_seed: int | None = typer.Option(
         None, "--fault-seed", min=0, help="Replay a run's faults (default: new ones each run)."
     ),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        min=0,
+        help=f"Processes, each with its own emulated rig (0: every core, in units of at least "
+        f"{MIN_UNIT_COINS} coins; 1: one process).",
+    ),
+    direct: bool = typer.Option(
+        False,
+        "--direct",
+        help="Render each planned shot straight from the twin: no emulators, drivers or arm "
+        "(the rig's frames, for large pretraining collections; no session records).",
+    ),
 ) -> None:
     """Capture a simulated collection end to end: emulators, real drivers, twin, dataset.
 
@@ -92,6 +105,8 @@ def simulate(
     with expected_errors(DatasetError):
         if faults not in FAULT_PRESETS:
             raise UserError(f"unknown --faults {faults!r}; choose one of {sorted(FAULT_PRESETS)}")
+        if direct and faults != "none":
+            raise UserError("--direct runs no emulators: --faults does not apply to it")
         # A rerun must meet new faults: one drawn from the folder's state would repeat for
         # ever after a run that fails before recording anything (at connect).
         fault_seed = fresh_fault_seed() if fault_seed is None else fault_seed
@@ -109,6 +124,7 @@ def simulate(
         if report.problems:
             raise UserError(f"plan {plan.name!r} cannot run on this rig: {report.problems[0]}")
         catalog = make_catalog(config)
+        check_dataset_folder(out)  # a foreign folder is refused before anything is written
         check_same_simulation(out, catalog, config)
         batches = tray_batches(catalog.coin_ids(), _tray_slots(config))
     if faults != "none":
@@ -116,7 +132,9 @@ def simulate(
     tally = SimTally()
     physical_s: float | None = None
     try:
-        physical_s = _capture_batches(config, plan, catalog, batches, out, faults, tally)
+        physical_s = _capture_batches(
+            config, plan, catalog, batches, out, faults, tally, workers, direct=direct
+        )
     except KeyboardInterrupt:
         # A session parks and records itself before this; elsewhere nothing was half-done.
         typer.echo("interrupted: rig parked; rerun the same command to resume", err=True)
@@ -163,19 +181,6 @@ def simulation_config(
     return reseed_faults(parse_config(data, source="rig simulate settings"), fault_seed)
 
 
-def make_catalog(config: RigConfig) -> CoinCatalog:
-    """The twin's coin catalog for a simulation config."""
-    sim = config.simulation
-    assert sim is not None  # simulation_config guarantees it
-    return CoinCatalog(
-        seed=sim.seed,
-        rulers=sim.rulers,
-        types=sim.types,
-        coins=sim.coins,
-        dies_per_design=sim.dies_per_design,
-    )
-
-
 def tray_batches(coin_ids: Sequence[str], slots: int | None) -> list[list[CoinJob]]:
     """Tray loads of at most `slots` coins (slot = place in the load); None: no arm, one load."""
     if slots is None:
@@ -184,35 +189,6 @@ def tray_batches(coin_ids: Sequence[str], slots: int | None) -> list[list[CoinJo
         [CoinJob(coin_id, slot) for slot, coin_id in enumerate(coin_ids[i : i + slots])]
         for i in range(0, len(coin_ids), slots)
     ]
-
-
-def tray_spin_deg(seed: int, coin_id: str) -> float:
-    """How a coin happens to lie in its slot: random, but the same for a coin on every rerun."""
-    return float(stable_rng(seed, "tray-spin", coin_id).uniform(0.0, 360.0))
-
-
-def stage_tray(rig: Rig, jobs: Sequence[CoinJob], side_up: Side, seed: int) -> None:
-    """Fill the twin's tray with one load of coins, `side_up` up (the operator's job)."""
-    from rig.sim.world import CoinPlacement
-
-    assert rig.twin is not None, "rig simulate opens the rig on the simulation backend"
-    rig.twin.world.load_tray(
-        {
-            job.slot: CoinPlacement(job.coin_id, side_up, tray_spin_deg(seed, job.coin_id))
-            for job in jobs
-            if job.slot is not None
-        }
-    )
-
-
-def coin_line(catalog: CoinCatalog, coin_id: str) -> dict[str, Any]:
-    """The coins.jsonl fields of a simulated coin: the catalog record plus label indices."""
-    coin = catalog.coin(coin_id)
-    info = dict(catalog.record(coin_id))
-    info.pop("coin_id")
-    # Names can repeat across rulers; training wants unambiguous integer labels.
-    info.update(ruler_index=coin.ruler, type_index=coin.type_index)
-    return info
 
 
 def check_same_simulation(root: Path, catalog: CoinCatalog, config: RigConfig) -> None:
@@ -250,42 +226,6 @@ def check_same_simulation(root: Path, catalog: CoinCatalog, config: RigConfig) -
             break
 
 
-def write_catalog_images(
-    writer: DatasetWriter, catalog: CoinCatalog, coin_ids: Sequence[str]
-) -> int:
-    """Write each coin's missing catalog-style reference images and coins.jsonl lines.
-
-    Returns how many images were queued.
-
-    Raises:
-        DatasetWriteError: a write failed (disk full); the dataset stays consistent.
-    """
-    from rig.sim.catalog_style import render_catalog_image
-
-    index = ResumeIndex(writer.root)
-    queued = 0
-    for coin_id in coin_ids:
-        info = coin_line(catalog, coin_id)
-        writer.add_coin(coin_id, **info)
-        for side in SIDES:
-            name = f"catalog/{coin_id}/{side}.jpg"
-            if index.intact(name):
-                continue
-            # the twin's own JPEG, stored as it is: an auction photo is compressed once
-            _, jpeg = render_catalog_image(catalog, coin_id, side)
-            writer.write_catalog_image(
-                coin_id,
-                side,
-                jpeg,
-                ext="jpg",
-                source="rig.sim.catalog_style",
-                catalog_ref=info["catalog_ref"],
-            )
-            queued += 1
-    writer.flush()
-    return queued
-
-
 def batch_complete(
     index: ResumeIndex, jobs: Sequence[CoinJob], events: Sequence[ShotEvent], ext: str
 ) -> bool:
@@ -302,6 +242,25 @@ def batch_complete(
     return True
 
 
+def paused_ending(out: Path) -> str | None:
+    """A line for a dataset whose last session paused after its last shot, else None.
+
+    Every image is there, but the pause (an arm error while returning the coin, say) may have
+    left a coin on the turntable or the arm: the person should look before the next tray.
+    """
+    sessions = DatasetReader(out).sessions()
+    if not sessions:
+        return None
+    last = max(sessions, key=lambda s: str(s.get("timings", {}).get("started_at", "")))
+    if last.get("status") != "paused":
+        return None
+    return (
+        f"note: session {last.get('session_id')} paused after its last shot "
+        f"({last.get('message') or last.get('finish_reason')}); check that every coin is back "
+        "in its tray slot"
+    )
+
+
 def _tray_slots(config: RigConfig) -> int | None:
     return config.tray.slots if config.arm is not None and config.tray is not None else None
 
@@ -314,62 +273,66 @@ def _capture_batches(
     out: Path,
     faults: str,
     tally: SimTally,
+    workers: int = 1,
+    *,
+    direct: bool = False,
 ) -> float | None:
-    """Run every unfinished tray load on one rig; stop at the first that does not finish."""
+    """Run every unfinished tray load on one rig; stop at the first that does not finish.
+
+    With `workers` > 1 (0: every core) the loads run as units on processes of their own
+    (pipeline.rig_cli.simulate_workers), unless one unit is all there is; `direct` renders
+    them straight from the twin, always on worker processes (pipeline.rig_cli.simulate_units).
+    """
     from rig.assembly import open_rig  # the emulators are only needed past argument checks
 
     seed = catalog.seed
     ext = config.storage.image_format
-    with expected_errors(DatasetError):
+    with expected_errors(DatasetError, OSError):
+        if leftover_units(out):  # a killed --workers run's images come first
+            adopted = adopt_leftover_units(lambda: open_writer(out, config))
+            typer.echo(f"{out}: adopted {adopted} image(s) a killed run left in its units")
         index, events = ResumeIndex(out), expand(plan)
         pending = [jobs for jobs in batches if not batch_complete(index, jobs, events, ext)]
+        units = plan_units(
+            index, events, ext, pending, workers, complete=batch_complete, always=direct
+        )
     tally.batches_skipped = len(batches) - len(pending)
+    if len(units) > 1 or (units and direct):  # simulate_workers; else on one rig, in place
+        settings = UnitSettings(config, plan, faults, cli_settings.debug)
+        with expected_errors(DatasetError, OSError):
+            outcome = run_parallel(
+                out, lambda: open_writer(out, config), units, workers,
+                render_unit if direct else capture_unit, settings,
+                images=unit_images(index, units, events, ext),
+                what="rendering from the twin" if direct else "each with its own emulated rig",
+            )  # fmt: skip
+        tally.processes, tally.batches_run = outcome.processes, len(outcome.results)
+        tally.captures += sum(r.captures for r in outcome.results)
+        tally.catalog_images += sum(r.catalog_images for r in outcome.results)
+        tally.exit_codes.append(outcome.exit_code())
+        return None if direct else sum(r.physical_s or 0.0 for r in outcome.results)
     if not pending:
         # Opening a writer still takes the lock and tidies what a crash after the last shot
         # can leave (a session record's temporary file).
         with expected_errors(DatasetError, OSError), open_writer(out, config):
             pass
         typer.echo(f"{out}: every tray load is already captured; nothing to do")
+        ending = paused_ending(out)
+        if ending:
+            typer.echo(ending)
         return 0.0
     with ExitStack() as stack:
         with expected_errors(DatasetError):
             rig = stack.enter_context(open_rig(config, faults=faults, catalog=catalog))
         for number, jobs in enumerate(pending, start=1):
             typer.echo(f"tray load {number} of {len(pending)}: {len(jobs)} coin(s)")
-            code = _capture_batch(rig, config, plan, catalog, jobs, out, seed, tally)
+            code = capture_load(rig, config, plan, catalog, jobs, out, seed, tally)
             tally.exit_codes.append(code)
             tally.batches_run += 1
             if code != 0:
                 break  # a paused load is resumed by the rerun before any later one starts
         twin = rig.twin
         return float(twin.clock.physical_duration_s()) if twin is not None else None
-
-
-def _capture_batch(
-    rig: Rig,
-    config: RigConfig,
-    plan: Plan,
-    catalog: CoinCatalog,
-    jobs: list[CoinJob],
-    out: Path,
-    seed: int,
-    tally: SimTally,
-) -> int:
-    """Reference images, then the tray load through `rig capture --tray`'s session path."""
-    # Two writers: the session record's counts must be the session's own images only.
-    with expected_errors(DatasetError, OSError), open_writer(out, config) as writer:
-        try:
-            tally.catalog_images += write_catalog_images(
-                writer, catalog, [job.coin_id for job in jobs]
-            )
-        except DatasetWriteError as exc:
-            typer.echo(f"paused: {exc}; rerun the same command to resume", err=True)
-            return EXIT_PAUSED
-    stage_tray(rig, jobs, plan.sides[0], seed)
-    with expected_errors(DatasetError, OSError), open_writer(out, config) as writer:
-        code = run_session(rig, writer, config, plan, jobs)
-        tally.captures += sum(1 for r in writer.written if r.get("role") == "capture")
-    return code
 
 
 def _print_summary(out: Path, tally: SimTally, physical_s: float | None, wall_s: float) -> None:
@@ -387,6 +350,8 @@ def _print_summary(out: Path, tally: SimTally, physical_s: float | None, wall_s:
         f"{tally.batches_run} run, {tally.batches_skipped} already done",
         "",
     )
+    if tally.processes > 1:  # the tray loads ran as units (slices) on processes of their own
+        table.add_row("processes (a rig each; units run above)", str(tally.processes), "")
     table.add_row("physical duration (twin ledger)", _duration(physical_s), "")
     table.add_row("wall time", _duration(wall_s), "")
     Console(soft_wrap=True).print(table)

@@ -8,9 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are errors, instances are immutable."""
+    """Base for every config model: unknown keys are errors, instances are immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    NaN and infinities are refused in every float field, bounded or not: unbounded ones (the
+    arm's workspace box, a tray origin, a reference tilt) took them, and a box from -inf to
+    inf contains every pose.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- fault injection (emulators)

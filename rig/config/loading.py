@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from rig.config import presets
+from rig.config import presets, safe_yaml
 from rig.config.rig_config import RigConfig
 from rig.errors import ConfigError
 
+# An error line shows at most this much of a bad value, a message or a key.
+SHOWN_CHARS = 60
+# reprlib walks at most this much of a value: a field may hold an alias bomb's expansion.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, SHOWN_CHARS, SHOWN_CHARS, 40
+
+
+def _clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 def describe_validation_error(error: ValidationError) -> str:
-    """One line naming the first bad field, its value and what is wrong."""
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
+    """One line naming the first bad field, its value and what is wrong.
+
+    The value is shown bounded (reprlib, then clipped): the repr of a large or aliased value
+    once took minutes, and of a huge int raises.
+    """
+    first = error.errors(include_url=False)[0]
+    location = ".".join(_clip(str(part), 40) for part in first["loc"]) or "(top level)"
+    message = _clip(" ".join(str(first["msg"]).split()), 4 * SHOWN_CHARS)
     if first["type"] == "extra_forbidden":
         return f"{location}: unknown key"
     value = first.get("input")
-    shown = repr(value)
-    if len(shown) > 60 or isinstance(value, dict):
+    if isinstance(value, dict):
         return f"{location}: {message}"
-    return f"{location}: {message} (got {shown})"
+    try:
+        shown = _REPR.repr(value)
+    except ValueError:  # an int too long to print
+        return f"{location}: {message}"
+    return f"{location}: {message} (got {_clip(shown)})"
 
 
 def parse_config(data: Any, *, source: str = "config") -> RigConfig:
@@ -46,22 +63,15 @@ def load_config(path: Path | str) -> RigConfig:
     """Read and validate a YAML rig configuration file, or a shipped one by name (`sim`).
 
     Raises:
-        ConfigError: the file is missing, not YAML, or invalid (one line).
+        ConfigError: the file is missing, not YAML, over a limit of `safe_yaml`, or invalid
+            (one line).
     """
     given = path
     path = presets.resolve(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = safe_yaml.load_file(path)
     except FileNotFoundError:
         raise ConfigError(presets.missing_message(given, "config")) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from exc
     return parse_config(data, source=str(path))
 
 

@@ -159,7 +159,10 @@ class ArmMachine(SerialEmulator):
         distance = math.dist(start, target)
         duration = trapezoid_duration_s(distance, speed_mm_per_s, self.config.accel_mm_per_s2)
         now = self.clock.now()
-        scaled = self.clock.record(self.name, f"{action} {distance:.1f} mm", duration) - now
+        # "vertical": a rise or a descent, told apart from travel in the ledger's breakdown
+        vertical = " vertical" if distance > 0 and start[:2] == target[:2] else ""
+        label = f"{action} {distance:.1f} mm{vertical}"
+        scaled = self.clock.record(self.name, label, duration) - now
         begins = self._motions[-1].deadline if self._motions else now
         self._motions.append(_Motion(start, target, begins, begins + scaled))
         self._settle()  # with time scale 0 the motion is over at once

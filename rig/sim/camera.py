@@ -94,6 +94,7 @@ class SimCamera:
         self._open = False
         self._frames = 0
         self._rng = stable_rng("sim-camera", config.serial, catalog.seed)
+        self._views: dict[tuple[object, ...], int] = {}  # the coin on the table's exposures
         self._name = f"sim camera {config.serial}"
         self._jobs: queue.SimpleQueue[tuple[_Shot, Future[Frame]] | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
@@ -228,18 +229,36 @@ class SimCamera:
     def _expose(self) -> _Shot:
         """Copy the world and the settings and book the exposure: the moment the shutter opens."""
         self._frames += 1
-        # One generator per frame, drawn in trigger order: frames rendered on other threads,
-        # in any order, get the same noise as frames grabbed one after the other.
-        rng = np.random.default_rng(int(self._rng.integers(0, 2**63)))
+        snap = self.world.snapshot()
         return _Shot(
-            snap=self.world.snapshot(),
+            snap=snap,
             exposure_us=self._exposure_us,
             gain_db=self._gain_db,
             pixel_format=self._pixel_format,
-            rng=rng,
+            rng=self._frame_rng(snap),
             timestamp_s=time.time(),
             exposure_ends=self.clock.record("camera", "exposure", self._exposure_us / 1e6),
         )
+
+    def _frame_rng(self, snap: WorldSnapshot) -> np.random.Generator:
+        """One frame's noise generator, fixed as the shutter opens (so render order is free).
+
+        A coin frame's seed is its view (coin, side, angles, lights, settings) and how often
+        this camera exposed that view before: a coin's shots get the same noise whichever tray
+        load, worker process (`rig simulate --workers`) or place in a run takes them, and a
+        repeated exposure still gets new noise. Other frames (calibration targets, an empty
+        table) draw from the camera's own stream in trigger order.
+        """
+        coin = snap.on_turntable
+        if coin is None or snap.target is not None:
+            return np.random.default_rng(int(self._rng.integers(0, 2**63)))
+        lights = tuple(sorted((name, light.intensity) for name, light in snap.lights.items()))
+        view: tuple[object, ...] = (coin.coin_id, coin.side_up, coin.spin_deg, snap.turntable_deg)
+        view += (snap.tilt_deg, lights, self._exposure_us, self._gain_db, self._pixel_format)
+        if next(iter(self._views), (coin.coin_id,))[0] != coin.coin_id:
+            self._views.clear()  # another coin: memory stays one coin's views in a long run
+        repeat = self._views[view] = self._views.get(view, -1) + 1
+        return stable_rng("sim-camera", self.config.serial, self.catalog.seed, view, repeat)
 
     def _render(self, shot: _Shot) -> Frame:
         """The frame of an exposure: a pure function of what `_expose` copied."""
