@@ -34,6 +34,10 @@ class JsonlContent:
     numbers: list[int] = field(default_factory=list)
 
 
+# A metadata, coins or session line is about a kilobyte; one over this is damage, not data.
+MAX_LINE_BYTES = 1 << 20
+
+
 def read_jsonl(path: Path) -> JsonlContent:
     """Parse a JSONL file, tolerating a torn last line (a crash mid-append).
 
@@ -78,14 +82,17 @@ def read_jsonl(path: Path) -> JsonlContent:
 
 
 def read_regular(path: Path) -> bytes:
-    """The bytes of a regular file (following links), never a device's or a pipe's.
+    """The bytes of a regular file (following links within its folder), never a device's or a pipe's.
 
     Raises:
-        OSError: the path is not a regular file (reading /dev/zero or a FIFO never ends), or
-            cannot be read.
+        OSError: the path is not a regular file (reading /dev/zero or a FIFO never ends), a link
+            out of its folder, or cannot be read.
     """
     if path.exists() and not path.is_file():
         raise OSError(errno.EINVAL, "not a regular file", str(path))
+    if path.is_symlink() and not path.resolve().is_relative_to(path.parent.resolve()):
+        # a dataset is self-contained: its own files never lead out of it
+        raise OSError(errno.EXDEV, "a link out of its folder, not read", str(path))
     return path.read_bytes()
 
 
@@ -101,7 +108,9 @@ def _torn(raw: bytes, *, terminated: bool) -> bool:
 
 
 def _object(raw: bytes) -> dict[str, Any] | None:
-    """The JSON object a line holds, or None when it is not one."""
+    """The JSON object a line holds, or None when it is not one (or longer than any line is)."""
+    if len(raw) > MAX_LINE_BYTES:
+        return None
     try:
         record = json.loads(raw)
     except (ValueError, RecursionError):

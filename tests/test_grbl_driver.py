@@ -325,7 +325,9 @@ def test_alarm_during_move_then_recover(make_rig: Callable[..., Rig]) -> None:
     with pytest.raises(DeviceAlarm):
         rig.driver.move_to_deg(0.0)  # refused locally: nothing is sent while alarmed
     assert rig.emulator.received == before
-    rig.driver.recover()
+    # unlocked, but without homing nothing can find the position again: the caller is told
+    with pytest.raises(DeviceFault, match="lost the machine position and homing is off"):
+        rig.driver.recover()
     assert rig.emulator.state == "Idle"
     # the limit tripped halfway; the driver re-read the step count GRBL kept there
     stopped = rig.emulator.machine_position()[0]

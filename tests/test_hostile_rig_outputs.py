@@ -32,7 +32,7 @@ import capture.writer as writer_module
 from capture.checks import verify
 from capture.plan import Plan
 from capture.writer import DatasetWriter
-from dataset.jsonl import read_jsonl
+from dataset.jsonl import MAX_LINE_BYTES, read_jsonl
 from dataset.layout import DatasetFormatError
 from dataset.outputs import OutputPathError, check_dataset_folder
 from pipeline.rig_cli.app import app
@@ -457,3 +457,43 @@ def test_outputs_are_replaced_atomically(
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_ino != inode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "out.png"]
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("metadata.jsonl", "a link out of its folder"),
+        ("coins.jsonl", "a link out of its folder"),
+        ("dataset.json", "no readable dataset.json"),
+    ],
+)
+def test_a_dataset_file_linked_out_of_the_dataset_is_never_read(
+    data: Path, tmp_path: Path, name: str, said: str
+) -> None:
+    outside = tmp_path / "elsewhere" / name
+    outside.parent.mkdir()
+    source = data / name
+    if not source.exists():
+        source.write_text("")
+    outside.write_bytes(source.read_bytes())
+    source.unlink()
+    source.symlink_to(outside)
+    before = _tree(tmp_path / "elsewhere")
+    result = runner.invoke(app, ["dataset", "verify", str(data)])
+    assert result.exit_code == 1 and said in result.output, result.output
+    _refused(runner.invoke(app, ["dataset", "summary", str(data)]))
+    assert _tree(tmp_path / "elsewhere") == before
+
+
+def test_a_link_within_the_dataset_folder_is_read(data: Path) -> None:
+    (data / "metadata.jsonl").rename(data / "metadata-copy.jsonl")
+    (data / "metadata.jsonl").symlink_to(data / "metadata-copy.jsonl")
+    assert runner.invoke(app, ["dataset", "summary", str(data)]).exit_code == 0
+
+
+def test_a_metadata_line_over_the_line_limit_is_damage(data: Path) -> None:
+    with (data / "metadata.jsonl").open("a") as f:
+        f.write(json.dumps({"file_name": "x.png", "pad": "a" * MAX_LINE_BYTES}) + "\n")
+    result = runner.invoke(app, ["dataset", "verify", str(data)])
+    assert result.exit_code == 1 and "is not a JSON object" in result.output, result.output
+    _refused(runner.invoke(app, ["dataset", "summary", str(data)]))

@@ -43,6 +43,10 @@ from rig.turntable.grbl_settings import FirmwareSettings
 log = logging.getLogger(__name__)
 
 
+# GRBL 1.1 alarms after which the machine position is likely lost (alarm_codes_en_US.csv)
+POSITION_LOST_ALARMS = (1, 3)
+
+
 class GrblTurntable(GrblMoves):
     """A turntable (and optional camera tilt axis) on a GRBL 1.1 controller.
 
@@ -292,17 +296,31 @@ class GrblTurntable(GrblMoves):
     def recover(self) -> None:
         """Clear an alarm: soft reset, wait for the banner, `$X` (and `$H` when homing), re-read.
 
+        After ALARM:1 (hard limit) or ALARM:3 (reset while moving) GRBL has likely lost the
+        machine position (doc/markdown/interface.md, alarm codes): with homing it is found
+        again by `$H`; without, the controller is unlocked but DeviceFault says the position
+        is lost, so a session pauses instead of recording wrong angles.
+
         Raises:
             NotConnected: connect() was not called.
             DeviceTimeout: no banner or reply in time.
-            DeviceFault: the controller rejected the unlock or homing.
+            DeviceFault: the controller rejected the unlock or homing, or the position was lost
+                and homing is off.
             TransportError: the link dropped.
         """
         with self._lock:
             link = self._require_open()
+            lost, link.last_alarm = link.last_alarm in POSITION_LOST_ALARMS, None
             link.write(SOFT_RESET)
             link.await_banner(send_reset=False)
             self._make_ready()
+            if lost and not self.config.homing:
+                # GRBL's alarm codes 1 and 3: "machine position is likely lost"; without a
+                # homing switch nothing can find it again, and every later angle would be off
+                raise DeviceFault(
+                    f"{self._name}: an alarm lost the machine position and homing is off: "
+                    "put the turntable back at its zero mark (or rerun, which re-zeros it)"
+                )
             log.info("%s recovered at %.3f deg", self._name, self._angle_deg(self._plans()[0]))
 
     # ------------------------------------------------------------------ motion internals

@@ -58,6 +58,8 @@ class GrblLink:
         self.banner: Banner | None = None
         self.owed_replies = 0  # line replies that timed out but may still arrive
         self.in_alarm = False
+        # the code of the last ALARM:N line read (None: none since the last recover)
+        self.last_alarm: int | None = None
 
     def write(self, data: bytes) -> None:
         """Send raw bytes (a real-time command).
@@ -130,8 +132,10 @@ class GrblLink:
             TransportError: the link dropped.
         """
         for raw in self.transport.drain(self.reply_timeout_s):
-            if isinstance(parse_line(raw), Alarm):
+            stale = parse_line(raw)
+            if isinstance(stale, Alarm):
                 self.in_alarm = True
+                self.last_alarm = stale.code
             log.warning("%s: discarding stale reply %r", self.name, raw)
         self.owed_replies = 0
         self.transport.write(b"$G\n")
@@ -345,6 +349,7 @@ class GrblLink:
                 continue
             if isinstance(reply, Alarm):
                 self.in_alarm = True
+                self.last_alarm = reply.code
                 raise DeviceAlarm(
                     f"{self.name}: ALARM:{reply.code} ({alarm_meaning(reply.code)}) while "
                     f"waiting for {waiting_for}; call recover()",
