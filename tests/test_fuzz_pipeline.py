@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import torch
+from corruption import json_paths, replace_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic_dataset import Spec, write_dataset
@@ -86,29 +87,6 @@ def _copy_world(world: Path, dest: Path) -> None:
     (dest / "index" / "index.json").write_text(json.dumps(info))
 
 
-def _json_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every key path in a JSON value (the value itself is the empty path)."""
-    paths = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            paths += _json_paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value[:8]):
-            paths += _json_paths(v, (*prefix, i))
-    return paths
-
-
-def _replace(value: Any, path: tuple[Any, ...], new: Any, delete: bool) -> Any:
-    if not path:
-        return new
-    head, rest = path[0], path[1:]
-    if not rest and delete and isinstance(value, dict):
-        return {k: v for k, v in value.items() if k != head}
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[head] = _replace(value[head], rest, new, delete)
-    return copy
-
-
 def _mutate_json(text: str, data: st.DataObject, jsonl: bool) -> str | None:
     """One JSON value swapped (or one key deleted) in a JSON or JSON-lines text; None if not JSON."""
     if jsonl:
@@ -122,11 +100,11 @@ def _mutate_json(text: str, data: st.DataObject, jsonl: bool) -> str | None:
         doc = json.loads(text)
     except ValueError:
         return None
-    paths = _json_paths(doc)
+    paths = json_paths(doc, items=8)
     path = paths[data.draw(st.integers(0, len(paths) - 1), label="path")]
     new = data.draw(st.sampled_from(HOSTILE_JSON), label="value")
     delete = data.draw(st.booleans(), label="delete")
-    return json.dumps(_replace(doc, path, new, delete))
+    return json.dumps(replace_path(doc, path, new, delete))
 
 
 def _damage(path: Path, data: st.DataObject) -> str:

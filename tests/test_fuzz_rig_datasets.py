@@ -10,9 +10,7 @@ for.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import resource
 import shutil
 import tempfile
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from corruption import json_paths, replace_path, tree_digest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic_dataset import Spec, write_dataset
@@ -96,39 +95,16 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _json_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every key path in a JSON value (the value itself is the empty path)."""
-    paths = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            paths += _json_paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value[:6]):
-            paths += _json_paths(v, (*prefix, i))
-    return paths
-
-
-def _replace(value: Any, path: tuple[Any, ...], new: Any, delete: bool) -> Any:
-    if not path:
-        return new
-    head, rest = path[0], path[1:]
-    if not rest and delete and isinstance(value, dict):
-        return {k: v for k, v in value.items() if k != head}
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[head] = _replace(value[head], rest, new, delete)
-    return copy
-
-
 def _mutate_json(text: str, data: st.DataObject) -> str | None:
     """One value swapped, or one key deleted, in a JSON document; None if it is not JSON."""
     try:
         doc = json.loads(text)
     except ValueError:
         return None
-    paths = _json_paths(doc)
+    paths = json_paths(doc, items=6)
     path = paths[data.draw(st.integers(0, len(paths) - 1), label="path")]
     new = data.draw(st.sampled_from(HOSTILE_JSON), label="value")
-    return json.dumps(_replace(doc, path, new, data.draw(st.booleans(), label="delete")))
+    return json.dumps(replace_path(doc, path, new, data.draw(st.booleans(), label="delete")))
 
 
 def _damage(root: Path, outside: Path, data: st.DataObject) -> str:
@@ -171,20 +147,6 @@ def _damage(root: Path, outside: Path, data: st.DataObject) -> str:
     else:
         path.write_bytes(data.draw(st.binary(max_size=64), label="junk"))
     return f"{kind} {target}"
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    """Every entry under a folder: a file by its sha256, a link by its target."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        name = path.relative_to(folder).as_posix()
-        if path.is_symlink():
-            found[name] = f"-> {os.readlink(path)}"
-        elif path.is_file():
-            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            found[name] = "folder"
-    return found
 
 
 def _check_outcome(command: str, result: Result, context: str) -> None:
@@ -230,9 +192,9 @@ def test_damaged_datasets_give_a_report_or_one_line(base: Path, data: st.DataObj
                 str(work / "out/s.png"),
             ],
         }[command]
-        before = _tree(work)
+        before = tree_digest(work)
         result = runner.invoke(app, args)
-        after = _tree(work)
+        after = tree_digest(work)
     context = f"{command} after {how}:\n{result.output}"
     _check_outcome(command, result, context)
     written = {name for name in after if name not in before or after[name] != before[name]}

@@ -16,7 +16,6 @@ Each test failed on the code before the fix, except those named as guards.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from corruption import tree_digest
 from simulate_support import write_config
 from synthetic_dataset import Spec, write_dataset
 from typer.testing import CliRunner, Result
@@ -73,20 +73,6 @@ def _refused(result: Result, expected: str = "") -> str:
     return errors[0]
 
 
-def _tree(folder: Path) -> dict[str, str]:
-    """Every file under a folder with the sha256 of its bytes (symlinks by their target)."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        name = path.relative_to(folder).as_posix()
-        if path.is_symlink():
-            found[name] = f"-> {os.readlink(path)}"
-        elif path.is_file():
-            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            found[name] = "folder"
-    return found
-
-
 def _capture(out: Path | str) -> list[str]:
     return [
         "capture",
@@ -123,9 +109,9 @@ def _foreign(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_a_foreign_folder_is_refused_and_left_byte_identical(tmp_path: Path, command: str) -> None:
     folder = _foreign(tmp_path)
-    before = _tree(tmp_path)
+    before = tree_digest(tmp_path)
     _refused(runner.invoke(app, COMMANDS[command](folder)), "holds no coinrig dataset")
-    assert _tree(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -153,9 +139,9 @@ def test_an_output_folder_that_cannot_hold_a_dataset_is_refused_before_any_write
         "/proc": Path("/proc"),
         "/proc/new": Path("/proc/coinrig-new"),
     }[case]
-    before = _tree(tmp_path)
+    before = tree_digest(tmp_path)
     _refused(runner.invoke(app, COMMANDS[command](out)), expected)
-    assert _tree(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 @pytest.mark.skipif(ROOT_USER, reason="root writes into read-only folders")
@@ -193,10 +179,10 @@ def test_new_empty_and_dataset_folders_are_accepted(data: Path, tmp_path: Path) 
 
 def test_the_writer_itself_refuses_a_foreign_folder(tmp_path: Path) -> None:
     folder = _foreign(tmp_path)
-    before = _tree(folder)
+    before = tree_digest(folder)
     with pytest.raises(OutputPathError):
         DatasetWriter(folder).open()
-    assert _tree(folder) == before
+    assert tree_digest(folder) == before
 
 
 # -- torn lines: only what the writer itself could have torn is cut ---------------------------
@@ -323,7 +309,7 @@ def _names(case: str) -> str:
 def test_verify_reports_a_damaged_file_with_exit_1(data: Path, case: str) -> None:
     """The report names the damaged file (a bad session or a non-JSON line: guards)."""
     _damage(data, case)
-    before = _tree(data)
+    before = tree_digest(data)
     result = runner.invoke(app, ["dataset", "verify", str(data)])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
         result.exception
@@ -332,7 +318,7 @@ def test_verify_reports_a_damaged_file_with_exit_1(data: Path, case: str) -> Non
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert any(_names(case) in line for line in errors), result.output
     assert result.output.splitlines()[-1].endswith("warning(s)")
-    assert _tree(data) == before
+    assert tree_digest(data) == before
 
 
 @pytest.mark.parametrize("case", DAMAGES)
@@ -341,7 +327,7 @@ def test_other_commands_refuse_a_damaged_dataset_in_one_line(
     data: Path, tmp_path: Path, case: str, command: str
 ) -> None:
     _damage(data, case)
-    before = _tree(tmp_path)
+    before = tree_digest(tmp_path)
     args = {
         "summary": ["dataset", "summary", str(data)],
         "sheet": ["dataset", "sheet", str(data), "--coin", COIN, "--out", str(tmp_path / "s.png")],
@@ -350,7 +336,7 @@ def test_other_commands_refuse_a_damaged_dataset_in_one_line(
     }[command]
     line = _refused(runner.invoke(app, args))
     assert _names(case) in line
-    assert _tree(tmp_path) == before  # nothing written, not even a lock or the sheet
+    assert tree_digest(tmp_path) == before  # nothing written, not even a lock or the sheet
 
 
 def test_verify_reports_an_image_linked_out_of_the_dataset(data: Path, tmp_path: Path) -> None:
@@ -400,13 +386,13 @@ def test_a_bad_output_path_is_refused_before_rendering(
     data: Path, tmp_path: Path, no_rendering: None, case: str, command: str
 ) -> None:
     out, expected = _bad_outputs(tmp_path)[case]
-    before = _tree(tmp_path)
+    before = tree_digest(tmp_path)
     if command == "dataset sheet":
         args = ["dataset", "sheet", str(data), "--coin", COIN, "--out", str(out)]
     else:
         args = [*command.split(), "--coin", "SIM-0001", "--out", str(out)]
     _refused(runner.invoke(app, args), expected)
-    assert _tree(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 @pytest.mark.skipif(ROOT_USER, reason="root writes into read-only folders")
@@ -478,11 +464,11 @@ def test_a_dataset_file_linked_out_of_the_dataset_is_never_read(
     outside.write_bytes(source.read_bytes())
     source.unlink()
     source.symlink_to(outside)
-    before = _tree(tmp_path / "elsewhere")
+    before = tree_digest(tmp_path / "elsewhere")
     result = runner.invoke(app, ["dataset", "verify", str(data)])
     assert result.exit_code == 1 and said in result.output, result.output
     _refused(runner.invoke(app, ["dataset", "summary", str(data)]))
-    assert _tree(tmp_path / "elsewhere") == before
+    assert tree_digest(tmp_path / "elsewhere") == before
 
 
 def test_a_link_within_the_dataset_folder_is_read(data: Path) -> None:
