@@ -1,4 +1,4 @@
-"""Helpers shared by the hostile-input and fuzz tests: JSON key paths, edits, folder digests."""
+"""Helpers shared by the hostile-input and fuzz tests: refusals, JSON key paths, edits, digests."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 from typing import Any
+
+from typer.testing import Result
 
 
 def json_paths(value: Any, prefix: tuple[Any, ...] = (), items: int = 8) -> list[tuple[Any, ...]]:
@@ -44,3 +46,16 @@ def tree_digest(folder: Path) -> dict[str, str]:
         else:
             found[name] = "folder"
     return found
+
+
+def assert_refused(result: Result, expected: str = "") -> str:
+    """The command exited 2 with one `error:` line (its last), and no traceback."""
+    exception = result.exception
+    assert exception is None or isinstance(exception, SystemExit), repr(exception)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output
+    assert "Traceback" not in result.output
+    assert expected in errors[0], errors[0]
+    return errors[0]

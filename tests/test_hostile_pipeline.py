@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from corruption import assert_refused
 from synthetic_dataset import Spec, write_dataset
 from typer.testing import CliRunner, Result
 
@@ -68,19 +69,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     assert result.exit_code == 0, result.output
     yield World(tmp, data, cache, run, index)
     torch.set_num_threads(before)
-
-
-def _refused(result: Result, expected: str = "") -> str:
-    """The command exited 2 with one `error:` line (its last), and no traceback."""
-    exception = result.exception
-    assert exception is None or isinstance(exception, SystemExit), repr(exception)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.output
-    assert "Traceback" not in result.output
-    assert expected in errors[0], errors[0]
-    return errors[0]
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -185,7 +173,7 @@ def test_training_refuses_a_symlink_out_of_the_dataset(
         target = str(outside)
     (data / name).unlink()
     (data / name).symlink_to(target)
-    line = _refused(_train(data, tmp_path / "run", tmp_path / "cache"), "through a symlink")
+    line = assert_refused(_train(data, tmp_path / "run", tmp_path / "cache"), "through a symlink")
     assert name in line
     assert not (tmp_path / "cache").exists()  # refused while reading metadata, before decoding
 
@@ -200,7 +188,7 @@ def test_training_refuses_file_names_out_of_the_dataset(
     first = json.loads(lines[0])
     first["file_name"] = name
     (data / "metadata.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
-    _refused(_train(data, tmp_path / "run", tmp_path / "cache"), "not a safe path")
+    assert_refused(_train(data, tmp_path / "run", tmp_path / "cache"), "not a safe path")
 
 
 def test_training_skips_a_file_that_is_not_a_regular_file(world: World, tmp_path: Path) -> None:
@@ -236,11 +224,11 @@ def test_a_decompression_bomb_is_refused_before_decoding(world: World, tmp_path:
 
     photo = tmp_path / "bomb.png"
     photo.write_bytes(bomb)
-    _refused(
+    assert_refused(
         runner.invoke(app, ["search", "--index", str(world.index), str(photo)]), MAX_PIXELS_ENV
     )
     args = ["explain", "--run", str(world.run), "--query", str(photo), "--against", str(photo)]
-    _refused(runner.invoke(app, [*args, "--out", str(tmp_path / "x")]), MAX_PIXELS_ENV)
+    assert_refused(runner.invoke(app, [*args, "--out", str(tmp_path / "x")]), MAX_PIXELS_ENV)
 
 
 def test_the_pixel_limit_is_set_by_its_variable(
@@ -248,9 +236,9 @@ def test_the_pixel_limit_is_set_by_its_variable(
 ) -> None:
     monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
     search = ["search", "--index", str(world.index), str(world.photo)]
-    _refused(runner.invoke(app, search), "over the limit of 1,000 pixels")
+    assert_refused(runner.invoke(app, search), "over the limit of 1,000 pixels")
     monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
-    _refused(runner.invoke(app, search), f"{MAX_PIXELS_ENV}='lots'")
+    assert_refused(runner.invoke(app, search), f"{MAX_PIXELS_ENV}='lots'")
     monkeypatch.setenv(MAX_PIXELS_ENV, "1000000000")
     assert runner.invoke(app, search).exit_code == 0
 
@@ -259,9 +247,11 @@ def test_an_image_of_20000_by_1_pixels_is_one_line(world: World, tmp_path: Path)
     strip = _png(np.full((1, 20000, 3), 128, np.uint8))
     photo = tmp_path / "strip.png"
     photo.write_bytes(strip)
-    _refused(runner.invoke(app, ["search", "--index", str(world.index), str(photo)]), "20000×1")
+    assert_refused(
+        runner.invoke(app, ["search", "--index", str(world.index), str(photo)]), "20000×1"
+    )
     args = ["explain", "--run", str(world.run), "--query", str(photo), "--against", str(photo)]
-    _refused(runner.invoke(app, [*args, "--out", str(tmp_path / "x")]), "cannot show a coin")
+    assert_refused(runner.invoke(app, [*args, "--out", str(tmp_path / "x")]), "cannot show a coin")
     catalog = Path(shutil.copytree(world.data / "catalog", tmp_path / "catalog"))
     (catalog / "strip.png").write_bytes(strip)
     args = [
@@ -323,14 +313,14 @@ def test_a_damaged_run_is_one_line(world: World, tmp_path: Path, what: str) -> N
     _damage(run, what)
     before = _hashes(run)
     args = ["evaluate", "--run", str(run), "--cache-dir", str(world.cache)]
-    _refused(runner.invoke(app, args))
+    assert_refused(runner.invoke(app, args))
     # index and search read neither the split nor the datasets a config names
     if not what.startswith("split.json") and what != "config.json without data":
         out = tmp_path / "new-index"
         args = ["index", "--run", str(run), "--images", str(world.data), "--out", str(out)]
-        _refused(runner.invoke(app, args))
+        assert_refused(runner.invoke(app, args))
         assert not out.exists()
-        _refused(runner.invoke(app, ["search", "--index", str(index), str(world.photo)]))
+        assert_refused(runner.invoke(app, ["search", "--index", str(index), str(world.photo)]))
     assert _hashes(run) == before
 
 
@@ -365,7 +355,7 @@ def test_a_damaged_run_is_not_resumed(world: World, tmp_path: Path, what: str) -
     (run / name).write_bytes(content)
     before = _hashes(run)
     cache = tmp_path / "cache"
-    line = _refused(_train(world.data, run, cache, "--resume", "--epochs", "2"))
+    line = assert_refused(_train(world.data, run, cache, "--resume", "--epochs", "2"))
     assert name.split("/")[-1] in line
     assert not cache.exists()  # refused before any image was read
     assert _hashes(run) == before
@@ -390,9 +380,9 @@ def test_a_damaged_index_is_one_line(world: World, tmp_path: Path, what: str) ->
         np.save(buffer, np.zeros((3, 5), np.float32))
         content = buffer.read_bytes()
     (index / name).write_bytes(content)
-    _refused(runner.invoke(app, ["search", "--index", str(index), str(world.photo)]), "index")
+    assert_refused(runner.invoke(app, ["search", "--index", str(index), str(world.photo)]), "index")
     args = ["index", "--run", str(world.run), "--images", str(world.data), "--out", str(index)]
-    _refused(runner.invoke(app, args), "index")
+    assert_refused(runner.invoke(app, args), "index")
 
 
 def test_a_checkpoint_name_cannot_lead_out_of_the_run(world: World, tmp_path: Path) -> None:
@@ -402,7 +392,7 @@ def test_a_checkpoint_name_cannot_lead_out_of_the_run(world: World, tmp_path: Pa
     shutil.copy(world.run / "split.json", run)
     shutil.copytree(world.run / "checkpoints" / "best", tmp_path / "elsewhere")
     args = ["evaluate", "--run", str(run), "--cache-dir", str(world.cache)]
-    line = _refused(runner.invoke(app, [*args, "--checkpoint", "../../elsewhere"]))
+    line = assert_refused(runner.invoke(app, [*args, "--checkpoint", "../../elsewhere"]))
     assert "--checkpoint must be a folder name" in line
 
 
@@ -413,19 +403,23 @@ def test_output_paths_are_checked_before_any_work(world: World, tmp_path: Path) 
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     search = ["search", "--index", str(world.index), str(world.photo)]
-    _refused(runner.invoke(app, [*search, "--sheet", str(tmp_path / "s.foo")]), "unknown image")
-    _refused(runner.invoke(app, [*search, "--sheet", str(a_file / "s.png")]), "not a folder")
-    _refused(runner.invoke(app, [*search, "--sheet", str(world.photo)]), "one of the input")
+    assert_refused(
+        runner.invoke(app, [*search, "--sheet", str(tmp_path / "s.foo")]), "unknown image"
+    )
+    assert_refused(runner.invoke(app, [*search, "--sheet", str(a_file / "s.png")]), "not a folder")
+    assert_refused(runner.invoke(app, [*search, "--sheet", str(world.photo)]), "one of the input")
     index = ["index", "--run", str(world.run), "--images", str(world.data)]
-    _refused(runner.invoke(app, [*index, "--out", str(a_file / "idx")]), "not a folder")
+    assert_refused(runner.invoke(app, [*index, "--out", str(a_file / "idx")]), "not a folder")
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("mine")
-    _refused(runner.invoke(app, [*index, "--out", str(foreign)]), "does not hold a catalog index")
+    assert_refused(
+        runner.invoke(app, [*index, "--out", str(foreign)]), "does not hold a catalog index"
+    )
     cache = tmp_path / "cache"
-    _refused(_train(world.data, a_file / "run", cache), "not a folder")
-    _refused(_train(world.data, foreign, cache), "does not hold a training run")
-    _refused(_train(world.data, world.data, cache), "does not hold a training run")
+    assert_refused(_train(world.data, a_file / "run", cache), "not a folder")
+    assert_refused(_train(world.data, foreign, cache), "does not hold a training run")
+    assert_refused(_train(world.data, world.data, cache), "does not hold a training run")
     assert not cache.exists()  # nothing was decoded before the refusal
     assert (foreign / "thesis.tex").read_text() == "mine" and len(list(foreign.iterdir())) == 1
 
@@ -435,7 +429,7 @@ def test_a_metadata_csv_that_is_not_utf8_is_one_line(world: World, tmp_path: Pat
     with meta.open("w", newline="", encoding="latin-1") as f:
         csv.writer(f).writerows([["file_name", "sale"], ["obverse.jpg", "Zürich 1998"]])
     args = ["index", "--run", str(world.run), "--images", str(world.data), "--meta", str(meta)]
-    _refused(runner.invoke(app, [*args, "--out", str(tmp_path / "i")]), "not UTF-8")
+    assert_refused(runner.invoke(app, [*args, "--out", str(tmp_path / "i")]), "not UTF-8")
 
 
 # -- numeric options: NaN, infinities and signs, before any image is read ----------------------
@@ -460,7 +454,7 @@ def test_numeric_options_are_checked(
     world: World, tmp_path: Path, option: str, value: str, message: str
 ) -> None:
     cache = tmp_path / "cache"
-    _refused(_train(world.data, tmp_path / "run", cache, option, value), message)
+    assert_refused(_train(world.data, tmp_path / "run", cache, option, value), message)
     assert not cache.exists() and not (tmp_path / "run").exists()
 
 
@@ -469,7 +463,7 @@ def test_hierarchy_options_are_checked(world: World, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     for option, value in (("--lr", "nan"), ("--seed", "-3"), ("--per-side", "0")):
         result = runner.invoke(app, [*args, "--cache-dir", str(cache), option, value])
-        _refused(result, option)
+        assert_refused(result, option)
     assert not cache.exists()
 
 
@@ -491,7 +485,7 @@ def test_metrics_stay_json_when_the_loss_diverges(
     monkeypatch.setattr(training_loop.Objective, "forward", diverging)
     run = tmp_path / "run"
     args = ["--steps-per-epoch", "10", "--epochs", "2"]  # a step row every 10 steps
-    _refused(_train(world.data, run, world.cache, *args), "training diverged in epoch 1")
+    assert_refused(_train(world.data, run, world.cache, *args), "training diverged in epoch 1")
 
     def refuse(token: str) -> None:
         raise AssertionError(f"{token} is not JSON")
@@ -516,7 +510,7 @@ def test_nan_weights_are_refused(world: World, tmp_path: Path) -> None:
     }
     save_file(state, str(weights))
     args = ["evaluate", "--run", str(run), "--cache-dir", str(world.cache)]
-    _refused(runner.invoke(app, args), "NaN or infinite weights")
+    assert_refused(runner.invoke(app, args), "NaN or infinite weights")
 
 
 def test_debug_shows_the_traceback(world: World, tmp_path: Path) -> None:

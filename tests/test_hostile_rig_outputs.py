@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from corruption import tree_digest
+from corruption import assert_refused, tree_digest
 from simulate_support import write_config
 from synthetic_dataset import Spec, write_dataset
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 import capture.writer as writer_module
 from capture.checks import verify
@@ -58,19 +58,6 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def data(base: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(base, tmp_path / "ds"))
-
-
-def _refused(result: Result, expected: str = "") -> str:
-    """The command exited 2 with one `error:` line (its last), and no traceback."""
-    exception = result.exception
-    assert exception is None or isinstance(exception, SystemExit), repr(exception)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.output
-    assert "Traceback" not in result.output
-    assert expected in errors[0], errors[0]
-    return errors[0]
 
 
 def _capture(out: Path | str) -> list[str]:
@@ -110,7 +97,7 @@ def _foreign(tmp_path: Path) -> Path:
 def test_a_foreign_folder_is_refused_and_left_byte_identical(tmp_path: Path, command: str) -> None:
     folder = _foreign(tmp_path)
     before = tree_digest(tmp_path)
-    _refused(runner.invoke(app, COMMANDS[command](folder)), "holds no coinrig dataset")
+    assert_refused(runner.invoke(app, COMMANDS[command](folder)), "holds no coinrig dataset")
     assert tree_digest(tmp_path) == before
 
 
@@ -140,7 +127,7 @@ def test_an_output_folder_that_cannot_hold_a_dataset_is_refused_before_any_write
         "/proc/new": Path("/proc/coinrig-new"),
     }[case]
     before = tree_digest(tmp_path)
-    _refused(runner.invoke(app, COMMANDS[command](out)), expected)
+    assert_refused(runner.invoke(app, COMMANDS[command](out)), expected)
     assert tree_digest(tmp_path) == before
 
 
@@ -151,8 +138,8 @@ def test_a_read_only_folder_is_refused(tmp_path: Path, command: str) -> None:
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        _refused(runner.invoke(app, COMMANDS[command](folder)), "cannot write")
-        _refused(runner.invoke(app, COMMANDS[command](folder / "new")), "not writable")
+        assert_refused(runner.invoke(app, COMMANDS[command](folder)), "cannot write")
+        assert_refused(runner.invoke(app, COMMANDS[command](folder / "new")), "not writable")
     finally:
         folder.chmod(0o755)
     assert list(folder.iterdir()) == []
@@ -334,7 +321,7 @@ def test_other_commands_refuse_a_damaged_dataset_in_one_line(
         "capture": _capture(data),
         "simulate": _simulate(data),
     }[command]
-    line = _refused(runner.invoke(app, args))
+    line = assert_refused(runner.invoke(app, args))
     assert _names(case) in line
     assert tree_digest(tmp_path) == before  # nothing written, not even a lock or the sheet
 
@@ -391,7 +378,7 @@ def test_a_bad_output_path_is_refused_before_rendering(
         args = ["dataset", "sheet", str(data), "--coin", COIN, "--out", str(out)]
     else:
         args = [*command.split(), "--coin", "SIM-0001", "--out", str(out)]
-    _refused(runner.invoke(app, args), expected)
+    assert_refused(runner.invoke(app, args), expected)
     assert tree_digest(tmp_path) == before
 
 
@@ -404,7 +391,7 @@ def test_an_unwritable_output_folder_is_refused_before_rendering(
     folder.chmod(0o555)
     try:
         args = ["sim", "render", "--out", str(folder / "view.png")]
-        _refused(runner.invoke(app, args), "not writable")
+        assert_refused(runner.invoke(app, args), "not writable")
     finally:
         folder.chmod(0o755)
 
@@ -414,7 +401,7 @@ def test_a_sixteen_bit_view_is_refused_as_jpeg_before_rendering(
 ) -> None:
     config = write_config(tmp_path / "deep.yaml", camera={"bit_depth": 16})
     args = ["sim", "render", "--config", str(config), "--out", str(tmp_path / "view.jpg")]
-    _refused(runner.invoke(app, args), "16-bit")
+    assert_refused(runner.invoke(app, args), "16-bit")
 
 
 @pytest.mark.parametrize("command", ["sim render", "dataset sheet"])
@@ -435,7 +422,7 @@ def test_outputs_are_replaced_atomically(
 
     with monkeypatch.context() as patch:
         patch.setattr(writer_module, "_write_bytes", disk_full)
-        _refused(runner.invoke(app, args), "No space left")
+        assert_refused(runner.invoke(app, args), "No space left")
     assert out.read_bytes() == b"the old picture"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "out.png"]
     inode = out.stat().st_ino
@@ -467,7 +454,7 @@ def test_a_dataset_file_linked_out_of_the_dataset_is_never_read(
     before = tree_digest(tmp_path / "elsewhere")
     result = runner.invoke(app, ["dataset", "verify", str(data)])
     assert result.exit_code == 1 and said in result.output, result.output
-    _refused(runner.invoke(app, ["dataset", "summary", str(data)]))
+    assert_refused(runner.invoke(app, ["dataset", "summary", str(data)]))
     assert tree_digest(tmp_path / "elsewhere") == before
 
 
@@ -482,4 +469,4 @@ def test_a_metadata_line_over_the_line_limit_is_damage(data: Path) -> None:
         f.write(json.dumps({"file_name": "x.png", "pad": "a" * MAX_LINE_BYTES}) + "\n")
     result = runner.invoke(app, ["dataset", "verify", str(data)])
     assert result.exit_code == 1 and "is not a JSON object" in result.output, result.output
-    _refused(runner.invoke(app, ["dataset", "summary", str(data)]))
+    assert_refused(runner.invoke(app, ["dataset", "summary", str(data)]))
