@@ -1,16 +1,17 @@
-r"""Twin pretraining: resnet50-truncated pretrained on a twin collection, then fine-tuned.
+r"""Twin pretraining: a model pretrained on a twin collection, then fine-tuned.
 
 One command runs the whole comparison (docs/pretraining.md) and prints its table:
 
 1. two twin collections with `rig simulate --direct` (the twin's frames, no emulated rig): a
    large one to pretrain on and a held-out one to evaluate on, of other seeds (other coins,
    other dies and designs: nothing of the evaluation collection is ever seen in pretraining);
-2. resnet50-truncated pretrained on the large one (every coin trains, no validation);
-3. for each split seed of the held-out collection: resnet50-truncated fine-tuned from the
-   pretrained run (`pipeline train --init RUN`), the same model from scratch, and resnet-tiny
-   from scratch, each trained on the same training coins and scored on the same test coins
-   with the catalog protocol (one catalog image per test coin side as the gallery, every
-   capture of those coins a query);
+2. `--model` (default resnet50-truncated) pretrained on the large one (every coin trains, no
+   validation);
+3. for each split seed of the held-out collection: the model fine-tuned from the
+   pretrained run (`pipeline train --init RUN`), the same model from scratch, and
+   `--baseline-model` (resnet-tiny) from scratch, each trained on the same training coins and
+   scored on the same test coins with the catalog protocol (one catalog image per test coin
+   side as the gallery, every capture of those coins a query);
 4. top-1 per model: mean and spread over the split seeds.
 
     .venv/bin/python benchmarks/pretrain_finetune.py --out /tmp/pretrain        # CPU scale
@@ -42,7 +43,6 @@ from training.train import train
 from training.train_config import TrainConfig
 
 RIG = Path(sys.executable).with_name("rig")
-MODELS = ("r50t-twin-pretrained", "r50t-scratch", "tiny-scratch")
 # --gpu-scale: the settings of the full-size run (flags given on the command line still win)
 GPU_SCALE = {
     "pretrain_coins": 5000,
@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; --gpu-scale fills in the full-size settings flags did not give."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/pretrain-finetune"))
+    p.add_argument("--model", default="resnet50-truncated", help="pretrained, fine-tuned, scratch")
+    p.add_argument("--baseline-model", default="resnet-tiny", help="from scratch, for reference")
     p.add_argument("--gpu-scale", action="store_true", help="the full-size recipe (one GPU)")
     p.add_argument("--pretrain-coins", type=int, default=1200)
     p.add_argument("--pretrain-types", type=int, default=24)
@@ -171,30 +173,30 @@ def main(argv: list[str] | None = None) -> None:
         pre_data, args.pretrain_coins, args.pretrain_types, args.pretrain_seed, args
     )
     timings["render eval"] = simulate(eval_data, args.eval_coins, 6, args.eval_seed, args)
-    pre_run = out / "runs" / "pretrain-r50t"
+    pre_run = out / "runs" / f"pretrain-{args.model}"
     pretrain = config(
-        pre_data, pre_run, "resnet50-truncated", args, epochs=args.pretrain_epochs,
+        pre_data, pre_run, args.model, args, epochs=args.pretrain_epochs,
         steps_per_epoch=args.pretrain_steps, lr=args.pretrain_lr, split="1,0,0",
         loss=LossSettings(scale=args.pretrain_scale),  # thousands of classes (README: --scale)
     )  # fmt: skip
     timings["pretrain cpu"] = float(train_once(pretrain).get("cpu_seconds", 0.0))
-    results: dict[str, list[float]] = {name: [] for name in MODELS}
     # the pretrained model as it is, on every coin of the held-out collection (it saw none)
     cache = out / "cache"
-    results["r50t-twin-pretrained, not fine-tuned"] = [catalog_top1(pre_run, cache, eval_data)]
+    results: dict[str, list[float]] = {"pretrained only": [catalog_top1(pre_run, cache, eval_data)]}
+    runs = {
+        "pretrained, fine-tuned": (args.model, str(pre_run), args.finetune_lr),
+        "scratch": (args.model, None, args.lr),
+    }
+    if args.baseline_model != args.model:
+        runs["baseline scratch"] = (args.baseline_model, None, args.lr)
     for seed in [int(s) for s in args.seeds.split(",")]:
-        runs = {
-            "r50t-twin-pretrained": ("resnet50-truncated", str(pre_run), args.finetune_lr),
-            "r50t-scratch": ("resnet50-truncated", None, args.lr),
-            "tiny-scratch": ("resnet-tiny", None, args.lr),
-        }
         for name, (model, init, lr) in runs.items():
-            run = out / "runs" / f"{name}-seed{seed}"
+            run = out / "runs" / f"{model}-{name.replace(', ', '-').replace(' ', '-')}-seed{seed}"
             cfg = config(eval_data, run, model, args, seed=seed, init=init, lr=lr)
             timings[f"{name} cpu"] = timings.get(f"{name} cpu", 0.0) + float(
                 train_once(cfg).get("cpu_seconds", 0.0)
             )
-            results[name].append(catalog_top1(run, cache))
+            results.setdefault(name, []).append(catalog_top1(run, cache))
     report = {"settings": {k: str(v) for k, v in vars(args).items()}, "top1": results}
     report["seconds"] = timings
     (out / "results.json").write_text(json.dumps(report, indent=2))
@@ -212,13 +214,13 @@ def print_table(
     print("| model | start | top-1 (mean ± sd) | per seed |")
     print("| --- | --- | --- | --- |")
     starts = {
-        "r50t-twin-pretrained, not fine-tuned": "twin-pretrained only (all coins)",
-        "r50t-twin-pretrained": f"twin-pretrained ({args.pretrain_coins} coins), fine-tuned",
-        "r50t-scratch": "scratch",
-        "tiny-scratch": "scratch",
+        "pretrained only": "twin-pretrained only (all coins)",
+        "pretrained, fine-tuned": f"twin-pretrained ({args.pretrain_coins} coins), fine-tuned",
+        "scratch": "scratch",
+        "baseline scratch": "scratch",
     }
     for name, values in results.items():
-        model = "resnet-tiny" if name.startswith("tiny") else "resnet50-truncated"
+        model = args.baseline_model if name == "baseline scratch" else args.model
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         seeds = ", ".join(f"{100 * v:.1f}" for v in values)
         mean = 100 * statistics.mean(values)

@@ -329,6 +329,12 @@ def evaluate_command(
         f"MAP@R {100 * o['map_at_r']:.1f}% ({o['queries']} queries, {report['coins']} coins) "
         f"→ {run / f'eval-{protocol}'}"
     )
+    if "pooled" in o:
+        pooled = o["pooled"]
+        typer.echo(
+            f"every capture of a coin side searched together: top-1 {100 * pooled['top1']:.1f}% "
+            f"({pooled['queries']} coin sides)"
+        )
     if "verdict" in report:
         typer.echo(f"same-coin verdict (validation pairs, {run / 'roc.png'}):\n{report['verdict']}")
     note = collapse_note(o, "test")

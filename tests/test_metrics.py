@@ -15,6 +15,7 @@ from training.metrics import (
     breakdown,
     equal_error_rate,
     genuine_impostor,
+    pooled_top1,
     retrieval_metrics,
     worst_failures,
 )
@@ -154,3 +155,18 @@ def test_every_loss_builds_and_backpropagates(name: str) -> None:
     assert emb.grad is not None and torch.isfinite(loss.detach())
     if name != "triplet":
         assert all(p.grad is not None for p in loss_fn.parameters())
+
+
+def test_pooled_top1_lets_a_coin_sides_captures_outvote_one_bad_photo() -> None:
+    """Two of three captures point at the right coin: pooled, the side is found."""
+    gallery = torch.eye(2)
+    queries = F.normalize(torch.tensor([[1.0, 0.1], [1.0, 0.2], [0.2, 1.0], [0.1, 1.0]]), dim=1)
+    labels = [0, 0, 0, 1]  # the third query (coin 0) looks like coin 1
+    _, result = retrieval_metrics(queries, labels, gallery, [0, 1])
+    assert result.top1.tolist() == [True, True, False, True]
+    pooled = pooled_top1(result, ["a/obverse", "a/obverse", "a/obverse", "b/obverse"])
+    assert pooled == {"top1": 1.0, "queries": 2}
+    # the bad photo alone is still wrong when it is its own group
+    alone = pooled_top1(result, ["a/obverse", "a/obverse", "a/reverse", "b/obverse"])
+    assert alone == {"top1": 2 / 3, "queries": 3}
+    assert pooled_top1(result, []) == {"top1": 0.0, "queries": 0}

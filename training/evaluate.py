@@ -40,6 +40,7 @@ from training.metrics import (
     Retrieval,
     breakdown,
     genuine_impostor,
+    pooled_top1,
     retrieval_metrics,
     verification_summary,
     worst_failures,
@@ -183,6 +184,8 @@ def run_protocol(
     )
     sides = [bank.records[i].side for i in q_pos], [bank.records[i].side for i in g_pos]
     figures: dict[str, Any] = {**metrics}
+    if not loo:  # every capture of a coin side answering together (a rig-captured coin)
+        figures["pooled"] = pooled_top1(result, [bank.records[i].view for i in q_pos])
     figures.update(spread(result.similarity, *sides, [bank.records[i].coin for i in g_pos]))
     return figures, result, q_pos, g_pos
 

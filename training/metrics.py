@@ -86,6 +86,26 @@ def retrieval_metrics(
     return metrics, result
 
 
+def pooled_top1(result: Retrieval, groups: Sequence[str]) -> dict[str, float]:
+    """Top-1 when the queries of one group (a coin side's captures) answer together.
+
+    A rig photographs every coin side from many poses; searching with all of them at once is
+    what a person identifying a rig-captured coin does. Their similarity rows are averaged
+    (the same ranking as the mean of their embeddings) and the group's nearest gallery image
+    is right if it is right for the group's queries.
+    """
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    if not members:
+        return {"top1": 0.0, "queries": 0}
+    hits = [
+        bool(result.same_label[rows[0], int(np.argmax(result.similarity[rows].mean(axis=0)))])
+        for rows in members.values()
+    ]
+    return {"top1": float(np.mean(hits)), "queries": len(hits)}
+
+
 def _natural(value: str) -> tuple[float, str]:
     """Sort key: numbers by value (so 90° comes before 180°), then text."""
     head = value.rstrip("°")

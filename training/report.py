@@ -90,6 +90,12 @@ def markdown_report(metrics: dict[str, Any]) -> str:
     ]
     for key in ("top1", "top5", "precision_at_1", "map_at_r", "r_precision"):
         lines.append(f"| {key} | {_percent(overall[key])} |")
+    if "pooled" in overall:
+        pooled = overall["pooled"]
+        lines.append(
+            f"| top1, each coin side's captures searched together ({pooled['queries']} sides) "
+            f"| {_percent(pooled['top1'])} |"
+        )
     for name, groups in metrics["breakdown"].items():
         lines += [
             "",
