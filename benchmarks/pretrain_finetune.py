@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="0.6,0.1,0.3")
     p.add_argument("--rotations", type=int, default=4, help="evaluation rotation pooling")
     p.add_argument("--workers", type=int, default=0, help="rig simulate --workers")
+    p.add_argument(
+        "--shared-reverses", type=float, default=None, help="rig simulate's (default: its own)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's choice)")
     args = p.parse_args(argv)
     if args.gpu_scale:
@@ -98,11 +101,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def simulate(out: Path, coins: int, types: int, seed: int, args: argparse.Namespace) -> float:
-    """A twin collection straight from the twin (`rig simulate --direct`); its seconds."""
+    """A twin collection straight from the twin (`rig simulate --direct`); its seconds.
+
+    A collection this benchmark finished before (every coin in coins.jsonl) is kept as it is,
+    even if the twin has changed since: it is the data the kept runs were trained on.
+    """
     started = time.perf_counter()
+    listed = out / "coins.jsonl"
+    if listed.is_file() and len(listed.read_text().splitlines()) == coins:
+        return 0.0
     command = [str(RIG), "simulate", "--direct", "--coins", str(coins), "--types", str(types)]
     command += ["--seed", str(seed), "--image-size", str(args.render_size), "--plan", "quick"]
     command += ["--workers", str(args.workers), "--out", str(out)]
+    if args.shared_reverses is not None:
+        command += ["--shared-reverses", str(args.shared_reverses)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 

@@ -8,7 +8,7 @@ Examples:
     pipeline train --out runs/tiny --data datasets/sawhill --epochs 10 --resume
     pipeline evaluate --run runs/tiny --data datasets/sawhill --protocol all
     pipeline benchmark --data datasets/sawhill --models resnet-tiny,resnet18 \
-        --aug standard,tuned --train-on catalog,captures --epochs 5
+        --aug none,standard,tuned --train-on catalog,captures,both --seeds 0,1,2 --epochs 5
     pipeline train --task hierarchy --data datasets/sawhill --image-size 64 --epochs 100 \
         --out runs/hierarchy
 """
@@ -31,21 +31,16 @@ from pipeline.cli_hierarchy import (
 )
 from pipeline.cli_support import DebugOption, VersionOption, expected_errors, fail, set_debug
 from training.collapse import collapse_note, validation_of_epoch
-from training.data import load_images, read_datasets
 from training.errors import TrainingError
 from training.evaluate import (
     PROTOCOLS,
-    augmented_catalog_top1,
     evaluate_run,
-    load_run,
-    run_protocol,
 )
 from training.hierarchy import ClassifierSettings
 from training.hierarchy_run import is_hierarchy_run
 from training.init_weights import init_checkpoint, resolve_weights
 from training.losses import LossSettings
 from training.outputs import check_output_folder
-from training.report import BENCHMARK_COLUMNS, benchmark_markdown
 from training.run_folder import read_run_config
 from training.run_state import check_resumable
 from training.train import train
@@ -379,95 +374,13 @@ def _accuracy_table(report: dict[str, Any]) -> Table:
     return table
 
 
-@app.command("benchmark")
-def benchmark_command(
-    data: list[Path] = typer.Option(..., "--data", help="Dataset directory (repeat for several)."),
-    models: str = typer.Option("resnet-tiny", help="Comma-separated model names."),
-    aug: str = typer.Option("standard,tuned", help="Comma-separated augmentation presets."),
-    train_on: str = typer.Option("catalog", help="Comma-separated regimes."),
-    epochs: int = typer.Option(5, help="Epochs per configuration."),
-    image_size: int = typer.Option(64, help="Square input side in pixels."),
-    batch_size: int = typer.Option(32, help="Images per step."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate."),
-    steps_per_epoch: int | None = typer.Option(None, help="Default: training images / batch size."),
-    split: str = typer.Option("0.7,0.1,0.2", help="train,val,test fractions of coins."),
-    seed: int = typer.Option(0, help="Seed of the split and of training."),
-    out: Path = typer.Option(
-        Path("runs/benchmark"), "--out", help="Folder for runs and benchmark.md."
-    ),
-    cache_dir: Path | None = typer.Option(None, help="Preprocessed-image cache."),
-) -> None:
-    """Train every model × augmentation × regime; table of augmented-catalog vs capture top-1.
-
-    Example: pipeline benchmark --data datasets/sawhill --models resnet-tiny,resnet18 --aug standard,tuned
-    """
-    rows: list[dict[str, Any]] = []
-    with expected_errors(TrainingError, OSError):
-        check_datasets(data)
-        check_output_folder(out, "a benchmark", _holds_benchmark)
-        base = TrainConfig(
-            data=[str(d) for d in data], out=str(out), image_size=image_size, epochs=epochs,
-            batch_size=batch_size, lr=lr, steps_per_epoch=steps_per_epoch, split=split,
-            seed=seed, cache_dir=str(cache_dir) if cache_dir else None,
-        )  # fmt: skip
-        configs = [
-            replace(base, out=str(out / f"{m}-{a}-{r}"), model=m, aug=a, train_on=r)
-            for m in _csv(models)
-            for a in _csv(aug)
-            for r in _csv(train_on)
-        ]
-        for cfg in configs:  # every configuration checked before the first one trains
-            cfg.check()
-        for cfg in configs:
-            train(cfg, show_progress=False)
-            rows.append(
-                {
-                    "model": cfg.model,
-                    "aug": cfg.aug,
-                    "train_on": cfg.train_on,
-                    **_score(Path(cfg.out), data, cache_dir),
-                }
-            )
-    table = Table(*BENCHMARK_COLUMNS, title="Top-1 on held-out coins")
-    for row in rows:
-        table.add_row(
-            row["model"],
-            row["aug"],
-            row["train_on"],
-            f"{100 * row['augmented_catalog_top1']:.1f}%",
-            f"{100 * row['capture_top1']:.1f}%",
-        )
-    Console().print(table)
-    (out / "benchmark.md").write_text(benchmark_markdown(rows))
-    typer.echo(f"wrote {out / 'benchmark.md'}")
-
-
-def _holds_benchmark(folder: Path) -> bool:
-    """Whether a folder holds an earlier benchmark: its table, or only training runs."""
-    return (folder / "benchmark.md").is_file() or all(
-        (p / "config.json").is_file() for p in folder.iterdir()
-    )
-
-
-def _score(run: Path, data: list[Path], cache_dir: Path | None) -> dict[str, float]:
-    """Augmented-catalog and capture top-1 of a run's best checkpoint on its test coins."""
-    trained = load_run(run)
-    bank, _ = load_images(read_datasets(data), trained.preprocess, cache_dir or trained.cache_dir)
-    test = trained.held_out(bank)
-    model = trained.model
-    capture, _, _, _ = run_protocol(model, bank, test, "catalog")
-    return {
-        "augmented_catalog_top1": augmented_catalog_top1(model, bank, test),
-        "capture_top1": capture["top1"],
-    }
-
-
 if __name__ == "__main__":
     app()
 
 
 def _mount_commands() -> None:
     # search and explanations live in their own modules to keep this one small
+    from pipeline.cli_benchmark import register as register_benchmark
     from pipeline.cli_explain import register as register_explain
     from pipeline.cli_hierarchy import register as register_hierarchy
     from pipeline.cli_search import register as register_search
@@ -475,6 +388,7 @@ def _mount_commands() -> None:
     register_search(app)
     register_explain(app)
     register_hierarchy(app)
+    register_benchmark(app)
 
 
 _mount_commands()

@@ -121,31 +121,3 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         ]
     lines += ["", "Worst failures: `failures.png`.", ""]
     return "\n".join(lines)
-
-
-BENCHMARK_COLUMNS = (
-    "model",
-    "augmentation",
-    "trained on",
-    "augmented catalog accuracy",
-    "capture (real-photo) accuracy",
-)
-
-
-def benchmark_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The seed poster's table: one row per model × augmentation × training regime."""
-    lines = [
-        "# Benchmark",
-        "",
-        "Top-1 on held-out coins. Augmented catalog: queries are augmented copies of each test "
-        "coin's reference image. Capture: queries are rig photos (catalog protocol).",
-        "",
-        "| " + " | ".join(BENCHMARK_COLUMNS) + " |",
-        "| " + " | ".join("---" for _ in BENCHMARK_COLUMNS) + " |",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['model']} | {row['aug']} | {row['train_on']} | "
-            f"{_percent(row['augmented_catalog_top1'])} | {_percent(row['capture_top1'])} |"
-        )
-    return "\n".join(lines) + "\n"
