@@ -19,8 +19,8 @@ from training.hierarchy import (
     paired_line,
     run_hierarchy_cv,
     sign_test_p,
-    write_confusion_png,
 )
+from training.hierarchy_plot import write_confusion_png
 from training.hierarchy_run import fit_hierarchy, load_hierarchy_run, save_hierarchy_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -152,7 +152,7 @@ def test_a_saved_hierarchy_classifies_unseen_coins_as_it_did_in_memory(tmp_path:
     assert config["task"] == "hierarchy" and config["training_coins"] == coins
     obverse = [im.image for im in held_out if im.side == "obverse"]
     reverse = [im.image for im in held_out if im.side == "reverse"]
-    truth = np.array([model.types.index(im.type) for im in held_out if im.side == "reverse"])
+    truth = np.array([model.types.index(im.type_class) for im in held_out if im.side == "reverse"])
     in_memory, from_disk = model.predict(obverse, reverse), loaded.predict(obverse, reverse)
     for a, b in zip(in_memory, from_disk, strict=True):
         assert np.array_equal(a, b)

@@ -70,12 +70,21 @@ def test_classify_writes_table_results_and_confusion_pngs(tmp_path: Path) -> Non
     assert len(list(out.glob("*.png"))) == 6
 
 
-def test_classify_refuses_a_type_under_two_rulers(tmp_path: Path) -> None:
-    data = write_dataset(tmp_path / "d", Spec(n_coins=6, angles=(0.0,), lights=("diffuse",)))
-    # the synthetic labels put type-0 under ruler-0 (coin 0) and ruler-1 (coin 3)
-    result = runner.invoke(app, ["classify", "--data", str(data), "--folds", "2"])
-    assert result.exit_code == 2
-    assert "belongs to two rulers" in result.output.strip().splitlines()[-1]
+def test_classify_takes_a_type_under_two_rulers_as_two_classes(tmp_path: Path) -> None:
+    # the synthetic labels put each type under both rulers (coin i: type i mod 3, ruler i mod 2),
+    # as real coinage reused a reverse type under several emperors: six classes of two coins
+    data = write_dataset(tmp_path / "d", Spec(n_coins=12, angles=(0.0,), lights=("diffuse",)))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["classify", "--data", str(data), *TINY, "--folds", "2", "--baseline", "none",
+         "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cnn = json.loads((out / "results.json").read_text())["cnn"]
+    assert cnn["types"] == 6 and cnn["rulers"] == 2 and cnn["dropped_types"] == []
+    assert {"type-0 [ruler-0]", "type-0 [ruler-1]"} <= set(cnn["hierarchy"]["labels"])
+    assert cnn["reverse_only"]["labels"] == cnn["hierarchy"]["labels"]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +108,9 @@ def test_train_hierarchy_cross_validates_and_saves_both_classifiers(
     run, data, _ = trained
     config = json.loads((run / "config.json").read_text())
     assert config["task"] == "hierarchy" and config["data"] == [str(data)]
-    assert config["rulers"] == ["A", "B"] and config["types"] == sorted(RULER_OF)
+    # a class is a (ruler, type) pair, named as training.hierarchy.type_class names it
+    assert config["rulers"] == ["A", "B"]
+    assert config["types"] == [f"{t} [{RULER_OF[t]}]" for t in sorted(RULER_OF)]
     assert [config["rulers"][r] for r in config["ruler_of_type"]] == ["A", "A", "B", "B"]
     assert len(config["training_coins"]) == 12 and config["settings"]["image_size"] == 32
     weights = sorted(p.name for p in (run / "checkpoints" / "hierarchy").iterdir())
@@ -159,7 +170,8 @@ def test_hierarchy_bad_input_is_one_line_exit_2(
     assert "no coin with both sides imaged is of a type the run was trained on" in _last_line(
         result.output
     )
-    # a type the run knows, under another ruler: labels that contradict the run
+    # a type the run knows, under another ruler: another class (a type reused by another
+    # emperor), which the run never saw, so it is named and left out
     moved = _relabel(
         write_dataset(tmp_path / "m", Spec(n_coins=4, angles=(0.0,), lights=("diffuse",))),
         {"type-0": "B"},
@@ -167,7 +179,8 @@ def test_hierarchy_bad_input_is_one_line_exit_2(
     result = runner.invoke(
         app, ["evaluate", "--run", str(run), "--data", str(moved), "--cache-dir", str(cache)]
     )
-    assert result.exit_code == 2 and "under ruler 'B' here but under 'A'" in result.output
+    assert result.exit_code == 2
+    assert "the run never saw: type-0 [B]" in result.output.splitlines()[0]
 
 
 def test_runs_of_the_two_tasks_never_overwrite_each_other(

@@ -6,6 +6,8 @@ baseline beside it), then trains the two classifiers once more on every labelled
 them as safetensors, so the run can classify coins it has never seen:
 `pipeline evaluate --run RUN --data OTHER`.
 
+A type class is a (ruler, type) pair (training.hierarchy.type_class), in the saved labels too.
+
 Run layout: RUN/config.json (task "hierarchy", labels, settings, training coins),
 RUN/checkpoints/hierarchy/{ruler,type}.safetensors, RUN/cv/{results.json, METHOD-ROW.png},
 RUN/eval-hierarchy/{metrics.json, ROW.png} after an evaluation.
@@ -37,14 +39,17 @@ from training.hierarchy import (
     predict_proba,
     run_hierarchy_cv,
     train_classifier,
-    write_confusion_png,
+    type_class,
 )
+from training.hierarchy_plot import write_confusion_png
 from training.sift_baseline import run_sift_baseline_cv
 from training.validation import check_fields, whole
 
 TASK = "hierarchy"
 CONFIG_FILE = "config.json"
 CHECKPOINTS = Path("checkpoints") / "hierarchy"
+# config.json's `class_labels`: how its `types` name classes; runs without it named bare types
+CLASS_LABELS = "type [ruler]"
 
 # result key, table column: what each row of the paper's table measures
 ROWS = (
@@ -67,8 +72,8 @@ class HierarchyModel:
     ruler_model: Classifier
     type_model: Classifier
     rulers: list[str]
-    types: list[str]
-    ruler_of_type: list[int]  # index into rulers, per type
+    types: list[str]  # class labels: type_class(ruler, type)
+    ruler_of_type: list[int]  # index into rulers, per type class
 
     def predict(
         self, obverse: Sequence[np.ndarray], reverse: Sequence[np.ndarray]
@@ -136,7 +141,7 @@ def fit_hierarchy(
     )
     type_model = train_classifier(
         [images[i].image for i in reverse],
-        [type_index[images[i].type] for i in reverse],
+        [type_index[images[i].type_class] for i in reverse],
         len(types),
         settings,
     )
@@ -157,6 +162,7 @@ def save_hierarchy_run(
         "settings": asdict(settings),
         "rulers": model.rulers,
         "types": model.types,
+        "class_labels": CLASS_LABELS,
         "ruler_of_type": model.ruler_of_type,
         **meta,
     }
@@ -209,6 +215,9 @@ def load_hierarchy_run(run: Path) -> tuple[HierarchyModel, dict[str, Any]]:
         ruler_of_type = [int(r) for r in config["ruler_of_type"]]
         if not all(0 <= r < len(rulers) for r in ruler_of_type) or len(ruler_of_type) != len(types):
             raise ValueError("ruler_of_type does not index the rulers, one per type")
+        if config.get("class_labels") != CLASS_LABELS:
+            # an older run named bare types, each under one ruler: the same classes, renamed
+            types = [type_class(rulers[r], t) for t, r in zip(types, ruler_of_type, strict=True)]
         # written by train_hierarchy_run; a run saved otherwise (tests, notebooks) may lack them
         whole("per_side", config.get("per_side", 4), low=1)
         if not isinstance(config.get("derotate", False), bool):
@@ -277,8 +286,8 @@ def evaluate_hierarchy_run(
 ) -> dict[str, Any]:
     """The saved classifiers on the labelled coins of `data`; writes RUN/eval-hierarchy.
 
-    Coins of types the run never saw cannot be classified and are left out (named through
-    `warn`); coins the run trained on are counted and warned about, since their figures are
+    Coins of type classes the run never saw (a type it knows under another ruler is one) cannot
+    be classified and are left out (named through `warn`); coins the run trained on are counted and warned about, since their figures are
     optimistic.
 
     Raises:
@@ -296,17 +305,10 @@ def evaluate_hierarchy_run(
     coins = group_coins(images)
     space = LabelSpace(model.types, model.rulers, model.ruler_of_type)
     type_index, ruler_index = space.type_index, space.ruler_index
-    unknown = sorted({c.type for c in coins if c.type not in type_index})
+    unknown = sorted({c.type_class for c in coins if c.type_class not in type_index})
     if unknown:
         warn(f"left out coins of {len(unknown)} type(s) the run never saw: {', '.join(unknown)}")
-    coins = [c for c in coins if c.type in type_index]
-    for c in coins:
-        expected = model.rulers[model.ruler_of_type[type_index[c.type]]]
-        if c.ruler != expected:
-            raise DataError(
-                f"coin {c.coin_id}: type {c.type!r} is under ruler {c.ruler!r} here but under "
-                f"{expected!r} in the run"
-            )
+    coins = [c for c in coins if c.type_class in type_index]
     if not coins:
         raise DataError("no coin with both sides imaged is of a type the run was trained on")
     seen = set(config.get("training_coins", []))
@@ -319,7 +321,7 @@ def evaluate_hierarchy_run(
     ruler, reverse_only, hierarchy = model.predict(
         [images[o].image for _, o, _ in pairs], [images[r].image for _, _, r in pairs]
     )
-    true_type = np.array([type_index[c.type] for c, _, _ in pairs])
+    true_type = np.array([type_index[c.type_class] for c, _, _ in pairs])
     true_ruler = np.array([ruler_index[c.ruler] for c, _, _ in pairs])
     report: dict[str, Any] = {"coins": len(coins), "pairs": len(pairs), "trained_on": trained_on}
     for key, truth, predicted, labels in (

@@ -37,7 +37,14 @@ def _catalog(config: RigConfig) -> CoinCatalog:
     sim = config.simulation
     if sim is None:
         raise UserError("the config has no `simulation:` section (seed, rulers, types, coins)")
-    return CoinCatalog(sim.seed, sim.rulers, sim.types, sim.coins, sim.dies_per_design)
+    return CoinCatalog(
+        sim.seed,
+        sim.rulers,
+        sim.types,
+        sim.coins,
+        sim.dies_per_design,
+        shared_reverses=sim.shared_reverses,
+    )
 
 
 def _lightbox(config: RigConfig) -> ModbusLightboxConfig:

@@ -11,6 +11,7 @@ Examples:
     rig simulate
     rig simulate --coins 3 --types 2 --image-size 128 --out /tmp/sim
     rig simulate --coins 48 --plan standard --faults light --out data/sim
+    rig simulate --coins 120 --types 12 --shared-reverses 0 --out /tmp/unique  # no shared designs
 
 Rerunning the same command resumes: finished tray loads are skipped, a paused one completes.
 Each run draws new emulator faults (its fault seed is printed; `--fault-seed N` replays one).
@@ -59,15 +60,23 @@ from rig.sim.faults import FAULT_PRESETS
 from rig.sim.simulation import fresh_fault_seed, reseed_faults
 
 DEFAULT_PLAN = Path("quick")
-# coins.jsonl fields that depend on the catalog's seed and types: a mismatch means the folder
+# coins.jsonl fields that depend on the catalog's seed, types and share of reverse designs (the
+# collection names a share other than the default): a mismatch means the folder
 # was simulated with other settings, and resuming into it would mix two different coin sets.
 _IDENTITY_FIELDS = ("collection", "ruler", "type", "catalog_ref")
+SHARED_REVERSES = typer.Option(
+    None,
+    "--shared-reverses",
+    help="Fraction of later types that reuse another ruler's reverse design, 0..1 "
+    "(default: the config's, 0.5).",
+)
 
 
 def simulate(
     coins: int = typer.Option(24, "--coins", min=1, help="Coins in the simulated catalog."),
     types: int = typer.Option(6, "--types", min=1, help="Reverse types (RIC numbers)."),
     seed: int = typer.Option(0, "--seed", help="Catalog seed: same seed, same coins."),
+    shared_reverses: float | None = SHARED_REVERSES,
     out: Path = typer.Option(Path("data/sim"), "--out", help="Dataset folder."),
     faults: str = typer.Option("none", "--faults", help="Emulator faults: none, light, heavy."),
     time_scale: float = typer.Option(
@@ -116,6 +125,7 @@ def simulate(
             types=types,
             seed=seed,
             image_size=image_size,
+            shared_reverses=shared_reverses,
             time_scale=time_scale,
             fault_seed=fault_seed,
         )
@@ -152,10 +162,12 @@ def simulation_config(
     image_size: int | None,
     time_scale: float | None = None,
     fault_seed: int = 0,
+    shared_reverses: float | None = None,
 ) -> RigConfig:
     """The rig config with the simulation section (and camera size) the command line asks for.
 
-    `fault_seed` shifts every emulator's fault seed (rig.sim.simulation.reseed_faults).
+    `fault_seed` shifts every emulator's fault seed (rig.sim.simulation.reseed_faults);
+    `shared_reverses` None keeps the config's share of reverse designs.
 
     Raises:
         UserError: the config has no simulation section, no simulated camera, or a device on
@@ -174,6 +186,10 @@ def simulation_config(
     sim = data["simulation"]
     # The catalog gives every ruler at least one type, so fewer types means fewer rulers.
     sim.update(seed=seed, coins=coins, types=types, rulers=min(sim["rulers"], types))
+    if shared_reverses is not None:
+        if not 0.0 <= shared_reverses <= 1.0:  # NaN fails too
+            raise UserError(f"--shared-reverses must lie in 0..1, got {shared_reverses}")
+        sim["shared_reverses"] = shared_reverses
     if time_scale is not None:
         sim["time_scale"] = time_scale  # so the session's config snapshot tells the truth
     if image_size is not None:
@@ -192,7 +208,7 @@ def tray_batches(coin_ids: Sequence[str], slots: int | None) -> list[list[CoinJo
 
 
 def check_same_simulation(root: Path, catalog: CoinCatalog, config: RigConfig) -> None:
-    """Refuse to resume into a folder simulated with another seed, other types or image size.
+    """Refuse to resume into a folder simulated with another seed, types, share or image size.
 
     Raises:
         UserError: the folder's coins or images disagree with these settings.
@@ -210,8 +226,8 @@ def check_same_simulation(root: Path, catalog: CoinCatalog, config: RigConfig) -
             if key in line and line[key] != expected[key]:
                 raise UserError(
                     f"{root}: coin {coin_id} has {key} {line[key]!r} there, not "
-                    f"{expected[key]!r}: it was simulated with another --seed or --types; "
-                    "use another --out folder"
+                    f"{expected[key]!r}: it was simulated with another --seed, --types or "
+                    "--shared-reverses; use another --out folder"
                 )
     camera = config.camera
     assert isinstance(camera, SimCameraConfig)

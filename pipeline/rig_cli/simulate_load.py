@@ -49,6 +49,7 @@ def make_catalog(config: RigConfig) -> CoinCatalog:
         types=sim.types,
         coins=sim.coins,
         dies_per_design=sim.dies_per_design,
+        shared_reverses=sim.shared_reverses,
     )
 
 

@@ -43,6 +43,12 @@ class SimulationConfig(StrictModel):
     types: int = Field(6, ge=1, le=10000)
     coins: int = Field(24, ge=1, le=100000)
     dies_per_design: int = Field(2, ge=1, le=20)
+    shared_reverses: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="fraction of later types that reuse another ruler's reverse design",
+    )
     time_scale: float = Field(0.0, ge=0.0, le=100.0, description="0 = no waiting, 1 = real time")
     coin_diameter_mm: float = Field(20.0, gt=1, le=100)
     turntable_axis_offset_mm: tuple[OffsetMm, OffsetMm] = Field(

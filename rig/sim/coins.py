@@ -1,10 +1,15 @@
 """Procedural coin catalog: rulers → types → dies → individual coins.
 
 A ruler (emperor) owns the obverse design (a portrait and a legend); a type (a RIC number)
-belongs to one ruler and owns the reverse design (a figure or symbol and a legend). Each design
-is cut into several dies, which differ slightly, as hand-cut dies do. Coins struck from the same
-pair of dies differ only in what identifies a physical coin: flan outline, off-centre strike,
-die-axis rotation, wear, scratches, nicks, edge damage, porosity and toning.
+belongs to one ruler and has a reverse design (a figure or symbol and a legend). Types are dealt
+to rulers in rounds (type t to ruler t mod rulers); a type of the first round has its own design,
+and a later one, with probability `shared_reverses`, reuses the design of an earlier type of
+another ruler, as imperial mints reused reverse types (VIRTVS AVG under Aurelian and under
+Probus) under each emperor's own catalogue number. Such a pair looks alike on the reverse and
+only the obverse tells it apart. Every type's design is cut into its own dies (a shared design
+too: each emperor's mint cut its own), which differ slightly, as hand-cut dies do. Coins struck
+from the same pair of dies differ only in what identifies a physical coin: flan outline,
+off-centre strike, die-axis rotation, wear, scratches, nicks, edge damage, porosity and toning.
 
 Every number here is a pure function of (catalog seed, what is asked for): the same catalog
 always yields the same coins, and a coin's record does not depend on how many other coins the
@@ -32,6 +37,8 @@ Figure = Literal["standing", "eagle", "altar", "standards"]
 _COIN_ID = re.compile(r"^SIM-(\d{4,})$")
 # rulers, types and dies per design of `rig simulate`'s default catalog (rig.config)
 _DEFAULT_SHAPE = (3, 6, 2)
+# the fraction of later-round types that reuse another ruler's reverse design, by default
+DEFAULT_SHARED_REVERSES = 0.5
 _NAME_HEADS = ("AVRE", "VALEN", "GALL", "TRAI", "CONST", "MAX", "DIOC", "PROB", "SEVER", "GORD")
 _NAME_TAILS = ("LIANVS", "TINIANVS", "IENVS", "ANVS", "ANTIVS", "IMINVS", "LETIANVS", "VS")
 _REVERSE_LEGENDS = (
@@ -101,6 +108,12 @@ class CoinType:
     legend: str
     figure: Figure
     params: dict[str, float]
+    design: int  # the type whose reverse design this one follows: itself, or a shared one
+
+    @property
+    def shared(self) -> bool:
+        """Whether this type reuses another ruler's reverse design."""
+        return self.design != self.index
 
     @property
     def catalog_ref(self) -> str:
@@ -168,23 +181,36 @@ class CoinCatalog:
         coins: int = 24,
         dies_per_design: int = 2,
         variation: Variation | None = None,
+        shared_reverses: float = DEFAULT_SHARED_REVERSES,
     ) -> None:
         if min(rulers, types, coins, dies_per_design) < 1:
             raise ValueError("rulers, types, coins and dies_per_design must all be >= 1")
+        if not 0.0 <= shared_reverses <= 1.0:  # NaN fails too
+            raise ValueError(f"shared_reverses must lie in [0, 1], got {shared_reverses!r}")
         self.seed = seed
         self.n_rulers = rulers
         self.n_types = max(types, rulers)  # every ruler gets at least one type
         self.n_coins = coins
         self.dies_per_design = dies_per_design
         self.variation = variation or Variation()
+        self.shared_reverses = float(shared_reverses)
         self.rulers = [self._make_ruler(i) for i in range(rulers)]
-        self.types = [self._make_type(i) for i in range(self.n_types)]
+        self.types: list[CoinType] = []
+        for t in range(self.n_types):  # a type may share the design of an earlier one
+            self.types.append(self._share(self._make_type(t)))
         self._coins: dict[int, Coin] = {}
 
     @property
     def key(self) -> tuple[object, ...]:
         """What identifies this catalog's pixels (cache key for rendered surfaces)."""
-        return (self.seed, self.n_rulers, self.n_types, self.dies_per_design, self.variation)
+        return (
+            self.seed,
+            self.n_rulers,
+            self.n_types,
+            self.dies_per_design,
+            self.variation,
+            self.shared_reverses,
+        )
 
     @property
     def collection(self) -> str:
@@ -193,12 +219,16 @@ class CoinCatalog:
         SIM-0001 is another coin under another seed, or other rulers, types or dies, so each
         such catalog is its own collection (coins are told apart by collection and id:
         docs/dataset-format.md). The default shape keeps the plain `sim-seed-N` name that
-        earlier datasets carry, so resuming into them still works.
+        earlier datasets carry, so resuming into them still works; another share of reverse
+        designs adds `-sF` (another share gives other types the same numbers).
         """
         name = f"sim-seed-{self.seed}"
         shape = (self.n_rulers, self.n_types, self.dies_per_design)
-        if shape != _DEFAULT_SHAPE or self.variation != Variation():
+        shared = self.shared_reverses != DEFAULT_SHARED_REVERSES
+        if shape != _DEFAULT_SHAPE or self.variation != Variation() or shared:
             name += f"-r{shape[0]}-t{shape[1]}-d{shape[2]}"
+            if shared:
+                name += f"-s{self.shared_reverses:g}"
             if self.variation != Variation():
                 off = [k for k, v in asdict(self.variation).items() if not v]
                 name += "-no-" + "-".join(off)
@@ -225,7 +255,11 @@ class CoinCatalog:
         return self._coins[index]
 
     def die(self, side: Side, design: int, index: int) -> Die:
-        """Die `index` of a ruler's obverse or a type's reverse design."""
+        """Die `index` of a ruler's obverse or a type's reverse (`design`: ruler or type index).
+
+        A type that shares another's reverse design has dies of its own: each emperor's mint
+        cut its own dies of the design, so two rulers' coins of it are never die-siblings.
+        """
         rng = stable_rng(self.seed, "die", side, design, index)
         jitter = {
             "dx": rng.normal(0, 0.015),
@@ -299,6 +333,40 @@ class CoinCatalog:
             legend,
             figure,
             params,
+            design=t,
+        )
+
+    def _share(self, own: CoinType) -> CoinType:
+        """`own`, or it with the design of an earlier own-design type of another ruler.
+
+        The draws come from their own generator, after every draw of `_make_type`, so with
+        `shared_reverses` 0 every type, coin and pixel is what a catalog without sharing makes.
+        """
+        t = own.index
+        if t < self.n_rulers:  # the first round: every ruler's first type is its own design
+            return own
+        rng = stable_rng(self.seed, "share", t)
+        if not rng.random() < self.shared_reverses:
+            return own
+        mine = [u for u in self.types if u.ruler == own.ruler]
+        # a design, or a reverse type (legend and figure), this ruler already strikes is no source
+        used = {u.design for u in mine} | {(u.legend, u.figure) for u in mine}
+        sources = [
+            u.index
+            for u in self.types
+            if not u.shared and u.ruler != own.ruler and not {u.index, (u.legend, u.figure)} & used
+        ]
+        if not sources:
+            return own
+        source = self.types[int(sources[int(rng.integers(0, len(sources)))])]
+        return CoinType(
+            t,
+            own.ruler,
+            own.number,  # its own catalogue number under its own ruler
+            source.legend,
+            source.figure,
+            dict(source.params),
+            design=source.index,
         )
 
     def _make_coin(self, i: int) -> Coin:

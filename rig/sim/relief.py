@@ -160,6 +160,8 @@ def coin_surface(catalog: CoinCatalog, coin_id: str, side: Side, size: int) -> S
 
 def _build_surface(catalog: CoinCatalog, coin: Coin, side: Side, size: int) -> Surface:
     px = size / (2 * EXTENT)  # pixels per flan radius
+    # reverse dies are keyed by the coin's own type, also where it shares another ruler's
+    # design (CoinType.design): each mint cut its own dies of it
     design_index = coin.ruler if side == "obverse" else coin.type_index
     relief = die_relief(catalog, side, design_index, coin.dies[side], size)
     # strike: the die lands off-centre and turned on the flan

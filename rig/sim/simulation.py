@@ -130,6 +130,7 @@ def start_backend(
             types=sim.types,
             coins=sim.coins,
             dies_per_design=sim.dies_per_design,
+            shared_reverses=sim.shared_reverses,
         )
     backend = SimBackend(world=world, clock=clock, catalog=catalog)
 
