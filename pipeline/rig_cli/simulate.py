@@ -71,6 +71,20 @@ SHARED_REVERSES = typer.Option(
     "(default: the config's, 0.5).",
 )
 
+WORKERS = typer.Option(
+    0,
+    "--workers",
+    min=0,
+    help=f"Processes, each with its own emulated rig (0: every core, in units of at least "
+    f"{MIN_UNIT_COINS} coins; 1: one process).",
+)
+DIRECT = typer.Option(
+    False,
+    "--direct",
+    help="Render each planned shot straight from the twin: no emulators, drivers or arm "
+    "(the rig's frames, for large pretraining collections; no session records).",
+)
+
 
 def simulate(
     coins: int = typer.Option(24, "--coins", min=1, help="Coins in the simulated catalog."),
@@ -90,19 +104,8 @@ def simulate(
     fault_seed: int | None = typer.Option(
         None, "--fault-seed", min=0, help="Replay a run's faults (default: new ones each run)."
     ),
-    workers: int = typer.Option(
-        0,
-        "--workers",
-        min=0,
-        help=f"Processes, each with its own emulated rig (0: every core, in units of at least "
-        f"{MIN_UNIT_COINS} coins; 1: one process).",
-    ),
-    direct: bool = typer.Option(
-        False,
-        "--direct",
-        help="Render each planned shot straight from the twin: no emulators, drivers or arm "
-        "(the rig's frames, for large pretraining collections; no session records).",
-    ),
+    workers: int = WORKERS,
+    direct: bool = DIRECT,
 ) -> None:
     """Capture a simulated collection end to end: emulators, real drivers, twin, dataset.
 
