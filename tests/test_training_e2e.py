@@ -107,12 +107,12 @@ def test_benchmark_writes_the_poster_table(tmp_path: Path) -> None:
     args = [
         "benchmark", "--data", str(data), "--models", "resnet-tiny", "--aug", "none,tuned",
         "--train-on", "catalog", "--epochs", "1", "--image-size", "32", "--out", str(out),
-        "--cache-dir", str(tmp_path / "cache"),
+        "--cache-dir", str(tmp_path / "cache"), "--seeds", "0",
     ]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     table = (out / "benchmark.md").read_text()
-    assert "| augmented catalog accuracy | capture (real-photo) accuracy |" in table
+    assert "| augmented catalog top-1 | capture (real-photo) top-1 | splits |" in table
     rows = [line for line in table.splitlines() if line.startswith("| resnet-tiny")]
     assert [row.split(" | ")[1] for row in rows] == ["none", "tuned"]
     assert all(row.count("%") == 2 for row in rows)
