@@ -105,7 +105,11 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline
                 time.sleep(0.005)
             time.sleep(rng.uniform(0.0, 0.03))
-        assert process.poll() is None, "the run finished before its kill: use more coins"
+        if process.poll() is not None:  # say why it ended: an early error, or too few coins
+            _, early = process.communicate(timeout=60)
+            raise AssertionError(
+                f"the run ended (exit {process.returncode}) before its kill: {early.decode()!r}"
+            )
         process.send_signal(signal.SIGKILL)
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == -signal.SIGKILL, stderr.decode()
