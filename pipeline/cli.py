@@ -58,10 +58,6 @@ def main(
     set_debug(debug)
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 # `pipeline train`'s options. Defaults are read from their one home: TrainConfig and LossSettings
 # for an embedding run (which read Preprocess for the preprocessing), ClassifierSettings for
 # the hierarchy's learning rate.

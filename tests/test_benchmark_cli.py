@@ -64,6 +64,15 @@ def test_each_row_is_the_mean_of_its_seeds_and_a_rerun_trains_nothing(
     assert {r: (out / r / SCORE_FILE).stat().st_mtime_ns for r in runs} == stamps
     assert json.loads((out / "benchmark.json").read_text())["rows"] == report["rows"]
 
+    # a damaged score file is not a result: that run is trained and scored again, the rest kept
+    (out / runs[0] / SCORE_FILE).write_text("{not json")
+    third = runner.invoke(app, _args(data, out, "--seeds", "0,1"))
+    assert third.exit_code == 0, third.output
+    assert set(json.loads((out / runs[0] / SCORE_FILE).read_text())) == {
+        "augmented_catalog_top1", "capture_top1"
+    }  # fmt: skip
+    assert all((out / r / SCORE_FILE).stat().st_mtime_ns == stamps[r] for r in runs[1:])
+
 
 @pytest.mark.parametrize("seeds", ["", "0,0", "a", "-1"])
 def test_bad_seeds_are_one_line(data: Path, tmp_path: Path, seeds: str) -> None:

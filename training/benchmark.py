@@ -96,21 +96,31 @@ def score_run(run: Path, data: Sequence[Path], cache_dir: Path | None) -> dict[s
     }
 
 
+def _kept_scores(path: Path) -> dict[str, float] | None:
+    """The scores an earlier benchmark kept for a run; None if absent or not a score file."""
+    try:
+        scores = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, unreadable or not JSON: the run is trained again
+        return None
+    if isinstance(scores, dict) and all(isinstance(scores.get(k), float) for k in FIGURES):
+        return {k: float(scores[k]) for k in FIGURES}
+    return None
+
+
 def run_one(
     planned: BenchmarkRun, data: Sequence[Path], cache_dir: Path | None
 ) -> dict[str, float]:
     """Train and score one run, or read the scores it kept from an earlier benchmark."""
     out = Path(planned.config.out)
-    kept = out / SCORE_FILE
-    if kept.is_file():
-        scores = json.loads(kept.read_text())
-        if isinstance(scores, dict) and all(isinstance(scores.get(k), float) for k in FIGURES):
-            return {k: float(scores[k]) for k in FIGURES}
+    score_file = out / SCORE_FILE
+    kept = _kept_scores(score_file)
+    if kept is not None:
+        return kept
     train(planned.config, show_progress=False)
     scores = score_run(out, data, cache_dir)
-    tmp = kept.with_suffix(".tmp")
+    tmp = score_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(scores))
-    tmp.replace(kept)  # a half-written score file must never be read back as a result
+    tmp.replace(score_file)  # a half-written score file must never be read back as a result
     return scores
 
 

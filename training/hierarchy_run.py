@@ -287,8 +287,8 @@ def evaluate_hierarchy_run(
     """The saved classifiers on the labelled coins of `data`; writes RUN/eval-hierarchy.
 
     Coins of type classes the run never saw (a type it knows under another ruler is one) cannot
-    be classified and are left out (named through `warn`); coins the run trained on are counted and warned about, since their figures are
-    optimistic.
+    be classified and are left out (named through `warn`); coins the run trained on are counted
+    and warned about, since their figures are optimistic.
 
     Raises:
         TrainingError: not a hierarchy run, unreadable data, or no coin of a known type.

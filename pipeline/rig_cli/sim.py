@@ -22,6 +22,7 @@ from rig.sim.camera import pattern_lights
 from rig.sim.catalog_style import render_catalog_image
 from rig.sim.coins import CoinCatalog, Side, UnknownCoin
 from rig.sim.shading import render_view
+from rig.sim.simulation import catalog_of
 from rig.sim.world import LightState
 
 sim_app = typer.Typer(
@@ -37,14 +38,7 @@ def _catalog(config: RigConfig) -> CoinCatalog:
     sim = config.simulation
     if sim is None:
         raise UserError("the config has no `simulation:` section (seed, rulers, types, coins)")
-    return CoinCatalog(
-        sim.seed,
-        sim.rulers,
-        sim.types,
-        sim.coins,
-        sim.dies_per_design,
-        shared_reverses=sim.shared_reverses,
-    )
+    return catalog_of(sim)
 
 
 def _lightbox(config: RigConfig) -> ModbusLightboxConfig:

@@ -25,6 +25,7 @@ from pipeline.rig_cli.session_run import EXIT_PAUSED, open_writer, run_session
 from rig.config import RigConfig
 from rig.devices import Rig
 from rig.sim.coins import SIDES, CoinCatalog, stable_rng
+from rig.sim.simulation import catalog_of
 
 
 @dataclass
@@ -43,14 +44,7 @@ def make_catalog(config: RigConfig) -> CoinCatalog:
     """The twin's coin catalog for a simulation config."""
     sim = config.simulation
     assert sim is not None  # simulation_config guarantees it
-    return CoinCatalog(
-        seed=sim.seed,
-        rulers=sim.rulers,
-        types=sim.types,
-        coins=sim.coins,
-        dies_per_design=sim.dies_per_design,
-        shared_reverses=sim.shared_reverses,
-    )
+    return catalog_of(sim)
 
 
 def tray_spin_deg(seed: int, coin_id: str) -> float:

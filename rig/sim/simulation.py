@@ -24,6 +24,7 @@ from rig.config import (
     ModbusTcp,
     ModbusTurntableConfig,
     RigConfig,
+    SimulationConfig,
 )
 from rig.errors import ConfigError
 from rig.sim.clock import SimClock
@@ -103,6 +104,20 @@ def fault_rules(
     return tuple(rule for rule in rules if rule.kind in allowed)
 
 
+def catalog_of(sim: SimulationConfig) -> CoinCatalog:
+    """The twin's coin catalog a config's `simulation:` section describes."""
+    from rig.sim.coins import CoinCatalog
+
+    return CoinCatalog(
+        seed=sim.seed,
+        rulers=sim.rulers,
+        types=sim.types,
+        coins=sim.coins,
+        dies_per_design=sim.dies_per_design,
+        shared_reverses=sim.shared_reverses,
+    )
+
+
 def start_backend(
     config: RigConfig,
     stack: ExitStack,
@@ -116,22 +131,13 @@ def start_backend(
     Raises:
         ConfigError: the config has emulated devices but no simulation section.
     """
-    from rig.sim.coins import CoinCatalog
-
     sim = config.simulation
     if sim is None:
         raise ConfigError("this config has no `simulation:` section")
     clock = SimClock(sim.time_scale if time_scale is None else time_scale)
     world = World()
     if catalog is None:
-        catalog = CoinCatalog(
-            seed=sim.seed,
-            rulers=sim.rulers,
-            types=sim.types,
-            coins=sim.coins,
-            dies_per_design=sim.dies_per_design,
-            shared_reverses=sim.shared_reverses,
-        )
+        catalog = catalog_of(sim)
     backend = SimBackend(world=world, clock=clock, catalog=catalog)
 
     def injector(emulate: EmulatorConfig, allowed: set[str]) -> FaultInjector:
