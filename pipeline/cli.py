@@ -380,8 +380,10 @@ def _mount_commands() -> None:
     from pipeline.cli_explain import register as register_explain
     from pipeline.cli_hierarchy import register as register_hierarchy
     from pipeline.cli_search import register as register_search
+    from pipeline.cli_segmenter import register as register_segmenter
 
     register_search(app)
+    register_segmenter(app)
     register_explain(app)
     register_hierarchy(app)
     register_benchmark(app)

@@ -28,9 +28,10 @@ from training.errors import DataError
 from training.imageio import MAX_PIXELS_ENV, check_coin_shape, header_size, max_file_bytes
 from training.parallel import ordered_map, progress_bar, resolve_workers
 from training.search_errors import ImageReadError
+from training.segmenter import segmenter_in_use
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
-PREPROCESS_VERSION = 9
+PREPROCESS_VERSION = 10  # 10: single photos add the learned segmenter's outline
 # The turntable turns the coin counter-clockwise in the image for a positive angle, so undoing
 # it rotates by the negative angle.
 DEROTATE_SIGN = -1.0
@@ -114,7 +115,9 @@ def _fingerprint(item: CacheItem) -> str:
 def cache_key(items: Sequence[CacheItem], settings: Preprocess) -> str:
     """Hash of the dataset content and the preprocessing settings."""
     h = hashlib.sha256()
-    h.update(json.dumps({**asdict(settings), "version": PREPROCESS_VERSION}).encode())
+    # the segmenter's weights (or its absence) change every single photo's outline
+    fields = {**asdict(settings), "version": PREPROCESS_VERSION, "segmenter": segmenter_in_use()}
+    h.update(json.dumps(fields).encode())
     for item in items:
         # the angle, the turntable centre and the pose change the crop (de-rotation, coin
         # prior, shared circle) too

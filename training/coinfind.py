@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from training.segmenter import coin_probability, segmenter_in_use
+
 # Segmentation runs on a copy no larger than this: plenty for a circle, and fast on 20 MP frames.
 WORK_SIDE_PX = 512
 # A blob this round or rounder (4πA/P², 1 = circle) is a coin; flan outlines are irregular.
@@ -272,10 +274,10 @@ def find_coin(image: np.ndarray, *, near_px: tuple[float, float] | None = None) 
     small, factor = _downscale(_as_colour(image))
     blobs = _round_blobs(_threshold_distance(_pose_distance([small])))
     if blobs:
-        return _pick_blob(blobs, near_px, factor)
+        return refit_to_outline(image, _pick_blob(blobs, near_px, factor))
     hough = _hough(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
     if hough is not None:
-        return _upscale(hough, factor)
+        return refit_to_outline(image, _upscale(hough, factor))
     h, w = image.shape[:2]
     if near_px is not None:
         return Circle(near_px[0], near_px[1], min(h, w) / 4, "turntable")
@@ -297,6 +299,11 @@ def find_coin_in_pose(
     factor = small[0][1]
     blobs = _round_blobs(_threshold_distance(_pose_distance([s for s, _ in small])))
     return _pick_blob(blobs, near_px, factor) if blobs else None
+
+
+def _outline_reach(margin: float) -> float:
+    """How far an outline may reach, as a fraction of a crop's half side: half the margin out."""
+    return (1 + margin / 2) / (1 + margin)
 
 
 def crop_coin(
@@ -341,7 +348,7 @@ def crop_pose(
     work = max(size, MASK_WORK_PX)
     big = [_square_crop(i, circle, work, margin, rotate_deg) for i in images]
     # The fitted circle spans 1 / (1 + margin) of the crop; allow half the margin beyond it.
-    coin = coin_outline(big, radius_fraction=(1 + margin / 2) / (1 + margin))
+    coin = coin_outline(big, radius_fraction=_outline_reach(margin))
     out = []
     for crop in big:
         masked = np.empty_like(crop)
@@ -351,6 +358,41 @@ def crop_pose(
             masked = cv2.resize(masked, (size, size), interpolation=cv2.INTER_AREA)
         out.append(masked)
     return out
+
+
+# A single photo's circle is refitted to the coin's outline when that outline's enclosing circle
+# is this much smaller than the circle (a shadow or a neighbour inflated it) or this far off
+# centre, as fractions of the radius; smaller differences are the flan's own irregularity.
+REFIT_RADIUS_SHRINK = 0.08
+REFIT_CENTRE_SHIFT = 0.06
+
+
+def refit_to_outline(image: np.ndarray, circle: Circle, margin: float = 0.04) -> Circle:
+    """The circle enclosing the coin's own outline in a single photo, where it differs enough.
+
+    A blob's circle can take in the shadow a low light casts beside a dark coin (a fifth too
+    large, off-centre); the outline (coin_outline, with the learned segmenter) does not. Small
+    differences are the flan's own irregularity, and the circle stays.
+    """
+    if segmenter_in_use() in ("off", "absent"):
+        return circle  # a colour outline alone bites raking-lit coins: it would shrink circles
+    work = MASK_WORK_PX
+    coin = coin_outline([_square_crop(image, circle, work, margin, 0.0)], _outline_reach(margin))
+    contours, _ = cv2.findContours(
+        coin.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    if not contours:
+        return circle
+    (u, v), r_crop = cv2.minEnclosingCircle(max(contours, key=cv2.contourArea))
+    scale = work / (2 * circle.r * (1 + margin))
+    radius = r_crop / scale
+    dx, dy = (u - work / 2) / scale, (v - work / 2) / scale
+    if (
+        radius > (1 - REFIT_RADIUS_SHRINK) * circle.r
+        and math.hypot(dx, dy) < REFIT_CENTRE_SHIFT * circle.r
+    ):
+        return circle
+    return Circle(circle.x + dx, circle.y + dy, radius, circle.method + "+outline")
 
 
 def _square_crop(
@@ -381,6 +423,31 @@ def _square_crop(
 
 # Least share of the fitted disc a segmented coin outline may cover before the disc stands in.
 MIN_OUTLINE_FILL = 0.6
+# Least share of a single photo's crop the learned outline must cover to be trusted: a found
+# coin covers about 0.7 of it, still 0.45 when a shadow inflated the fitted circle by a fifth.
+MIN_LEARNED_FILL = 0.35
+# Below this probability the segmenter overrules colour: that pixel is backdrop (a shadow).
+VETO_PROBABILITY = 0.1
+
+
+def _single_photo_mask(crop: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """A single photo's coin mask (uint8 0/255): the learned outline, checked against colour.
+
+    The segmenter adds the far rim a raking light leaves as dark as the backdrop, and it vetoes
+    what colour mistakes for coin where it is sure there is none: the shadow a low light casts
+    beside a dark coin (on a dark turntable it differs from the backdrop as much as the coin
+    does). Where it finds no plausible coin at all (a photo far from anything it learned from),
+    or without its weights, the colour outline stands alone.
+    """
+    probability = coin_probability(crop)
+    if probability is None:
+        return colour
+    learned = probability > 0.5
+    if learned.mean() < MIN_LEARNED_FILL:
+        return colour
+    return np.where(learned | ((colour > 0) & (probability > VETO_PROBABILITY)), 255, 0).astype(
+        np.uint8
+    )
 
 
 def coin_outline(crops: Sequence[np.ndarray], radius_fraction: float = 1.0) -> np.ndarray:
@@ -388,13 +455,18 @@ def coin_outline(crops: Sequence[np.ndarray], radius_fraction: float = 1.0) -> n
 
     The coin is the foreground blob (colour distance to the border, see _pose_distance) under
     the crop's centre, else the largest one, with holes filled: a dark die detail inside a bright
-    flan stays coin. Nothing beyond radius_fraction of the half side counts (shadows and the
-    crop's edge). If segmentation finds nothing plausible (under MIN_OUTLINE_FILL of the disc the
+    flan stays coin. A single photo has no other light to show the side a raking light leaves
+    as dark as the backdrop, so there the learned segmenter's outline (training.segmenter, which
+    reads relief, rim and cast shadow) completes and checks the colour outline (see
+    _single_photo_mask). Nothing beyond radius_fraction of the half side counts (shadows and
+    the crop's edge). If segmentation finds nothing plausible (under MIN_OUTLINE_FILL of the disc the
     crop was cut for), that disc stands in, so a hard photo still gets a clean background and
     keeps its coin.
     """
     h, w = crops[0].shape[:2]
     mask = _threshold_distance(_pose_distance(crops), outline=True)
+    if len(crops) == 1:
+        mask = _single_photo_mask(crops[0], mask)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
     coin = np.zeros((h, w), np.uint8)
     if count > 1:
