@@ -78,7 +78,9 @@ _EmbeddingDim = Annotated[int, typer.Option(help="Embedding length.")]
 _Epochs = Annotated[int, typer.Option(help="Epochs (with --resume: the new total).")]
 _BatchSize = Annotated[int, typer.Option(help="Images per step (per GPU under torchrun).")]
 _PerClass = Annotated[int, typer.Option(help="Images per coin side in a batch.")]
-_StepsPerEpoch = Annotated[int | None, typer.Option(help="Default: training images / batch size.")]
+_StepsPerEpoch = Annotated[
+    int | None, typer.Option(help="Default: one pass over the training images, at least 100 steps.")
+]
 _Lr = Annotated[
     float | None,
     typer.Option(help="Peak learning rate, AdamW (default 3e-3 embedding, 2e-3 hierarchy)."),

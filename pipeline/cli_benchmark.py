@@ -65,7 +65,9 @@ def benchmark_command(
     image_size: int = typer.Option(64, help="Square input side in pixels."),
     batch_size: int = typer.Option(32, help="Images per step."),
     lr: float = typer.Option(1e-3, help="Peak learning rate."),
-    steps_per_epoch: int | None = typer.Option(None, help="Default: training images / batch size."),
+    steps_per_epoch: int | None = typer.Option(
+        None, help="Default: one pass over the training images, at least 100 steps."
+    ),
     split: str = typer.Option("0.7,0.1,0.2", help="train,val,test fractions of coins."),
     out: Path = typer.Option(
         Path("runs/benchmark"), "--out", help="Folder for runs, benchmark.md and benchmark.json."

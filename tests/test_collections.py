@@ -118,7 +118,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     args = [
         "train", "--data", str(paths["a"]), "--data", str(paths["b"]), "--out", str(run),
         "--cache-dir", str(tmp / "cache"), "--model", "resnet-tiny", "--image-size", "32",
-        "--batch-size", "16", "--epochs", "1", "--split", "0.5,0.17,0.33", "--seed", "0",
+        "--batch-size", "16", "--epochs", "1", "--steps-per-epoch", "3", "--split", "0.5,0.17,0.33",
+        "--seed", "0",
         "--no-progress", "--workers", "1",
     ]  # fmt: skip
     result = runner.invoke(app, args)

@@ -33,11 +33,13 @@ from training.index_calibration import (
     coin_groups,
     combine,
     domain_check,
+    fitted_tail,
 )
 from training.run_folder import read_preprocess_settings, read_run_split
 from training.search import Searcher, load_run_model, run_verdict
 from training.search_errors import IndexStoreError
 from training.search_eval import open_set_rates, picture_index
+from training.segmenter import SEGMENTER_ENV
 from training.verdict import Verdict, calibrate_from_pairs
 
 runner = CliRunner()
@@ -78,7 +80,11 @@ def test_thresholds_by_hand_with_pairs_of_one_coin_left_out() -> None:
     # Pairs: 6, of which (0, 3) is one coin: 5 impostor pairs, the highest cos 50° (pair 1-3).
     assert (cal.entries, cal.rows, cal.pairs, cal.excluded_pairs) == (4, 4, 5, 1)
     assert cal.match is not None and cal.possible is not None
-    assert cal.match.threshold == pytest.approx(np.cos(np.deg2rad(50)), abs=1e-6)
+    impostors = np.cos(np.deg2rad([60.0, 150.0, 90.0, 50.0, 140.0]))
+    # too few pairs: the fitted tail at the per-pair FAR lies above the highest (cos 50°)
+    tail = fitted_tail(impostors, 1e-3 / 3)
+    assert tail > np.cos(np.deg2rad(50))
+    assert cal.match.threshold == pytest.approx(tail, abs=1e-6)
     assert not cal.match.resolved and not cal.possible.resolved
     # Union bound: a search compares 3 coins, so each pair may carry a third of the target.
     assert cal.match.pair_far == pytest.approx(1e-3 / 3)
@@ -99,7 +105,7 @@ def test_enough_pairs_resolve_the_far_per_search() -> None:
     assert cal.possible.resolved and not cal.match.resolved
     scores = (emb @ emb.T)[np.triu_indices(300, 1)]
     assert cal.possible.far == np.mean(scores > cal.possible.threshold) <= cal.possible.pair_far
-    assert cal.match.threshold == pytest.approx(scores.max())
+    assert cal.match.threshold == pytest.approx(max(scores.max(), fitted_tail(scores, 1e-3 / 299)))
     assert cal.match.threshold >= cal.possible.threshold
 
 
@@ -243,6 +249,20 @@ def test_a_damaged_calibration_is_refused_or_usable(raw: object) -> None:
 # -- a trained run searched against another style ----------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def colour_outlines_only() -> Iterator[None]:
+    """These flat drawings are cut out by colour alone, as when these tests were measured.
+
+    The learned segmenter (trained on the twin's relief) moves their outlines by a pixel here and
+    there, and that is enough to give the tiny run below another character: one that does not
+    find grey foreign (run-only false match 38 %, 2 % of queries flagged), where the scenario
+    needs a colour-leaning run that the index calibration must rescue.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SEGMENTER_ENV, "off")
+        yield
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """A resnet-tiny run on synthetic colour captures, with verdict.json from `pipeline evaluate`."""
@@ -256,7 +276,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path
     common = ["--workers", "1", "--cache-dir", str(tmp / "cache")]
     train = [
         "train", "--data", str(data), "--out", str(run), "--model", "resnet-tiny",
-        "--image-size", "32", "--embedding-dim", "32", "--epochs", "8", "--rotations", "1",
+        "--image-size", "32", "--embedding-dim", "32", "--epochs", "8", "--steps-per-epoch", "6",
+        "--rotations", "1",
         "--aug", "standard", "--split", "0.6,0.2,0.2", "--seed", "0", "--no-progress", *common,
     ]  # fmt: skip
     result = runner.invoke(app, train)

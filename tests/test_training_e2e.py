@@ -31,7 +31,7 @@ def test_train_resume_and_evaluate_far_above_chance(tmp_path: Path) -> None:
     common = ["--data", str(data), "--out", str(run), "--cache-dir", str(tmp_path / "cache")]
     args = [
         "train", *common, "--model", "resnet-tiny", "--image-size", "32", "--batch-size", "32",
-        "--lr", "3e-3", "--scale", "16", "--aug", "standard", "--derotate",
+        "--lr", "3e-3", "--scale", "16", "--aug", "standard", "--derotate", "--steps-per-epoch", "7",
         "--split", "0.6,0.1,0.3", "--seed", "0", "--no-progress",
     ]  # fmt: skip
     result = runner.invoke(app, [*args, "--epochs", "3"])
@@ -106,7 +106,8 @@ def test_benchmark_writes_the_poster_table(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     args = [
         "benchmark", "--data", str(data), "--models", "resnet-tiny", "--aug", "none,tuned",
-        "--train-on", "catalog", "--epochs", "1", "--image-size", "32", "--out", str(out),
+        "--train-on", "catalog", "--epochs", "1", "--steps-per-epoch", "1", "--image-size", "32",
+        "--out", str(out),
         "--cache-dir", str(tmp_path / "cache"), "--seeds", "0",
     ]  # fmt: skip
     result = runner.invoke(app, args)

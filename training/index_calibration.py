@@ -12,7 +12,8 @@ best of N-1 impostors, not of one pair. By the union bound a search over N coins
 of a coin not in the index at most (N-1) × the per-pair FAR, whatever the scores' dependence;
 the index's bars are therefore chosen at a per-pair FAR of target/(N-1): FAR 1e-3 per search
 for `match`, 1e-2 for `possible`. Fewer pairs than that needs cannot resolve the target: the bar
-is then the highest impostor score seen, flagged unresolved, and `pipeline search` uses the
+is then the higher of the highest impostor score seen and the per-pair FAR's point on an
+exponential tail fitted to the top impostor scores' Fisher z, flagged unresolved, and `pipeline search` uses the
 stricter of the run's and the index's bars, so a small index can only tighten, never loosen.
 """
 
@@ -90,7 +91,7 @@ class IndexCalibration:
         ]
         note = (
             f"; too few pairs to resolve the FAR of {' and '.join(unresolved)}: the highest "
-            "impostor score is used"
+            "impostor score or the impostors' fitted tail, whichever is higher, is used"
             if unresolved
             else ""
         )
@@ -205,9 +206,39 @@ def calibration_rows(count: int, seed: int = CALIBRATION_SEED) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, CALIBRATION_ROWS, replace=False))
 
 
+# The impostors' upper tail is modelled from this top share of their scores (peaks over a
+# threshold): enough pairs to fit, few enough that the bulk's shape does not matter.
+TAIL_SHARE = 0.05
+
+
+def fitted_tail(impostor: np.ndarray, pair_far: float) -> float:
+    """Where the impostors' fitted upper tail puts the per-pair FAR `pair_far`.
+
+    Scores are taken to Fisher's z (atanh of the cosine: cosines are bounded by 1, z is not);
+    above their 95th percentile u, the excess over u is fitted by an exponential of the mean
+    excess β (peaks over a threshold), so P(z > u + t) = TAIL_SHARE · exp(-t / β). An
+    exponential tail follows whatever the top scores do, where a normal fitted to all of them
+    follows the bulk: a model that crowds some strangers together has a heavy top tail.
+    """
+    z = np.arctanh(np.clip(impostor, -0.999999, 0.999999))
+    u = float(np.quantile(z, 1.0 - TAIL_SHARE))
+    excess = z[z > u] - u
+    if excess.size == 0 or pair_far >= TAIL_SHARE:
+        return float(np.tanh(u))
+    beta = float(excess.mean())
+    return float(np.tanh(u + beta * np.log(TAIL_SHARE / pair_far)))
+
+
 def _bar(impostor: np.ndarray, target_far: float, entries: int) -> Bar:
     pair_far = target_far / max(entries - 1, 1)
     threshold, far, resolved = impostor_threshold(impostor, pair_far)
+    if not resolved:
+        # Too few pairs to see a per-pair rate of pair_far. The highest impostor seen is not
+        # such a bar: a new query's best of N-1 impostors beats the best of the index's P
+        # pairs about (N-1)/P of the time (2 % for 50 coins of two sides), so the bar is also
+        # raised to where the impostors' fitted tail puts pair_far.
+        threshold = max(threshold, fitted_tail(impostor, pair_far))
+        far = float(np.mean(impostor > threshold))
     return Bar(target_far, pair_far, threshold, far, resolved)
 
 

@@ -64,7 +64,7 @@ from training.report import write_curves
 from training.run_state import check_finite_loss, json_safe, metrics_log
 from training.run_state import load_state as _load_state
 from training.run_state import save_state as _save_state
-from training.train_config import TrainConfig
+from training.train_config import TrainConfig, default_steps_per_epoch
 
 
 def lr_at(
@@ -395,8 +395,8 @@ def train(
             progress=show_progress and ddp.is_main,
         )  # fmt: skip
     data = training_set(bank, split, cfg.train_on, str(cfg.data))
-    steps_per_epoch = cfg.steps_per_epoch or max(
-        1, math.ceil(len(data.positions) / (cfg.batch_size * ddp.world_size))
+    steps_per_epoch = cfg.steps_per_epoch or default_steps_per_epoch(
+        len(data.positions), cfg.batch_size * ddp.world_size
     )
 
     # ---- model, loss (with its own parameters), optimizer, moving average
