@@ -9,7 +9,9 @@ photo. Each photo is cut out as a search query is (find_coin, then crop_coin wit
 64 px) with the colour outline alone and with the learned segmenter added, and compared with the
 coverage cut by the same circle: "lost" is coin masked away, "extra" backdrop kept, both as a
 share of the coin's area. Prints mean, 95th percentile and worst per kind of photo and seed,
-then the mean ± sd over seeds; writes an overlay sheet of the worst raking cases.
+then the mean ± sd over seeds; writes an overlay sheet of the worst raking cases. With
+`--real FOLDER` it also cuts out every coin of real photos both ways (no truth there: a sheet
+to look at, and how much each outline keeps that the other does not).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from rig.sim.coins import SIDES, CoinCatalog, Side
 from rig.sim.relief import coin_surface
 from rig.sim.shading import Optics, coverage_view, grid_size_for, render_view
 from rig.sim.world import LightState
-from training.coinfind import BACKGROUND_RGB, crop_coin, find_coin
+from training.coinfind import BACKGROUND_RGB, Circle, crop_coin, find_coin
+from training.detect import detect_coins
 from training.segmenter import SEGMENTER_ENV
 
 SIZE = 64
@@ -101,14 +104,46 @@ def measure(
     return scores, worst
 
 
+def real_photo_sheet(folder: Path, out: Path) -> None:
+    """Every coin of real photos (no truth): raw crop, learned mask, colour mask; area figures."""
+    tiles, kept = [], []
+    for path in sorted(folder.glob("*.jpg")):
+        bgr = cv2.imread(str(path))
+        if bgr is None:
+            continue
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        for coin in detect_coins(image):
+            circle = Circle(coin.x, coin.y, coin.r, "detect")
+            learned = crop_coin(image, circle, 96, margin=MARGIN, mask_background=True)
+            with mock.patch.dict(os.environ, {SEGMENTER_ENV: "off"}):
+                colour = crop_coin(image, circle, 96, margin=MARGIN, mask_background=True)
+            a, b = _kept(learned), _kept(colour)
+            kept.append((a.mean(), b.mean(), (a & ~b).mean(), (b & ~a).mean()))
+            tiles.append(
+                np.concatenate([crop_coin(image, circle, 96, margin=MARGIN), learned, colour], 1)
+            )
+    a_mean, b_mean, only_a, only_b = np.mean(kept, axis=0)
+    print(f"real photos: {len(tiles)} coins; crop kept {a_mean:.1%} learned vs {b_mean:.1%} colour; "
+          f"only learned keeps {only_a:.2%}, only colour keeps {only_b:.2%} of the crop")  # fmt: skip
+    # the 24 coins whose two outlines differ most: where the segmenter changes anything
+    order = np.argsort([-(k[2] + k[3]) for k in kept])[:24]
+    tiles = [tiles[i] for i in order]
+    rows = [np.concatenate(tiles[i : i + 4], 1) for i in range(0, len(tiles), 4)]
+    cv2.imwrite(str(out), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+    print(f"wrote {out} (the 24 coins whose outlines differ most: photo, learned, colour)")
+
+
 def main() -> None:
     """Measure every seed, print the table, write the JSON and the worst cases' overlays."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--coins", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("runs/single-mask"))
+    parser.add_argument("--real", type=Path, help="folder of real JPEG photos: a visual check")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.real is not None:
+        real_photo_sheet(args.real, args.out / "real-photos.png")
     per_seed: dict[str, list[dict[str, float]]] = {}
     worst_all: list[tuple[float, np.ndarray]] = []
     for seed in (int(s) for s in args.seeds.split(",")):
