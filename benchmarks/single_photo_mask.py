@@ -52,13 +52,10 @@ def _scores(
     image: np.ndarray, coverage: np.ndarray, learned: bool
 ) -> tuple[float, float, np.ndarray]:
     """(lost, extra, overlay) of one photo cut out as a query is."""
-    circle = find_coin(image)
-    if learned:
+    # without the segmenter: as a package without its weights finds and cuts (no circle refit)
+    with mock.patch.dict(os.environ, {} if learned else {SEGMENTER_ENV: "off"}):
+        circle = find_coin(image)
         crop = crop_coin(image, circle, SIZE, margin=MARGIN, mask_background=True)
-    else:
-        # as a package without the segmenter's weights would cut it
-        with mock.patch.dict(os.environ, {SEGMENTER_ENV: "off"}):
-            crop = crop_coin(image, circle, SIZE, margin=MARGIN, mask_background=True)
     cover = np.repeat((coverage[..., None] * 255).astype(np.uint8), 3, axis=2)
     truth = crop_coin(cover, circle, SIZE, margin=MARGIN)[..., 0] > 127
     kept = _kept(crop)

@@ -103,7 +103,8 @@ def train(out: Path, seed: int) -> tuple[Path, Path]:
     if not (run / "verdict.json").is_file():
         args = [
             "train", "--data", str(data), "--out", str(run), "--model", "resnet-tiny",
-            "--image-size", "32", "--embedding-dim", "32", "--epochs", "8", "--rotations", "1",
+            "--image-size", "32", "--embedding-dim", "32", "--epochs", "8", "--steps-per-epoch", "6",
+            "--rotations", "1",
             "--aug", "standard", "--split", "0.6,0.2,0.2", "--seed", str(seed), "--no-progress",
             *common,
         ]  # fmt: skip
