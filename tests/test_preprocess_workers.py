@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +151,15 @@ def test_worker_counts() -> None:
     assert resolve_workers(None) == resolve_workers(0) >= 1
     with pytest.raises(SettingsError, match="--workers"):
         resolve_workers(-1)
+
+
+def test_workers_read_the_parents_settings_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The forkserver keeps the environment it started with; a pool started later must still
+    # cut images as its parent would (the segmenter switch, the pixel limit), not as it was.
+    names = ["COINRIG_SEGMENTER", "COINRIG_MAX_IMAGE_PIXELS"]
+    monkeypatch.delenv("COINRIG_SEGMENTER", raising=False)
+    monkeypatch.setenv("COINRIG_MAX_IMAGE_PIXELS", "123")
+    assert list(ordered_map(os.getenv, names, 2)) == [None, "123"]
+    monkeypatch.setenv("COINRIG_SEGMENTER", "off")
+    monkeypatch.delenv("COINRIG_MAX_IMAGE_PIXELS")
+    assert list(ordered_map(os.getenv, names, 2)) == ["off", None]

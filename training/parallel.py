@@ -64,9 +64,27 @@ def start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _one_thread() -> None:
-    """Pool initializer: OpenCV (and torch, if a task imported it) on one thread each."""
+# Settings that tasks read from the environment. A forkserver keeps the environment it started
+# with, and its workers inherit that, not the parent's environment of the moment: so each pool
+# hands its workers the parent's current values (a test that set one for a while, then restored
+# it, left later pools cutting images differently from the parent).
+MIRRORED_ENV = ("COINRIG_SEGMENTER", "COINRIG_MAX_IMAGE_PIXELS")
+
+
+def _parent_env() -> dict[str, str | None]:
+    """The parent's current values of MIRRORED_ENV (None: unset)."""
+    return {name: os.environ.get(name) for name in MIRRORED_ENV}
+
+
+def _one_thread(env: dict[str, str | None] | None = None) -> None:
+    """Pool initializer: the parent's settings, OpenCV (and torch) on one thread each."""
     import cv2
+
+    for name, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
     cv2.setNumThreads(1)
     if "torch" in sys.modules:
@@ -90,7 +108,9 @@ def ordered_map(
         # the server imports these once; every worker forks from it ready to work
         context.set_forkserver_preload(list(PRELOAD))
     limit = window or IN_FLIGHT_PER_WORKER * workers
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_one_thread, initargs=(_parent_env(),)
+    )
     pending: deque[Future[R]] = deque()
     todo = iter(tasks)
     try:

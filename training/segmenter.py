@@ -144,7 +144,15 @@ def coin_probability(crop: np.ndarray) -> np.ndarray | None:
     h, w = crop.shape[:2]
     small = cv2.resize(crop, (SEGMENT_PX, SEGMENT_PX), interpolation=cv2.INTER_AREA)
     with _lock, torch.no_grad():
-        logits = model(normalise(small[None]))[0, 0].numpy()
+        # one thread, whatever the caller runs torch on: a different thread count sums the
+        # convolutions in another order, and a pixel at P = 0.5 may flip, so a cache built on
+        # one worker (the caller's threads) would differ from one built on two (one thread each)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            logits = model(normalise(small[None]))[0, 0].numpy()
+        finally:
+            torch.set_num_threads(threads)
     # upsample logits, not probabilities: the 0.5 contour then falls between pixels smoothly
     logits = cv2.resize(logits, (w, h), interpolation=cv2.INTER_LINEAR)
     return 1.0 / (1.0 + np.exp(-logits))
