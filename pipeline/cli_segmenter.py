@@ -49,8 +49,11 @@ def train_segmenter_command(
 
     Example: pipeline segmenter train --out runs/segmenter.safetensors --samples 4000 --steps 3000
     """
-    if samples < 1 or steps < 1 or batch_size < 1 or lr <= 0:
+    if samples < 1 or steps < 1 or batch_size < 1 or not lr > 0:
         raise fail("--samples, --steps, --batch-size and --lr must be positive")
+    if out.is_dir() or not out.parent.is_dir():
+        # checked before minutes of rendering, not when the weights are written
+        raise fail(f"--out must be a file in an existing folder: {out}")
     with expected_errors(TrainingError, OSError):
         started = time.monotonic()
         crops, targets = _samples(samples, seed, resolve_workers(workers))

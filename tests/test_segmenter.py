@@ -89,9 +89,11 @@ def test_train_command_writes_weights_and_refuses_bad_input(tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     load_segmenter(out)
     assert not out.with_name(out.name + ".partial").exists()
-    bad = runner.invoke(app, ["segmenter", "train", "--out", str(out), "--steps", "0"])
-    assert bad.exit_code == 2 and "Traceback" not in bad.output
-    assert len(bad.output.strip().splitlines()) == 1
+    for wrong in (["--out", str(out), "--steps", "0"], ["--out", str(out), "--lr", "nan"],
+                  ["--out", str(tmp_path)], ["--out", str(tmp_path / "no" / "such.safetensors")]):  # fmt: skip
+        bad = runner.invoke(app, ["segmenter", "train", *wrong])
+        assert bad.exit_code == 2 and "Traceback" not in bad.output, wrong
+        assert len(bad.output.strip().splitlines()) == 1, bad.output
 
 
 def test_shipped_weights_exist() -> None:
