@@ -119,6 +119,9 @@ def real_photo_sheet(folder: Path, out: Path) -> None:
             tiles.append(
                 np.concatenate([crop_coin(image, circle, 96, margin=MARGIN), learned, colour], 1)
             )
+    if not kept:
+        print(f"real photos: no coin found in {folder}")
+        return
     a_mean, b_mean, only_a, only_b = np.mean(kept, axis=0)
     print(f"real photos: {len(tiles)} coins; crop kept {a_mean:.1%} learned vs {b_mean:.1%} colour; "
           f"only learned keeps {only_a:.2%}, only colour keeps {only_b:.2%} of the crop")  # fmt: skip

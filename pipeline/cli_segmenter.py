@@ -16,6 +16,7 @@ import typer
 
 from pipeline.cli_support import expected_errors, fail
 from pipeline.segmenter_data import make_sample
+from training.checkpoint import write_atomic
 from training.errors import TrainingError
 from training.parallel import ordered_map, progress_bar, resolve_workers
 from training.segmenter import WEIGHTS_PATH, save_segmenter
@@ -65,14 +66,12 @@ def train_segmenter_command(
                 advance(1)
 
             model = fit_segmenter(crops, targets, FitSettings(steps, batch_size, lr, seed), on_step)
-        # temp file + rename: an interrupted write never leaves a half file where weights were
-        partial_path = out.with_name(out.name + ".partial")
-        save_segmenter(model, partial_path)
-        partial_path.replace(out)
+        save_segmenter(model, out)
         tail = float(np.mean(losses[-100:]))
         record = {"samples": samples, "steps": steps, "batch_size": batch_size, "lr": lr,
                   "seed": seed, "final_loss": tail, "seconds": time.monotonic() - started}  # fmt: skip
-        out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+        text = json.dumps(record, indent=2) + "\n"
+        write_atomic(out.with_suffix(".json"), lambda p: p.write_text(text))
     typer.echo(f"wrote {out} (loss over the last 100 steps {tail:.4f})")
 
 

@@ -88,7 +88,8 @@ def test_train_command_writes_weights_and_refuses_bad_input(tmp_path: Path) -> N
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     load_segmenter(out)
-    assert not out.with_name(out.name + ".partial").exists()
+    # the weights and their record, and no temporary file beside them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.json", "seg.safetensors"]
     for wrong in (["--out", str(out), "--steps", "0"], ["--out", str(out), "--lr", "nan"],
                   ["--out", str(tmp_path)], ["--out", str(tmp_path / "no" / "such.safetensors")]):  # fmt: skip
         bad = runner.invoke(app, ["segmenter", "train", *wrong])

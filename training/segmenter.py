@@ -27,6 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from training.checkpoint import write_atomic
+
 # Crops are segmented at this side: the network is fully convolutional, but it learns the scale
 # of a coin in a crop, so it must see crops at the size it was trained on.
 SEGMENT_PX = 64
@@ -98,12 +100,11 @@ def normalise(crops: np.ndarray) -> torch.Tensor:
 
 
 def save_segmenter(model: CoinSegmenter, path: Path) -> None:
-    """Write the weights as safetensors (half precision: the file ships in the package)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the weights as safetensors, renamed into place (half precision: the file ships)."""
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     # batch norm's counter is an integer; half precision cannot hold it, and inference ignores it
     tensors = {k: v for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
-    save_file(tensors, str(path))
+    write_atomic(path, lambda p: save_file(tensors, str(p)))
 
 
 def load_segmenter(path: Path = WEIGHTS_PATH) -> CoinSegmenter:
