@@ -328,11 +328,27 @@ def evaluate_command(
             f"every capture of a coin side searched together: top-1 {100 * pooled['top1']:.1f}% "
             f"({pooled['queries']} coin sides)"
         )
+    typer.echo(fusion_line(report))
     if "verdict" in report:
         typer.echo(f"same-coin verdict (validation pairs, {run / 'roc.png'}):\n{report['verdict']}")
     note = collapse_note(o, "test")
     if note:
         typer.echo(note)
+
+
+def fusion_line(report: dict[str, Any]) -> str:
+    """The figures with the outline re-ranking, or why there are none."""
+    fused, fit = report["outline_fusion"], report["fusion_fit"]
+    if fused["weight"] == 0:
+        return f"outline re-ranking: off ({fit['note'] or 'weight 0 fitted on validation'})"
+    line = (
+        f"with the flan's outline (weight {fused['weight']:.3g}, fitted on "
+        f"{fit['queries']} validation queries): top-1 {100 * fused['top1']:.1f}%, "
+        f"top-5 {100 * fused['top5']:.1f}%"
+    )
+    if "pooled" in fused:
+        line += f", coin sides searched together {100 * fused['pooled']['top1']:.1f}%"
+    return line
 
 
 def _collection_lines(report: dict[str, Any]) -> list[str]:

@@ -43,17 +43,18 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _build(dataset: Path, cache: Path, workers: int) -> tuple[bytes, bytes, list[str]]:
-    """The cache array's bytes, its index's bytes and the warnings, built with `workers`."""
+def _build(dataset: Path, cache: Path, workers: int) -> tuple[bytes, bytes, list[str], bytes]:
+    """The cache array's, its index's and its outlines' bytes and the warnings, with `workers`."""
     warnings: list[str] = []
     records = read_dataset(dataset).records
     _, report = load_images(
         records, Preprocess(image_size=40), cache, warn=warnings.append, workers=workers
     )
     assert report.decoded == len(records)
-    (array,) = cache.glob("*.npy")
+    (outlines,) = cache.glob("*.outline.npy")
+    (array,) = set(cache.glob("*.npy")) - {outlines}
     (index,) = cache.glob("*.json")
-    return array.read_bytes(), index.read_bytes(), warnings
+    return array.read_bytes(), index.read_bytes(), warnings, outlines.read_bytes()
 
 
 def test_cache_is_byte_identical_with_one_and_two_workers(dataset: Path, tmp_path: Path) -> None:
@@ -62,6 +63,7 @@ def test_cache_is_byte_identical_with_one_and_two_workers(dataset: Path, tmp_pat
     assert one[0] == two[0]  # every pixel of both crops of every image
     assert one[1] == two[1]  # rows and skipped files
     assert one[2] == two[2] and len(one[2]) == 2  # the same warnings in the same order
+    assert one[3] == two[3]  # every outline profile
     rows = json.loads(one[1])["rows"]
     assert len(rows) == len(read_dataset(dataset).records) - 2
     assert np.frombuffer(one[0], np.uint8).any()  # not an empty array that matches trivially

@@ -23,15 +23,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from training.coinfind import Circle, crop_coin, crop_pose, find_coin, find_coin_in_pose
+from training.coinfind import Circle, PoseCut, crop_coin, cut_pose, find_coin, find_coin_in_pose
 from training.errors import DataError
 from training.imageio import MAX_PIXELS_ENV, check_coin_shape, header_size, max_file_bytes
+from training.outline import OUTLINE_BINS
 from training.parallel import ordered_map, progress_bar, resolve_workers
 from training.search_errors import ImageReadError
 from training.segmenter import segmenter_in_use
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
-PREPROCESS_VERSION = 10  # 10: single photos add the learned segmenter's outline
+PREPROCESS_VERSION = 11  # 11: each entry keeps its outline profile (training.outline)
 # The turntable turns the coin counter-clockwise in the image for a positive angle, so undoing
 # it rotates by the negative angle.
 DEROTATE_SIGN = -1.0
@@ -94,6 +95,9 @@ class CachedImages:
     skipped: dict[str, str]
     decoded: int
     alone: np.ndarray
+    # per row, the coin's outline profile (training.outline; NaN where untrusted): [0] as the
+    # pose's frames together give it, [1] of the photo cut out alone
+    outlines: np.ndarray
 
 
 def default_cache_dir() -> Path:
@@ -165,9 +169,9 @@ def _rotation(item: CacheItem, settings: Preprocess) -> float:
     return DEROTATE_SIGN * item.turntable_deg if settings.derotate else 0.0
 
 
-def crop(item: CacheItem, rgb: np.ndarray, circle: Circle, settings: Preprocess) -> np.ndarray:
-    """The training image of one decoded photo, its coin at `circle`."""
-    return crop_photo(rgb, circle, settings, rotate_deg=_rotation(item, settings))
+def cut(item: CacheItem, rgb: np.ndarray, circle: Circle, settings: Preprocess) -> PoseCut:
+    """The training image of one decoded photo, its coin at `circle`, and its outline."""
+    return cut_photo(rgb, circle, settings, rotate_deg=_rotation(item, settings))
 
 
 def crop_photo(
@@ -184,15 +188,36 @@ def crop_photo(
     )
 
 
-def crop_alone(item: CacheItem, rgb: np.ndarray, settings: Preprocess) -> np.ndarray:
-    """The training image of one photo found and cut out by itself, as a single photo would be."""
-    return crop(item, rgb, find_coin(rgb, near_px=item.centre_px), settings)
+def cut_photo(
+    image: np.ndarray, circle: Circle, settings: Preprocess, *, rotate_deg: float = 0.0
+) -> PoseCut:
+    """crop_photo's crop (the one in `crops`) and the outline profile of the coin in it."""
+    return cut_pose(
+        [image],
+        circle,
+        settings.image_size,
+        margin=settings.margin,
+        rotate_deg=rotate_deg,
+        mask_background=settings.mask_background,
+    )
+
+
+def cut_alone(item: CacheItem, rgb: np.ndarray, settings: Preprocess) -> PoseCut:
+    """One photo found and cut out by itself, as a single photo would be, with its outline."""
+    return cut(item, rgb, find_coin(rgb, near_px=item.centre_px), settings)
 
 
 def crop_frames(
     items: Sequence[CacheItem], images: Sequence[np.ndarray], settings: Preprocess
 ) -> list[np.ndarray]:
-    """Training images of the frames of one pose (or of one lone photo), in order.
+    """Training images of the frames of one pose (or of one lone photo), in order."""
+    return [c for c, _ in cut_frames(items, images, settings)]
+
+
+def cut_frames(
+    items: Sequence[CacheItem], images: Sequence[np.ndarray], settings: Preprocess
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per frame of one pose (or one lone photo), in order: its training image and outline.
 
     The frames show the coin lying still, so it is found once in all of them together and cut
     out by one circle and one outline (coinfind.find_coin_in_pose); only if that finds nothing
@@ -204,8 +229,9 @@ def crop_frames(
         circles = shared_circles(
             [find_coin(rgb, near_px=i.centre_px) for i, rgb in zip(items, images, strict=True)]
         )
-        return [crop(i, rgb, c, settings) for i, rgb, c in zip(items, images, circles, strict=True)]
-    return crop_pose(
+        cuts = [cut(i, rgb, c, settings) for i, rgb, c in zip(items, images, circles, strict=True)]
+        return [(c.crops[0], c.outline) for c in cuts]
+    pose = cut_pose(
         images,
         circle,
         settings.image_size,
@@ -213,6 +239,7 @@ def crop_frames(
         rotate_deg=_rotation(items[0], settings),  # one pose, one turntable angle
         mask_background=settings.mask_background,
     )
+    return [(c, pose.outline) for c in pose.crops]
 
 
 # Least radius, relative to the pose's median, of a circle another frame may borrow: a shadow
@@ -259,6 +286,11 @@ def _pose_groups(items: Sequence[CacheItem]) -> list[list[int]]:
     return sorted([*groups.values(), *alone], key=lambda g: g[0])
 
 
+def _outline_path(array_path: Path) -> Path:
+    """Where the outline profiles of the cache entry stored at array_path lie."""
+    return array_path.with_name(array_path.stem + ".outline.npy")
+
+
 def _read_cache(index_path: Path, array_path: Path, count: int, size: int) -> CachedImages | None:
     """A complete cache entry, or None when absent or damaged (then it is simply rebuilt)."""
     if not (index_path.exists() and array_path.exists()):
@@ -267,14 +299,16 @@ def _read_cache(index_path: Path, array_path: Path, count: int, size: int) -> Ca
         index = json.loads(index_path.read_text())
         rows, skipped = index["rows"], index["skipped"]
         both = np.load(array_path, mmap_mode="r", allow_pickle=False)
+        outlines = np.load(_outline_path(array_path), allow_pickle=False)
     except (OSError, EOFError, ValueError, KeyError, TypeError):
         return None
     fits = both.shape == (2, count, size, size, 3) and both.dtype == np.uint8
+    fits &= outlines.shape == (2, count, OUTLINE_BINS) and outlines.dtype == np.float32
     if not (fits and isinstance(rows, dict) and isinstance(skipped, dict)):
         return None
     if not all(isinstance(r, int) and 0 <= r < count for r in rows.values()):
         return None
-    return CachedImages(both[0], rows, skipped, 0, both[1])
+    return CachedImages(both[0], rows, skipped, 0, both[1], outlines)
 
 
 def warn_stderr(message: str) -> None:
@@ -322,22 +356,26 @@ def load_cached(
     array = np.lib.format.open_memmap(
         tmp, mode="w+", dtype=np.uint8, shape=(2, len(items), size, size, 3)
     )
+    outlines = np.full((2, len(items), OUTLINE_BINS), np.nan, np.float32)
     try:
-        rows, skipped = _build(items, settings, array, strict, warn, workers, progress)
+        rows, skipped = _build(items, settings, array, outlines, strict, warn, workers, progress)
     except BaseException:
         del array
         tmp.unlink(missing_ok=True)
         raise
     array.flush()
     del array
-    # The array lands before its index, and the index marks the cache complete: a crash between
-    # the two leaves an orphan that the next run overwrites.
+    # The arrays land before their index, and the index marks the cache complete: a crash
+    # before it leaves orphans that the next run overwrites.
     os.replace(tmp, array_path)
+    outline_tmp = cache_dir / f"{key}.{os.getpid()}.tmp.outline.npy"
+    np.save(outline_tmp, outlines)
+    os.replace(outline_tmp, _outline_path(array_path))
     index_tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
     index_tmp.write_text(json.dumps({"rows": rows, "skipped": skipped}))
     os.replace(index_tmp, index_path)
     both = np.load(array_path, mmap_mode="r")
-    return CachedImages(both[0], rows, skipped, len(items), both[1])
+    return CachedImages(both[0], rows, skipped, len(items), both[1], outlines)
 
 
 # Jobs smaller than this build in this process when no worker count is asked for: starting a
@@ -352,8 +390,8 @@ class _Group:
     """One pose group preprocessed: its good rows with their crops, and its unreadable files."""
 
     rows: list[int]
-    crops: list[np.ndarray]
-    alone: list[np.ndarray | None]  # None: the frame is its pose's only one, alone == crop
+    crops: list[tuple[np.ndarray, np.ndarray]]  # training image, outline
+    alone: list[PoseCut | None]  # None: the frame is its pose's only one, alone == crop
     bad: list[tuple[int, str]]
 
 
@@ -368,9 +406,9 @@ def _preprocess_group(group: list[tuple[int, CacheItem]], settings: Preprocess) 
             bad.append((row, str(e)))
     if not decoded:
         return _Group([], [], [], bad)
-    crops = crop_frames([i for _, i, _ in decoded], [rgb for _, _, rgb in decoded], settings)
+    crops = cut_frames([i for _, i, _ in decoded], [rgb for _, _, rgb in decoded], settings)
     single = len(decoded) == 1
-    alone = [None if single else crop_alone(item, rgb, settings) for _, item, rgb in decoded]
+    alone = [None if single else cut_alone(item, rgb, settings) for _, item, rgb in decoded]
     return _Group([row for row, _, _ in decoded], crops, alone, bad)
 
 
@@ -404,12 +442,13 @@ def _build(
     items: Sequence[CacheItem],
     settings: Preprocess,
     array: np.ndarray,
+    outlines: np.ndarray,
     strict: bool,
     warn: Callable[[str], None],
     workers: int | None,
     progress: bool,
 ) -> tuple[dict[str, int], dict[str, str]]:
-    """Fill `array` with every item's crops; the rows written and the files skipped.
+    """Fill `array` and `outlines` for every item; the rows written and the files skipped.
 
     Results arrive in file order whatever the worker count, so warnings, the first unreadable
     file under `strict` and every byte written are those of one worker.
@@ -429,11 +468,13 @@ def _build(
                         raise DataError(f"unreadable image {name}: {reason}")
                     warn(f"skipped {name}: {reason}")
                     skipped[name] = reason
-                for row, crop_image, alone in zip(
+                for row, (crop_image, outline), alone in zip(
                     group.rows, group.crops, group.alone, strict=True
                 ):
                     array[0, row] = crop_image
-                    array[1, row] = crop_image if alone is None else alone
+                    array[1, row] = crop_image if alone is None else alone.crops[0]
+                    outlines[0, row] = outline
+                    outlines[1, row] = outline if alone is None else alone.outline
                     rows[items[row].file_name] = row
                 advance(len(group.rows) + len(group.bad))
     return rows, skipped

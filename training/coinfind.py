@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from training.outline import radial_profile, unknown_profile
 from training.segmenter import coin_probability, segmenter_in_use
 
 # Segmentation runs on a copy no larger than this: plenty for a circle, and fast on 20 MP frames.
@@ -41,6 +42,9 @@ MIN_AREA_FRACTION = 0.002
 BACKGROUND_RGB = (124, 116, 104)
 # Masks are segmented on crops at least this large (then resized to the requested size).
 MASK_WORK_PX = 192
+# Margin of the crop an outline profile is segmented in (training.outline): irregular flans
+# reach up to ~3 % beyond their fitted circle, and the profile needs all of the edge.
+OUTLINE_MARGIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,14 @@ def crop_coin(
     )[0]
 
 
+@dataclass(frozen=True)
+class PoseCut:
+    """Crops of one pose's frames and the coin's outline profile (training.outline)."""
+
+    crops: list[np.ndarray]
+    outline: np.ndarray  # OUTLINE_BINS float32, all NaN where the outline cannot be trusted
+
+
 def crop_pose(
     images: Sequence[np.ndarray],
     circle: Circle,
@@ -343,6 +355,35 @@ def crop_pose(
     """
     if not mask_background:
         return [_square_crop(i, circle, size, margin, rotate_deg) for i in images]
+    return cut_pose(
+        images, circle, size, margin=margin, rotate_deg=rotate_deg, mask_background=True
+    ).crops
+
+
+def cut_pose(
+    images: Sequence[np.ndarray],
+    circle: Circle,
+    size: int,
+    *,
+    margin: float = 0.04,
+    rotate_deg: float = 0.0,
+    mask_background: bool = False,
+) -> PoseCut:
+    """crop_pose's crops together with the radial profile of the coin's outline.
+
+    The profile is segmented in a crop of its own with OUTLINE_MARGIN around the circle: a
+    fitted circle does not enclose every bulge of an irregular flan, and within the training
+    crop's narrow margin the outline would run into the crop's reach there.
+    """
+    wide = [_square_crop(i, circle, MASK_WORK_PX, OUTLINE_MARGIN, rotate_deg) for i in images]
+    wide_reach = _outline_reach(OUTLINE_MARGIN)
+    flan, segmented = _coin_mask(wide, wide_reach)
+    outline = radial_profile(flan, wide_reach * MASK_WORK_PX / 2) if segmented else None
+    if outline is None:
+        outline = unknown_profile()
+    if not mask_background:
+        crops = [_square_crop(i, circle, size, margin, rotate_deg) for i in images]
+        return PoseCut(crops, outline)
     # Segment at a working size of at least MASK_WORK_PX (the morphology needs a few pixels
     # per flan irregularity), then area-average down so the outline stays anti-aliased.
     work = max(size, MASK_WORK_PX)
@@ -357,7 +398,7 @@ def crop_pose(
         if work != size:
             masked = cv2.resize(masked, (size, size), interpolation=cv2.INTER_AREA)
         out.append(masked)
-    return out
+    return PoseCut(out, outline)
 
 
 # A single photo's circle is refitted to the coin's outline when that outline's enclosing circle
@@ -463,6 +504,11 @@ def coin_outline(crops: Sequence[np.ndarray], radius_fraction: float = 1.0) -> n
     crop was cut for), that disc stands in, so a hard photo still gets a clean background and
     keeps its coin.
     """
+    return _coin_mask(crops, radius_fraction)[0]
+
+
+def _coin_mask(crops: Sequence[np.ndarray], radius_fraction: float) -> tuple[np.ndarray, bool]:
+    """coin_outline's mask, and False where it is the fitted disc standing in for it."""
     h, w = crops[0].shape[:2]
     mask = _threshold_distance(_pose_distance(crops), outline=True)
     if len(crops) == 1:
@@ -484,5 +530,5 @@ def coin_outline(crops: Sequence[np.ndarray], radius_fraction: float = 1.0) -> n
     # flans); far less means the segmentation lost the coin (a near-white coin on white card),
     # and masking by it would cut the coin itself away: the fitted disc is the safer outline.
     if coin.sum() < MIN_OUTLINE_FILL * disc.sum():
-        coin = disc
-    return coin.astype(bool)
+        return disc.astype(bool), False
+    return coin.astype(bool), True

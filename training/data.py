@@ -23,6 +23,7 @@ from dataset.reader import DatasetReader, NotADataset, collection_of, read_info
 from dataset.schema import CoinLine, MetadataLine, TurntableCalibration
 from training.cache import CacheItem, Preprocess, load_cached, warn_stderr
 from training.errors import DataError, OutsideDataset, SettingsError
+from training.outline import OUTLINE_BINS
 from training.split import CoinKey
 from training.split import Split as Split  # re-exported where callers have always found them
 from training.split import parse_split as parse_split
@@ -265,10 +266,21 @@ class ImageBank:
         records: list[Record],
         sources: list[tuple[np.ndarray, int]],
         alone: list[np.ndarray] | None = None,
+        outlines: np.ndarray | None = None,
     ):
         self.records = records
         self._sources = sources
         self._alone = alone if alone is not None else [a for a, _ in sources]
+        # N×2×OUTLINE_BINS: per record, its outline as its pose gives it and cut out alone
+        self._outlines = (
+            outlines
+            if outlines is not None
+            else np.full((len(records), 2, OUTLINE_BINS), np.nan, np.float32)
+        )
+
+    def outlines(self, indices: Sequence[int], alone: bool = False) -> np.ndarray:
+        """The outline profiles (training.outline) of the given positions, n×OUTLINE_BINS."""
+        return self._outlines[np.asarray(indices, dtype=np.int64), int(alone)]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -339,7 +351,14 @@ def load_images(
         report.skipped.update({str(root / k): v for k, v in result.skipped.items()})
     kept = [r for r in records if r.file_name in cached[r.root].rows]
     sources = [(cached[r.root].array, cached[r.root].rows[r.file_name]) for r in kept]
-    return ImageBank(kept, sources, [cached[r.root].alone for r in kept]), report
+    outlines = (
+        np.stack(
+            [cached[r.root].outlines[:, row] for r, (_, row) in zip(kept, sources, strict=True)]
+        )
+        if kept
+        else np.zeros((0, 2, OUTLINE_BINS), np.float32)
+    )
+    return ImageBank(kept, sources, [cached[r.root].alone for r in kept], outlines), report
 
 
 def to_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -5,6 +5,10 @@ a coin being (collection, coin id): on a dataset the run trained on that is its 
 on a collection the run never saw it is every coin (same ids in another collection are other
 coins), so evaluating on a new collection needs nothing but --data.
 
+Besides the embedding's own figures (`overall`), `outline_fusion` gives them with each query's
+nearest entries re-ranked by the flan's outline too (training.fusion), its weight fitted on the
+validation coins and kept in RUN/fusion.json.
+
 Protocols:
 - `catalog`: the gallery is one reference image per coin side (the catalog image, else the
   capture the plan flags as reference); every other capture of those coins is a query.
@@ -36,6 +40,8 @@ from training.data import (
     to_tensor,
 )
 from training.errors import DataError, SettingsError
+from training.evaluate_fusion import fit_on_validation, fused_figures
+from training.fusion import Fusion
 from training.metrics import (
     Retrieval,
     breakdown,
@@ -303,13 +309,22 @@ def evaluate_run(
     val_coins = sorted({r.coin for r in bank.records if trained.split.has("val", r.coin)})
     if val_coins:
         # Verification thresholds must be chosen on validation pairs, never on the test coins.
-        _, val_result, _, _ = run_protocol(model, bank, val_coins, "catalog")
+        _, val_result, val_q, val_g = run_protocol(model, bank, val_coins, "catalog")
         genuine, impostor = genuine_impostor(val_result)
         np.savez_compressed(out / "verification_val.npz", genuine=genuine, impostor=impostor)
         report["verification"] = verification_summary(genuine, impostor)
         # the run's same-coin verdict (verdict.json + roc.png) is what `pipeline search` labels by
         verdict = write_verdict(run, genuine, impostor)
         report["verdict"] = verdict.summary()
+        # the outline's weight, fitted where the verdict is: on validation, never the test coins
+        fusion = fit_on_validation(bank, val_result, val_q, val_g)
+        fusion.save(run)
+    else:  # a collection the run never saw: the weight its own evaluation fitted, if any
+        fusion = Fusion.load(run) or Fusion(0.0, 0, None, None, "no validation coins")
+    report["fusion_fit"] = fusion.to_json()
+    report["outline_fusion"] = fused_figures(
+        bank, result, q_pos, g_pos, fusion, pooled=protocol == "catalog"
+    )
     _write_failures(bank, result, q_pos, g_pos, out / "failures.png")
     (out / "metrics.json").write_text(json.dumps(json_safe(report), indent=2))
     (out / "report.md").write_text(markdown_report(report))

@@ -7,6 +7,8 @@ On disk an index is a directory:
                         and the index's own same-coin calibration (training/index_calibration.py)
       items.jsonl       one line per indexed coin: id, source file, side, and carried metadata
       embeddings.npy    float32 N×D, row i belongs to line i of items.jsonl
+      outlines.npy      float32 N×OUTLINE_BINS, each coin's outline profile (training.outline;
+                        NaN where unknown); an index written before outlines has none
       faiss.index       the faiss structure built from embeddings.npy
 
 The embeddings are kept beside the faiss file because they are the expensive part: the faiss
@@ -29,11 +31,13 @@ import faiss
 import numpy as np
 
 from training.index_calibration import IndexCalibration, calibrate_index
+from training.outline import OUTLINE_BINS
 from training.search_errors import IndexStoreError
 
 INFO_FILE = "index.json"
 ITEMS_FILE = "items.jsonl"
 EMBEDDINGS_FILE = "embeddings.npy"
+OUTLINES_FILE = "outlines.npy"
 FAISS_FILE = "faiss.index"
 FORMAT = "coinrig-index"
 FORMAT_VERSION = 1
@@ -62,6 +66,7 @@ class Hit:
     rank: int
     score: float
     item: dict[str, Any]
+    row: int = -1  # the item's row in the index (its embedding and outline)
 
 
 def resolve_kind(kind: str, count: int) -> str:
@@ -179,6 +184,7 @@ class CatalogIndex:
         items: Sequence[dict[str, Any]] = (),
         built: tuple[faiss.Index, dict[str, Any]] | None = None,
         calibration: IndexCalibration | None = None,
+        outlines: np.ndarray | None = None,
     ) -> None:
         resolve_kind(kind, 0)  # validate early
         self.dim = dim
@@ -195,6 +201,7 @@ class CatalogIndex:
             raise IndexStoreError(
                 f"{len(self.items)} items but {len(self.embeddings)} embeddings: index is damaged"
             )
+        self.outlines = _outlines_for(len(self.items), outlines)
         self._ids = {item["id"] for item in self.items}
         self._faiss, self.settings = built or build_faiss(self.embeddings, kind)
         if self._faiss.ntotal != len(self.items):
@@ -217,8 +224,13 @@ class CatalogIndex:
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._ids
 
-    def add(self, embeddings: np.ndarray, items: Sequence[dict[str, Any]]) -> None:
-        """Append coins; only the new embeddings go into faiss unless the kind must change.
+    def add(
+        self,
+        embeddings: np.ndarray,
+        items: Sequence[dict[str, Any]],
+        outlines: np.ndarray | None = None,
+    ) -> None:
+        """Append coins (outline profiles unknown if not given); faiss grows in place if it can.
 
         Raises:
             IndexStoreError: wrong embedding width, mismatched lengths or a duplicate id.
@@ -226,11 +238,13 @@ class CatalogIndex:
         embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         if len(embeddings) != len(items):
             raise IndexStoreError(f"{len(items)} items but {len(embeddings)} embeddings")
+        new_outlines = _outlines_for(len(items), outlines)
         new_ids = [item["id"] for item in items]
         dupes = sorted(self._ids.intersection(new_ids))
         if dupes or len(set(new_ids)) < len(new_ids):
             raise IndexStoreError(f"duplicate ids: {dupes[:3] or 'within the new items'}")
         self.embeddings = np.concatenate([self.embeddings, embeddings])
+        self.outlines = np.concatenate([self.outlines, new_outlines])
         self.items.extend(dict(item) for item in items)
         self._ids.update(new_ids)
         self._calibration = None
@@ -267,7 +281,7 @@ class CatalogIndex:
         scores, rows = search_faiss(self._faiss, self.settings, self.embeddings, queries, k)
         return [
             [
-                Hit(rank=r + 1, score=float(s), item=self.items[i])
+                Hit(rank=r + 1, score=float(s), item=self.items[i], row=int(i))
                 for r, (s, i) in enumerate(zip(q_scores, q_rows, strict=True))
                 if i >= 0  # faiss pads with -1 when an approximate index finds fewer than k
             ]
@@ -294,6 +308,7 @@ class CatalogIndex:
         calibration = self.calibration.to_json()  # before any file: it can refuse the data
         directory.mkdir(parents=True, exist_ok=True)
         _atomic(directory / EMBEDDINGS_FILE, lambda p: np.save(p, self.embeddings))
+        _atomic(directory / OUTLINES_FILE, lambda p: np.save(p, self.outlines))
         _atomic(
             directory / ITEMS_FILE,
             lambda p: p.write_text(
@@ -348,6 +363,10 @@ class CatalogIndex:
             # An index written before calibrations were kept has none: computed when first used.
             raw = info.get("calibration")
             calibration = None if raw is None else IndexCalibration.from_json(raw)
+            outlines_path = directory / OUTLINES_FILE
+            outlines = (
+                np.load(outlines_path, allow_pickle=False) if outlines_path.is_file() else None
+            )
             return cls(
                 dim=dim,
                 model=info["model"],
@@ -356,6 +375,7 @@ class CatalogIndex:
                 items=items,
                 built=built,
                 calibration=calibration,
+                outlines=outlines,
             )
         except (
             OSError,
@@ -365,6 +385,22 @@ class CatalogIndex:
             IndexStoreError,
         ) as e:  # EOF: empty .npy
             raise IndexStoreError(f"index at {directory} is damaged: {e}") from e
+
+
+def _outlines_for(count: int, outlines: np.ndarray | None) -> np.ndarray:
+    """The outline profiles of `count` coins as float32 (all unknown when None).
+
+    Raises:
+        IndexStoreError: a given array is not count × OUTLINE_BINS.
+    """
+    if outlines is None:
+        return np.full((count, OUTLINE_BINS), np.nan, np.float32)
+    array = np.asarray(outlines, dtype=np.float32)
+    if array.shape != (count, OUTLINE_BINS):
+        raise IndexStoreError(
+            f"{count} items but outlines of shape {array.shape}: index is damaged"
+        )
+    return array
 
 
 def _check_info(info: object, path: Path) -> dict[str, Any]:

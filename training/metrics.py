@@ -46,10 +46,15 @@ def retrieve(
     if leave_one_out:
         np.fill_diagonal(sim, -np.inf)
         np.fill_diagonal(same, False)
-    k = min(5, sim.shape[1])
-    order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return ranked(sim, same)
+
+
+def ranked(scores: np.ndarray, same: np.ndarray) -> Retrieval:
+    """Per-query results of a Q×G score matrix (higher is nearer) and its right-entry mask."""
+    k = min(5, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     hits = np.take_along_axis(same, order, axis=1)
-    return Retrieval(order[:, 0], hits[:, 0], np.asarray(hits.any(axis=1)), sim, same)
+    return Retrieval(order[:, 0], hits[:, 0], np.asarray(hits.any(axis=1)), scores, same)
 
 
 def retrieval_metrics(

@@ -108,6 +108,22 @@ def markdown_report(metrics: dict[str, Any]) -> str:
             lines.append(
                 f"| {value} | {row['queries']} | {_percent(row['top1'])} | {_percent(row['top5'])} |"
             )
+    fused = metrics.get("outline_fusion")
+    if fused and fused["weight"] > 0:
+        lines += [
+            "",
+            "## With the flan's outline (training.fusion)",
+            "",
+            f"Each query's {fused['rerank_depth']} nearest entries re-ranked by cosine minus "
+            f"{fused['weight']:.3g} × outline distance (weight fitted on validation coins): "
+            f"top-1 {_percent(fused['top1'])}, top-5 {_percent(fused['top5'])}"
+            + (
+                f", each coin side's captures together {_percent(fused['pooled']['top1'])}"
+                if "pooled" in fused
+                else ""
+            )
+            + f"; {fused['queries_without_outline']} queries without a usable outline.",
+        ]
     verification = metrics.get("verification")
     if verification:
         lines += [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from training.cache import Preprocess
 from training.catalog import Source, already_indexed, find_sources, read_meta_csv
 from training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_meta
 from training.detect import Coin
+from training.fusion import RERANK_DEPTH, Fusion, fused_scores
 from training.index import INFO_FILE, CatalogIndex, Hit
 from training.index_calibration import (
     Bars,
@@ -36,6 +37,7 @@ from training.index_calibration import (
     domain_check,
 )
 from training.models.embedding import EmbeddingModel
+from training.outline import OUTLINE_BINS, outline_distances
 from training.outputs import check_output_folder
 from training.parallel import ordered_map, progress_bar, resolve_workers
 from training.run_folder import check_same_size, checkpoint_folder, read_preprocess_settings
@@ -170,9 +172,9 @@ def index_folder(
     report = IndexReport()
     todo = [source for source in sources if not already_indexed(source, index)]
     report.already = len(sources) - len(todo)
-    embeddings, items = _embed_sources(run_model, todo, report, warn, workers, progress)
+    embeddings, items, outlines = _embed_sources(run_model, todo, report, warn, workers, progress)
     if items:
-        index.add(embeddings, items)
+        index.add(embeddings, items, outlines)
     report.added = len(items)
     report.total = len(index)
     if not len(index):
@@ -211,8 +213,8 @@ def _embed_sources(
     warn: Callable[[str], None],
     workers: int | None,
     progress: bool,
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Embeddings and index items of every coin of `sources`; unreadable pictures reported.
+) -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
+    """Embeddings, index items and outlines of every coin of `sources`; bad pictures reported.
 
     Crops are embedded in whole EMBED_BATCH batches as they arrive, the batches falling where
     one embed_crops call over all of them would put them, so the embeddings are identical.
@@ -220,6 +222,7 @@ def _embed_sources(
     tasks = [(source, run_model.preprocess) for source in sources]
     out: list[np.ndarray] = []
     items: list[dict[str, Any]] = []
+    outlines: list[np.ndarray] = []
     crops: list[np.ndarray] = []
     results = closing(ordered_map(prepare_source, tasks, pool_size(workers, len(tasks))))
     with progress_bar(len(tasks), "indexing", progress) as advance, results as done:
@@ -230,13 +233,15 @@ def _embed_sources(
                 warn(f"skipped: {prepared.problem}")
                 continue
             items.extend(e.item() for e in prepared.entries)
+            outlines.extend(prepared.outlines)
             crops.extend(prepared.crops)
             if len(crops) >= EMBED_CHUNK:
                 whole = len(crops) - len(crops) % EMBED_BATCH
                 out.append(embed_crops(run_model.model, crops[:whole]))
                 crops = crops[whole:]
     out.append(embed_crops(run_model.model, crops))
-    return np.concatenate(out), items
+    stacked = np.stack(outlines) if outlines else np.zeros((0, OUTLINE_BINS), np.float32)
+    return np.concatenate(out), items, stacked
 
 
 # -- searching ----------------------------------------------------------------------------
@@ -247,9 +252,10 @@ class Candidate:
     """A ranked catalog coin with its similarity and same-coin label."""
 
     rank: int
-    score: float
+    score: float  # cosine similarity: what the verdict's thresholds are on
     label: str
     item: dict[str, Any]
+    outline_distance: float | None = None  # None: an outline unknown, or re-ranking off
 
 
 @dataclass
@@ -289,7 +295,15 @@ class QueryResult:
             "thresholds": None if self.bars is None else self.bars.to_json(),
             "out_of_domain": None if self.domain is None else self.domain.to_json(),
             "candidates": [
-                {"rank": c.rank, "score": round(c.score, 5), "label": c.label, **c.item}
+                {
+                    "rank": c.rank,
+                    "score": round(c.score, 5),
+                    "label": c.label,
+                    "outline_distance": None
+                    if c.outline_distance is None
+                    else round(c.outline_distance, 5),
+                    **c.item,
+                }
                 for c in self.candidates
             ],
         }
@@ -302,6 +316,7 @@ class Searcher:
     index: CatalogIndex
     run_model: RunModel
     verdict: Verdict | None
+    fusion: Fusion | None = None  # the run's outline weight (RUN/fusion.json), if evaluated
 
     @classmethod
     def open(cls, index_dir: Path) -> Searcher:
@@ -317,7 +332,7 @@ class Searcher:
             raise IndexStoreError(f"{index_dir / INFO_FILE}: no run recorded for its model")
         run_model = load_run_model(Path(run), checkpoint)
         index.check_model(run_model.identity)
-        return cls(index, run_model, run_verdict(Path(run)))
+        return cls(index, run_model, run_verdict(Path(run)), Fusion.load(Path(run)))
 
     @property
     def bars(self) -> Bars | None:
@@ -330,11 +345,34 @@ class Searcher:
         rows = calibration_rows(len(self.index))
         return np.asarray(self.index.embeddings[rows], dtype=np.float32)
 
-    def label(self, hit: Hit, bars: Bars | None = None) -> Candidate:
+    def label(
+        self, hit: Hit, bars: Bars | None = None, outline_distance: float | None = None
+    ) -> Candidate:
         """A hit with its verdict label (`n/a` when neither run nor index is calibrated)."""
         bars = self.bars if bars is None else bars
         label = bars.label(hit.score) if bars else "n/a"
-        return Candidate(hit.rank, hit.score, label, hit.item)
+        return Candidate(hit.rank, hit.score, label, hit.item, outline_distance)
+
+    def rerank(self, hits: list[Hit], outline: np.ndarray, top: int) -> list[Candidate]:
+        """The best `top` of a query's hits by cosine and outline together, labelled.
+
+        Without a fitted weight (no RUN/fusion.json, or weight 0) the cosine order stands.
+        """
+        bars = self.bars
+        weight = self.fusion.weight if self.fusion is not None else 0.0
+        if not hits:
+            return []
+        rows = [h.row for h in hits]
+        distance = outline_distances(outline[None], self.index.outlines[rows])
+        scores = fused_scores(np.array([[h.score for h in hits]]), distance, weight, len(hits))
+        order = np.argsort(-scores[0], kind="stable")[:top]
+        return [
+            replace(
+                self.label(hits[i], bars, None if np.isnan(d := distance[0, i]) else float(d)),
+                rank=rank,
+            )
+            for rank, i in enumerate(order, 1)
+        ]
 
     def domain(self, embeddings: np.ndarray) -> list[DomainCheck | None]:
         """Each query's median cosine to the indexed coins, held against the run's validation."""
@@ -354,14 +392,23 @@ class Searcher:
     def _rank(self, query: PreparedQuery, top: int) -> list[QueryResult]:
         """Embed a prepared photo's coins and rank the catalog for each."""
         embeddings = embed_crops(self.run_model.model, query.crops)
-        hits = self.index.search(embeddings, top)
+        # the outline re-ranks the cosine's RERANK_DEPTH nearest (training.fusion)
+        hits = self.index.search(embeddings, max(top, RERANK_DEPTH))
         bars = self.bars
         return [
             QueryResult(
-                query.name, n, coin, preview, [self.label(h, bars) for h in found], bars, domain
+                query.name, n, coin, preview, self.rerank(found, outline, top), bars, domain
             )
-            for n, (coin, preview, found, domain) in enumerate(
-                zip(query.coins, query.previews, hits, self.domain(embeddings), strict=True), 1
+            for n, (coin, preview, found, outline, domain) in enumerate(
+                zip(
+                    query.coins,
+                    query.previews,
+                    hits,
+                    query.outlines,
+                    self.domain(embeddings),
+                    strict=True,
+                ),
+                1,
             )
         ]
 

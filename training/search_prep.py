@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cache import Preprocess, crop_photo
+from training.cache import Preprocess, crop_photo, cut_photo
 from training.catalog import Entry, Source, load_entries
-from training.coinfind import Circle
+from training.coinfind import Circle, PoseCut
 from training.detect import Coin, crop, detect_coins
 from training.imageio import load_photo
 from training.search_errors import NoCoinFound, SearchError
@@ -32,12 +32,18 @@ def crop_detected(image: np.ndarray, coin: Coin, settings: Preprocess) -> np.nda
     return crop_photo(image, Circle(coin.x, coin.y, coin.r, coin.method), settings)
 
 
+def cut_detected(image: np.ndarray, coin: Coin, settings: Preprocess) -> PoseCut:
+    """crop_detected's crop (the one in `crops`) with the coin's outline profile."""
+    return cut_photo(image, Circle(coin.x, coin.y, coin.r, coin.method), settings)
+
+
 @dataclass(frozen=True)
 class PreparedSource:
     """A catalog picture's coins and their model-size crops, or why it was skipped."""
 
     entries: list[Entry]
     crops: list[np.ndarray]
+    outlines: list[np.ndarray]
     problem: str | None = None
 
 
@@ -47,8 +53,9 @@ def prepare_source(task: tuple[Source, Preprocess]) -> PreparedSource:
     try:
         image, found = load_entries(source)
     except SearchError as e:
-        return PreparedSource([], [], str(e))
-    return PreparedSource(found, [crop_detected(image, e.coin, settings) for e in found])
+        return PreparedSource([], [], [], str(e))
+    cuts = [cut_detected(image, e.coin, settings) for e in found]
+    return PreparedSource(found, [c.crops[0] for c in cuts], [c.outline for c in cuts])
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class PreparedQuery:
     coins: list[Coin]
     crops: list[np.ndarray]
     previews: list[np.ndarray]
+    outlines: list[np.ndarray]
 
 
 def prepare_image(image: np.ndarray, name: str, settings: Preprocess) -> PreparedQuery:
@@ -70,11 +78,13 @@ def prepare_image(image: np.ndarray, name: str, settings: Preprocess) -> Prepare
     coins = detect_coins(image)
     if not coins:
         raise NoCoinFound(f"{name}: no coin found in the photo")
+    cuts = [cut_detected(image, c, settings) for c in coins]
     return PreparedQuery(
         name,
         coins,
-        [crop_detected(image, c, settings) for c in coins],
+        [c.crops[0] for c in cuts],
         [crop(image, c, PREVIEW_PX) for c in coins],
+        [c.outline for c in cuts],
     )
 
 

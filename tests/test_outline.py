@@ -1,0 +1,178 @@
+"""Outline profiles (training.outline) and their fusion with appearance (training.fusion)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from training.errors import RunFolderError
+from training.fusion import (
+    BEYOND_DEPTH,
+    FUSION_FILE,
+    Fusion,
+    fill_unknown,
+    fit_fusion,
+    fused_scores,
+)
+from training.outline import OUTLINE_BINS, outline_distances, radial_profile
+
+WORK = 192
+
+
+def flan(
+    seed: int, *, turn_deg: float = 0.0, scale: float = 1.0, shift=(0.0, 0.0), size: int = WORK
+) -> np.ndarray:
+    """A boolean mask of an irregular flan (harmonics 2-6, as the twin draws them), turned."""
+    rng = np.random.default_rng(seed)
+    harmonics = [(rng.normal(0, 0.035 / k), rng.uniform(0, 2 * math.pi)) for k in range(2, 7)]
+    theta = np.linspace(0, 2 * math.pi, 720, endpoint=False)
+    r = np.ones_like(theta)
+    for k, (amp, phase) in enumerate(harmonics, start=2):
+        r += amp * np.cos(k * (theta - math.radians(turn_deg)) + phase)
+    radius = 0.4 * size * scale * r
+    x = size / 2 + shift[0] + radius * np.cos(theta)
+    y = size / 2 + shift[1] + radius * np.sin(theta)
+    mask = np.zeros((size, size), np.uint8)
+    pts = np.round(np.stack([x, y], 1) * 16).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 1, cv2.LINE_AA, shift=4)
+    return mask.astype(bool)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    turn=st.floats(0, 360),
+    scale=st.floats(0.7, 1.15),
+    dx=st.floats(-6, 6),
+    dy=st.floats(-6, 6),
+)
+def test_profile_ignores_turn_scale_and_placement(
+    seed: int, turn: float, scale: float, dx: float, dy: float
+) -> None:
+    """The same flan turned, rescaled and moved stays near; another flan is further."""
+    own = radial_profile(flan(seed))
+    moved = radial_profile(flan(seed, turn_deg=turn, scale=scale, shift=(dx, dy)))
+    other = radial_profile(flan(seed + 1, turn_deg=turn))
+    same, different = outline_distances(own[None], np.stack([moved, other]))[0]
+    assert same < 0.006  # pixel steps of a 55-90 px radius
+    assert different > 1.5 * same
+
+
+def test_profile_is_relative_with_zero_mean() -> None:
+    """A profile is r(θ) / mean - 1: a circle's is flat near zero."""
+    mask = np.zeros((WORK, WORK), np.uint8)
+    cv2.circle(mask, (WORK // 2, WORK // 2), 80, 1, -1)
+    profile = radial_profile(mask)
+    assert profile.shape == (OUTLINE_BINS,) and profile.dtype == np.float32
+    assert abs(float(profile.mean())) < 1e-6
+    assert float(np.abs(profile).max()) < 0.015
+
+
+def test_untrusted_outlines_are_unknown() -> None:
+    """No coin, or an outline lying on the crop's reach limit (a shadow joined it), is NaN."""
+    assert np.isnan(radial_profile(np.zeros((WORK, WORK), bool))).all()
+    cut = np.zeros((WORK, WORK), np.uint8)
+    cv2.circle(cut, (WORK // 2, WORK // 2), 90, 1, -1)
+    cut[:, : WORK // 2 - 40] = 0  # a flat side, as where a shadow merged and the reach cut it
+    assert np.isfinite(radial_profile(cut)).all()  # without a limit it is just a shape
+    assert np.isnan(radial_profile(cut, reach_px=90)).all()  # on the limit over a third
+    assert np.isfinite(radial_profile(flan(3), reach_px=WORK / 2)).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_distances_equal_brute_force_best_shift(q: int, g: int, seed: int) -> None:
+    """The FFT distance is the RMS difference at the best circular shift, NaN where unknown."""
+    rng = np.random.default_rng(seed)
+    queries = rng.normal(0, 0.02, (q, OUTLINE_BINS)).astype(np.float32)
+    gallery = rng.normal(0, 0.02, (g, OUTLINE_BINS)).astype(np.float32)
+    gallery[0] = np.roll(queries[0], int(rng.integers(OUTLINE_BINS)))
+    if g > 1:
+        gallery[-1] = np.nan
+    got = outline_distances(queries, gallery)
+    for i in range(q):
+        for j in range(g):
+            if j == g - 1 and g > 1:
+                assert np.isnan(got[i, j])
+                continue
+            best = min(
+                math.sqrt(float(np.mean((queries[i] - np.roll(gallery[j], s)) ** 2)))
+                for s in range(OUTLINE_BINS)
+            )
+            assert got[i, j] == pytest.approx(best, abs=1e-5)
+    assert got[0, 0] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_unknown_distances_take_the_rows_best() -> None:
+    """A missing outline never counts against an entry; a row with none known gets 0."""
+    d = np.array([[0.02, np.nan, 0.01], [np.nan, np.nan, np.nan]])
+    np.testing.assert_allclose(fill_unknown(d), [[0.02, 0.01, 0.01], [0.0, 0.0, 0.0]])
+
+
+def test_fused_scores_rerank_only_the_nearest() -> None:
+    """Within the depth the outline re-ranks; beyond it the cosine order stands, below."""
+    sim = np.array([[0.9, 0.8, 0.7, 0.6]])
+    dist = np.array([[0.03, 0.01, 0.00, 0.00]])
+    np.testing.assert_array_equal(fused_scores(sim, dist, 0.0), sim)
+    scores = fused_scores(sim, dist, 20.0, depth=3)
+    assert list(np.argsort(-scores[0])) == [2, 1, 0, 3]  # 0.7, 0.6, 0.3 then the 4th
+    assert scores[0, 3] == pytest.approx(0.6 - BEYOND_DEPTH)
+
+
+def _validation(seed: int, informative: bool, queries: int = 200, coins: int = 16):
+    """Similarities where appearance confuses die-siblings; outlines that know (or are noise)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, coins, queries)
+    sim = rng.normal(0.3, 0.05, (queries, coins))
+    sibling = (truth + 1) % coins
+    sim[np.arange(queries), truth] = 0.8
+    sim[np.arange(queries), sibling] = 0.8 + rng.normal(0, 0.05, queries)  # a coin-flip
+    dist = rng.normal(0.022, 0.004, (queries, coins))
+    if informative:
+        dist[np.arange(queries), truth] = rng.normal(0.011, 0.002, queries)
+    same = np.zeros_like(sim, bool)
+    same[np.arange(queries), truth] = True
+    return sim, dist, same
+
+
+def test_fit_finds_a_weight_when_outlines_know() -> None:
+    """Informative outlines: a positive weight that lifts validation top-1 from a coin-flip."""
+    fusion = fit_fusion(*_validation(0, informative=True))
+    assert fusion.weight > 0
+    assert fusion.val_top1_appearance is not None and fusion.val_top1_fused is not None
+    assert fusion.val_top1_appearance < 0.7
+    assert fusion.val_top1_fused > 0.95
+
+
+def test_fit_keeps_a_small_weight_when_outlines_are_noise() -> None:
+    """Outlines that say nothing: a weight that changes little, never the answer for the worse."""
+    fusion = fit_fusion(*_validation(1, informative=False))
+    assert fusion.val_top1_fused is not None and fusion.val_top1_appearance is not None
+    assert fusion.val_top1_fused >= fusion.val_top1_appearance - 0.03
+    assert fusion.weight <= 4
+
+
+def test_fit_needs_enough_queries_with_outlines() -> None:
+    """Too few validation queries with a known outline: weight 0, and the note says why."""
+    sim, dist, same = _validation(2, informative=True, queries=30)
+    dist[15:] = np.nan
+    fusion = fit_fusion(sim, dist, same)
+    assert fusion.weight == 0 and "15 validation queries" in fusion.note
+
+
+def test_fusion_record_round_trip_and_damage(tmp_path: Path) -> None:
+    """RUN/fusion.json: written whole, read back, a damaged one refused in one line."""
+    assert Fusion.load(tmp_path) is None
+    record = Fusion(12.5, 300, 0.9, 0.98)
+    record.save(tmp_path)
+    assert Fusion.load(tmp_path) == record
+    assert not list(tmp_path.glob("*.tmp"))
+    (tmp_path / FUSION_FILE).write_text('{"weight": -1}')
+    with pytest.raises(RunFolderError, match="not a fusion record"):
+        Fusion.load(tmp_path)
