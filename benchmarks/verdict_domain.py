@@ -37,6 +37,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from training.data import read_datasets
+from training.fusion import Fusion
 from training.imageio import load_photo
 from training.run_folder import read_preprocess_settings, read_run_split
 from training.search import Searcher, load_run_model, run_verdict
@@ -136,6 +137,7 @@ def measure(run: Path, data: Path, coins: int, cache: Path) -> dict[str, dict[st
     """Open-set rates of one run for every style."""
     run_model = load_run_model(run)
     verdict = run_verdict(run)
+    fusion = Fusion.load(run)  # the ranking search uses; the verdict reads the chosen cosine
     styles: dict[str, Callable[[int], list[Picture]]] = {
         "grey": lambda s: synthetic(s, coins),
         "twin": lambda s: twin(s, coins, cache),
@@ -143,11 +145,11 @@ def measure(run: Path, data: Path, coins: int, cache: Path) -> dict[str, dict[st
     }
     out: dict[str, dict[str, Any]] = {}
     for name, make in styles.items():
-        searcher = Searcher(picture_index(run_model, make(1000)), run_model, verdict)
+        searcher = Searcher(picture_index(run_model, make(1000)), run_model, verdict, fusion)
         out[name] = open_set_rates(searcher, [im for im, _ in make(2000)])
         out[name]["index"] = searcher.index.calibration.summary()
     index, queries = in_domain(run, data)
-    searcher = Searcher(picture_index(run_model, index), run_model, verdict)
+    searcher = Searcher(picture_index(run_model, index), run_model, verdict, fusion)
     out["in-domain"] = open_set_rates(searcher, queries)
     return out
 

@@ -83,7 +83,9 @@ def _index_command(
 
 def _table(results: list[QueryResult]) -> Table:
     extra = [c for c in SHOWN_COLUMNS if any(c in h.item for r in results for h in r.candidates)]
-    table = Table("photo", "coin", "rank", "score", "verdict", "catalog coin", *extra, "file")
+    table = Table(
+        "photo", "coin", "rank", "score", "outline", "verdict", "catalog coin", *extra, "file"
+    )
     for r in results:
         for n, c in enumerate(r.candidates):
             first = n == 0
@@ -92,6 +94,7 @@ def _table(results: list[QueryResult]) -> Table:
                 str(r.coin_number) if first else "",
                 str(c.rank),
                 f"{c.score:.4f}",
+                "" if c.outline_distance is None else f"{c.outline_distance:.4f}",
                 c.label,
                 describe(c.item),
                 *(str(c.item.get(col, "")) for col in extra),

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.index import CatalogIndex, build_faiss, ivf_lists, resolve_kind, search_faiss
+from training.index import (
+    OUTLINES_FILE,
+    CatalogIndex,
+    build_faiss,
+    ivf_lists,
+    resolve_kind,
+    search_faiss,
+)
+from training.outline import OUTLINE_BINS
 from training.search_errors import IndexStoreError
 
 MODEL = {
@@ -121,5 +129,29 @@ def test_missing_and_damaged_index(tmp_path: Path) -> None:
     index.add(_unit(np.random.default_rng(4), 3), _items(3))
     index.save(tmp_path)
     (tmp_path / "items.jsonl").write_text('{"id": "lot-0"}\n')
+    with pytest.raises(IndexStoreError, match="damaged"):
+        CatalogIndex.load(tmp_path)
+
+
+def test_outlines_are_kept_with_their_coins(tmp_path: Path) -> None:
+    """Outline profiles travel with their rows through add, save and load; hits name their row."""
+    rng = np.random.default_rng(3)
+    outlines = rng.normal(0, 0.02, (5, OUTLINE_BINS)).astype(np.float32)
+    index = CatalogIndex(dim=32, model=MODEL, embeddings=_unit(rng, 3), items=_items(3))
+    assert np.isnan(index.outlines).all() and index.outlines.shape == (3, OUTLINE_BINS)
+    index.add(_unit(rng, 2), _items(2, start=3), outlines[3:])
+    index.save(tmp_path)
+    loaded = CatalogIndex.load(tmp_path)
+    np.testing.assert_array_equal(loaded.outlines[3:], outlines[3:])
+    assert np.isnan(loaded.outlines[:3]).all()
+    hit = loaded.search(loaded.embeddings[4:5], 1)[0][0]
+    assert hit.row == 4 and hit.item["id"] == "lot-4"
+    with pytest.raises(IndexStoreError, match="outlines of shape"):
+        loaded.add(_unit(rng, 1), _items(1, start=9), outlines[:2])
+    # an index written before outlines were kept opens with every outline unknown
+    (tmp_path / OUTLINES_FILE).unlink()
+    assert np.isnan(CatalogIndex.load(tmp_path).outlines).all()
+    # a damaged outline file is refused with the index, in one line
+    np.save(tmp_path / OUTLINES_FILE, outlines[:2])
     with pytest.raises(IndexStoreError, match="damaged"):
         CatalogIndex.load(tmp_path)

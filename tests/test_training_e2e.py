@@ -79,6 +79,11 @@ def test_train_resume_and_evaluate_far_above_chance(tmp_path: Path) -> None:
     assert metrics["verification"]["genuine_mean"] > metrics["verification"]["impostor_mean"]
     for name in ("report.md", "failures.png", "verification_val.npz"):
         assert (run / "eval-catalog" / name).exists(), name
+    # the outline's weight is fitted on the validation coins and kept for search
+    fused, fit = metrics["outline_fusion"], metrics["fusion_fit"]
+    assert json.loads((run / "fusion.json").read_text()) == fit
+    assert fused["weight"] == fit["weight"] >= 0 and fused["queries"] == overall["queries"]
+    assert 0 <= fused["top1"] <= fused["top5"] <= 1 and "outline" in result.output
 
     result = runner.invoke(
         app,

@@ -54,8 +54,19 @@ def fused_figures(
         "top5": float(fused.top5.mean()) if len(fused.top5) else 0.0,
         "queries": len(fused.top1),
         "queries_without_outline": int((~known).sum()),
+        # the outline by itself, for scale: how much of the answer it could give alone
+        "outline_alone_top1": _outline_alone_top1(distance, result.same_label),
         "light": breakdown(fused, [r.light for r in queries]),
     }
     if pooled:
         figures["pooled"] = pooled_top1(fused, [r.view for r in queries])
     return figures
+
+
+def _outline_alone_top1(distance: np.ndarray, same: np.ndarray) -> float | None:
+    """Top-1 by outline distance alone over queries with a known outline (None: none has one)."""
+    known = np.isfinite(distance).any(axis=1)
+    if not known.any():
+        return None
+    nearest = np.where(np.isfinite(distance), distance, np.inf)[known].argmin(axis=1)
+    return float(np.mean(same[known][np.arange(int(known.sum())), nearest]))

@@ -20,13 +20,15 @@ import numpy as np
 
 from training.catalog import Source, entries_for
 from training.data import Record, read_datasets
+from training.fusion import Fusion
 from training.imageio import load_photo
 from training.index import CatalogIndex
+from training.outline import OUTLINE_BINS
 from training.robustness import top1_stability
 from training.run_folder import SPLIT_FILE, read_preprocess_settings, read_run_split
 from training.search import RunModel, Searcher, embed_crops, load_run_model, run_verdict
 from training.search_errors import SearchError
-from training.search_prep import prepare_image
+from training.search_prep import cut_detected, prepare_image
 from training.split import CoinKey
 
 
@@ -57,7 +59,7 @@ def _catalog_index(
         dim=int(run_model.model.config["embedding_dim"]), model=run_model.identity, kind="flat"
     )
     catalog = [r for r in records if r.coin in coins and (r.role == "catalog" or r.reference)]
-    items, crops = [], []
+    items, crops, outlines = [], [], []
     for r in catalog:
         image = load_photo(r.path)
         for entry in entries_for(
@@ -69,9 +71,16 @@ def _catalog_index(
             image,
         ):
             items.append(entry.item())
-            crops.append(run_model.crop(image, entry.coin))
-    index.add(embed_crops(run_model.model, crops), items)
+            cut = cut_detected(image, entry.coin, run_model.preprocess)
+            crops.append(cut.crops[0])
+            outlines.append(cut.outline)
+    index.add(embed_crops(run_model.model, crops), items, _stacked(outlines))
     return index
+
+
+def _stacked(outlines: Sequence[np.ndarray]) -> np.ndarray:
+    """Outline profiles as one n×OUTLINE_BINS array (also when there are none)."""
+    return np.stack(outlines) if outlines else np.zeros((0, OUTLINE_BINS), np.float32)
 
 
 def picture_index(
@@ -82,14 +91,17 @@ def picture_index(
     Raises:
         NoCoinFound: a picture shows no coin.
     """
-    crops = []
+    crops, outlines = [], []
     for image, item in pictures:
         query = prepare_image(image, str(item.get("id")), run_model.preprocess)
-        crops.append(query.crops[int(np.argmax([c.r for c in query.coins]))])
+        main = int(np.argmax([c.r for c in query.coins]))
+        crops.append(query.crops[main])
+        outlines.append(query.outlines[main])
     index = CatalogIndex(
         dim=int(run_model.model.config["embedding_dim"]), model=run_model.identity, kind="flat"
     )
-    index.add(embed_crops(run_model.model, crops), [dict(item) for _, item in pictures])
+    items = [dict(item) for _, item in pictures]
+    index.add(embed_crops(run_model.model, crops), items, _stacked(outlines))
     return index
 
 
@@ -194,7 +206,7 @@ def search_report(
     shuffled = rng.sample(coins, len(coins))
     indexed, left_out = set(shuffled[: len(coins) // 2]), set(shuffled[len(coins) // 2 :])
     index = _catalog_index(run_model, records, indexed)
-    searcher = Searcher(index, run_model, run_verdict(run))
+    searcher = Searcher(index, run_model, run_verdict(run), Fusion.load(run))
 
     captures = [r for r in records if r.role == "capture" and not r.reference]
     closed = _sample(rng, captures, indexed, max_queries)
@@ -210,6 +222,8 @@ def search_report(
         "closed_set_top1": float(np.mean(hits)) if hits else None,
         "open_set_queries": len(open_),
         "calibrated": searcher.verdict is not None,
+        # the outline's weight in the ranking (training.fusion); 0: appearance alone
+        "outline_weight": searcher.fusion.weight if searcher.fusion else 0.0,
         "index_calibration": index.calibration.summary(),
     }
     if searcher.bars is not None:
