@@ -24,6 +24,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=400, help="queries per set, at most")
     parser.add_argument("--robustness-photos", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--appearance-only",
+        action="store_true",
+        help="rank by the embedding alone, ignoring the run's outline weight (RUN/fusion.json)",
+    )
     args = parser.parse_args()
     report = search_report(
         args.run,
@@ -31,12 +36,13 @@ def main() -> None:
         seed=args.seed,
         max_queries=args.queries,
         robustness_photos=args.robustness_photos,
+        outline=not args.appearance_only,
     )
     print(json.dumps(report, indent=2))
     print(
         f"indexed {report['indexed_coins']} coins ({report['catalog_entries']} catalog entries); "
         f"closed-set top-1 {100 * (report['closed_set_top1'] or 0):.1f}% "
-        f"over {report['closed_set_queries']} queries"
+        f"over {report['closed_set_queries']} queries (outline weight {report['outline_weight']:g})"
     )
     if "open_set_false_match_rate" in report:
         print(

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from training.cache import CacheItem, Preprocess, load_cached
 from training.errors import RunFolderError
 from training.fusion import (
     BEYOND_DEPTH,
@@ -176,3 +177,34 @@ def test_fusion_record_round_trip_and_damage(tmp_path: Path) -> None:
     (tmp_path / FUSION_FILE).write_text('{"weight": -1}')
     with pytest.raises(RunFolderError, match="not a fusion record"):
         Fusion.load(tmp_path)
+
+
+def _photo(path: Path, seed: int, *, turn_deg: float = 0.0, tone=(190, 160, 90)) -> None:
+    """A photo of flan `seed` on a dark backdrop."""
+    image = np.full((240, 240, 3), 40, np.uint8)
+    image[flan(seed, turn_deg=turn_deg, size=240)] = tone
+    cv2.imwrite(str(path), image[..., ::-1])
+
+
+def test_the_cache_keeps_each_images_outline(tmp_path: Path) -> None:
+    """A pose's frames share one profile; it lies near its coin's catalog photo, far from another's."""
+    _photo(tmp_path / "a_diffuse.png", 7)
+    _photo(tmp_path / "a_dim.png", 7, tone=(120, 100, 60))
+    _photo(tmp_path / "a_catalog.png", 7, turn_deg=130)
+    _photo(tmp_path / "b_catalog.png", 8)
+    names = ("a_diffuse.png", "a_dim.png", "a_catalog.png", "b_catalog.png")
+    items = [
+        CacheItem(tmp_path / n, n, None, 0.0, pose="p" if "catalog" not in n else None)
+        for n in names
+    ]
+    cached = load_cached(items, Preprocess(image_size=48), tmp_path / "cache")
+    profile = {n: cached.outlines[cached.rows[n]] for n in names}
+    assert all(np.isfinite(p).all() for p in profile.values())
+    np.testing.assert_array_equal(profile["a_diffuse.png"], profile["a_dim.png"])
+    own, other = outline_distances(
+        profile["a_diffuse.png"], np.stack([profile["a_catalog.png"], profile["b_catalog.png"]])
+    )[0]
+    assert own < 0.006 and other > 2 * own
+    again = load_cached(items, Preprocess(image_size=48), tmp_path / "cache")
+    assert again.decoded == 0
+    np.testing.assert_array_equal(again.outlines, cached.outlines)

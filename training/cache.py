@@ -95,8 +95,9 @@ class CachedImages:
     skipped: dict[str, str]
     decoded: int
     alone: np.ndarray
-    # per row, the coin's outline profile (training.outline; NaN where untrusted): [0] as the
-    # pose's frames together give it, [1] of the photo cut out alone
+    # per row, the coin's outline profile (training.outline; NaN where untrusted) as the pose's
+    # frames together give it (not kept for photos cut out alone: it would cost another pass
+    # of the segmenter over every capture, and nothing ranks by it)
     outlines: np.ndarray
 
 
@@ -202,9 +203,10 @@ def cut_photo(
     )
 
 
-def cut_alone(item: CacheItem, rgb: np.ndarray, settings: Preprocess) -> PoseCut:
-    """One photo found and cut out by itself, as a single photo would be, with its outline."""
-    return cut(item, rgb, find_coin(rgb, near_px=item.centre_px), settings)
+def crop_alone(item: CacheItem, rgb: np.ndarray, settings: Preprocess) -> np.ndarray:
+    """The training image of one photo found and cut out by itself, as a single photo would be."""
+    circle = find_coin(rgb, near_px=item.centre_px)
+    return crop_photo(rgb, circle, settings, rotate_deg=_rotation(item, settings))
 
 
 def crop_frames(
@@ -303,7 +305,7 @@ def _read_cache(index_path: Path, array_path: Path, count: int, size: int) -> Ca
     except (OSError, EOFError, ValueError, KeyError, TypeError):
         return None
     fits = both.shape == (2, count, size, size, 3) and both.dtype == np.uint8
-    fits &= outlines.shape == (2, count, OUTLINE_BINS) and outlines.dtype == np.float32
+    fits &= outlines.shape == (count, OUTLINE_BINS) and outlines.dtype == np.float32
     if not (fits and isinstance(rows, dict) and isinstance(skipped, dict)):
         return None
     if not all(isinstance(r, int) and 0 <= r < count for r in rows.values()):
@@ -356,7 +358,7 @@ def load_cached(
     array = np.lib.format.open_memmap(
         tmp, mode="w+", dtype=np.uint8, shape=(2, len(items), size, size, 3)
     )
-    outlines = np.full((2, len(items), OUTLINE_BINS), np.nan, np.float32)
+    outlines = np.full((len(items), OUTLINE_BINS), np.nan, np.float32)
     try:
         rows, skipped = _build(items, settings, array, outlines, strict, warn, workers, progress)
     except BaseException:
@@ -391,7 +393,7 @@ class _Group:
 
     rows: list[int]
     crops: list[tuple[np.ndarray, np.ndarray]]  # training image, outline
-    alone: list[PoseCut | None]  # None: the frame is its pose's only one, alone == crop
+    alone: list[np.ndarray | None]  # None: the frame is its pose's only one, alone == crop
     bad: list[tuple[int, str]]
 
 
@@ -408,7 +410,7 @@ def _preprocess_group(group: list[tuple[int, CacheItem]], settings: Preprocess) 
         return _Group([], [], [], bad)
     crops = cut_frames([i for _, i, _ in decoded], [rgb for _, _, rgb in decoded], settings)
     single = len(decoded) == 1
-    alone = [None if single else cut_alone(item, rgb, settings) for _, item, rgb in decoded]
+    alone = [None if single else crop_alone(item, rgb, settings) for _, item, rgb in decoded]
     return _Group([row for row, _, _ in decoded], crops, alone, bad)
 
 
@@ -472,9 +474,8 @@ def _build(
                     group.rows, group.crops, group.alone, strict=True
                 ):
                     array[0, row] = crop_image
-                    array[1, row] = crop_image if alone is None else alone.crops[0]
-                    outlines[0, row] = outline
-                    outlines[1, row] = outline if alone is None else alone.outline
+                    array[1, row] = crop_image if alone is None else alone
+                    outlines[row] = outline
                     rows[items[row].file_name] = row
                 advance(len(group.rows) + len(group.bad))
     return rows, skipped

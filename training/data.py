@@ -271,16 +271,16 @@ class ImageBank:
         self.records = records
         self._sources = sources
         self._alone = alone if alone is not None else [a for a, _ in sources]
-        # N×2×OUTLINE_BINS: per record, its outline as its pose gives it and cut out alone
+        # N×OUTLINE_BINS: per record, its coin's outline as its pose gives it
         self._outlines = (
             outlines
             if outlines is not None
-            else np.full((len(records), 2, OUTLINE_BINS), np.nan, np.float32)
+            else np.full((len(records), OUTLINE_BINS), np.nan, np.float32)
         )
 
-    def outlines(self, indices: Sequence[int], alone: bool = False) -> np.ndarray:
+    def outlines(self, indices: Sequence[int]) -> np.ndarray:
         """The outline profiles (training.outline) of the given positions, n×OUTLINE_BINS."""
-        return self._outlines[np.asarray(indices, dtype=np.int64), int(alone)]
+        return self._outlines[np.asarray(indices, dtype=np.int64)]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -352,11 +352,9 @@ def load_images(
     kept = [r for r in records if r.file_name in cached[r.root].rows]
     sources = [(cached[r.root].array, cached[r.root].rows[r.file_name]) for r in kept]
     outlines = (
-        np.stack(
-            [cached[r.root].outlines[:, row] for r, (_, row) in zip(kept, sources, strict=True)]
-        )
+        np.stack([cached[r.root].outlines[row] for r, (_, row) in zip(kept, sources, strict=True)])
         if kept
-        else np.zeros((0, 2, OUTLINE_BINS), np.float32)
+        else np.zeros((0, OUTLINE_BINS), np.float32)
     )
     return ImageBank(kept, sources, [cached[r.root].alone for r in kept], outlines), report
 

@@ -191,8 +191,12 @@ def search_report(
     seed: int = 0,
     max_queries: int = 400,
     robustness_photos: int = 40,
+    outline: bool = True,
 ) -> dict[str, Any]:
     """Top-1 on indexed coins, false-match rate on coins left out, robustness of the top-1.
+
+    With `outline` the ranking uses the run's outline weight (RUN/fusion.json) as search does;
+    without, appearance alone.
 
     Raises:
         SearchError: no usable run, or too few held-out coins to split.
@@ -206,7 +210,8 @@ def search_report(
     shuffled = rng.sample(coins, len(coins))
     indexed, left_out = set(shuffled[: len(coins) // 2]), set(shuffled[len(coins) // 2 :])
     index = _catalog_index(run_model, records, indexed)
-    searcher = Searcher(index, run_model, run_verdict(run), Fusion.load(run))
+    fusion = Fusion.load(run) if outline else None
+    searcher = Searcher(index, run_model, run_verdict(run), fusion)
 
     captures = [r for r in records if r.role == "capture" and not r.reference]
     closed = _sample(rng, captures, indexed, max_queries)
