@@ -143,7 +143,13 @@ def _command(name: str, root: Path) -> tuple[list[str], tuple[str, ...]]:
     run, index = str(root / "run"), str(root / "index")
     if name == "evaluate":
         args = ["evaluate", "--run", run, "--cache-dir", str(root / "cache")]
-        return args, ("run/eval-catalog/", "run/verdict.json", "run/roc.png", "cache/")
+        return args, (
+            "run/eval-catalog/",
+            "run/verdict.json",
+            "run/roc.png",
+            "run/fusion.json",
+            "cache/",
+        )
     if name == "index":
         args = ["index", "--run", run, "--images", str(root / "ds"), "--out", str(root / "new")]
         return args, ("new/",)
