@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.cache import CacheItem, Preprocess, load_cached
+from training.data import ImageBank, Record
 from training.errors import RunFolderError
+from training.evaluate_fusion import fused_figures
 from training.fusion import (
     BEYOND_DEPTH,
     FUSION_FILE,
@@ -21,6 +23,7 @@ from training.fusion import (
     fit_fusion,
     fused_scores,
 )
+from training.metrics import ranked
 from training.outline import OUTLINE_BINS, outline_distances, radial_profile
 
 WORK = 192
@@ -208,3 +211,34 @@ def test_the_cache_keeps_each_images_outline(tmp_path: Path) -> None:
     again = load_cached(items, Preprocess(image_size=48), tmp_path / "cache")
     assert again.decoded == 0
     np.testing.assert_array_equal(again.outlines, cached.outlines)
+
+
+def _record(coin: str, role: str, light: str = "diffuse") -> Record:
+    return Record(
+        Path("/ds"), f"{coin}-{role}-{light}.png", coin, "obverse", role, light, 0, 0, None
+    )
+
+
+def test_evaluation_reports_fused_beside_appearance() -> None:
+    """Die-siblings the cosine confuses are put right by their outlines, per light as well."""
+    rng = np.random.default_rng(5)
+    flans = rng.normal(0, 0.02, (2, OUTLINE_BINS)).astype(np.float32)
+    gallery = [_record("A", "catalog"), _record("B", "catalog")]
+    queries = [_record(c, "capture", light) for c in "AB" for light in ("diffuse", "raking")]
+    outlines = np.stack([flans[0], flans[1], flans[0], flans[0], flans[1], flans[1]])
+    outlines[2:] += rng.normal(0, 0.002, (4, OUTLINE_BINS)).astype(np.float32)
+    bank = ImageBank([*gallery, *queries], [], outlines=outlines)
+    # appearance prefers A for every query: B's captures are wrong by it
+    similarity = np.array([[0.9, 0.85]] * 4)
+    same = np.array([[True, False]] * 2 + [[False, True]] * 2)
+    result = ranked(similarity, same)
+    fused = fused_figures(
+        bank, result, [2, 3, 4, 5], [0, 1], Fusion(40.0, 100, 0.5, 1.0), pooled=True
+    )
+    assert result.top1.mean() == 0.5 and fused["top1"] == 1.0
+    assert fused["outline_alone_top1"] == 1.0 and fused["queries_without_outline"] == 0
+    assert fused["light"]["raking"]["top1"] == 1.0 and fused["pooled"]["top1"] == 1.0
+    off = fused_figures(
+        bank, result, [2, 3, 4, 5], [0, 1], Fusion(0.0, 0, None, None), pooled=False
+    )
+    assert off["top1"] == 0.5 and "pooled" not in off
