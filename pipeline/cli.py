@@ -348,6 +348,8 @@ def fusion_line(report: dict[str, Any]) -> str:
     )
     if "pooled" in fused:
         line += f", coin sides searched together {100 * fused['pooled']['top1']:.1f}%"
+    if fit.get("grey_weight") is not None:
+        line += f"; grey queries weigh the outline {fit['grey_weight']:.3g}"
     return line
 
 

@@ -8,12 +8,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.cache import CacheItem, Preprocess, load_cached
+from training.coinfind import BACKGROUND_RGB
 from training.data import ImageBank, Record
 from training.errors import RunFolderError
+from training.evaluate import grey_coin
 from training.evaluate_fusion import fused_figures
 from training.fusion import (
     BEYOND_DEPTH,
@@ -22,6 +25,7 @@ from training.fusion import (
     fill_unknown,
     fit_fusion,
     fused_scores,
+    looks_grey,
 )
 from training.metrics import ranked
 from training.outline import OUTLINE_BINS, outline_distances, radial_profile
@@ -242,3 +246,32 @@ def test_evaluation_reports_fused_beside_appearance() -> None:
         bank, result, [2, 3, 4, 5], [0, 1], Fusion(0.0, 0, None, None), pooled=False
     )
     assert off["top1"] == 0.5 and "pooled" not in off
+
+
+def test_grey_queries_are_told_and_weighed_apart(tmp_path: Path) -> None:
+    """A crop whose coin has no colour is grey whatever its background; grey has its own weight."""
+    background = (124, 116, 104)
+    crop = np.zeros((32, 32, 3), np.uint8)
+    crop[:] = background
+    crop[8:24, 8:24] = (180, 150, 90)
+    assert not looks_grey(crop, background)
+    crop[8:24, 8:24] = (140, 141, 139)  # JPEG leaves a grey photo within a level or two
+    assert looks_grey(crop, background)
+    assert not looks_grey(np.full((8, 8, 3), background, np.uint8), background)  # no coin
+
+    fusion = Fusion(20.0, 300, 0.95, 0.99, "", 80.0, 0.4, 0.9)
+    assert fusion.weight_for(grey=False) == 20.0 and fusion.weight_for(grey=True) == 80.0
+    assert Fusion(20.0, 1, None, None).weight_for(grey=True) == 20.0
+    fusion.save(tmp_path)
+    assert Fusion.load(tmp_path) == fusion
+
+
+def test_grey_coin_keeps_the_masked_background() -> None:
+    """Evaluation's grey crops: the coin in luma, the background colour as masking left it."""
+    x = torch.zeros(1, 3, 4, 4)
+    x[:] = torch.tensor(BACKGROUND_RGB).view(1, 3, 1, 1) / 255
+    x[0, :, 1:3, 1:3] = torch.tensor([0.8, 0.6, 0.2]).view(3, 1, 1)
+    out = grey_coin(x)
+    assert torch.equal(out[0, :, 0, 0], x[0, :, 0, 0])
+    luma = 0.299 * 0.8 + 0.587 * 0.6 + 0.114 * 0.2
+    assert torch.allclose(out[0, :, 1, 1], torch.full((3,), luma))

@@ -101,3 +101,30 @@ def test_the_outline_settles_die_siblings(tmp_path: Path, turn: float) -> None:
     result = runner.invoke(app, ["search", "--index", str(index), str(query)])
     assert result.exit_code == 2 and "not a fusion record" in result.output
     assert "Traceback" not in result.output
+
+
+def test_grey_photos_take_the_grey_weight(tmp_path: Path) -> None:
+    """Weight 0 for colour, 60 for grey: only the grey photo of the same coin is re-ranked."""
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_checkpoint(
+        run / "checkpoints" / "best", build_model("resnet-tiny", image_size=64, embedding_dim=32)
+    )
+    rng = np.random.default_rng(0)
+    calibrate_from_pairs(rng.uniform(0.95, 1, 200), rng.uniform(0, 0.9, 3000)).save(run)
+    catalog = tmp_path / "catalog"
+    _photo(catalog / "sibling.png", design=1, flan=1)
+    _photo(catalog / "right.png", design=3, flan=2)  # darker metal: unlike the query in grey
+    index = tmp_path / "index"
+    args = ["index", "--run", str(run), "--images", str(catalog), "--out", str(index)]
+    assert runner.invoke(app, args).exit_code == 0
+    query = tmp_path / "query.png"
+    _photo(query, design=1, flan=2)
+    grey = tmp_path / "grey.png"
+    image = cv2.imread(str(query), cv2.IMREAD_GRAYSCALE)
+    assert image is not None and cv2.imwrite(str(grey), image)
+    Fusion(0.0, 100, 0.9, 0.9).save(run)
+    assert _top(index, grey)[0]["id"] == "sibling.png"  # no grey weight: appearance alone
+    Fusion(0.0, 100, 0.9, 0.9, "", 60.0, 0.3, 0.9).save(run)
+    assert _top(index, query)[0]["id"] == "sibling.png"  # colour: appearance alone
+    assert _top(index, grey)[0]["id"] == "right.png"  # grey: the outline decides

@@ -30,6 +30,7 @@ from torch import nn
 from training.augment import build_augment, normalize
 from training.cache import Preprocess, default_cache_dir
 from training.checkpoint import load_checkpoint
+from training.coinfind import BACKGROUND_RGB
 from training.collapse import spread
 from training.data import (
     ImageBank,
@@ -133,19 +134,38 @@ def embed(
     positions: list[int],
     device: torch.device,
     batch_size: int = 64,
+    *,
+    grey: bool = False,
 ) -> torch.Tensor:
-    """L2-normalised embeddings (float32, on the CPU) of the bank images at positions."""
+    """L2-normalised embeddings (float32, on the CPU) of the bank images at positions.
+
+    With `grey`, each crop's coin is turned grey first (its masked background stays), as a
+    black-and-white photo's crop looks.
+    """
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(positions), batch_size):
-        x = normalize(to_tensor(bank.pixels(positions[start : start + batch_size]), device))
+        x = to_tensor(bank.pixels(positions[start : start + batch_size]), device)
+        x = normalize(grey_coin(x) if grey else x)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             out.append(model(x).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
+
+
+# ITU-R BT.601 luma, as OpenCV turns a colour photo grey
+LUMA = (0.299, 0.587, 0.114)
+
+
+def grey_coin(x: torch.Tensor) -> torch.Tensor:
+    """B×3×H×W crops in [0, 1] with the coin grey and the masked background left as it is."""
+    background = torch.tensor(BACKGROUND_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    coin = ((x - background / 255).abs() > 2.5 / 255).any(dim=1, keepdim=True)
+    luma = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, True)
+    return torch.where(coin, luma.expand_as(x), x)
 
 
 def _labels(records: list[Record]) -> dict[str, int]:
@@ -317,7 +337,10 @@ def evaluate_run(
         verdict = write_verdict(run, genuine, impostor)
         report["verdict"] = verdict.summary()
         # the outline's weight, fitted where the verdict is: on validation, never the test coins
-        fusion = fit_on_validation(bank, val_result, val_q, val_g)
+        grey = embed(model, bank, val_q, next(model.parameters()).device, grey=True)
+        val_embedded = embed(model, bank, val_g, next(model.parameters()).device)
+        grey_similarity = (grey @ val_embedded.T).numpy()
+        fusion = fit_on_validation(bank, val_result, val_q, val_g, grey_similarity)
         fusion.save(run)
     else:  # a collection the run never saw: the weight its own evaluation fitted, if any
         fusion = Fusion.load(run) or Fusion(0.0, 0, None, None, "no validation coins")

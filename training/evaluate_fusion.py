@@ -8,6 +8,7 @@ appearance-only ones, so neither hides the other.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,27 @@ def protocol_distances(bank: ImageBank, q_pos: Sequence[int], g_pos: Sequence[in
 
 
 def fit_on_validation(
-    bank: ImageBank, result: Retrieval, q_pos: Sequence[int], g_pos: Sequence[int]
+    bank: ImageBank,
+    result: Retrieval,
+    q_pos: Sequence[int],
+    g_pos: Sequence[int],
+    grey_similarity: np.ndarray | None = None,
 ) -> Fusion:
-    """The run's outline weight, fitted on a validation protocol's results."""
-    return fit_fusion(result.similarity, protocol_distances(bank, q_pos, g_pos), result.same_label)
+    """The run's outline weights, fitted on a validation protocol's results.
+
+    grey_similarity: the same queries' cosines when turned grey, for the grey queries' weight.
+    """
+    distance = protocol_distances(bank, q_pos, g_pos)
+    fusion = fit_fusion(result.similarity, distance, result.same_label)
+    if grey_similarity is None or fusion.note:  # no grey weight where none could be fitted
+        return fusion
+    grey = fit_fusion(grey_similarity, distance, result.same_label)
+    return replace(
+        fusion,
+        grey_weight=grey.weight,
+        grey_val_top1_appearance=grey.val_top1_appearance,
+        grey_val_top1_fused=grey.val_top1_fused,
+    )
 
 
 def fused_figures(

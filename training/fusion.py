@@ -17,6 +17,11 @@ that separates right from wrong by the widest margin.
 Where an outline is unknown (training.outline's NaN profile), that pair takes the query's best
 known outline distance among its candidates: a missing outline never counts against a coin.
 The verdict (match / possible) keeps reading the cosine alone, whose thresholds it calibrated.
+
+Grey queries get a weight of their own (`grey_weight`), fitted on the same validation queries
+turned grey: a colour-trained embedding says much less about a grey photo, while its outline is
+the same, so the outline must count for more there. A query is grey when its coin's pixels have
+no colour (looks_grey), as a black-and-white archive photo has none.
 """
 
 from __future__ import annotations
@@ -54,6 +59,14 @@ class Fusion:
     val_top1_appearance: float | None
     val_top1_fused: float | None
     note: str = ""
+    # the weight for grey queries, fitted on the same queries turned grey (None: `weight`)
+    grey_weight: float | None = None
+    grey_val_top1_appearance: float | None = None
+    grey_val_top1_fused: float | None = None
+
+    def weight_for(self, grey: bool) -> float:
+        """The outline weight for a colour or a grey query."""
+        return self.grey_weight if grey and self.grey_weight is not None else self.weight
 
     def to_json(self) -> dict[str, Any]:
         """The JSON record kept in RUN/fusion.json."""
@@ -77,14 +90,20 @@ class Fusion:
         try:
             raw = json.loads(path.read_text())
             weight = float(raw["weight"])
-            if not (np.isfinite(weight) and weight >= 0):
-                raise ValueError(f"weight {weight}")
+            grey = raw.get("grey_weight")
+            grey_weight = None if grey is None else float(grey)
+            for w in (weight, grey_weight):
+                if w is not None and not (np.isfinite(w) and w >= 0):
+                    raise ValueError(f"weight {w}")
             return cls(
                 weight,
                 int(raw.get("queries", 0)),
                 raw.get("val_top1_appearance"),
                 raw.get("val_top1_fused"),
                 str(raw.get("note", "")),
+                grey_weight,
+                raw.get("grey_val_top1_appearance"),
+                raw.get("grey_val_top1_fused"),
             )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RunFolderError(f"{path}: not a fusion record ({e})") from e
@@ -158,3 +177,18 @@ def fit_fusion(similarity: np.ndarray, distance: np.ndarray, same: np.ndarray) -
         return float(np.mean(fused_scores(sim, dist, w).argmax(axis=1) == truth))
 
     return Fusion(weight, int(usable.sum()), top1(0.0), top1(weight))
+
+
+# A crop is grey when its coin pixels' channels differ by less than this on average (8-bit);
+# JPEG chroma rounding leaves a grey photo within 1-2.
+GREY_SPREAD = 3.0
+
+
+def looks_grey(crop: np.ndarray, background: tuple[int, int, int]) -> bool:
+    """Whether a masked uint8 crop's coin (its pixels other than `background`) has no colour."""
+    pixels = np.asarray(crop, np.int16).reshape(-1, 3)
+    coin = np.abs(pixels - np.asarray(background, np.int16)).max(axis=1) > 2
+    if not coin.any():
+        return False
+    spread = pixels[coin].max(axis=1) - pixels[coin].min(axis=1)
+    return float(spread.mean()) < GREY_SPREAD

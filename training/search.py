@@ -25,8 +25,9 @@ from training.augment import normalize
 from training.cache import Preprocess
 from training.catalog import Source, already_indexed, find_sources, read_meta_csv
 from training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_meta
+from training.coinfind import BACKGROUND_RGB
 from training.detect import Coin
-from training.fusion import RERANK_DEPTH, Fusion, fused_scores
+from training.fusion import RERANK_DEPTH, Fusion, fused_scores, looks_grey
 from training.index import INFO_FILE, CatalogIndex, Hit
 from training.index_calibration import (
     Bars,
@@ -353,13 +354,16 @@ class Searcher:
         label = bars.label(hit.score) if bars else "n/a"
         return Candidate(hit.rank, hit.score, label, hit.item, outline_distance)
 
-    def rerank(self, hits: list[Hit], outline: np.ndarray, top: int) -> list[Candidate]:
+    def rerank(
+        self, hits: list[Hit], outline: np.ndarray, top: int, *, grey: bool = False
+    ) -> list[Candidate]:
         """The best `top` of a query's hits by cosine and outline together, labelled.
 
-        Without a fitted weight (no RUN/fusion.json, or weight 0) the cosine order stands.
+        Without a fitted weight (no RUN/fusion.json, or weight 0) the cosine order stands; a
+        grey query takes the weight fitted for grey queries.
         """
         bars = self.bars
-        weight = self.fusion.weight if self.fusion is not None else 0.0
+        weight = self.fusion.weight_for(grey) if self.fusion is not None else 0.0
         if not hits:
             return []
         rows = [h.row for h in hits]
@@ -397,14 +401,21 @@ class Searcher:
         bars = self.bars
         return [
             QueryResult(
-                query.name, n, coin, preview, self.rerank(found, outline, top), bars, domain
+                query.name,
+                n,
+                coin,
+                preview,
+                self.rerank(found, outline, top, grey=looks_grey(crop, BACKGROUND_RGB)),
+                bars,
+                domain,
             )
-            for n, (coin, preview, found, outline, domain) in enumerate(
+            for n, (coin, preview, found, outline, crop, domain) in enumerate(
                 zip(
                     query.coins,
                     query.previews,
                     hits,
                     query.outlines,
+                    query.crops,
                     self.domain(embeddings),
                     strict=True,
                 ),
