@@ -275,3 +275,13 @@ def test_grey_coin_keeps_the_masked_background() -> None:
     assert torch.equal(out[0, :, 0, 0], x[0, :, 0, 0])
     luma = 0.299 * 0.8 + 0.587 * 0.6 + 0.114 * 0.2
     assert torch.allclose(out[0, :, 1, 1], torch.full((3,), luma))
+
+
+def test_a_few_right_entries_beyond_the_depth_do_not_sink_the_fit() -> None:
+    """Queries whose right entry the cosine ranks past RERANK_DEPTH no weight can help: ignored."""
+    sim, dist, same = _validation(3, informative=True, queries=200, coins=40)
+    truth = same.argmax(axis=1)
+    sim[:3, truth[:3]] = -0.5  # far below the depth's 20 candidates
+    fusion = fit_fusion(sim, dist, same)
+    assert fusion.weight > 0 and fusion.val_top1_fused is not None
+    assert fusion.val_top1_fused > 0.9

@@ -165,10 +165,20 @@ def fit_fusion(similarity: np.ndarray, distance: np.ndarray, same: np.ndarray) -
     sim = np.asarray(similarity, np.float64)[usable]
     dist = np.asarray(distance)[usable]
     truth = same[usable].argmax(axis=1)
+    # The likelihood is taken over each query's re-scored candidates only, and only for queries
+    # whose right entry is among them: beyond the depth no weight can help, and the entries
+    # pushed BEYOND_DEPTH down would swamp the fit with those few queries.
+    depth = min(RERANK_DEPTH, sim.shape[1])
+    nearest = np.argsort(-sim, axis=1, kind="stable")[:, :depth]
+    reached = (nearest == truth[:, None]).any(axis=1)
+    rows = np.arange(int(reached.sum()))[:, None]
+    cand_sim = sim[reached][rows, nearest[reached]]
+    cand_dist = fill_unknown(dist[reached][rows, nearest[reached]])
+    cand_truth = (nearest[reached] == truth[reached][:, None]).argmax(axis=1)
     best: tuple[float, float] = (-np.inf, 0.0)
     for weight in WEIGHTS:
-        scores = fused_scores(sim, dist, weight)
-        likelihood = max(_log_likelihood(scores, truth, t) for t in TEMPERATURES)
+        scores = cand_sim - weight * cand_dist
+        likelihood = max(_log_likelihood(scores, cand_truth, t) for t in TEMPERATURES)
         if likelihood > best[0] + 1e-9:  # ties keep the smaller weight
             best = (likelihood, weight)
     weight = best[1]
