@@ -43,7 +43,8 @@ from rig.sim.coins import SIDES, CoinCatalog, Side, Variation
 from rig.sim.shading import identity_mask, render_view
 from rig.sim.world import LightState
 from training.cache import Preprocess
-from training.coinfind import Circle, crop_coin, crop_pose, find_coin, find_coin_in_pose
+from training.coinfind import Circle, find_coin, find_coin_in_pose
+from training.cutout import crop_coin, crop_pose
 from training.explain import METHODS, Explanation, background_baseline, explain_match
 from training.explain.overlay import save_explanation
 from training.explain.scoring import Scores, random_baseline, score_map

@@ -31,7 +31,8 @@ from rig.sim.coins import SIDES, CoinCatalog, Side
 from rig.sim.relief import coin_surface
 from rig.sim.shading import Optics, coverage_view, grid_size_for, render_view
 from rig.sim.world import LightState
-from training.coinfind import BACKGROUND_RGB, Circle, crop_coin, find_coin
+from training.coinfind import BACKGROUND_RGB, Circle, find_coin
+from training.cutout import crop_coin
 from training.detect import detect_coins
 from training.segmenter import SEGMENTER_ENV
 

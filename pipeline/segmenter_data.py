@@ -5,7 +5,7 @@ from any side at a low angle (the hard case, most of the samples), a dome, two l
 auction-style catalog photo on white, grey or black card; turntables and cards of many shades;
 the coin anywhere from small to filling the frame, a little tilted or off-centre. The crop is
 cut around the circle that the pipeline's own coin finder reports (its errors included), exactly
-as training.coinfind.crop_pose cuts it, and the target is the twin's coverage under that crop.
+as training.cutout.crop_pose cuts it, and the target is the twin's coverage under that crop.
 Catalog seeds come from a range that no shipped evaluation uses (see SEED_BASE).
 """
 
@@ -21,7 +21,8 @@ from rig.sim.coins import SIDES, CoinCatalog
 from rig.sim.relief import coin_surface
 from rig.sim.shading import Optics, Sensor, coverage_view, expose, grid_size_for, radiance_view
 from rig.sim.world import LightState
-from training.coinfind import Circle, crop_coin, find_coin
+from training.coinfind import Circle, find_coin
+from training.cutout import crop_coin
 from training.segmenter import SEGMENT_PX
 
 # Twin catalog seeds for segmenter training start here: evaluation collections, tests and the

@@ -5,7 +5,8 @@ import numpy as np
 
 from rig.sim.catalog_style import render_catalog_photo
 from rig.sim.coins import CoinCatalog
-from training.coinfind import BACKGROUND_RGB, Circle, crop_coin, find_coin
+from training.coinfind import BACKGROUND_RGB, Circle, find_coin
+from training.cutout import crop_coin
 
 
 def test_a_coin_partly_the_colour_of_its_card_keeps_its_flan() -> None:

@@ -78,7 +78,9 @@ def test_two_ranks_train_resume_and_match_one_process(tmp_path: Path) -> None:
     assert summary["ranks_agree"] is True
     assert summary["images_decoded"] == 0  # the resumed run read the cache rank 0 built
     # one cache entry, built once: rank 1 waited for it and left no temporary file of its own
-    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".npy"]
+    # (the crops, their outline profiles and the index that marks them complete)
+    cached = sorted(p.name.split(".", 1)[1] for p in (tmp_path / "cache").iterdir())
+    assert cached == ["json", "npy", "outline.npy"]
     epochs = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [1, 2]
     assert [r["step"] for r in epochs if r["kind"] == "epoch"] == [3, 6]

@@ -18,10 +18,10 @@ from training.coinfind import (
     BACKGROUND_RGB,
     _border_colour,
     _pose_distance,
-    crop_coin,
     find_coin,
     find_coin_in_pose,
 )
+from training.cutout import crop_coin
 from training.data import ImageBank
 from training.segmenter import SEGMENTER_ENV
 

@@ -16,7 +16,8 @@ from rig.sim.relief import coin_surface
 from rig.sim.shading import Optics, coverage_view, grid_size_for, render_view
 from rig.sim.world import LightState
 from training import coinfind, segmenter
-from training.coinfind import BACKGROUND_RGB, crop_coin, find_coin
+from training.coinfind import BACKGROUND_RGB, find_coin
+from training.cutout import crop_coin
 from training.segmenter import SEGMENT_PX, CoinSegmenter, load_segmenter, normalise, save_segmenter
 from training.segmenter_fit import FitSettings, fit_segmenter, segmentation_loss
 

@@ -14,7 +14,8 @@ from synthetic_dataset import Spec, write_dataset
 
 import training.cache
 from training.cache import Preprocess
-from training.coinfind import BACKGROUND_RGB, crop_coin, find_coin
+from training.coinfind import BACKGROUND_RGB, find_coin
+from training.cutout import crop_coin
 from training.data import (
     catalog_protocol,
     load_images,

@@ -23,7 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from training.coinfind import Circle, PoseCut, crop_coin, cut_pose, find_coin, find_coin_in_pose
+from training.coinfind import Circle, find_coin, find_coin_in_pose
+from training.cutout import PoseCut, crop_coin, cut_pose
 from training.errors import DataError
 from training.imageio import MAX_PIXELS_ENV, check_coin_shape, header_size, max_file_bytes
 from training.outline import OUTLINE_BINS

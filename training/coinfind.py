@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from training.outline import radial_profile, unknown_profile
 from training.segmenter import coin_probability, segmenter_in_use
 
 # Segmentation runs on a copy no larger than this: plenty for a circle, and fast on 20 MP frames.
@@ -42,9 +41,6 @@ MIN_AREA_FRACTION = 0.002
 BACKGROUND_RGB = (124, 116, 104)
 # Masks are segmented on crops at least this large (then resized to the requested size).
 MASK_WORK_PX = 192
-# Margin of the crop an outline profile is segmented in (training.outline): irregular flans
-# reach up to ~3 % beyond their fitted circle, and the profile needs all of the edge.
-OUTLINE_MARGIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -305,100 +301,9 @@ def find_coin_in_pose(
     return _pick_blob(blobs, near_px, factor) if blobs else None
 
 
-def _outline_reach(margin: float) -> float:
+def outline_reach(margin: float) -> float:
     """How far an outline may reach, as a fraction of a crop's half side: half the margin out."""
     return (1 + margin / 2) / (1 + margin)
-
-
-def crop_coin(
-    image: np.ndarray,
-    circle: Circle,
-    size: int,
-    *,
-    margin: float = 0.04,
-    rotate_deg: float = 0.0,
-    mask_background: bool = False,
-) -> np.ndarray:
-    """A size×size crop centred on the coin, optionally rotated by rotate_deg (counter-clockwise).
-
-    Parts of the square outside the photo are filled with the border colour, so an off-centre coin
-    near the edge still ends up centred on a plain background. With mask_background, everything
-    outside the coin's own outline (the segmented flan, not the fitted circle) becomes
-    BACKGROUND_RGB: see coin_outline.
-    """
-    return crop_pose(
-        [image], circle, size, margin=margin, rotate_deg=rotate_deg, mask_background=mask_background
-    )[0]
-
-
-@dataclass(frozen=True)
-class PoseCut:
-    """Crops of one pose's frames and the coin's outline profile (training.outline)."""
-
-    crops: list[np.ndarray]
-    outline: np.ndarray  # OUTLINE_BINS float32, all NaN where the outline cannot be trusted
-
-
-def crop_pose(
-    images: Sequence[np.ndarray],
-    circle: Circle,
-    size: int,
-    *,
-    margin: float = 0.04,
-    rotate_deg: float = 0.0,
-    mask_background: bool = False,
-) -> list[np.ndarray]:
-    """crop_coin for aligned frames of one pose: one circle and, if masking, one outline for all.
-
-    The outline comes from all frames together (coin_outline), so a raking light's dark side,
-    which matches the turntable, is not cut out of the coin in that light's frame.
-    """
-    if not mask_background:
-        return [_square_crop(i, circle, size, margin, rotate_deg) for i in images]
-    return cut_pose(
-        images, circle, size, margin=margin, rotate_deg=rotate_deg, mask_background=True
-    ).crops
-
-
-def cut_pose(
-    images: Sequence[np.ndarray],
-    circle: Circle,
-    size: int,
-    *,
-    margin: float = 0.04,
-    rotate_deg: float = 0.0,
-    mask_background: bool = False,
-) -> PoseCut:
-    """crop_pose's crops together with the radial profile of the coin's outline.
-
-    The profile is segmented in a crop of its own with OUTLINE_MARGIN around the circle: a
-    fitted circle does not enclose every bulge of an irregular flan, and within the training
-    crop's narrow margin the outline would run into the crop's reach there.
-    """
-    wide = [_square_crop(i, circle, MASK_WORK_PX, OUTLINE_MARGIN, rotate_deg) for i in images]
-    wide_reach = _outline_reach(OUTLINE_MARGIN)
-    flan, segmented = _coin_mask(wide, wide_reach)
-    outline = radial_profile(flan, wide_reach * MASK_WORK_PX / 2) if segmented else None
-    if outline is None:
-        outline = unknown_profile()
-    if not mask_background:
-        crops = [_square_crop(i, circle, size, margin, rotate_deg) for i in images]
-        return PoseCut(crops, outline)
-    # Segment at a working size of at least MASK_WORK_PX (the morphology needs a few pixels
-    # per flan irregularity), then area-average down so the outline stays anti-aliased.
-    work = max(size, MASK_WORK_PX)
-    big = [_square_crop(i, circle, work, margin, rotate_deg) for i in images]
-    # The fitted circle spans 1 / (1 + margin) of the crop; allow half the margin beyond it.
-    coin = coin_outline(big, radius_fraction=_outline_reach(margin))
-    out = []
-    for crop in big:
-        masked = np.empty_like(crop)
-        masked[:] = BACKGROUND_RGB
-        np.copyto(masked, crop, where=coin[..., None])
-        if work != size:
-            masked = cv2.resize(masked, (size, size), interpolation=cv2.INTER_AREA)
-        out.append(masked)
-    return PoseCut(out, outline)
 
 
 # A single photo's circle is refitted to the coin's outline when that outline's enclosing circle
@@ -418,7 +323,7 @@ def refit_to_outline(image: np.ndarray, circle: Circle, margin: float = 0.04) ->
     if segmenter_in_use() in ("off", "absent"):
         return circle  # a colour outline alone bites raking-lit coins: it would shrink circles
     work = MASK_WORK_PX
-    coin = coin_outline([_square_crop(image, circle, work, margin, 0.0)], _outline_reach(margin))
+    coin = coin_outline([square_crop(image, circle, work, margin, 0.0)], outline_reach(margin))
     contours, _ = cv2.findContours(
         coin.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
     )
@@ -436,7 +341,7 @@ def refit_to_outline(image: np.ndarray, circle: Circle, margin: float = 0.04) ->
     return Circle(circle.x + dx, circle.y + dy, radius, circle.method + "+outline")
 
 
-def _square_crop(
+def square_crop(
     image: np.ndarray, circle: Circle, size: int, margin: float, rotate_deg: float
 ) -> np.ndarray:
     """The unmasked size×size crop of crop_coin."""
@@ -504,10 +409,10 @@ def coin_outline(crops: Sequence[np.ndarray], radius_fraction: float = 1.0) -> n
     crop was cut for), that disc stands in, so a hard photo still gets a clean background and
     keeps its coin.
     """
-    return _coin_mask(crops, radius_fraction)[0]
+    return coin_mask(crops, radius_fraction)[0]
 
 
-def _coin_mask(crops: Sequence[np.ndarray], radius_fraction: float) -> tuple[np.ndarray, bool]:
+def coin_mask(crops: Sequence[np.ndarray], radius_fraction: float) -> tuple[np.ndarray, bool]:
     """coin_outline's mask, and False where it is the fitted disc standing in for it."""
     h, w = crops[0].shape[:2]
     mask = _threshold_distance(_pose_distance(crops), outline=True)

@@ -326,24 +326,7 @@ def evaluate_run(
         },
         "images_skipped": len(load.skipped),
     }
-    val_coins = sorted({r.coin for r in bank.records if trained.split.has("val", r.coin)})
-    if val_coins:
-        # Verification thresholds must be chosen on validation pairs, never on the test coins.
-        _, val_result, val_q, val_g = run_protocol(model, bank, val_coins, "catalog")
-        genuine, impostor = genuine_impostor(val_result)
-        np.savez_compressed(out / "verification_val.npz", genuine=genuine, impostor=impostor)
-        report["verification"] = verification_summary(genuine, impostor)
-        # the run's same-coin verdict (verdict.json + roc.png) is what `pipeline search` labels by
-        verdict = write_verdict(run, genuine, impostor)
-        report["verdict"] = verdict.summary()
-        # the outline's weight, fitted where the verdict is: on validation, never the test coins
-        grey = embed(model, bank, val_q, next(model.parameters()).device, grey=True)
-        val_embedded = embed(model, bank, val_g, next(model.parameters()).device)
-        grey_similarity = (grey @ val_embedded.T).numpy()
-        fusion = fit_on_validation(bank, val_result, val_q, val_g, grey_similarity)
-        fusion.save(run)
-    else:  # a collection the run never saw: the weight its own evaluation fitted, if any
-        fusion = Fusion.load(run) or Fusion(0.0, 0, None, None, "no validation coins")
+    fusion = _validation_calibrations(run, trained, bank, out, report)
     report["fusion_fit"] = fusion.to_json()
     report["outline_fusion"] = fused_figures(
         bank, result, q_pos, g_pos, fusion, pooled=protocol == "catalog"
@@ -352,3 +335,30 @@ def evaluate_run(
     (out / "metrics.json").write_text(json.dumps(json_safe(report), indent=2))
     (out / "report.md").write_text(markdown_report(report))
     return report
+
+
+def _validation_calibrations(
+    run: Path, trained: TrainedRun, bank: ImageBank, out: Path, report: dict[str, Any]
+) -> Fusion:
+    """The verdict and the outline weights, fitted on validation coins, never the test coins.
+
+    Writes RUN/verdict.json, RUN/roc.png, RUN/fusion.json and OUT/verification_val.npz, and
+    adds their summaries to `report`. Without validation coins in `bank` (a collection the run
+    never saw), the outline weights its own evaluation fitted, if any, are returned.
+    """
+    model = trained.model
+    val_coins = sorted({r.coin for r in bank.records if trained.split.has("val", r.coin)})
+    if not val_coins:
+        return Fusion.load(run) or Fusion(0.0, 0, None, None, "no validation coins")
+    _, val_result, val_q, val_g = run_protocol(model, bank, val_coins, "catalog")
+    genuine, impostor = genuine_impostor(val_result)
+    np.savez_compressed(out / "verification_val.npz", genuine=genuine, impostor=impostor)
+    report["verification"] = verification_summary(genuine, impostor)
+    # the run's same-coin verdict (verdict.json + roc.png) is what `pipeline search` labels by
+    report["verdict"] = write_verdict(run, genuine, impostor).summary()
+    # the grey weight is fitted on the same queries turned grey (training.fusion)
+    device = next(model.parameters()).device
+    grey = embed(model, bank, val_q, device, grey=True) @ embed(model, bank, val_g, device).T
+    fusion = fit_on_validation(bank, val_result, val_q, val_g, grey.numpy())
+    fusion.save(run)
+    return fusion

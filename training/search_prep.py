@@ -14,7 +14,8 @@ import numpy as np
 
 from training.cache import Preprocess, crop_photo, cut_photo
 from training.catalog import Entry, Source, load_entries
-from training.coinfind import Circle, PoseCut
+from training.coinfind import Circle
+from training.cutout import PoseCut
 from training.detect import Coin, crop, detect_coins
 from training.imageio import load_photo
 from training.search_errors import NoCoinFound, SearchError
