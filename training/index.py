@@ -365,7 +365,9 @@ class CatalogIndex:
             calibration = None if raw is None else IndexCalibration.from_json(raw)
             outlines_path = directory / OUTLINES_FILE
             outlines = (
-                np.load(outlines_path, allow_pickle=False) if outlines_path.is_file() else None
+                np.load(outlines_path, mmap_mode="r", allow_pickle=False)
+                if outlines_path.is_file()
+                else None
             )
             return cls(
                 dim=dim,
