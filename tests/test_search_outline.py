@@ -62,23 +62,32 @@ def _top(index: Path, query: Path) -> list[dict[str, object]]:
     return answer["candidates"]
 
 
+def _run(tmp_path: Path) -> Path:
+    """An untrained tiny run with a verdict, as `pipeline evaluate` would leave one."""
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    model = build_model("resnet-tiny", image_size=64, embedding_dim=32)
+    save_checkpoint(run / "checkpoints" / "best", model)
+    rng = np.random.default_rng(0)
+    calibrate_from_pairs(rng.uniform(0.95, 1, 200), rng.uniform(0, 0.9, 3000)).save(run)
+    return run
+
+
+def _index(run: Path, catalog: Path, index: Path) -> Path:
+    """`pipeline index` of the catalog folder."""
+    args = ["index", "--run", str(run), "--images", str(catalog), "--out", str(index)]
+    assert runner.invoke(app, args).exit_code == 0
+    return index
+
+
 @pytest.mark.parametrize("turn", [0.0, 73.0])
 def test_the_outline_settles_die_siblings(tmp_path: Path, turn: float) -> None:
     """Same die, other flan: appearance picks the sibling, the fitted outline the right coin."""
-    torch.manual_seed(0)
-    run = tmp_path / "run"
-    save_checkpoint(
-        run / "checkpoints" / "best", build_model("resnet-tiny", image_size=64, embedding_dim=32)
-    )
-    rng = np.random.default_rng(0)
-    calibrate_from_pairs(rng.uniform(0.95, 1, 200), rng.uniform(0, 0.9, 3000)).save(run)
-    catalog = tmp_path / "catalog"
+    run, catalog = _run(tmp_path), tmp_path / "catalog"
     # the query's die and design, photographed as the query is turned
     _photo(catalog / "sibling.png", design=1, flan=1, turn_deg=turn)
     _photo(catalog / "right.png", design=2, flan=2)  # another die: the query's own flan
-    index = tmp_path / "index"
-    args = ["index", "--run", str(run), "--images", str(catalog), "--out", str(index)]
-    assert runner.invoke(app, args).exit_code == 0
+    index = _index(run, catalog, tmp_path / "index")
     # the query shows design 1 (the sibling's) on flan 2 (the right coin's, which lies unturned)
     query = tmp_path / "query.png"
     _photo(query, design=1, flan=2, turn_deg=turn)
@@ -105,19 +114,10 @@ def test_the_outline_settles_die_siblings(tmp_path: Path, turn: float) -> None:
 
 def test_grey_photos_take_the_grey_weight(tmp_path: Path) -> None:
     """Weight 0 for colour, 60 for grey: only the grey photo of the same coin is re-ranked."""
-    torch.manual_seed(0)
-    run = tmp_path / "run"
-    save_checkpoint(
-        run / "checkpoints" / "best", build_model("resnet-tiny", image_size=64, embedding_dim=32)
-    )
-    rng = np.random.default_rng(0)
-    calibrate_from_pairs(rng.uniform(0.95, 1, 200), rng.uniform(0, 0.9, 3000)).save(run)
-    catalog = tmp_path / "catalog"
+    run, catalog = _run(tmp_path), tmp_path / "catalog"
     _photo(catalog / "sibling.png", design=1, flan=1)
     _photo(catalog / "right.png", design=3, flan=2)  # darker metal: unlike the query in grey
-    index = tmp_path / "index"
-    args = ["index", "--run", str(run), "--images", str(catalog), "--out", str(index)]
-    assert runner.invoke(app, args).exit_code == 0
+    index = _index(run, catalog, tmp_path / "index")
     query = tmp_path / "query.png"
     _photo(query, design=1, flan=2)
     grey = tmp_path / "grey.png"

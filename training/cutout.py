@@ -75,9 +75,7 @@ def crop_pose(
     """
     if not mask_background:
         return [square_crop(i, circle, size, margin, rotate_deg) for i in images]
-    return cut_pose(
-        images, circle, size, margin=margin, rotate_deg=rotate_deg, mask_background=True
-    ).crops
+    return _masked_crops(images, circle, size, margin, rotate_deg)
 
 
 def cut_pose(
@@ -101,9 +99,21 @@ def cut_pose(
     outline = radial_profile(flan, wide_reach * MASK_WORK_PX / 2) if segmented else None
     if outline is None:
         outline = unknown_profile()
-    if not mask_background:
-        crops = [square_crop(i, circle, size, margin, rotate_deg) for i in images]
-        return PoseCut(crops, outline)
+    crops = crop_pose(
+        images,
+        circle,
+        size,
+        margin=margin,
+        rotate_deg=rotate_deg,
+        mask_background=mask_background,
+    )
+    return PoseCut(crops, outline)
+
+
+def _masked_crops(
+    images: Sequence[np.ndarray], circle: Circle, size: int, margin: float, rotate_deg: float
+) -> list[np.ndarray]:
+    """crop_pose's masked crops: everything outside the pose's one coin outline filled."""
     # Segment at a working size of at least MASK_WORK_PX (the morphology needs a few pixels
     # per flan irregularity), then area-average down so the outline stays anti-aliased.
     work = max(size, MASK_WORK_PX)
@@ -118,4 +128,4 @@ def cut_pose(
         if work != size:
             masked = cv2.resize(masked, (size, size), interpolation=cv2.INTER_AREA)
         out.append(masked)
-    return PoseCut(out, outline)
+    return out
