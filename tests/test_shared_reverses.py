@@ -105,6 +105,33 @@ def test_share_1_gives_every_later_type_another_rulers_design() -> None:
             assert len(designs) == len(set(designs))
 
 
+def test_a_shared_design_comes_from_a_ruler_of_the_same_metal_where_there_is_one() -> None:
+    same = other = 0
+    for seed in range(40):
+        catalog = CoinCatalog(seed=seed, rulers=4, types=12, shared_reverses=1.0)
+        metal = [r.metal for r in catalog.rulers]
+        for t in catalog.types:
+            if not t.shared:
+                continue
+            before = catalog.types[: t.index]
+            mine = [u for u in before if u.ruler == t.ruler]
+            struck = {u.design for u in mine} | {(u.legend, u.figure) for u in mine}
+            # the designs it could take: another ruler's own, not one this ruler already strikes
+            open_designs = [
+                u
+                for u in before
+                if not u.shared
+                and u.ruler != t.ruler
+                and u.index not in struck
+                and (u.legend, u.figure) not in struck
+            ]
+            alike = any(metal[u.ruler] == metal[t.ruler] for u in open_designs)
+            taken = metal[catalog.types[t.design].ruler] == metal[t.ruler]
+            assert taken == alike, (seed, t.index)  # the same denomination whenever it can
+            same, other = same + taken, other + (not taken)
+    assert same > 100 and other > 100  # both cases came up, many times
+
+
 def test_a_shared_type_has_the_design_but_its_own_number_ruler_and_dies() -> None:
     catalog = CoinCatalog(seed=1, rulers=3, types=6, coins=60, shared_reverses=1.0)
     shared = catalog.types[3]

@@ -5,8 +5,10 @@ belongs to one ruler and has a reverse design (a figure or symbol and a legend).
 to rulers in rounds (type t to ruler t mod rulers); a type of the first round has its own design,
 and a later one, with probability `shared_reverses`, reuses the design of an earlier type of
 another ruler, as imperial mints reused reverse types (VIRTVS AVG under Aurelian and under
-Probus) under each emperor's own catalogue number. Such a pair looks alike on the reverse and
-only the obverse tells it apart. Every type's design is cut into its own dies (a shared design
+Probus) under each emperor's own catalogue number. A reused type came on the same denomination,
+so the design is taken from a ruler who strikes the same metal where one does (from any other
+ruler where none does). Such a pair looks alike on the reverse and only the obverse tells it
+apart. Every type's design is cut into its own dies (a shared design
 too: each emperor's mint cut its own), which differ slightly, as hand-cut dies do. Coins struck
 from the same pair of dies differ only in what identifies a physical coin: flan outline,
 off-centre strike, die-axis rotation, wear, scratches, nicks, edge damage, porosity and toning.
@@ -356,6 +358,11 @@ class CoinCatalog:
             for u in self.types
             if not u.shared and u.ruler != own.ruler and not {u.index, (u.legend, u.figure)} & used
         ]
+        # a reused reverse type came on the same denomination (VIRTVS AVG on the antoniniani of
+        # Aurelian and of Probus), so a ruler of the same metal is the source where there is one
+        metal = self.rulers[own.ruler].metal
+        alike = [u for u in sources if self.rulers[self.types[u].ruler].metal == metal]
+        sources = alike or sources
         if not sources:
             return own
         source = self.types[int(sources[int(rng.integers(0, len(sources)))])]
