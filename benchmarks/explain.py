@@ -71,12 +71,14 @@ SIBLINGS: dict[str, Any] = {
 }
 
 
-def render(catalog: CoinCatalog, coin: str, side: Side, angle: float, light: str) -> np.ndarray:
-    """One rig-style capture of a coin side, RENDER px square."""
+def render(
+    catalog: CoinCatalog, coin: str, side: Side, angle: float, light: str, size: int = RENDER
+) -> np.ndarray:
+    """One rig-style capture of a coin side, `size` px square (the coin spans half of it)."""
     seed = int(
         hashlib.blake2b(f"{coin}{side}{angle}{light}".encode(), digest_size=4).hexdigest(), 16
     )
-    return render_view(catalog, coin, side, angle, PATTERNS[light], size=RENDER, seed_noise=seed)
+    return render_view(catalog, coin, side, angle, PATTERNS[light], size=size, seed_noise=seed)
 
 
 def pose_crops(
@@ -86,9 +88,10 @@ def pose_crops(
     angle: float,
     lights: list[str],
     preprocess: Preprocess,
+    size: int = RENDER,
 ) -> tuple[dict[str, np.ndarray], Circle]:
     """One pose of a coin side under each light, cut out as training cuts out a pose's frames."""
-    frames = [render(catalog, coin, side, angle, light) for light in lights]
+    frames = [render(catalog, coin, side, angle, light, size) for light in lights]
     circle = find_coin_in_pose(frames) or find_coin(frames[0])
     crops = crop_pose(
         frames,

@@ -71,16 +71,24 @@ LIGHTS = ["top", "raking_n"]
 ROWS = ("reverse_only", "obverse_only", "hierarchy")
 
 
-def twin_images(catalog: CoinCatalog, image_size: int) -> list[LabelledImage]:
-    """Every coin side of `catalog` upright under LIGHTS, labelled with ruler and type."""
+def twin_images(
+    catalog: CoinCatalog, image_size: int, frame: int | None = None
+) -> list[LabelledImage]:
+    """Every coin side of `catalog` upright under LIGHTS, labelled with ruler and type.
+
+    `frame`: the rendered view's side in px (default 2 × image_size); the coin spans half of
+    it. The twin raises its legends' letters only where the coin is ~128 px across (a frame of
+    256): below that they melt into the field, and a ruler is told by portrait and metal alone.
+    """
     # (ruler: name and number, see the module docstring)
     prep = Preprocess(image_size=image_size)
+    frame = frame or 2 * image_size
     images = []
     for coin in catalog.coin_ids():
         record = catalog.record(coin)
         ruler = f"{record['ruler']} #{catalog.coin(coin).ruler + 1}"
         for side in SIDES:
-            crops, _ = pose_crops(catalog, coin, side, 0.0, LIGHTS, prep)
+            crops, _ = pose_crops(catalog, coin, side, 0.0, LIGHTS, prep, frame)
             for pixels in crops.values():
                 images.append(LabelledImage(pixels, ruler, record["type"], side, coin))
     return images
@@ -97,7 +105,7 @@ def one_run(args: argparse.Namespace, seed: int, share: float) -> dict[str, Any]
         shared_reverses=share,
     )
     shared = sum(t.shared for t in catalog.types)
-    images = twin_images(catalog, args.image_size)
+    images = twin_images(catalog, args.image_size, args.render)
     rendered = time.perf_counter() - start
     print(
         f"share {share:g}, seed {seed}: {catalog.n_coins} coins, {shared} of {args.types} types "
@@ -111,7 +119,15 @@ def one_run(args: argparse.Namespace, seed: int, share: float) -> dict[str, Any]
     seconds = time.perf_counter() - start
     accuracy = ", ".join(f"{k} {100 * result[k]['balanced_accuracy']:.1f} %" for k in ROWS)
     print(f"  {accuracy}\n  {paired_line(result)}; {seconds:.0f} s", flush=True)
-    return {"share": share, "seed": seed, "shared_types": shared, "seconds": seconds, **result}
+    frame = args.render or 2 * args.image_size
+    return {
+        "share": share,
+        "seed": seed,
+        "shared_types": shared,
+        "seconds": seconds,
+        "render": frame,
+        **result,
+    }
 
 
 def _pct(values: list[float], sign: str = "") -> str:
@@ -169,30 +185,41 @@ def partner_mixups(run: dict[str, Any], rulers: int) -> dict[str, float]:
 def print_table(runs: list[dict[str, Any]], rulers: int) -> None:
     """One Markdown row per run, then mean ± sd over seeds per share."""
     print(
-        "\n| share | seed | epochs | shared types | reverse only (type) | obverse only (ruler) "
+        "\n| share | seed | epochs | px (coin in frame) | shared types | reverse only (type) | obverse only (ruler) "
         "| hierarchy (type) | gain per fold | t-test p | sign-test p | reverse errors on a partner "
         "| partner mix-ups, one metal / two |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         mixups = partner_mixups(r, rulers)
         paired = r["hierarchy_vs_reverse"]
         cells = [f"{100 * r[k]['balanced_accuracy']:.1f} %" for k in ROWS]
         gain = f"{100 * paired['fold_gain_mean']:+.1f} ± {100 * paired['fold_gain_std']:.1f}"
         print(
-            f"| {r['share']:g} | {r['seed']} | {r['settings']['epochs']} | {r['shared_types']} | {' | '.join(cells)} "
+            f"| {r['share']:g} | {r['seed']} | {r['settings']['epochs']} | {_pixels(r)} "
+            f"| {r['shared_types']} | {' | '.join(cells)} "
             f"| {gain} | {paired['fold_t_test_p']:.2g} | {paired['sign_test_p']:.2g} "
             f"| {100 * partner_errors(r['reverse_only']):.0f} % "
             f"| {_share_of(mixups['same_metal'])} / {_share_of(mixups['other_metal'])} |"
         )
     print("\nMean ± sd over catalog seeds (balanced accuracy, %; gain in points):\n")
-    print("| share | epochs | seeds | reverse only | obverse only | hierarchy | gain |")
-    print("|---|---|---|---|---|---|---|")
-    for share, epochs in dict.fromkeys((r["share"], r["settings"]["epochs"]) for r in runs):
-        mine = [r for r in runs if (r["share"], r["settings"]["epochs"]) == (share, epochs)]
+    print("| share | epochs | px | seeds | reverse only | obverse only | hierarchy | gain |")
+    print("|---|---|---|---|---|---|---|---|")
+    for share, epochs, px in dict.fromkeys(_group(r) for r in runs):
+        mine = [r for r in runs if _group(r) == (share, epochs, px)]
         cells = [_pct([r[k]["balanced_accuracy"] for r in mine]) for k in ROWS]
         gain = _pct([r["hierarchy_vs_reverse"]["fold_gain_mean"] for r in mine], "+")
-        print(f"| {share:g} | {epochs} | {len(mine)} | {' | '.join(cells)} | {gain} |")
+        print(f"| {share:g} | {epochs} | {px} | {len(mine)} | {' | '.join(cells)} | {gain} |")
+
+
+def _pixels(run: dict[str, Any]) -> str:
+    """`crop (coin across in the render)`: runs before --render rendered 128 px frames."""
+    size = run["settings"]["image_size"]
+    return f"{size} ({run.get('render', 128) // 2})"
+
+
+def _group(run: dict[str, Any]) -> tuple[float, int, str]:
+    return run["share"], run["settings"]["epochs"], _pixels(run)
 
 
 def _numbers(text: str, kind: type) -> list[Any]:
@@ -215,6 +242,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60, help="per classifier and fold")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--render",
+        type=int,
+        default=None,
+        help="rendered frame side in px, the coin half of it (default: 2 x image size)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json")
     parser.add_argument(
         "--tables-from",
@@ -226,7 +259,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tables_from:
         saved = [run for path in args.tables_from for run in json.loads(path.read_text())]
-        order = sorted(saved, key=lambda r: (r["settings"]["epochs"], -r["share"], r["seed"]))
+        order = sorted(saved, key=lambda r: (_group(r)[1:], -r["share"], r["seed"]))
         print_table(order, args.rulers)
         return
     seeds, shares = _numbers(args.seeds, int), _numbers(args.shares, float)
