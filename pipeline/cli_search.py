@@ -142,6 +142,12 @@ def _search_command(
     bars = searcher.bars
     if bars is not None:
         console.print(bars.summary(), markup=False, soft_wrap=True)
+    grey_bars = searcher.bars_for(grey=True)
+    if any(r.bars is not None and r.bars == grey_bars != bars for r in results):
+        summary = grey_bars.summary() if grey_bars else ""
+        console.print(
+            f"grey photos (the index's grey view): {summary}", markup=False, soft_wrap=True
+        )
     if searcher.verdict is None:
         note = (
             "labels come from the index's calibration alone"

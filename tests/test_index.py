@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from training.index import (
+    GREY_FILE,
+    INFO_FILE,
     OUTLINES_FILE,
     CatalogIndex,
     build_faiss,
@@ -155,3 +157,63 @@ def test_outlines_are_kept_with_their_coins(tmp_path: Path) -> None:
     np.save(tmp_path / OUTLINES_FILE, outlines[:2])
     with pytest.raises(IndexStoreError, match="damaged"):
         CatalogIndex.load(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_grey_queries_search_the_grey_view(tmp_path: Path, kind: str) -> None:
+    """A grey query finds its coin among the grey views, kept through add, save and load."""
+    rng = np.random.default_rng(4)
+    colour, grey = _unit(rng, 40), _unit(rng, 40)
+    index = CatalogIndex(dim=32, model=MODEL, kind=kind)
+    index.add(colour[:30], _items(30), grey=grey[:30])
+    index.add(colour[30:], _items(10, start=30), grey=grey[30:])
+    index.save(tmp_path)
+    loaded = CatalogIndex.load(tmp_path)
+    assert loaded.has_grey and json.loads((tmp_path / INFO_FILE).read_text())["grey_view"]
+    np.testing.assert_array_equal(loaded.view(grey=True), grey)
+    for row in (3, 35):
+        assert loaded.search(grey[row], 1, grey=True)[0][0].row == row
+        assert loaded.search(colour[row], 1)[0][0].row == row
+        # the views are apart: a grey query in the colour view finds another coin's vectors
+        assert loaded.search(grey[row], 1, grey=False)[0][0].score < 0.9
+    # each view has its own impostors, so its own bars
+    assert loaded.calibration_for(True) != loaded.calibration_for(False)
+    assert loaded.calibration_for(False) == loaded.calibration
+
+
+def test_an_index_without_every_grey_view_has_none(tmp_path: Path) -> None:
+    """Coins added without grey views, or an old index, leave grey queries on the colour view."""
+    rng = np.random.default_rng(5)
+    index = CatalogIndex(dim=32, model=MODEL, embeddings=_unit(rng, 3), items=_items(3))
+    index.add(_unit(rng, 2), _items(2, start=3), grey=_unit(rng, 2))
+    assert not index.has_grey and index.view(True) is index.embeddings  # three coins had none
+    fresh = CatalogIndex(dim=32, model=MODEL)
+    fresh.add(_unit(rng, 2), _items(2), grey=_unit(rng, 2))
+    assert fresh.has_grey
+    fresh.add(_unit(rng, 1), _items(1, start=2))  # one coin without: the view is dropped
+    assert not fresh.has_grey
+    query = fresh.embeddings[2]
+    assert fresh.search(query, 1, grey=True)[0][0].row == 2  # the colour view answers
+    fresh.save(tmp_path)
+    assert not json.loads((tmp_path / INFO_FILE).read_text())["grey_view"]
+
+
+def test_grey_view_files_are_checked(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    index = CatalogIndex(dim=32, model=MODEL)
+    index.add(_unit(rng, 4), _items(4), grey=_unit(rng, 4))
+    with pytest.raises(IndexStoreError, match="grey view of shape"):
+        index.add(_unit(rng, 2), _items(2, start=4), grey=_unit(rng, 1))
+    bad = _unit(rng, 1)
+    bad[0, 0] = np.nan
+    with pytest.raises(IndexStoreError, match="not all finite"):
+        index.add(_unit(rng, 1), _items(1, start=4), grey=bad)
+    assert len(index) == 4 and index.has_grey  # a refused add changes nothing
+    index.save(tmp_path)
+    np.save(tmp_path / GREY_FILE, _unit(rng, 3))  # damaged: another row count
+    with pytest.raises(IndexStoreError, match="damaged"):
+        CatalogIndex.load(tmp_path)
+    # a grey file that index.json does not claim (a crash before it was written) is ignored
+    info = json.loads((tmp_path / INFO_FILE).read_text())
+    (tmp_path / INFO_FILE).write_text(json.dumps({**info, "grey_view": False}))
+    assert not CatalogIndex.load(tmp_path).has_grey

@@ -12,11 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from training.augment import grey_coin
 from training.cache import CacheItem, Preprocess, load_cached
 from training.coinfind import BACKGROUND_RGB
 from training.data import ImageBank, Record
 from training.errors import RunFolderError
-from training.evaluate import grey_coin
 from training.evaluate_fusion import fused_figures
 from training.fusion import (
     BEYOND_DEPTH,

@@ -19,6 +19,7 @@ from typer.testing import CliRunner, Result
 from pipeline.cli_search import register
 from training.checkpoint import save_checkpoint
 from training.detect import detect_coins
+from training.index import CatalogIndex
 from training.models.embedding import build_model
 from training.robustness import TRANSFORMS, top1_stability
 from training.search import Searcher, index_folder, load_run_model
@@ -193,12 +194,14 @@ def test_incremental_index_embeds_only_new_images(setup: dict[str, Path], tmp_pa
 
     run_model.model.forward = counting  # type: ignore[method-assign]
     first = index_folder(run_model, images, out)
-    assert (first.added, sum(embedded)) == (5, 5)
+    # each coin twice: its colour crop, and its grey view (training.index)
+    assert (first.added, sum(embedded)) == (5, 10)
     _studio(images / "new" / "lot9.png", 9, (150, 150, 160))
     embedded.clear()
     second = index_folder(run_model, images, out)
     assert (second.added, second.already, second.total) == (1, 4, 6)
-    assert sum(embedded) == 1  # the old coins' embeddings were reused, not recomputed
+    assert sum(embedded) == 2  # the old coins' embeddings were reused, not recomputed
+    assert CatalogIndex.load(out).has_grey
 
 
 def _one_error_line(result: Result) -> str:

@@ -128,3 +128,23 @@ def test_grey_photos_take_the_grey_weight(tmp_path: Path) -> None:
     Fusion(0.0, 100, 0.9, 0.9, "", 60.0, 0.3, 0.9).save(run)
     assert _top(index, query)[0]["id"] == "sibling.png"  # colour: appearance alone
     assert _top(index, grey)[0]["id"] == "right.png"  # grey: the outline decides
+
+
+def test_a_grey_photo_searches_the_indexs_grey_view(tmp_path: Path) -> None:
+    """A black-and-white photo of a catalog coin meets that coin's grey view, not its colours."""
+    run, catalog = _run(tmp_path), tmp_path / "catalog"
+    _photo(catalog / "gold.png", design=1, flan=1)
+    _photo(catalog / "silver.png", design=2, flan=2)
+    index = _index(run, catalog, tmp_path / "index")
+    grey = tmp_path / "grey.png"
+    image = cv2.imread(str(catalog / "gold.png"), cv2.IMREAD_GRAYSCALE)
+    assert image is not None and cv2.imwrite(str(grey), image)
+    in_grey = _top(index, grey)
+    assert in_grey[0]["id"] == "gold.png"
+    # an index without a grey view (one built before them) compares it with the colour crops
+    info_path = index / "index.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "grey_view": False}))
+    in_colour = _top(index, grey)
+    # (an untrained model puts every cosine near 1: compare how far each is from it)
+    assert 1 - in_grey[0]["score"] < 0.1 * (1 - in_colour[0]["score"])

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.coinfind import BACKGROUND_RGB
 from training.errors import SettingsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -219,3 +220,15 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+# ITU-R BT.601 luma, as OpenCV turns a colour photo grey
+LUMA = (0.299, 0.587, 0.114)
+
+
+def grey_coin(x: torch.Tensor) -> torch.Tensor:
+    """B×3×H×W crops in [0, 1] with the coin grey and the masked background left as it is."""
+    background = torch.tensor(BACKGROUND_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    coin = ((x - background / 255).abs() > 2.5 / 255).any(dim=1, keepdim=True)
+    luma = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, True)
+    return torch.where(coin, luma.expand_as(x), x)

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.augment import build_augment, normalize
+from training.augment import build_augment, grey_coin, normalize
 from training.cache import Preprocess, default_cache_dir
 from training.checkpoint import load_checkpoint
-from training.coinfind import BACKGROUND_RGB
 from training.collapse import spread
 from training.data import (
     ImageBank,
@@ -154,18 +153,6 @@ def embed(
             out.append(model(x).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
-
-
-# ITU-R BT.601 luma, as OpenCV turns a colour photo grey
-LUMA = (0.299, 0.587, 0.114)
-
-
-def grey_coin(x: torch.Tensor) -> torch.Tensor:
-    """B×3×H×W crops in [0, 1] with the coin grey and the masked background left as it is."""
-    background = torch.tensor(BACKGROUND_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    coin = ((x - background / 255).abs() > 2.5 / 255).any(dim=1, keepdim=True)
-    luma = (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, True)
-    return torch.where(coin, luma.expand_as(x), x)
 
 
 def _labels(records: list[Record]) -> dict[str, int]:
@@ -356,9 +343,11 @@ def _validation_calibrations(
     report["verification"] = verification_summary(genuine, impostor)
     # the run's same-coin verdict (verdict.json + roc.png) is what `pipeline search` labels by
     report["verdict"] = write_verdict(run, genuine, impostor).summary()
-    # the grey weight is fitted on the same queries turned grey (training.fusion)
+    # the grey weight is fitted on the same queries turned grey, against the catalog's grey
+    # view, as `pipeline search` routes a grey query to an index's grey view (training.index)
     device = next(model.parameters()).device
-    grey = embed(model, bank, val_q, device, grey=True) @ embed(model, bank, val_g, device).T
+    grey_q, grey_g = (embed(model, bank, pos, device, grey=True) for pos in (val_q, val_g))
+    grey = grey_q @ grey_g.T
     fusion = fit_on_validation(bank, val_result, val_q, val_g, grey.numpy())
     fusion.save(run)
     return fusion

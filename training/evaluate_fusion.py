@@ -36,7 +36,8 @@ def fit_on_validation(
 ) -> Fusion:
     """The run's outline weights, fitted on a validation protocol's results.
 
-    grey_similarity: the same queries' cosines when turned grey, for the grey queries' weight.
+    grey_similarity: the same queries' cosines when turned grey (to the gallery's grey view),
+        for the grey queries' weight.
     """
     distance = protocol_distances(bank, q_pos, g_pos)
     fusion = fit_fusion(result.similarity, distance, result.same_label)

@@ -9,6 +9,11 @@ On disk an index is a directory:
       embeddings.npy    float32 N×D, row i belongs to line i of items.jsonl
       outlines.npy      float32 N×OUTLINE_BINS, each coin's outline profile (training.outline;
                         NaN where unknown); an index written before outlines has none
+      grey_embeddings.npy
+                        float32 N×D, the grey view: row i is the embedding of coin i's crop
+                        turned grey, searched by grey queries (a black-and-white archive photo
+                        is nearer a grey catalog view than a colour one); present only while
+                        every coin has one (index.json `grey_view`)
       faiss.index       the faiss structure built from embeddings.npy
 
 The embeddings are kept beside the faiss file because they are the expensive part: the faiss
@@ -38,6 +43,7 @@ INFO_FILE = "index.json"
 ITEMS_FILE = "items.jsonl"
 EMBEDDINGS_FILE = "embeddings.npy"
 OUTLINES_FILE = "outlines.npy"
+GREY_FILE = "grey_embeddings.npy"
 FAISS_FILE = "faiss.index"
 FORMAT = "coinrig-index"
 FORMAT_VERSION = 1
@@ -185,6 +191,7 @@ class CatalogIndex:
         built: tuple[faiss.Index, dict[str, Any]] | None = None,
         calibration: IndexCalibration | None = None,
         outlines: np.ndarray | None = None,
+        grey: np.ndarray | None = None,
     ) -> None:
         resolve_kind(kind, 0)  # validate early
         self.dim = dim
@@ -202,6 +209,10 @@ class CatalogIndex:
                 f"{len(self.items)} items but {len(self.embeddings)} embeddings: index is damaged"
             )
         self.outlines = _outlines_for(len(self.items), outlines)
+        # shape only: a memory-mapped view is read (and checked finite) when first searched
+        self.grey = None if grey is None else _views_for(len(self.items), dim, grey, finite=False)
+        self._grey_built: tuple[faiss.Index, dict[str, Any]] | None = None
+        self._grey_calibration: IndexCalibration | None = None
         self._ids = {item["id"] for item in self.items}
         self._faiss, self.settings = built or build_faiss(self.embeddings, kind)
         if self._faiss.ntotal != len(self.items):
@@ -218,6 +229,26 @@ class CatalogIndex:
             self._calibration = calibrate_index(self.embeddings, self.items)
         return self._calibration
 
+    @property
+    def has_grey(self) -> bool:
+        """Whether every coin has a grey view for grey queries to search."""
+        return self.grey is not None and len(self.items) > 0
+
+    def calibration_for(self, grey: bool) -> IndexCalibration:
+        """The calibration of the view a query searches: its impostor pairs set its bars."""
+        if not (grey and self.has_grey):
+            return self.calibration
+        assert self.grey is not None
+        if self._grey_calibration is None or self._grey_calibration.entries != len(self.items):
+            self._grey_calibration = calibrate_index(self.grey, self.items)
+        return self._grey_calibration
+
+    def view(self, grey: bool) -> np.ndarray:
+        """The embeddings a query searches: the grey view for a grey query where there is one."""
+        if grey and self.grey is not None and self.has_grey:
+            return self.grey
+        return self.embeddings
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -229,8 +260,12 @@ class CatalogIndex:
         embeddings: np.ndarray,
         items: Sequence[dict[str, Any]],
         outlines: np.ndarray | None = None,
+        grey: np.ndarray | None = None,
     ) -> None:
         """Append coins (outline profiles unknown if not given); faiss grows in place if it can.
+
+        `grey`: the new coins' grey views. The index keeps a grey view only while every coin
+        has one: coins added without (or to an index that has none) leave it without.
 
         Raises:
             IndexStoreError: wrong embedding width, mismatched lengths or a duplicate id.
@@ -239,10 +274,18 @@ class CatalogIndex:
         if len(embeddings) != len(items):
             raise IndexStoreError(f"{len(items)} items but {len(embeddings)} embeddings")
         new_outlines = _outlines_for(len(items), outlines)
+        new_grey = None if grey is None else _views_for(len(items), self.dim, grey)
         new_ids = [item["id"] for item in items]
         dupes = sorted(self._ids.intersection(new_ids))
         if dupes or len(set(new_ids)) < len(new_ids):
             raise IndexStoreError(f"duplicate ids: {dupes[:3] or 'within the new items'}")
+        keeps_grey = new_grey is not None and (self.grey is not None or not len(self.items))
+        self.grey = (
+            np.concatenate([self.grey if self.grey is not None else new_grey[:0], new_grey])
+            if keeps_grey and new_grey is not None
+            else None
+        )
+        self._grey_built, self._grey_calibration = None, None
         self.embeddings = np.concatenate([self.embeddings, embeddings])
         self.outlines = np.concatenate([self.outlines, new_outlines])
         self.items.extend(dict(item) for item in items)
@@ -263,9 +306,13 @@ class CatalogIndex:
         resolve_kind(kind, 0)
         self.kind = kind
         self._faiss, self.settings = build_faiss(self.embeddings, kind)
+        self._grey_built = None
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, *, grey: bool = False) -> list[list[Hit]]:
         """Top-k hits for each query row, best first (fewer when the index is smaller than k).
+
+        `grey` searches the grey view (the colour one where the index has none); its faiss
+        structure is built from the stored grey embeddings on first use.
 
         Raises:
             IndexStoreError: the query width differs from the index's embedding dim.
@@ -278,7 +325,15 @@ class CatalogIndex:
         k = min(k, len(self.items))
         if k == 0:
             return [[] for _ in queries]
-        scores, rows = search_faiss(self._faiss, self.settings, self.embeddings, queries, k)
+        built, vectors = (self._faiss, self.settings), self.embeddings
+        if grey and self.grey is not None and self.has_grey:
+            if self._grey_built is None:
+                self._grey_built = build_faiss(
+                    _views_for(len(self), self.dim, self.grey), self.kind
+                )
+                apply_settings(*self._grey_built)
+            built, vectors = self._grey_built, self.grey
+        scores, rows = search_faiss(built[0], built[1], vectors, queries, k)
         return [
             [
                 Hit(rank=r + 1, score=float(s), item=self.items[i], row=int(i))
@@ -309,6 +364,8 @@ class CatalogIndex:
         directory.mkdir(parents=True, exist_ok=True)
         _atomic(directory / EMBEDDINGS_FILE, lambda p: np.save(p, self.embeddings))
         _atomic(directory / OUTLINES_FILE, lambda p: np.save(p, self.outlines))
+        if (grey := self.grey) is not None:
+            _atomic(directory / GREY_FILE, lambda p: np.save(p, grey))
         _atomic(
             directory / ITEMS_FILE,
             lambda p: p.write_text(
@@ -325,6 +382,7 @@ class CatalogIndex:
             "faiss": self.settings,
             "model": self.model,
             "calibration": calibration,
+            "grey_view": self.grey is not None,
         }
         _atomic(directory / INFO_FILE, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
 
@@ -369,6 +427,12 @@ class CatalogIndex:
                 if outlines_path.is_file()
                 else None
             )
+            # index.json is written last, so a grey file it does not claim is a leftover
+            grey = (
+                np.load(directory / GREY_FILE, mmap_mode="r", allow_pickle=False)
+                if info.get("grey_view") is True
+                else None
+            )
             return cls(
                 dim=dim,
                 model=info["model"],
@@ -378,6 +442,7 @@ class CatalogIndex:
                 built=built,
                 calibration=calibration,
                 outlines=outlines,
+                grey=grey,
             )
         except (
             OSError,
@@ -402,6 +467,20 @@ def _outlines_for(count: int, outlines: np.ndarray | None) -> np.ndarray:
         raise IndexStoreError(
             f"{count} items but outlines of shape {array.shape}: index is damaged"
         )
+    return array
+
+
+def _views_for(count: int, dim: int, views: np.ndarray, *, finite: bool = True) -> np.ndarray:
+    """Another view's embeddings of `count` coins as float32, checked to be count × dim.
+
+    Raises:
+        IndexStoreError: the array has another shape or (`finite`) non-finite values.
+    """
+    array = np.asarray(views, dtype=np.float32)
+    if array.shape != (count, dim):
+        raise IndexStoreError(f"{count} items but a grey view of shape {array.shape}: damaged")
+    if finite and not np.isfinite(array).all():
+        raise IndexStoreError("the grey view's embeddings are not all finite")
     return array
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.augment import normalize
+from training.augment import grey_coin, normalize
 from training.cache import Preprocess
 from training.catalog import Source, already_indexed, find_sources, read_meta_csv
 from training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_meta
@@ -108,15 +108,20 @@ def load_run_model(run: Path, checkpoint: str = "best") -> RunModel:
 
 
 @torch.no_grad()
-def embed_crops(model: EmbeddingModel, crops: Sequence[np.ndarray]) -> np.ndarray:
-    """L2-normalised float32 N×D embeddings of uint8 H×W×3 crops already at the model's size."""
+def embed_crops(
+    model: EmbeddingModel, crops: Sequence[np.ndarray], *, grey: bool = False
+) -> np.ndarray:
+    """L2-normalised float32 N×D embeddings of uint8 H×W×3 crops already at the model's size.
+
+    With `grey`, each crop's coin is turned grey first: the index's grey view.
+    """
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(crops), EMBED_BATCH):
         batch = np.stack(crops[start : start + EMBED_BATCH])
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(device).float().div_(255)
-        out.append(model(normalize(x)).float().cpu().numpy())
+        out.append(model(normalize(grey_coin(x) if grey else x)).float().cpu().numpy())
     dim = int(model.config["embedding_dim"])
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
@@ -173,9 +178,15 @@ def index_folder(
     report = IndexReport()
     todo = [source for source in sources if not already_indexed(source, index)]
     report.already = len(sources) - len(todo)
-    embeddings, items, outlines = _embed_sources(run_model, todo, report, warn, workers, progress)
+    if len(index) and not index.has_grey:
+        warn(
+            f"{out} has no grey view (built before grey views were kept): grey photos search "
+            "its colour view; build a new index to give them one"
+        )
+    embedded = _embed_sources(run_model, todo, report, warn, workers, progress)
+    embeddings, grey, items, outlines = embedded
     if items:
-        index.add(embeddings, items, outlines)
+        index.add(embeddings, items, outlines, grey)
     report.added = len(items)
     report.total = len(index)
     if not len(index):
@@ -214,14 +225,15 @@ def _embed_sources(
     warn: Callable[[str], None],
     workers: int | None,
     progress: bool,
-) -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
-    """Embeddings, index items and outlines of every coin of `sources`; bad pictures reported.
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], np.ndarray]:
+    """Embeddings, grey views, items and outlines of every coin of `sources`; bad ones reported.
 
     Crops are embedded in whole EMBED_BATCH batches as they arrive, the batches falling where
     one embed_crops call over all of them would put them, so the embeddings are identical.
     """
     tasks = [(source, run_model.preprocess) for source in sources]
     out: list[np.ndarray] = []
+    grey: list[np.ndarray] = []
     items: list[dict[str, Any]] = []
     outlines: list[np.ndarray] = []
     crops: list[np.ndarray] = []
@@ -239,10 +251,12 @@ def _embed_sources(
             if len(crops) >= EMBED_CHUNK:
                 whole = len(crops) - len(crops) % EMBED_BATCH
                 out.append(embed_crops(run_model.model, crops[:whole]))
+                grey.append(embed_crops(run_model.model, crops[:whole], grey=True))
                 crops = crops[whole:]
     out.append(embed_crops(run_model.model, crops))
+    grey.append(embed_crops(run_model.model, crops, grey=True))
     stacked = np.stack(outlines) if outlines else np.zeros((0, OUTLINE_BINS), np.float32)
-    return np.concatenate(out), items, stacked
+    return np.concatenate(out), np.concatenate(grey), items, stacked
 
 
 # -- searching ----------------------------------------------------------------------------
@@ -340,11 +354,23 @@ class Searcher:
         """The stricter of the run's and the index's thresholds (None: neither exists)."""
         return combine(self.verdict, self.index.calibration)
 
+    def bars_for(self, grey: bool) -> Bars | None:
+        """The bars of the view a query searches: the grey view's own impostors for grey ones."""
+        return combine(self.verdict, self.index.calibration_for(grey))
+
     @cached_property
     def reference(self) -> np.ndarray:
         """The indexed coins a query's typical similarity is measured on (a sample if many)."""
+        return self._reference(grey=False)
+
+    @cached_property
+    def grey_reference(self) -> np.ndarray:
+        """The same coins in the grey view, for grey queries."""
+        return self._reference(grey=True)
+
+    def _reference(self, *, grey: bool) -> np.ndarray:
         rows = calibration_rows(len(self.index))
-        return np.asarray(self.index.embeddings[rows], dtype=np.float32)
+        return np.asarray(self.index.view(grey)[rows], dtype=np.float32)
 
     def label(
         self, hit: Hit, bars: Bars | None = None, outline_distance: float | None = None
@@ -360,9 +386,9 @@ class Searcher:
         """The best `top` of a query's hits by cosine and outline together, labelled.
 
         Without a fitted weight (no RUN/fusion.json, or weight 0) the cosine order stands; a
-        grey query takes the weight fitted for grey queries.
+        grey query takes the weight fitted for grey queries, and the grey view's bars.
         """
-        bars = self.bars
+        bars = self.bars_for(grey)
         weight = self.fusion.weight_for(grey) if self.fusion is not None else 0.0
         if not hits:
             return []
@@ -378,11 +404,12 @@ class Searcher:
             for rank, i in enumerate(order, 1)
         ]
 
-    def domain(self, embeddings: np.ndarray) -> list[DomainCheck | None]:
+    def domain(self, embeddings: np.ndarray, *, grey: bool = False) -> list[DomainCheck | None]:
         """Each query's median cosine to the indexed coins, held against the run's validation."""
-        if not len(self.reference):
+        reference = self.grey_reference if grey else self.reference
+        if not len(reference):
             return [None for _ in embeddings]
-        medians = np.median(embeddings @ self.reference.T, axis=1)
+        medians = np.median(embeddings @ reference.T, axis=1)
         return [domain_check(float(m), self.verdict) for m in medians]
 
     def search_image(self, image: np.ndarray, name: str, top: int = 5) -> list[QueryResult]:
@@ -394,34 +421,26 @@ class Searcher:
         return self._rank(prepare_image(image, name, self.run_model.preprocess), top)
 
     def _rank(self, query: PreparedQuery, top: int) -> list[QueryResult]:
-        """Embed a prepared photo's coins and rank the catalog for each."""
+        """Embed a prepared photo's coins and rank the catalog for each.
+
+        A coin without colour searches the index's grey view (training.index), where there is
+        one, with that view's bars and the grey outline weight.
+        """
         embeddings = embed_crops(self.run_model.model, query.crops)
-        # the outline re-ranks the cosine's RERANK_DEPTH nearest (training.fusion)
-        hits = self.index.search(embeddings, max(top, RERANK_DEPTH))
-        bars = self.bars
-        return [
-            QueryResult(
-                query.name,
-                n,
-                coin,
-                preview,
-                self.rerank(found, outline, top, grey=looks_grey(crop, BACKGROUND_RGB)),
-                bars,
-                domain,
+        results = []
+        for n, (coin, preview, outline, crop, embedding) in enumerate(
+            zip(query.coins, query.previews, query.outlines, query.crops, embeddings, strict=True),
+            1,
+        ):
+            grey = looks_grey(crop, BACKGROUND_RGB)
+            # the outline re-ranks the cosine's RERANK_DEPTH nearest (training.fusion)
+            found = self.index.search(embedding[None], max(top, RERANK_DEPTH), grey=grey)[0]
+            ranked = self.rerank(found, outline, top, grey=grey)
+            domain = self.domain(embedding[None], grey=grey and self.index.has_grey)[0]
+            results.append(
+                QueryResult(query.name, n, coin, preview, ranked, self.bars_for(grey), domain)
             )
-            for n, (coin, preview, found, outline, crop, domain) in enumerate(
-                zip(
-                    query.coins,
-                    query.previews,
-                    hits,
-                    query.outlines,
-                    query.crops,
-                    self.domain(embeddings),
-                    strict=True,
-                ),
-                1,
-            )
-        ]
+        return results
 
     def search_photo(self, photo: Path, top: int = 5) -> list[QueryResult]:
         """Candidates for every coin in a photo file.
