@@ -74,8 +74,14 @@ def _catalog_index(
             cut = cut_detected(image, entry.coin, run_model.preprocess)
             crops.append(cut.crops[0])
             outlines.append(cut.outline)
-    index.add(embed_crops(run_model.model, crops), items, _stacked(outlines))
+    colour, grey = _embedded(run_model, crops)
+    index.add(colour, items, _stacked(outlines), grey)
     return index
+
+
+def _embedded(run_model: RunModel, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Crops' embeddings and their grey views, as `pipeline index` keeps them."""
+    return embed_crops(run_model.model, crops), embed_crops(run_model.model, crops, grey=True)
 
 
 def _stacked(outlines: Sequence[np.ndarray]) -> np.ndarray:
@@ -101,7 +107,8 @@ def picture_index(
         dim=int(run_model.model.config["embedding_dim"]), model=run_model.identity, kind="flat"
     )
     items = [dict(item) for _, item in pictures]
-    index.add(embed_crops(run_model.model, crops), items, _stacked(outlines))
+    colour, grey = _embedded(run_model, crops)
+    index.add(colour, items, _stacked(outlines), grey)
     return index
 
 
