@@ -19,8 +19,15 @@ Rulers are labelled by name and number (`Severvs #3`): the twin draws a name fro
 rulers of one catalog can share it (seeds 1 and 2 do), where a real catalog names them apart
 (Philip I and Philip II); by name alone those rulers, and their shared types, would merge.
 
+A shared design comes from a ruler of the same metal where the catalog has one (a reused type
+came on the same denomination: rig.sim.coins), so the reverse's toning does not tell such a
+pair apart; before that rule a shared pair of two metals was told apart by the reverse alone.
+
 Images: each coin side upright under two lights (top and raking north), cut out as training
-cuts out a pose (benchmarks/explain.py's `pose_crops`), 64 px; classifiers resnet-tiny with
+cuts out a pose (benchmarks/explain.py's `pose_crops`), 64 px by default, rendered in a frame
+twice the crop (`--render` sets it). The twin raises legible legends only where the coin is
+~128 px across: `--image-size 96 --render 256` lets the ruler classifier read the ruler's name,
+as a numismatist (and the second seed paper's obverse classifier) does; classifiers resnet-tiny with
 `standard` augmentation, 5 class-balanced folds by coin. Per run it prints the progress; at the
 end one Markdown row per (share, catalog seed): reverse-only, obverse-only and hierarchy
 balanced accuracy, the hierarchy's gain per fold (mean ± sd), the paired t-test over folds and
@@ -30,8 +37,11 @@ settles), and how often it mixes up a shared pair whose rulers strike one metal 
 strike two (the twin tones both sides of a coin by its ruler's metal, so a reverse shows it);
 then mean ± sd over seeds per share.
 
-A CV run at 60 epochs takes ~14 min on the shared 2-core machine (all six ~85 min):
+A CV run at 60 epochs takes ~14 min at 64 px on the shared 2-core machine (all six ~85 min),
+~40 min at 96 px beside other work:
 
+    .venv/bin/python benchmarks/hierarchy_shared.py --shares 0.5 --epochs 60 --image-size 96 \
+        --render 256 --out runs/hier96          # the README's figure (3 runs)
     nice -n 10 .venv/bin/python benchmarks/hierarchy_shared.py --epochs 60 --out runs/hier-shared
     .venv/bin/python benchmarks/hierarchy_shared.py --tables-from runs/hier-shared/results.json
     .venv/bin/python benchmarks/hierarchy_shared.py --seeds 0 --shares 0.5 --coins-per-type 5 \
