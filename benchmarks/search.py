@@ -19,7 +19,7 @@ import time
 import faiss
 import numpy as np
 
-from training.index import build_faiss, index_bytes, search_faiss
+from training.faiss_structure import build_faiss, index_bytes, search_faiss
 
 DIM = 512
 CHUNK = 100_000

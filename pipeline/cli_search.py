@@ -19,7 +19,7 @@ from rich.table import Table
 from pipeline.cli_support import expected_errors, fail
 from training.catalog import describe
 from training.errors import TrainingError
-from training.index import KINDS
+from training.faiss_structure import KINDS
 from training.outputs import check_output_image
 from training.search import QueryResult, Searcher, index_folder, load_run_model
 

@@ -8,16 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.index import (
-    GREY_FILE,
-    INFO_FILE,
-    OUTLINES_FILE,
-    CatalogIndex,
-    build_faiss,
-    ivf_lists,
-    resolve_kind,
-    search_faiss,
-)
+from training.faiss_structure import build_faiss, ivf_lists, resolve_kind, search_faiss
+from training.index import GREY_FILE, INFO_FILE, OUTLINES_FILE, CatalogIndex
 from training.outline import OUTLINE_BINS
 from training.search_errors import IndexStoreError
 
@@ -99,7 +91,7 @@ def test_incremental_add_keeps_old_embeddings(tmp_path: Path) -> None:
 
 
 def test_growing_past_the_threshold_switches_to_ivf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("training.index.APPROXIMATE_FROM", 500)
+    monkeypatch.setattr("training.faiss_structure.APPROXIMATE_FROM", 500)
     rng = np.random.default_rng(3)
     index = CatalogIndex(dim=32, model=MODEL)
     index.add(_unit(rng, 400), _items(400))

@@ -358,11 +358,9 @@ class CoinCatalog:
             for u in self.types
             if not u.shared and u.ruler != own.ruler and not {u.index, (u.legend, u.figure)} & used
         ]
-        # a reused reverse type came on the same denomination (VIRTVS AVG on the antoniniani of
-        # Aurelian and of Probus), so a ruler of the same metal is the source where there is one
+        # a reused type came on the same denomination: a ruler of the same metal where there is one
         metal = self.rulers[own.ruler].metal
-        alike = [u for u in sources if self.rulers[self.types[u].ruler].metal == metal]
-        sources = alike or sources
+        sources = [u for u in sources if self.rulers[self.types[u].ruler].metal == metal] or sources
         if not sources:
             return own
         source = self.types[int(sources[int(rng.integers(0, len(sources)))])]
