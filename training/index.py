@@ -135,9 +135,7 @@ class CatalogIndex:
 
     def view(self, grey: bool) -> np.ndarray:
         """The embeddings a query searches: the grey view for a grey query where there is one."""
-        if grey and self.grey is not None and self.has_grey:
-            return self.grey
-        return self.embeddings
+        return self.grey if grey and self.grey is not None and len(self.items) else self.embeddings
 
     def __len__(self) -> int:
         return len(self.items)
@@ -169,12 +167,10 @@ class CatalogIndex:
         dupes = sorted(self._ids.intersection(new_ids))
         if dupes or len(set(new_ids)) < len(new_ids):
             raise IndexStoreError(f"duplicate ids: {dupes[:3] or 'within the new items'}")
-        keeps_grey = new_grey is not None and (self.grey is not None or not len(self.items))
-        self.grey = (
-            np.concatenate([self.grey if self.grey is not None else new_grey[:0], new_grey])
-            if keeps_grey and new_grey is not None
-            else None
-        )
+        if new_grey is None or (self.grey is None and len(self.items)):
+            self.grey = None  # some coin would lack a grey view
+        else:
+            self.grey = new_grey if self.grey is None else np.concatenate([self.grey, new_grey])
         self._grey_built, self._grey_calibration = None, None
         self.embeddings = np.concatenate([self.embeddings, embeddings])
         self.outlines = np.concatenate([self.outlines, new_outlines])
@@ -215,14 +211,12 @@ class CatalogIndex:
         k = min(k, len(self.items))
         if k == 0:
             return [[] for _ in queries]
-        built, vectors = (self._faiss, self.settings), self.embeddings
-        if grey and self.grey is not None and self.has_grey:
+        built, vectors = (self._faiss, self.settings), self.view(grey)
+        if vectors is not self.embeddings:  # the grey view
             if self._grey_built is None:
-                self._grey_built = build_faiss(
-                    _views_for(len(self), self.dim, self.grey), self.kind
-                )
+                self._grey_built = build_faiss(_views_for(len(self), self.dim, vectors), self.kind)
                 apply_settings(*self._grey_built)
-            built, vectors = self._grey_built, self.grey
+            built = self._grey_built
         scores, rows = search_faiss(built[0], built[1], vectors, queries, k)
         return [
             [
