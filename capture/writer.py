@@ -17,6 +17,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,29 @@ def encode_image(image: np.ndarray, ext: str, pixel_format: str, png_compression
     return buffer.tobytes()
 
 
+def _write_new(path: Path, content: bytes, flag: int) -> None:
+    """Create (with `flag`: O_EXCL or O_TRUNC) and write a small file.
+
+    No fsync: a lock only matters while its process lives; one a power cut left empty is stale.
+    """
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | flag, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+
+
+# A lock file left empty (a writer killed between creating and filling it, by an older coinrig
+# or on a filesystem without hard links) is stale once it is this old: a live writer fills it
+# within microseconds.
+EMPTY_LOCK_GRACE_S = 5.0
+
+
 class DatasetLock:
-    """One writer per dataset: a lock file naming its process; a dead owner's lock is taken over."""
+    """One writer per dataset: a lock file naming its process; a dead owner's lock is taken over.
+
+    The lock appears whole or not at all: the owner is written to a temporary file and
+    hard-linked to `.lock` (link fails if `.lock` exists, as O_EXCL does). So a kill -9 at any
+    moment never leaves a lock that names nobody.
+    """
 
     def __init__(self, root: Path) -> None:
         self.path = root / ".lock"
@@ -131,29 +153,60 @@ class DatasetLock:
             DatasetLocked: a live process (or one on another host) holds it.
         """
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
-        for _ in range(2):
+        content = (json.dumps(owner) + "\n").encode()
+        for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(content)
             except FileExistsError:
                 if not self._stale():
                     raise DatasetLocked(
-                        f"{self.path.parent} is in use by {self.path.read_text().strip()}; "
+                        f"{self.path.parent} is in use by {self._holder()}; "
                         f"remove {self.path} if that process is gone"
                     ) from None
                 self.path.unlink(missing_ok=True)
                 continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps(owner) + "\n")
+            except FileNotFoundError:
+                continue  # the holder's clean-up took our temporary file: look again
             self._held = True
             return
         raise DatasetLocked(f"could not take {self.path}")
 
+    def _create(self, content: bytes) -> None:
+        """Create `.lock` with its whole content, or raise FileExistsError."""
+        # The temporary name is one the writer's clean-up of crashed temporaries removes.
+        temp = self.path.with_name(f".lock.tmp-{os.getpid()}")
+        try:
+            _write_new(temp, content, os.O_TRUNC)
+            try:
+                os.link(temp, self.path)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+                # No hard links here (exFAT, some network shares): O_EXCL, filled at once.
+                _write_new(self.path, content, os.O_EXCL)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def _holder(self) -> str:
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return "another process"
+        return text or "a process that has not yet written its name"
+
     def _stale(self) -> bool:
         try:
-            owner = json.loads(self.path.read_text())
+            text = self.path.read_text()
+            age = time.time() - self.path.stat().st_mtime
+        except OSError:
+            return False
+        if not text.strip():
+            return age > EMPTY_LOCK_GRACE_S  # a writer killed before it could fill it
+        try:
+            owner = json.loads(text)
             pid, host = int(owner["pid"]), owner["host"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return False  # unreadable: someone is writing it right now, or a person must look
+        except (ValueError, KeyError, TypeError):
+            return False  # something else wrote it: a person must look
         if host != socket.gethostname():
             return False
         try:

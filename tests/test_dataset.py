@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import string
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,45 @@ def test_lock_is_exclusive_and_a_dead_owner_is_taken_over(tmp_path: Path) -> Non
     (tmp_path / ".lock").write_text(json.dumps({**owner, "host": "elsewhere"}))
     with pytest.raises(DatasetLocked):
         DatasetWriter(tmp_path).open()
+
+
+def test_an_empty_lock_is_a_writer_still_starting_then_a_stale_one(tmp_path: Path) -> None:
+    """A lock with no owner (a writer killed between creating and filling it) blocks only briefly."""
+    lock = tmp_path / ".lock"
+    lock.write_text("")
+    with pytest.raises(DatasetLocked, match="has not yet written its name"):
+        DatasetWriter(tmp_path).open()
+    old = time.time() - ds.EMPTY_LOCK_GRACE_S - 1
+    os.utime(lock, (old, old))
+    with DatasetWriter(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_the_lock_appears_whole_with_or_without_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is linked into place filled; where links are refused (exFAT) O_EXCL is used."""
+    seen: list[str] = []
+    real_link = os.link
+
+    def link(source: object, target: object) -> None:
+        seen.append(Path(str(source)).read_text())  # the content is complete before it is linked
+        real_link(source, target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", link)
+    with DatasetWriter(tmp_path):
+        assert json.loads(seen[0])["pid"] == os.getpid()
+        assert not list(tmp_path.glob(".lock.tmp-*"))
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with DatasetWriter(tmp_path), pytest.raises(DatasetLocked, match=str(os.getpid())):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+        DatasetWriter(tmp_path).open()
+    assert not (tmp_path / ".lock").exists() and not list(tmp_path.glob(".lock.tmp-*"))
 
 
 def test_refuses_a_folder_of_another_format(tmp_path: Path) -> None:
