@@ -87,6 +87,10 @@ _Lr = Annotated[
 ]
 _Loss = Annotated[str, typer.Option(help="arcface | subcenter-arcface | triplet.")]
 _Margin = Annotated[float, typer.Option(help="ArcFace angular margin in radians.")]
+_MarginWarmup = Annotated[
+    float,
+    typer.Option(help="Share of the steps over which the ArcFace margin rises from 0 (0: none)."),
+]
 _Scale = Annotated[
     float,
     typer.Option(help="ArcFace logit scale (64 suits thousands of classes; 16 a few hundred)."),
@@ -162,6 +166,7 @@ def train_command(
     lr: _Lr = None,
     loss: _Loss = LossSettings.name,
     margin: _Margin = LossSettings.margin_rad,
+    margin_warmup: _MarginWarmup = LossSettings.margin_warmup,
     scale: _Scale = LossSettings.scale,
     aug: _Aug = TrainConfig.aug,
     train_on: _TrainOn = TrainConfig.train_on,
@@ -213,7 +218,8 @@ def train_command(
         data=[str(d) for d in data], out=str(out), model=model, image_size=image_size,
         embedding_dim=embedding_dim, epochs=epochs, batch_size=batch_size, per_class=per_class,
         steps_per_epoch=steps_per_epoch, lr=TrainConfig.lr if lr is None else lr,
-        loss=LossSettings(name=loss, margin_rad=margin, scale=scale), aug=aug, train_on=train_on,
+        loss=LossSettings(name=loss, margin_rad=margin, scale=scale, margin_warmup=margin_warmup),
+        aug=aug, train_on=train_on,
         split=split, seed=seed, derotate=derotate, rotations=rotations, ema_decay=ema_decay,
         single_photo_p=single_photo_p, weights=str(weights) if weights else None,
         init=str(init) if init else None,

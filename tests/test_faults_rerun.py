@@ -35,7 +35,7 @@ from rig.sim.coins import CoinCatalog
 # coin (its `E1` faults are what pause a run); flipping under heavy faults is the 2-coin test's
 # (test_simulate_e2e). Wall time is mostly the arm driver's motion timeouts on lost replies.
 PLAN = "name: tiny\nsides: [obverse]\nangle_count: 2\nlights: [raking_n, diffuse]\n"
-ARGS = ["--coins", "12", "--types", "3", "--seed", "13", "--image-size", "32", "--faults", "heavy"]
+ARGS = ["--coins", "8", "--types", "3", "--seed", "13", "--image-size", "32", "--faults", "heavy"]
 MAX_RUNS = 25
 
 
@@ -79,8 +79,8 @@ def test_a_run_that_fails_while_connecting_does_not_doom_its_rerun(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # ~2.5 min on a 2-core box: six runs of 12 coins
-def test_heavy_faults_finish_a_12_coin_run_within_bounded_reruns(
+@pytest.mark.timeout(900)  # ~1 min on a 2-core box: six runs of 8 coins
+def test_heavy_faults_finish_an_8_coin_run_within_bounded_reruns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fault seeds 1, 2, 3...: the draws of a real rerun, but the same in every test run.
@@ -96,6 +96,7 @@ def test_heavy_faults_finish_a_12_coin_run_within_bounded_reruns(
     plan = write_plan(tmp_path / "plan.yaml", PLAN)
     out = tmp_path / "sim"
     codes: list[int] = []
+    output = ""
     for _ in range(MAX_RUNS):
         code, output = run(out, *ARGS, "--config", str(config), "--plan", str(plan))
         codes.append(code)
@@ -105,16 +106,22 @@ def test_heavy_faults_finish_a_12_coin_run_within_bounded_reruns(
             break
     assert codes[-1] == 0, f"not finished after {MAX_RUNS} runs: exit codes {codes}"
 
-    coins = [f"SIM-{i:04d}" for i in range(12)]
+    coins = [f"SIM-{i:04d}" for i in range(8)]
     assert_complete_once(out, plan, coins)  # every shot present once, nothing else
     assert verify_errors(out) == []
     assert ground_truth_mismatches(out) == []  # coin, side, lights, angle: the twin's truth
-    catalog = CoinCatalog(seed=13, rulers=3, types=3, coins=12)
+    catalog = CoinCatalog(seed=13, rulers=3, types=3, coins=8)
     for line in DatasetReader(out).coins():
         record = catalog.record(line["coin_id"])
         assert {k: line[k] for k in record} == record
     sessions = DatasetReader(out).sessions()
-    assert sorted(s["status"] for s in sessions).count("done") == 1
+    statuses = [s["status"] for s in sessions]
+    if "done" in statuses:
+        assert statuses.count("done") == 1 and statuses[-1] == "done"
+    else:  # the last pause came after the last shot: the rerun had nothing left but to say so
+        assert "nothing to do" in output and "paused after its last shot" in output
+        assert "check that every coin is back in its tray slot" in output
+    assert set(statuses[:-1]) == {"paused"}
     seeds_used = {json.dumps(s["rig_config"]["lightbox"]["emulate"]) for s in sessions}
     assert len(seeds_used) == len(sessions)  # each session met faults of its own
     print(f"exit codes of the reruns: {codes}")

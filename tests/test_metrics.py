@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import LossSettings, build_loss
+from training.losses import LossSettings, build_loss, margin_at, set_margin
 from training.metrics import (
     breakdown,
     equal_error_rate,
@@ -136,6 +136,26 @@ def test_arcface_matches_explicit_formula() -> None:
         total += -logits[int(labels[i])] + math.log(sum(math.exp(v) for v in logits))
     assert float(loss_fn(emb, labels).detach()) == pytest.approx(total / 5, rel=1e-4)
     assert any(p.requires_grad for p in loss_fn.parameters())  # the optimizer must update them
+
+
+def test_margin_warms_up_linearly_then_holds_and_the_loss_uses_it() -> None:
+    ramp = LossSettings(margin_rad=0.5, margin_warmup=0.25)
+    assert [margin_at(s, ramp, 40) for s in (0, 5, 9, 10, 39)] == pytest.approx(
+        [0.0, 0.25, 0.45, 0.5, 0.5]
+    )
+    assert margin_at(0, LossSettings(margin_rad=0.5), 40) == 0.5  # no warm-up: full at once
+    torch.manual_seed(0)
+    emb = F.normalize(torch.randn(6, 4), dim=1)
+    labels = torch.tensor([0, 1, 2, 1, 0, 2])
+    loss_fn = build_loss(ramp, num_classes=3, embedding_dim=4)
+    plain = build_loss(LossSettings(margin_rad=0.0), num_classes=3, embedding_dim=4)
+    plain.load_state_dict(loss_fn.state_dict())
+    with torch.no_grad():
+        full = float(loss_fn(emb, labels))
+        set_margin(loss_fn, 0.0)
+        assert float(loss_fn(emb, labels)) == pytest.approx(float(plain(emb, labels)), rel=1e-6)
+        assert float(loss_fn(emb, labels)) < full  # a smaller margin asks less of the target
+    set_margin(build_loss(LossSettings(name="triplet"), 3, 4), 0.1)  # no margin to set: no error
 
 
 def test_triplet_loss_with_miner_runs_and_has_no_parameters() -> None:

@@ -31,6 +31,24 @@ class LossSettings:
     scale: float = 16.0
     sub_centers: int = 3
     triplet_margin: float = 0.1
+    # Share of the run's steps over which the angular margin rises linearly from 0 to
+    # margin_rad. From scratch, the full margin makes every target logit negative at first, and
+    # the embedding stays near chance for hundreds of steps (the demo's first two epochs).
+    margin_warmup: float = 0.0
+
+
+def margin_at(step: int, settings: LossSettings, total_steps: int) -> float:
+    """The angular margin (radians) at `step`: a linear ramp over margin_warmup of the run."""
+    ramp_steps = settings.margin_warmup * total_steps
+    if ramp_steps <= 0 or step >= ramp_steps:
+        return settings.margin_rad
+    return settings.margin_rad * step / ramp_steps
+
+
+def set_margin(loss: nn.Module, margin_rad: float) -> None:
+    """Set an ArcFace loss's angular margin in place (a loss without one is left alone)."""
+    if isinstance(loss, losses.ArcFaceLoss):  # SubCenterArcFaceLoss is one too
+        loss.margin = margin_rad  # radians once constructed (ArcFaceLoss.init_margin)
 
 
 class MinedTripletLoss(nn.Module):

@@ -58,7 +58,7 @@ from training.distributed import Distributed, setup_distributed
 from training.errors import SettingsError
 from training.evaluate import autocast, run_protocol
 from training.init_weights import init_from
-from training.losses import build_loss
+from training.losses import build_loss, margin_at, set_margin
 from training.models.embedding import EmbeddingModel, build_model
 from training.report import write_curves
 from training.run_state import check_finite_loss, json_safe, metrics_log
@@ -116,6 +116,7 @@ class _Optimised:
     objective: nn.Module  # model and loss together; DistributedDataParallel under torchrun
     opt: torch.optim.Optimizer
     schedule: Callable[[int], float]  # step → learning rate
+    margin: Callable[[int], float]  # step → the loss's angular margin (its warm-up)
     ema: AveragedModel | None
     init: str | None = None  # where the starting weights came from (--init), in one line
 
@@ -193,7 +194,8 @@ def _build_optimised(
         if cfg.ema_decay > 0
         else None
     )
-    return _Optimised(model, loss_fn, objective, opt, schedule, ema, report)
+    margin = functools.partial(margin_at, settings=cfg.loss, total_steps=total_steps)
+    return _Optimised(model, loss_fn, objective, opt, schedule, margin, ema, report)
 
 
 @dataclass
@@ -215,11 +217,12 @@ class _EpochResult:
 
 
 def _step(
-    parts: _Optimised, batches: BatchSource | Prefetcher, lr: float
+    parts: _Optimised, batches: BatchSource | Prefetcher, lr: float, margin: float
 ) -> tuple[torch.Tensor, int]:
-    """One optimizer step at learning rate `lr`; returns the batch's loss and its size."""
+    """One optimizer step at learning rate `lr` and loss margin `margin`; returns loss and size."""
     for group in parts.opt.param_groups:
         group["lr"] = lr
+    set_margin(parts.loss_fn, margin)
     x, y = batches.next()
     loss = parts.objective(x, y)
     parts.opt.zero_grad(set_to_none=True)
@@ -248,7 +251,7 @@ def _train_epoch(
     loss_sum = torch.zeros((), device=batches.device)
     for _ in range(steps):
         lr = parts.schedule(loop.step)
-        loss, size = _step(parts, batches, lr)
+        loss, size = _step(parts, batches, lr, parts.margin(loop.step))
         loop.step += 1
         loop.images_seen += size
         loss_sum += loss.detach()

@@ -34,6 +34,7 @@ def check_loss(loss: LossSettings) -> None:
     number("--scale", loss.scale, low=0, low_open=True)
     number("triplet_margin", loss.triplet_margin, low=0)
     whole("sub_centers", loss.sub_centers, low=1)
+    number("--margin-warmup", loss.margin_warmup, low=0, high=1)
 
 
 # Fewest steps an epoch takes by default. One pass over a small collection is a handful of
