@@ -219,12 +219,10 @@ def train_command(
         embedding_dim=embedding_dim, epochs=epochs, batch_size=batch_size, per_class=per_class,
         steps_per_epoch=steps_per_epoch, lr=TrainConfig.lr if lr is None else lr,
         loss=LossSettings(name=loss, margin_rad=margin, scale=scale, margin_warmup=margin_warmup),
-        aug=aug, train_on=train_on,
-        split=split, seed=seed, derotate=derotate, rotations=rotations, ema_decay=ema_decay,
-        single_photo_p=single_photo_p, weights=str(weights) if weights else None,
-        init=str(init) if init else None,
-        compile=compile_model, strict=strict, cache_dir=str(cache_dir) if cache_dir else None,
-        prefetch=prefetch, val_every=val_every,
+        aug=aug, train_on=train_on, split=split, seed=seed, derotate=derotate, rotations=rotations,
+        ema_decay=ema_decay, single_photo_p=single_photo_p, init=str(init) if init else None,
+        weights=str(weights) if weights else None, compile=compile_model, strict=strict,
+        cache_dir=str(cache_dir) if cache_dir else None, prefetch=prefetch, val_every=val_every,
     )  # fmt: skip
     with expected_errors(TrainingError, OSError):
         summary = train(
