@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from synthetic_dataset import Spec, write_dataset
 
-from training import batches
+from training import batches, segmenter
 from training.augment import build_augment
 from training.batches import BatchSource, Prefetcher, TrainingSet, make_batches
 from training.data import BalancedSampler, ImageBank, Record
@@ -192,12 +192,13 @@ def _run(tmp_path: Path, data: Path, name: str, prefetch: int, **extra: object) 
         model="resnet-tiny", image_size=32, embedding_dim=32, epochs=2, batch_size=8,
         steps_per_epoch=4, rotations=1, split="0.6,0.2,0.2", single_photo_p=0.5,
     )  # fmt: skip
+    workers = extra.pop("workers", None)
     settings.update(extra)
     cfg = TrainConfig(
         data=[str(data)], out=str(tmp_path / name), cache_dir=str(tmp_path / "cache"),
         prefetch=prefetch, **settings,  # type: ignore[arg-type]
     )  # fmt: skip
-    train(cfg, show_progress=False)
+    train(cfg, show_progress=False, workers=workers)  # type: ignore[arg-type]
     return tmp_path / name
 
 
@@ -219,6 +220,19 @@ def test_training_with_prefetch_equals_training_without(tmp_path: Path) -> None:
         assert all(torch.equal(a[k], b[k]) for k in a), part
 
 
+def test_a_run_that_builds_its_cache_trains_what_a_run_reading_it_trains(tmp_path: Path) -> None:
+    """The same command and seed give the same weights whether or not the cache was built."""
+    data = write_dataset(tmp_path / "ds", Spec(n_coins=6, size=32, angles=(0.0, 180.0)))
+    segmenter._shipped.cache_clear()  # its first construction draws from torch's generator
+    torch.manual_seed(12345)  # whatever came before the run must not matter either
+    built = _run(tmp_path, data, "built", prefetch=0, workers=1)
+    read = _run(tmp_path, data, "read", prefetch=0, workers=1)
+    for part in ("model.safetensors", "loss.safetensors"):
+        a = load_file(str(built / "checkpoints" / "last" / part))
+        b = load_file(str(read / "checkpoints" / "last" / part))
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+
+
 def test_validation_every_n_epochs_and_after_the_last(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "ds", Spec(n_coins=6, size=32, angles=(0.0, 180.0)))
     run = _run(tmp_path, data, "run", prefetch=2, epochs=3, val_every=2)
@@ -228,3 +242,9 @@ def test_validation_every_n_epochs_and_after_the_last(tmp_path: Path) -> None:
     assert all("val_seconds" in r for r in epochs if r["kind"] == "epoch")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_epoch"] in (2, 3)
+    # validation draws nothing from training's generators: the weights trained are the same
+    every = _run(tmp_path, data, "every", prefetch=2, epochs=3, val_every=1)
+    for part in ("model.safetensors", "loss.safetensors"):
+        a = load_file(str(run / "checkpoints" / "last" / part))
+        b = load_file(str(every / "checkpoints" / "last" / part))
+        assert all(torch.equal(a[k], b[k]) for k in a), part

@@ -403,6 +403,10 @@ def train(
     )
 
     # ---- model, loss (with its own parameters), optimizer, moving average
+    # Seeded here, not only at the start: building the cache may draw from torch's generator
+    # (the segmenter's first construction does), so a run that builds its cache would start
+    # from other weights than the same run reading it.
+    torch.manual_seed(cfg.seed + ddp.rank)
     parts = _build_optimised(cfg, ddp, len(data.views), cfg.epochs * steps_per_epoch, resume)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_top1": None, "best_epoch": None}
     checkpoints = run / "checkpoints"
