@@ -21,7 +21,7 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/rig probe --config sim
 	$(VENV)/bin/rig simulate --coins 320 --types 6 --seed 0 --image-size 256 --out data/demo
-	$(VENV)/bin/pipeline train --data data/demo --image-size 64 --epochs 24 --steps-per-epoch 300 --ema-decay 0.999 --out runs/demo --no-progress
+	$(VENV)/bin/pipeline train --data data/demo --image-size 64 --epochs 24 --steps-per-epoch 300 --ema-decay 0.999 --val-every 3 --out runs/demo --no-progress
 	$(VENV)/bin/pipeline evaluate --run runs/demo
 
 # Twice as many test processes as a 2-core box has cores: many tests wait on emulator replies,
