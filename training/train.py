@@ -160,6 +160,10 @@ def _build_optimised(
     cfg: TrainConfig, ddp: Distributed, classes: int, total_steps: int, resume: bool = False
 ) -> _Optimised:
     """Model (from --init's weights, unless resuming), loss, optimizer, schedule and average."""
+    # Seeded here, not only at the start of train: building the cache may draw from torch's
+    # generator (the segmenter's first construction does), so a run that builds its cache
+    # would start from other weights than the same run reading it.
+    torch.manual_seed(cfg.seed + ddp.rank)
     device = ddp.device
     # a resumed run loads its own checkpoint: --init's run may be long gone by then
     resuming = resume and (Path(cfg.out) / "checkpoints" / "last").exists()
@@ -403,10 +407,6 @@ def train(
     )
 
     # ---- model, loss (with its own parameters), optimizer, moving average
-    # Seeded here, not only at the start: building the cache may draw from torch's generator
-    # (the segmenter's first construction does), so a run that builds its cache would start
-    # from other weights than the same run reading it.
-    torch.manual_seed(cfg.seed + ddp.rank)
     parts = _build_optimised(cfg, ddp, len(data.views), cfg.epochs * steps_per_epoch, resume)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_val_top1": None, "best_epoch": None}
     checkpoints = run / "checkpoints"
