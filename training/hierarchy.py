@@ -31,8 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import ttest_rel
-from sklearn.model_selection import StratifiedKFold
 from torch import Tensor, nn
 
 from training.augment import build_augment, normalize
@@ -179,6 +177,9 @@ def class_balanced_folds(
     labels: Sequence[str], folds: int, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) positions of `folds` stratified folds: each class spread evenly, disjoint tests."""
+    # imported here: scipy and scikit-learn add ~2 s to every `pipeline` command's start-up
+    from sklearn.model_selection import StratifiedKFold
+
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(labels)), np.asarray(labels)))
 
@@ -206,6 +207,8 @@ def fold_t_test_p(first: Sequence[float], second: Sequence[float]) -> float:
         return 1.0
     if np.ptp(diff) < 1e-12:  # no spread: t is 0/0 (no evidence) or infinite (certain)
         return 1.0 if abs(diff[0]) < 1e-12 else 0.0
+    from scipy.stats import ttest_rel  # imported here: see StratifiedKFold above
+
     return float(ttest_rel(first, second).pvalue)
 
 

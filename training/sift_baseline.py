@@ -17,16 +17,17 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.svm import LinearSVC
 
 from training.errors import SettingsError
 from training.hierarchy import LabelledImage, Predictor, cross_validate
+
+if TYPE_CHECKING:
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.svm import LinearSVC
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,11 @@ class SiftBagOfWords:
             raise SettingsError(
                 f"{len(descriptors)} SIFT descriptors are too few for {s.words} codewords"
             )
+        # imported here: scikit-learn adds ~2 s to every `pipeline` command's start-up
+        from sklearn.cluster import MiniBatchKMeans
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.svm import LinearSVC
+
         self.codebook = MiniBatchKMeans(
             n_clusters=s.words, random_state=s.seed, n_init=3, batch_size=2048
         ).fit(descriptors)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.report import pyplot
 from training.search_errors import SearchError
 
 VERDICT_FILE = "verdict.json"
@@ -192,11 +193,7 @@ def plot_roc(
     path: Path,
 ) -> Path:
     """Write the ROC curve (TAR against FAR, log FAR axis) with both thresholds marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     g, i = _scores(genuine, "genuine"), _scores(impostor, "impostor")
     far, tar = roc_points(g, i)
     floor = 0.5 / len(i)  # a FAR of 0 cannot sit on a log axis: draw it at half a pair

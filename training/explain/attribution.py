@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import Occlusion, Saliency
 from torch import Tensor
 
 from training.explain.targets import Baseline, Target, baseline_image
@@ -59,6 +58,9 @@ def occlusion_map(
     image = image.detach()
     with torch.no_grad():
         score = float(target.score(image)[0])
+        # captum imported here: it pulls in matplotlib, ~1 s of every `pipeline` start-up
+        from captum.attr import Occlusion
+
         attr = Occlusion(target.score).attribute(
             image,
             sliding_window_shapes=(image.shape[1], patch, patch),
@@ -80,6 +82,8 @@ def saliency_map(target: Target, image: Tensor, *, patch: int = 11) -> Attributi
     x = image.detach().clone()
     with torch.no_grad():
         score = float(target.score(x)[0])
+    from captum.attr import Saliency  # imported here: see Occlusion
+
     grads = Saliency(target.score).attribute(x.requires_grad_(True), abs=True)
     raw = grads.amax(dim=1, keepdim=True)
     # an odd patch centres the box on its pixel; an even one is off by half a pixel either way
