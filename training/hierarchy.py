@@ -177,8 +177,7 @@ def class_balanced_folds(
     labels: Sequence[str], folds: int, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) positions of `folds` stratified folds: each class spread evenly, disjoint tests."""
-    # imported here: scipy and scikit-learn add ~2 s to every `pipeline` command's start-up
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold  # here: slow to import for every CLI
 
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(labels)), np.asarray(labels)))
@@ -207,7 +206,7 @@ def fold_t_test_p(first: Sequence[float], second: Sequence[float]) -> float:
         return 1.0
     if np.ptp(diff) < 1e-12:  # no spread: t is 0/0 (no evidence) or infinite (certain)
         return 1.0 if abs(diff[0]) < 1e-12 else 0.0
-    from scipy.stats import ttest_rel  # imported here: see StratifiedKFold above
+    from scipy.stats import ttest_rel  # imported here, as StratifiedKFold above
 
     return float(ttest_rel(first, second).pvalue)
 
