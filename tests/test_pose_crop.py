@@ -13,7 +13,7 @@ from rig.sim.coins import CoinCatalog
 from rig.sim.relief import coin_surface
 from rig.sim.shading import Optics, coverage_view, grid_size_for, render_view
 from rig.sim.world import LightState
-from training.cache import CacheItem, Preprocess, crop_frames, load_cached
+from training.cache import CacheItem, Preprocess, cache_key, crop_frames, load_cached
 from training.coinfind import (
     BACKGROUND_RGB,
     _border_colour,
@@ -124,7 +124,7 @@ def test_pose_distance_of_one_frame_is_the_plain_distance_and_order_free(
     )
 
 
-def test_the_cache_keeps_every_pose_frame_cut_out_alone_as_well(
+def test_the_cache_keeps_every_pose_frame_cut_out_alone_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a raking frame whose far side is as dark as the backdrop, and its pose's diffuse frame;
@@ -143,16 +143,24 @@ def test_the_cache_keeps_every_pose_frame_cut_out_alone_as_well(
         CacheItem(tmp_path / n, n, None, 0.0, pose=None if n == "catalog.png" else "p")
         for n in names
     ]
-    cached = load_cached(items, Preprocess(image_size=SIZE), tmp_path / "cache")
+    asked = Preprocess(image_size=SIZE, single_photos=True)
+    cached = load_cached(items, asked, tmp_path / "cache")
     with_pose, alone = ({n: a[cached.rows[n]] for n in names} for a in (cached.array, cached.alone))
     # together, the raking frame keeps the whole coin; alone, its dark quarter is cut away
     assert _kept(with_pose["raking.png"]).sum() > 0.95 * _kept(with_pose["diffuse.png"]).sum()
     assert _kept(alone["raking.png"]).sum() < 0.85 * _kept(with_pose["raking.png"]).sum()
     np.testing.assert_array_equal(alone["catalog.png"], with_pose["catalog.png"])
     # a second load reads both from disk
-    again = load_cached(items, Preprocess(image_size=SIZE), tmp_path / "cache")
+    again = load_cached(items, asked, tmp_path / "cache")
     assert again.decoded == 0
     np.testing.assert_array_equal(again.alone, cached.alone)
+    # without single photos asked, the entry is another one, with the pose crops only
+    plain = load_cached(items, Preprocess(image_size=SIZE), tmp_path / "cache")
+    assert plain.decoded == len(names)
+    np.testing.assert_array_equal(plain.array, cached.array)
+    np.testing.assert_array_equal(plain.alone, plain.array)
+    entry = tmp_path / "cache" / f"{cache_key(items, Preprocess(image_size=SIZE))}.npy"
+    assert np.load(entry, mmap_mode="r").shape[0] == 1  # no second layer on disk
 
     bank = ImageBank(
         [], [(cached.array, cached.rows[n]) for n in names], [cached.alone] * len(names)

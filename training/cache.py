@@ -33,7 +33,7 @@ from training.search_errors import ImageReadError
 from training.segmenter import segmenter_in_use
 
 # Bump when coinfind or the crop changes, so stale caches are never reused.
-PREPROCESS_VERSION = 11  # 11: each entry keeps its outline profile (training.outline)
+PREPROCESS_VERSION = 12  # 12: frames cut out alone only when asked (Preprocess.single_photos)
 # The turntable turns the coin counter-clockwise in the image for a positive angle, so undoing
 # it rotates by the negative angle.
 DEROTATE_SIGN = -1.0
@@ -52,6 +52,10 @@ class Preprocess:
     # only in the coin itself. Runs trained before this option existed did not mask (see
     # evaluate.load_run).
     mask_background: bool = True
+    # Also cut out every frame of a pose by itself (CachedImages.alone), for runs that train on
+    # single photos (--single-photo-p above 0). It costs a second segmenter pass over every
+    # capture, about a third of a build, so entries without it are built when nothing draws it.
+    single_photos: bool = False
 
     @classmethod
     def of_run(cls, config: Mapping[str, Any], image_size: int | None = None) -> Preprocess:
@@ -64,7 +68,13 @@ class Preprocess:
             image_size=int(image_size if image_size is not None else config["image_size"]),
             derotate=bool(config.get("derotate", False)),
             mask_background=bool(config.get("mask_background", False)),
+            single_photos=float(config.get("single_photo_p") or 0.0) > 0,
         )
+
+    @property
+    def layers(self) -> int:
+        """Crop layers a cache entry holds: pose crops, and each frame cut out alone if asked."""
+        return 2 if self.single_photos else 1
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ class CachedImages:
 
     `alone` holds every photo cut out by itself, without the other frames of its pose (see
     crop_frames): what a single photo of the coin, such as a search query, looks like. For
-    photos without a pose it equals `array`.
+    photos without a pose, and in entries built without Preprocess.single_photos, it is `array`.
     """
 
     array: np.ndarray
@@ -294,7 +304,9 @@ def _outline_path(array_path: Path) -> Path:
     return array_path.with_name(array_path.stem + ".outline.npy")
 
 
-def _read_cache(index_path: Path, array_path: Path, count: int, size: int) -> CachedImages | None:
+def _read_cache(
+    index_path: Path, array_path: Path, count: int, settings: Preprocess
+) -> CachedImages | None:
     """A complete cache entry, or None when absent or damaged (then it is simply rebuilt)."""
     if not (index_path.exists() and array_path.exists()):
         return None
@@ -305,13 +317,14 @@ def _read_cache(index_path: Path, array_path: Path, count: int, size: int) -> Ca
         outlines = np.load(_outline_path(array_path), allow_pickle=False)
     except (OSError, EOFError, ValueError, KeyError, TypeError):
         return None
-    fits = both.shape == (2, count, size, size, 3) and both.dtype == np.uint8
+    size = settings.image_size
+    fits = both.shape == (settings.layers, count, size, size, 3) and both.dtype == np.uint8
     fits &= outlines.shape == (count, OUTLINE_BINS) and outlines.dtype == np.float32
     if not (fits and isinstance(rows, dict) and isinstance(skipped, dict)):
         return None
     if not all(isinstance(r, int) and 0 <= r < count for r in rows.values()):
         return None
-    return CachedImages(both[0], rows, skipped, 0, both[1], outlines)
+    return CachedImages(both[0], rows, skipped, 0, both[-1], outlines)
 
 
 def warn_stderr(message: str) -> None:
@@ -342,7 +355,7 @@ def load_cached(
     key = cache_key(items, settings)
     array_path = cache_dir / f"{key}.npy"
     index_path = cache_dir / f"{key}.json"
-    hit = _read_cache(index_path, array_path, len(items), settings.image_size)
+    hit = _read_cache(index_path, array_path, len(items), settings)
     if hit is not None:
         known_bad = hit.skipped
         if strict and known_bad:
@@ -356,8 +369,9 @@ def load_cached(
     size = settings.image_size
     tmp = cache_dir / f"{key}.{os.getpid()}.tmp.npy"
     # [0]: crops as the pose's frames together give them; [1]: each photo cut out alone
+    # (without single_photos there is no [1], and `alone` is [0])
     array = np.lib.format.open_memmap(
-        tmp, mode="w+", dtype=np.uint8, shape=(2, len(items), size, size, 3)
+        tmp, mode="w+", dtype=np.uint8, shape=(settings.layers, len(items), size, size, 3)
     )
     outlines = np.full((len(items), OUTLINE_BINS), np.nan, np.float32)
     try:
@@ -378,7 +392,7 @@ def load_cached(
     index_tmp.write_text(json.dumps({"rows": rows, "skipped": skipped}))
     os.replace(index_tmp, index_path)
     both = np.load(array_path, mmap_mode="r")
-    return CachedImages(both[0], rows, skipped, len(items), both[1], outlines)
+    return CachedImages(both[0], rows, skipped, len(items), both[-1], outlines)
 
 
 # Jobs smaller than this build in this process when no worker count is asked for: starting a
@@ -394,7 +408,8 @@ class _Group:
 
     rows: list[int]
     crops: list[tuple[np.ndarray, np.ndarray]]  # training image, outline
-    alone: list[np.ndarray | None]  # None: the frame is its pose's only one, alone == crop
+    # None: alone == crop (the frame is its pose's only one, or single photos were not asked)
+    alone: list[np.ndarray | None]
     bad: list[tuple[int, str]]
 
 
@@ -410,7 +425,7 @@ def _preprocess_group(group: list[tuple[int, CacheItem]], settings: Preprocess) 
     if not decoded:
         return _Group([], [], [], bad)
     crops = cut_frames([i for _, i, _ in decoded], [rgb for _, _, rgb in decoded], settings)
-    single = len(decoded) == 1
+    single = len(decoded) == 1 or not settings.single_photos
     alone = [None if single else crop_alone(item, rgb, settings) for _, item, rgb in decoded]
     return _Group([row for row, _, _ in decoded], crops, alone, bad)
 
@@ -475,7 +490,8 @@ def _build(
                     group.rows, group.crops, group.alone, strict=True
                 ):
                     array[0, row] = crop_image
-                    array[1, row] = crop_image if alone is None else alone
+                    if array.shape[0] > 1:
+                        array[1, row] = crop_image if alone is None else alone
                     outlines[row] = outline
                     rows[items[row].file_name] = row
                 advance(len(group.rows) + len(group.bad))

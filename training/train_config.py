@@ -179,6 +179,7 @@ class TrainConfig:
             image_size=self.image_size,
             derotate=self.derotate,
             mask_background=self.mask_background,
+            single_photos=self.single_photo_p > 0,
         )
 
     def cache_path(self) -> Path:
