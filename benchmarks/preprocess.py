@@ -48,11 +48,17 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64, help="cache side (make demo: 64)")
     parser.add_argument("--workers", default="1,2,all", help="worker counts, e.g. 1,2,4,all")
     parser.add_argument("--repeat", type=int, default=3, help="builds per worker count")
+    parser.add_argument(
+        "--single-photos",
+        action="store_true",
+        help="also cut every capture out alone, as runs with --single-photo-p need",
+    )
     args = parser.parse_args()
-    settings = Preprocess(image_size=args.image_size)
+    settings = Preprocess(image_size=args.image_size, single_photos=args.single_photos)
     for record in read_dataset(args.data).records:  # into the page cache: time work, not disk
         record.path.read_bytes()
-    print(f"{args.data}: cache build at {args.image_size} px, {default_workers()} cores here")
+    layers = "pose crops and single photos" if args.single_photos else "pose crops"
+    print(f"{args.data}: cache build at {args.image_size} px ({layers}), {default_workers()} cores")
     print(f"{'workers':>7}  {'images/s':>9}  {'spread':>13}  {'seconds':>8}  {'speed-up':>8}")
     counts = _counts(args.workers)
     runs: dict[int, list[tuple[float, int]]] = {w: [] for w in counts}
