@@ -18,9 +18,11 @@ One command runs the whole comparison (docs/pretraining.md) and prints its table
     .venv/bin/python benchmarks/pretrain_finetune.py --gpu-scale --out runs/pretrain
 
 Finished steps are kept in --out (datasets, runs, results.json), so a rerun goes on where one
-stopped. The CPU scale is small on purpose (48 px, a few hundred steps; about 45 minutes of
-one core); --gpu-scale is the full-size recipe: 5,000 pretraining coins at 128 px, 30 epochs
-of pretraining and 8 of fine-tuning at batch 128 (any flag given after it still wins).
+stopped. The CPU scale is the one docs/pretraining.md measured: 300 pretraining coins (600
+coin sides, few enough that each class is pulled ~80 times in 3,000 steps of 32), models at
+48 px, 600 steps on the held-out collection; about 1.5 hours of one core. --gpu-scale is the
+full-size recipe: 5,000 pretraining coins at 128 px, 30 epochs of pretraining and 8 of
+fine-tuning at batch 128 (any flag given after it still wins).
 """
 
 from __future__ import annotations
@@ -66,26 +68,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="resnet50-truncated", help="pretrained, fine-tuned, scratch")
     p.add_argument("--baseline-model", default="resnet-tiny", help="from scratch, for reference")
     p.add_argument("--gpu-scale", action="store_true", help="the full-size recipe (one GPU)")
-    p.add_argument("--pretrain-coins", type=int, default=1200)
+    p.add_argument("--pretrain-coins", type=int, default=300)
     p.add_argument("--pretrain-types", type=int, default=24)
     p.add_argument("--pretrain-seed", type=int, default=1000)
-    p.add_argument("--eval-coins", type=int, default=60)
+    p.add_argument("--eval-coins", type=int, default=120)
     p.add_argument("--eval-seed", type=int, default=7)
-    p.add_argument("--render-size", type=int, default=64, help="px of the twin's frames")
+    p.add_argument("--render-size", type=int, default=512, help="px of the twin's frames")
     p.add_argument("--image-size", type=int, default=48, help="px the models see")
-    p.add_argument("--embedding-dim", type=int, default=128)
+    p.add_argument("--embedding-dim", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--pretrain-epochs", type=int, default=1)
-    p.add_argument("--pretrain-steps", type=int, default=600, help="per pretraining epoch")
+    p.add_argument("--pretrain-epochs", type=int, default=10)
+    p.add_argument("--pretrain-steps", type=int, default=300, help="per pretraining epoch")
     p.add_argument("--pretrain-lr", type=float, default=3e-3)
-    p.add_argument("--pretrain-scale", type=float, default=64.0, help="ArcFace scale")
-    p.add_argument("--epochs", type=int, default=5, help="fine-tuning and scratch epochs")
-    p.add_argument("--steps", type=int, default=30, help="steps per epoch (default: one pass)")
+    p.add_argument("--pretrain-scale", type=float, default=16.0, help="ArcFace scale")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning and scratch epochs")
+    p.add_argument("--steps", type=int, default=60, help="steps per epoch (None: one pass)")
     p.add_argument("--lr", type=float, default=3e-3, help="from scratch")
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--seeds", default="0,1,2", help="split seeds of the held-out collection")
     p.add_argument("--split", default="0.6,0.1,0.3")
-    p.add_argument("--rotations", type=int, default=4, help="evaluation rotation pooling")
+    p.add_argument("--rotations", type=int, default=8, help="evaluation rotation pooling")
     p.add_argument("--workers", type=int, default=0, help="rig simulate --workers")
     p.add_argument(
         "--shared-reverses", type=float, default=None, help="rig simulate's (default: its own)"
