@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     pretrain = config(
         pre_data, pre_run, args.model, args, epochs=args.pretrain_epochs,
         steps_per_epoch=args.pretrain_steps, lr=args.pretrain_lr, split="1,0,0",
-        loss=LossSettings(scale=args.pretrain_scale),  # thousands of classes (README: --scale)
+        loss=LossSettings(scale=args.pretrain_scale),  # 16 pulled 600 classes off their random loss
     )  # fmt: skip
     timings["pretrain cpu"] = float(train_once(pretrain).get("cpu_seconds", 0.0))
     # the pretrained model as it is, on every coin of the held-out collection (it saw none)
