@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -17,6 +20,16 @@ from dataset.reader import DatasetReader
 ROOT = Path(__file__).resolve().parents[1]
 SIM = ROOT / "rig" / "config" / "presets" / "sim.yaml"
 QUICK = ROOT / "capture" / "plans" / "quick.yaml"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py imported as a module (the benchmarks folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_config(path: Path, **sections: dict[str, Any]) -> Path:

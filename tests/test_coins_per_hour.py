@@ -6,12 +6,8 @@ standard plan; here three coins with the quick plan keep it to seconds.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
 import pytest
-from simulate_support import QUICK, ROOT, SIM
+from simulate_support import QUICK, SIM, load_benchmark
 
 from capture.engine import CoinJob
 from capture.estimate import dry_run
@@ -22,19 +18,9 @@ from rig.config import load_config
 SLOTS = [0, 9, 23]
 
 
-def _benchmark() -> ModuleType:
-    path = ROOT / "benchmarks" / "coins_per_hour.py"
-    spec = importlib.util.spec_from_file_location("coins_per_hour", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def measured() -> dict[str, dict[str, float]]:
-    bench = _benchmark()
+    bench = load_benchmark("coins_per_hour")
     plan = Plan.load(QUICK)
     base = simulation_config(load_config(SIM), coins=3, types=3, seed=0, image_size=32)
     jobs = [CoinJob(f"SIM-{i:04d}", slot) for i, slot in enumerate(SLOTS)]

@@ -7,26 +7,13 @@ every run's settings pass `TrainConfig.check` as they stand.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
-from simulate_support import ROOT
-
-
-def _benchmark() -> ModuleType:
-    path = ROOT / "benchmarks" / "pretrain_finetune.py"
-    spec = importlib.util.spec_from_file_location("pretrain_finetune", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from simulate_support import load_benchmark
 
 
 def test_gpu_scale_fills_the_full_size_settings_and_a_given_flag_wins() -> None:
-    bench = _benchmark()
+    bench = load_benchmark("pretrain_finetune")
     cpu = bench.parse_args([])
     gpu = bench.parse_args(["--gpu-scale", "--pretrain-epochs", "3"])
     assert gpu.pretrain_coins == bench.GPU_SCALE["pretrain_coins"] != cpu.pretrain_coins
@@ -37,7 +24,7 @@ def test_gpu_scale_fills_the_full_size_settings_and_a_given_flag_wins() -> None:
 
 
 def test_the_default_runs_are_valid_training_settings(tmp_path: Path) -> None:
-    bench = _benchmark()
+    bench = load_benchmark("pretrain_finetune")
     args = bench.parse_args(["--out", str(tmp_path)])
     pretrain = bench.config(
         tmp_path / "pre", tmp_path / "runs" / "pre", args.model, args,
