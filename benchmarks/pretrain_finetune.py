@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrain-lr", type=float, default=3e-3)
     p.add_argument("--pretrain-scale", type=float, default=16.0, help="ArcFace scale")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning and scratch epochs")
-    p.add_argument("--steps", type=int, default=60, help="steps per epoch (None: one pass)")
+    p.add_argument("--steps", type=int, default=60, help="steps per epoch (--gpu-scale: one pass)")
     p.add_argument("--lr", type=float, default=3e-3, help="from scratch")
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--seeds", default="0,1,2", help="split seeds of the held-out collection")
