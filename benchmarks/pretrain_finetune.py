@@ -146,6 +146,15 @@ def config(
     return base
 
 
+def pretrain_config(data: Path, run: Path, args: argparse.Namespace) -> TrainConfig:
+    """The pretraining run: every coin trains (no validation), at its own epochs, lr and scale."""
+    return config(
+        data, run, args.model, args, epochs=args.pretrain_epochs,
+        steps_per_epoch=args.pretrain_steps, lr=args.pretrain_lr, split="1,0,0",
+        loss=LossSettings(scale=args.pretrain_scale),  # 16 pulled 600 classes off their random loss
+    )  # fmt: skip
+
+
 def train_once(cfg: TrainConfig) -> dict[str, Any]:
     """Train unless the run finished before; its summary (with the CPU seconds it took)."""
     done = Path(cfg.out) / "summary.json"
@@ -188,11 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     timings["render eval"] = simulate(eval_data, args.eval_coins, 6, args.eval_seed, args)
     pre_run = out / "runs" / f"pretrain-{args.model}"
-    pretrain = config(
-        pre_data, pre_run, args.model, args, epochs=args.pretrain_epochs,
-        steps_per_epoch=args.pretrain_steps, lr=args.pretrain_lr, split="1,0,0",
-        loss=LossSettings(scale=args.pretrain_scale),  # 16 pulled 600 classes off their random loss
-    )  # fmt: skip
+    pretrain = pretrain_config(pre_data, pre_run, args)
     timings["pretrain cpu"] = float(train_once(pretrain).get("cpu_seconds", 0.0))
     # the pretrained model as it is, on every coin of the held-out collection (it saw none)
     cache = out / "cache"

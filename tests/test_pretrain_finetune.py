@@ -26,11 +26,9 @@ def test_gpu_scale_fills_the_full_size_settings_and_a_given_flag_wins() -> None:
 def test_the_default_runs_are_valid_training_settings(tmp_path: Path) -> None:
     bench = load_benchmark("pretrain_finetune")
     args = bench.parse_args(["--out", str(tmp_path)])
-    pretrain = bench.config(
-        tmp_path / "pre", tmp_path / "runs" / "pre", args.model, args,
-        epochs=args.pretrain_epochs, steps_per_epoch=args.pretrain_steps, split="1,0,0",
-    )  # fmt: skip
+    pretrain = bench.pretrain_config(tmp_path / "pre", tmp_path / "runs" / "pre", args)
     assert pretrain.split == "1,0,0" and pretrain.epochs == args.pretrain_epochs
+    assert pretrain.loss.scale == args.pretrain_scale and pretrain.lr == args.pretrain_lr
     finetune = bench.config(
         tmp_path / "eval", tmp_path / "runs" / "ft", args.model, args,
         seed=2, init=str(tmp_path / "runs" / "pre"), lr=args.finetune_lr,
