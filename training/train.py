@@ -446,6 +446,10 @@ def train(
         (run / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
         write_curves(run / "metrics.jsonl", run / "curves.png")
     if ddp.world_size > 1:
+        # Leave together: a rank that tore down its gloo pairs while rank 0 was still writing
+        # the summary died once in ~10 test runs under load (SIGABRT, "terminate called without
+        # an active exception"), and torchrun then fails the whole job.
+        dist.barrier()
         dist.destroy_process_group()
     if not agree:
         raise RuntimeError(f"the {ddp.world_size} ranks ended with different weights")
