@@ -35,7 +35,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -445,12 +444,7 @@ def train(
     if ddp.is_main:
         (run / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
         write_curves(run / "metrics.jsonl", run / "curves.png")
-    if ddp.world_size > 1:
-        # Leave together: a rank that tore down its gloo pairs while rank 0 was still writing
-        # the summary died once in ~10 test runs under load (SIGABRT, "terminate called without
-        # an active exception"), and torchrun then fails the whole job.
-        dist.barrier()
-        dist.destroy_process_group()
+    ddp.leave()
     if not agree:
         raise RuntimeError(f"the {ddp.world_size} ranks ended with different weights")
     return summary
