@@ -47,7 +47,8 @@ class Distributed:
 
         The ranks meet at a barrier first: a rank that tore down its gloo pairs while rank 0 was
         still writing the summary died once in about ten test runs under load (SIGABRT,
-        "terminate called without an active exception"), and torchrun then failed the job.
+        "terminate called without an active exception"), and torchrun then failed the job. The
+        barrier closes that window; the abort was never reproduced, so the cause is not proven.
         """
         if self.world_size > 1:
             dist.barrier()
